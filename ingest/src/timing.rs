@@ -1,0 +1,381 @@
+//! UTC-locked media time, as pure arithmetic (DESIGN.md "Media time is UTC").
+//!
+//! Buffers reach these functions with running times that are nanoseconds since the Unix epoch.
+//! [`UtcGrid`] says which segment and part a time falls in, [`StartGate`] makes every track of a
+//! channel begin on the same segment boundary, and [`FrameSnapper`] puts video frames on the
+//! frame-rate grid counted from the epoch, so that segment boundaries fall exactly on frames.
+
+use std::time::Duration;
+
+/// Times this close below a boundary count as on it: timestamps pass through integer rounding
+/// (nanoseconds, then the track's timescale) and must not slip into the previous part.
+const BOUNDARY_TOLERANCE_NS: u64 = 1_000;
+
+/// Segment and part boundaries on the UTC timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UtcGrid {
+    segment_ns: u64,
+    parts_per_segment: u32,
+}
+
+/// Where a time falls on the grid: segment number `floor(utc / segment_duration)` and the part
+/// within that segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GridPosition {
+    pub segment: u64,
+    pub part: u32,
+}
+
+impl UtcGrid {
+    pub fn new(segment: Duration, parts_per_segment: u32) -> Self {
+        assert!(
+            segment.as_nanos() > 0 && parts_per_segment > 0,
+            "checked by the config"
+        );
+        Self {
+            segment_ns: segment.as_nanos() as u64,
+            parts_per_segment,
+        }
+    }
+
+    pub fn segment_ns(&self) -> u64 {
+        self.segment_ns
+    }
+
+    /// The duration of one part (a CMAF chunk), rounded down to the nanosecond.
+    pub fn part_ns(&self) -> u64 {
+        self.segment_ns / u64::from(self.parts_per_segment)
+    }
+
+    pub fn position(&self, utc_ns: u64) -> GridPosition {
+        let t = utc_ns + BOUNDARY_TOLERANCE_NS;
+        let within = u128::from(t % self.segment_ns);
+        GridPosition {
+            segment: t / self.segment_ns,
+            part: (within * u128::from(self.parts_per_segment) / u128::from(self.segment_ns))
+                as u32,
+        }
+    }
+
+    /// The first segment boundary at or after `utc_ns`.
+    pub fn next_segment_start(&self, utc_ns: u64) -> u64 {
+        utc_ns.div_ceil(self.segment_ns) * self.segment_ns
+    }
+}
+
+/// What a split point before a buffer should be, when the buffer starts a new part or segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Split {
+    None,
+    /// The buffer starts a new part within the same segment: a new CMAF chunk.
+    Chunk,
+    /// The buffer starts a new segment: a new CMAF fragment.
+    Fragment,
+}
+
+/// Follows one track's buffers across the grid and says where to cut.
+#[derive(Clone, Debug)]
+pub struct Splitter {
+    grid: UtcGrid,
+    last: Option<GridPosition>,
+}
+
+impl Splitter {
+    pub fn new(grid: UtcGrid) -> Self {
+        Self { grid, last: None }
+    }
+
+    pub fn split_before(&mut self, utc_ns: u64) -> Split {
+        let position = self.grid.position(utc_ns);
+        let split = match self.last {
+            None => Split::None,
+            Some(last) if position.segment != last.segment => Split::Fragment,
+            Some(last) if position.part != last.part => Split::Chunk,
+            Some(_) => Split::None,
+        };
+        self.last = Some(position);
+        split
+    }
+}
+
+/// The kinds of track a channel starts together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Video = 0,
+    Audio = 1,
+}
+
+/// Holds every track back until all have data, then lets each through from the same segment
+/// boundary: the first one at or after the latest first buffer of any track. A kind that has
+/// not shown up after [`GIVE_UP_WAITING_NS`] of the other's media is not waited for; if it comes
+/// later it starts on the next boundary after its first buffer.
+#[derive(Debug)]
+pub struct StartGate {
+    grid: UtcGrid,
+    expected: [bool; 2],
+    first_seen: [Option<u64>; 2],
+    starts: [Option<u64>; 2],
+}
+
+/// How much media of one kind the gate lets go by while waiting for the other.
+pub const GIVE_UP_WAITING_NS: u64 = 5_000_000_000;
+
+/// The gate's answer for one buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Before the start: drop it.
+    Drop,
+    /// Let it through; `start` is the track's first segment boundary, which the buffer may
+    /// straddle (audio is clipped to it).
+    Pass { start: u64 },
+}
+
+impl StartGate {
+    pub fn new(grid: UtcGrid, video: bool, audio: bool) -> Self {
+        Self {
+            grid,
+            expected: [video, audio],
+            first_seen: [None, None],
+            starts: [None, None],
+        }
+    }
+
+    /// Judges a buffer of `kind` spanning `[utc_ns, utc_ns + duration_ns)`.
+    pub fn admit(&mut self, kind: Kind, utc_ns: u64, duration_ns: u64) -> Admission {
+        let index = kind as usize;
+        self.first_seen[index].get_or_insert(utc_ns);
+        let start = match self.starts[index] {
+            Some(start) => start,
+            None => match self.decide(kind, utc_ns) {
+                Some(start) => start,
+                None => return Admission::Drop,
+            },
+        };
+        if utc_ns + duration_ns <= start || (kind == Kind::Video && utc_ns < start) {
+            Admission::Drop
+        } else {
+            Admission::Pass { start }
+        }
+    }
+
+    fn decide(&mut self, kind: Kind, utc_ns: u64) -> Option<u64> {
+        if let Some(other_start) = self.starts.iter().flatten().next() {
+            // The other kind started without this one: join on the next boundary.
+            let start = self.grid.next_segment_start(utc_ns.max(*other_start));
+            self.starts[kind as usize] = Some(start);
+            return Some(start);
+        }
+        let mut latest_first = 0;
+        for (expected, seen) in self.expected.iter().zip(self.first_seen) {
+            match (expected, seen) {
+                (true, Some(seen)) => latest_first = latest_first.max(seen),
+                (true, None) => {
+                    let waited = utc_ns.saturating_sub(self.first_seen[kind as usize]?);
+                    if waited < GIVE_UP_WAITING_NS {
+                        return None;
+                    }
+                    latest_first = latest_first.max(utc_ns);
+                }
+                (false, _) => {}
+            }
+        }
+        let start = self.grid.next_segment_start(latest_first);
+        for (index, seen) in self.first_seen.iter().enumerate() {
+            if seen.is_some() {
+                self.starts[index] = Some(start);
+            }
+        }
+        Some(start)
+    }
+}
+
+/// Moves video frames onto the grid `n * frame_duration` counted from the epoch.
+#[derive(Clone, Debug)]
+pub struct FrameSnapper {
+    fps_num: u64,
+    fps_den: u64,
+    last_index: Option<u64>,
+}
+
+impl FrameSnapper {
+    pub fn new(fps_num: u32, fps_den: u32) -> Self {
+        assert!(fps_num > 0 && fps_den > 0, "checked by the config");
+        Self {
+            fps_num: fps_num.into(),
+            fps_den: fps_den.into(),
+            last_index: None,
+        }
+    }
+
+    /// The grid time for a frame captured at `utc_ns`, or `None` when the nearest grid slot is
+    /// already taken by the previous frame (the frame is a duplicate and is dropped).
+    pub fn snap(&mut self, utc_ns: u64) -> Option<u64> {
+        let per_second = u128::from(self.fps_num);
+        let unit = u128::from(self.fps_den) * 1_000_000_000;
+        let index = ((u128::from(utc_ns) * per_second + unit / 2) / unit) as u64;
+        if self.last_index.is_some_and(|last| index <= last) {
+            return None;
+        }
+        self.last_index = Some(index);
+        Some(self.frame_time(index))
+    }
+
+    pub fn frame_duration_ns(&self) -> u64 {
+        self.frame_time(1)
+    }
+
+    /// Rounded up, so that converting back to a track timescale (rounding down) gives the
+    /// exact tick of frame `index`.
+    fn frame_time(&self, index: u64) -> u64 {
+        (u128::from(index) * u128::from(self.fps_den) * 1_000_000_000)
+            .div_ceil(u128::from(self.fps_num)) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECOND: u64 = 1_000_000_000;
+    /// 2026-11-21 00:00:00 UTC, a multiple of 2 s.
+    const EPOCH_2026: u64 = 1_795_219_200 * SECOND;
+
+    fn grid() -> UtcGrid {
+        UtcGrid::new(Duration::from_secs(2), 6)
+    }
+
+    #[test]
+    fn segment_number_is_utc_over_duration() {
+        let position = grid().position(EPOCH_2026 + 3 * SECOND);
+        assert_eq!(position.segment, EPOCH_2026 / (2 * SECOND) + 1);
+        assert_eq!(position.part, 3);
+    }
+
+    #[test]
+    fn thirty_fps_frames_start_parts_and_segments_exactly() {
+        let mut snapper = FrameSnapper::new(30, 1);
+        let mut splitter = Splitter::new(grid());
+        let mut fragments = Vec::new();
+        let mut chunks = 0;
+        // Frames captured with jitter of a few milliseconds around the ideal grid.
+        for n in 0..300u64 {
+            let jitter = (n * 7919 % 9) * 1_000_000;
+            let Some(t) = snapper.snap(EPOCH_2026 + n * SECOND / 30 + jitter) else {
+                continue;
+            };
+            match splitter.split_before(t) {
+                Split::Fragment => fragments.push(n),
+                Split::Chunk => chunks += 1,
+                Split::None => {}
+            }
+        }
+        assert_eq!(fragments, [60, 120, 180, 240]);
+        assert_eq!(chunks, 5 * 5 - 1 + 5);
+    }
+
+    #[test]
+    fn gate_starts_all_tracks_on_one_boundary() {
+        let mut gate = StartGate::new(grid(), true, true);
+        let video_first = EPOCH_2026 + SECOND / 2;
+        assert_eq!(gate.admit(Kind::Video, video_first, 33), Admission::Drop);
+        // Audio arrives after the next boundary: the start moves to the boundary after it.
+        let audio_first = EPOCH_2026 + 2 * SECOND + 5;
+        assert_eq!(gate.admit(Kind::Audio, audio_first, 21), Admission::Drop);
+        let start = EPOCH_2026 + 4 * SECOND;
+        assert_eq!(gate.admit(Kind::Video, start - 1, 33), Admission::Drop);
+        assert_eq!(
+            gate.admit(Kind::Video, start, 33),
+            Admission::Pass { start }
+        );
+        // An audio buffer straddling the start passes, to be clipped.
+        assert_eq!(
+            gate.admit(Kind::Audio, start - 10, 21),
+            Admission::Pass { start }
+        );
+        assert_eq!(gate.admit(Kind::Audio, start - 21, 21), Admission::Drop);
+    }
+
+    #[test]
+    fn gate_with_one_kind_does_not_wait_for_the_other() {
+        let mut gate = StartGate::new(grid(), false, true);
+        assert_eq!(gate.admit(Kind::Audio, EPOCH_2026 + 1, 10), Admission::Drop);
+        let start = EPOCH_2026 + 2 * SECOND;
+        assert_eq!(
+            gate.admit(Kind::Audio, start, 10),
+            Admission::Pass { start }
+        );
+    }
+
+    #[test]
+    fn gate_stops_waiting_for_a_kind_that_never_comes() {
+        let mut gate = StartGate::new(grid(), true, true);
+        let first = EPOCH_2026 + SECOND / 2;
+        assert_eq!(gate.admit(Kind::Video, first, 33), Admission::Drop);
+        assert_eq!(
+            gate.admit(Kind::Video, first + 4 * SECOND, 33),
+            Admission::Drop
+        );
+        let late = first + GIVE_UP_WAITING_NS;
+        let start = EPOCH_2026 + 6 * SECOND;
+        assert_eq!(gate.admit(Kind::Video, late, 33), Admission::Drop);
+        assert_eq!(
+            gate.admit(Kind::Video, start, 33),
+            Admission::Pass { start }
+        );
+        // Audio turns up at last: it starts on the boundary after its first buffer.
+        let audio_first = start + 3 * SECOND;
+        assert_eq!(gate.admit(Kind::Audio, audio_first, 21), Admission::Drop);
+        let audio_start = EPOCH_2026 + 10 * SECOND;
+        assert_eq!(
+            gate.admit(Kind::Audio, audio_start, 21),
+            Admission::Pass { start: audio_start }
+        );
+    }
+
+    #[test]
+    fn snapper_drops_frames_that_land_in_a_taken_slot() {
+        let mut snapper = FrameSnapper::new(30, 1);
+        assert_eq!(snapper.snap(EPOCH_2026), Some(EPOCH_2026));
+        assert_eq!(snapper.snap(EPOCH_2026 + 10_000_000), None);
+        assert_eq!(
+            snapper.snap(EPOCH_2026 + 30_000_000),
+            Some(EPOCH_2026 + 33_333_334)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn snapped_times_are_on_the_grid_and_increasing(
+            start in 0u64..1 << 62,
+            steps in proptest::collection::vec(0u64..100_000_000, 1..50),
+            (num, den) in prop_oneof![Just((30, 1)), Just((25, 1)), Just((30000, 1001)), Just((60, 1))],
+        ) {
+            let mut snapper = FrameSnapper::new(num, den);
+            let mut t = start;
+            let mut last = None;
+            for step in steps {
+                t += step;
+                if let Some(snapped) = snapper.snap(t) {
+                    prop_assert!(last.is_none_or(|last| snapped > last));
+                    prop_assert!(snapped.abs_diff(t) <= snapper.frame_duration_ns() / 2 + 1);
+                    last = Some(snapped);
+                }
+            }
+        }
+
+        #[test]
+        fn splitter_cuts_once_per_boundary(start in 0u64..1 << 50, step in 1_000_000u64..500_000_000) {
+            let grid = grid();
+            let mut splitter = Splitter::new(grid);
+            let mut t = start;
+            let mut fragments = 0;
+            for _ in 0..100 {
+                t += step;
+                if splitter.split_before(t) == Split::Fragment { fragments += 1; }
+            }
+            let crossed = grid.position(t).segment - grid.position(start + step).segment;
+            prop_assert_eq!(fragments, crossed);
+        }
+    }
+}

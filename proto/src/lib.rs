@@ -1,0 +1,11 @@
+//! What crosses a process boundary in Estuary: the public and ingest URL layout, keycards (the
+//! EdgeAuth 2.0 compatible tokens every role checks), and moods (how a component says how it is).
+
+pub mod duration;
+pub mod keycard;
+pub mod mood;
+pub mod url;
+pub mod utc;
+
+pub use keycard::{Grant, Keycard, KeycardError, KeycardKey, KeycardRequest};
+pub use mood::Mood;

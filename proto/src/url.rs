@@ -1,0 +1,114 @@
+//! The URL layout shared by every role (DESIGN.md "Public URL layout" and "CMAF ingest"), and the
+//! rules for the names that appear in it.
+//!
+//! Channel and track names go into URLs and file names, so they are restricted to characters
+//! that need no escaping anywhere: ASCII letters, digits, `-` and `_`.
+
+use std::fmt;
+
+/// The path prefix under which a packager receives CMAF tracks.
+pub const INGEST_PREFIX: &str = "/ingest";
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} name {name:?} is not allowed: use 1 to 64 ASCII letters, digits, '-' or '_'")]
+pub struct BadName {
+    pub kind: &'static str,
+    pub name: String,
+}
+
+fn check_name(kind: &'static str, name: &str) -> Result<(), BadName> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if (1..=64).contains(&name.len()) && name.chars().all(allowed) {
+        Ok(())
+    } else {
+        Err(BadName {
+            kind,
+            name: name.to_owned(),
+        })
+    }
+}
+
+/// A channel: one live programme, with several tracks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelName(String);
+
+impl ChannelName {
+    pub fn new(name: &str) -> Result<Self, BadName> {
+        check_name("channel", name).map(|()| Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A CMAF track of a channel: `v720` is video 720 lines high, `a128` is audio at 128 kbit/s.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrackName(String);
+
+impl TrackName {
+    pub fn new(name: &str) -> Result<Self, BadName> {
+        check_name("track", name).map(|()| Self(name.to_owned()))
+    }
+
+    /// The conventional name of a video rendition `height` lines high.
+    pub fn video(height: u32) -> Self {
+        Self(format!("v{height}"))
+    }
+
+    /// The conventional name of an audio track at `kbps` kilobits per second.
+    pub fn audio(kbps: u32) -> Self {
+        Self(format!("a{kbps}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TrackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `/ingest/{channel}/{track}`: where a packager receives one CMAF track.
+pub fn ingest_path(channel: &ChannelName, track: &TrackName) -> String {
+    format!("{INGEST_PREFIX}/{channel}/{track}")
+}
+
+/// The ACL that lets an ingest send every track of `channel`.
+pub fn ingest_acl(channel: &ChannelName) -> String {
+    format!("{INGEST_PREFIX}/{channel}/*")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(ChannelName::new("demo-1_b").is_ok());
+        for bad in ["", "a/b", "ü", "a b", "..", &"x".repeat(65)] {
+            let error = ChannelName::new(bad).unwrap_err();
+            assert_eq!(error.name, bad);
+        }
+    }
+
+    #[test]
+    fn ingest_layout() {
+        let channel = ChannelName::new("demo").unwrap();
+        assert_eq!(
+            ingest_path(&channel, &TrackName::video(720)),
+            "/ingest/demo/v720"
+        );
+        assert_eq!(ingest_acl(&channel), "/ingest/demo/*");
+        assert_eq!(TrackName::audio(128).as_str(), "a128");
+    }
+}

@@ -1,0 +1,151 @@
+//! `estuary`: one binary, one subcommand per role. This file only reads the command line and
+//! hands each role its configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use estuary_ingest::IngestRun;
+use estuary_ingest::config::{ChannelSpec, ConfigFile};
+
+#[derive(Parser)]
+#[command(
+    name = "estuary",
+    version,
+    about = "Live-streaming delivery: capture, package, serve, steer"
+)]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand)]
+enum Role {
+    /// Capture and encode live sources into UTC-locked CMAF tracks, to files or a packager.
+    Ingest(IngestArgs),
+}
+
+#[derive(Args)]
+struct IngestArgs {
+    /// TOML file with outputs and [[channel]] tables (see deploy/ingest.toml); flags below
+    /// override its outputs.
+    #[arg(long, env = "ESTUARY_INGEST_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    channel: ChannelSpec,
+    /// Write one file per track into DIR (v720.mp4, v360.mp4, a128.mp4).
+    #[arg(long, env = "ESTUARY_INGEST_OUT")]
+    out: Option<PathBuf>,
+    /// Send each track as a chunked POST to URL/{channel}/{track}, e.g. http://127.0.0.1:8080/ingest.
+    #[arg(long, env = "ESTUARY_INGEST_TO")]
+    to: Option<String>,
+    /// Hex key that signs the keycard sent with each POST.
+    #[arg(long, env = "ESTUARY_KEYCARD_SECRET", hide_env_values = true)]
+    keycard_secret: Option<String>,
+    /// Key id written into the keycard (kid=), for key rotation.
+    #[arg(long, env = "ESTUARY_KEYCARD_KEY_ID")]
+    keycard_key_id: Option<String>,
+    /// Serve /healthz and /metrics on this address, e.g. 127.0.0.1:9101.
+    #[arg(long, env = "ESTUARY_INGEST_ADMIN")]
+    admin: Option<SocketAddr>,
+    /// Stop after this long, e.g. 12s or 5m (the last fragment is finished first).
+    #[arg(long)]
+    duration: Option<String>,
+    /// Print which sources, devices and encoders this machine has, then exit.
+    #[arg(long)]
+    probe: bool,
+    /// Print each channel's pipeline as a gst-launch-1.0 line, then exit.
+    #[arg(long)]
+    print_pipeline: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ESTUARY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.role {
+        Role::Ingest(args) => ingest(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    if args.probe {
+        print!("{}", estuary_ingest::probe_report()?);
+        return Ok(());
+    }
+    let (mut outputs, specs) = match &args.config {
+        Some(path) => {
+            if args.channel.has_any_field() {
+                bail!(
+                    "channel flags (--source, --renditions, …) go into the [[channel]] tables of {} \
+                     when --config is given",
+                    path.display()
+                );
+            }
+            let file = ConfigFile::load(path)?;
+            if file.channels.is_empty() {
+                bail!("{} has no [[channel]] table", path.display());
+            }
+            (file.outputs, file.channels)
+        }
+        None => (Default::default(), vec![args.channel.clone()]),
+    };
+    let channels = specs
+        .iter()
+        .map(ChannelSpec::validate)
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.print_pipeline {
+        for (name, launch) in estuary_ingest::describe(&channels)? {
+            println!("# channel {name}\ngst-launch-1.0 -e {launch}");
+        }
+        return Ok(());
+    }
+    outputs.out = args.out.or(outputs.out);
+    outputs.to = args.to.or(outputs.to);
+    outputs.keycard_secret = args.keycard_secret.or(outputs.keycard_secret);
+    outputs.keycard_key_id = args.keycard_key_id.or(outputs.keycard_key_id);
+    outputs.admin = args.admin.or(outputs.admin);
+    let duration = args
+        .duration
+        .as_deref()
+        .map(estuary_proto::duration::parse_duration)
+        .transpose()
+        .context("--duration")?;
+    let run = IngestRun {
+        channels,
+        outputs,
+        duration,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(estuary_ingest::run(run, shutdown_signal()))?;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
