@@ -7,6 +7,8 @@
 //! (the test pattern, files) get an offset from their media time to UTC on their pads, and a
 //! clocksync paces them.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,7 +20,7 @@ use crate::config::Channel;
 use crate::health::{ChannelHealth, TrackStats};
 use crate::output::{TrackEvent, TrackOutput};
 use crate::plan::{self, PipelinePlan};
-use crate::timing::{Admission, FrameSnapper, Kind, Split, Splitter, StartGate, UtcGrid};
+use crate::timing::{Admission, EndPoint, FrameSnapper, Kind, Split, Splitter, StartGate, UtcGrid};
 use estuary_proto::utc::UtcTime;
 
 /// The outputs of one track.
@@ -27,13 +29,40 @@ pub struct TrackOutputs {
     pub outputs: Vec<Arc<dyn TrackOutput>>,
 }
 
+/// Asks a running pipeline to end every track on the next part boundary.
+#[derive(Clone)]
+pub struct Stopper(Arc<Mutex<EndPoint>>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).request();
+    }
+
+    fn is_past(&self, utc_ns: u64) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_past(utc_ns)
+    }
+
+    /// Whether a buffer at `utc_ns` is past the end; pushes end-of-stream on `pad` for the
+    /// first such buffer.
+    fn ends_before(&self, pad: &gst::Pad, utc_ns: u64, ended: &AtomicBool) -> bool {
+        let past = self.is_past(utc_ns);
+        if past && !ended.swap(true, Relaxed) {
+            pad.push_event(gst::event::Eos::new());
+        }
+        past
+    }
+}
+
 /// Builds the pipeline of `channel` from its plan, ready to be set playing.
 pub fn build(
     channel: &Channel,
     plan: &PipelinePlan,
     health: &Arc<ChannelHealth>,
     outputs: &[TrackOutputs],
-) -> Result<gst::Pipeline, String> {
+) -> Result<(gst::Pipeline, Stopper), String> {
     let pipeline = gst::parse::launch(&plan.to_string())
         .map_err(|error| error.to_string())?
         .downcast::<gst::Pipeline>()
@@ -53,6 +82,7 @@ pub fn build(
     }
 
     let grid = UtcGrid::new(channel.segment, channel.parts_per_segment);
+    let stopper = Stopper(Arc::new(Mutex::new(EndPoint::new(grid))));
     let gate = Arc::new(Mutex::new(StartGate::new(
         grid,
         !channel.renditions.is_empty(),
@@ -63,17 +93,24 @@ pub fn build(
         let timing = element(&pipeline, plan::VIDEO_TIMING)?;
         let overlay = pipeline.by_name(plan::CLOCK_OVERLAY);
         let snapper = FrameSnapper::new(channel.framerate.0, channel.framerate.1);
-        attach_video_timing(&timing, gate.clone(), grid, snapper, overlay)?;
+        attach_video_timing(
+            &timing,
+            gate.clone(),
+            stopper.clone(),
+            grid,
+            snapper,
+            overlay,
+        )?;
     }
     if channel.audio.is_some() {
         let timing = element(&pipeline, plan::AUDIO_TIMING)?;
-        attach_audio_timing(&timing, gate)?;
+        attach_audio_timing(&timing, gate, stopper.clone())?;
     }
 
     for track in outputs {
         let name = track.stats.track.as_str();
         let mux = element(&pipeline, &plan::muxer_name(name))?;
-        attach_splitter(&mux, grid)?;
+        attach_splitter(&mux, grid, stopper.clone())?;
         let encoder = element(&pipeline, &plan::encoder_name(name))?;
         count_frames(&encoder, track.stats.clone())?;
         let sink = element(&pipeline, &plan::sink_name(name))?
@@ -87,7 +124,7 @@ pub fn build(
             track.outputs.clone(),
         );
     }
-    Ok(pipeline)
+    Ok((pipeline, stopper))
 }
 
 /// Maps media time 0 of a paced source to `zero` on the UTC timeline.
@@ -132,6 +169,7 @@ fn running_time(
 fn attach_video_timing(
     timing: &gst::Element,
     gate: Arc<Mutex<StartGate>>,
+    stopper: Stopper,
     grid: UtcGrid,
     snapper: FrameSnapper,
     overlay: Option<gst::Element>,
@@ -139,6 +177,7 @@ fn attach_video_timing(
     let pad = src_pad(timing)?;
     let fresh = snapper.clone();
     let state = Mutex::new((snapper, None::<u64>));
+    let ended = AtomicBool::new(false);
     pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_FLUSH,
         move |pad, info| {
@@ -165,7 +204,7 @@ fn attach_video_timing(
                 snapped,
                 snapper.frame_duration_ns(),
             );
-            if admission == Admission::Drop {
+            if admission == Admission::Drop || stopper.ends_before(pad, snapped, &ended) {
                 return gst::PadProbeReturn::Drop;
             }
             let Some(pts) =
@@ -199,8 +238,13 @@ fn attach_video_timing(
 
 /// Audio: start on the channel's first segment boundary, clipping the buffer that straddles it
 /// so the audio track begins exactly there.
-fn attach_audio_timing(timing: &gst::Element, gate: Arc<Mutex<StartGate>>) -> Result<(), String> {
+fn attach_audio_timing(
+    timing: &gst::Element,
+    gate: Arc<Mutex<StartGate>>,
+    stopper: Stopper,
+) -> Result<(), String> {
     let pad = src_pad(timing)?;
+    let ended = AtomicBool::new(false);
     pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
         let Some(gst::PadProbeData::Buffer(buffer)) = &mut info.data else {
             return gst::PadProbeReturn::Ok;
@@ -221,6 +265,9 @@ fn attach_audio_timing(timing: &gst::Element, gate: Arc<Mutex<StartGate>>) -> Re
             start_ns,
             duration_ns,
         );
+        if stopper.ends_before(pad, start_ns, &ended) {
+            return gst::PadProbeReturn::Drop;
+        }
         match admission {
             Admission::Drop => gst::PadProbeReturn::Drop,
             Admission::Pass { start } if start_ns < start => {
@@ -248,7 +295,7 @@ fn attach_audio_timing(timing: &gst::Element, gate: Arc<Mutex<StartGate>>) -> Re
 }
 
 /// Tells cmafmux (in manual-split mode) where each part and segment begins on the UTC grid.
-fn attach_splitter(mux: &gst::Element, grid: UtcGrid) -> Result<(), String> {
+fn attach_splitter(mux: &gst::Element, grid: UtcGrid, stopper: Stopper) -> Result<(), String> {
     let mux_sink = mux
         .sink_pads()
         .into_iter()
@@ -272,6 +319,10 @@ fn attach_splitter(mux: &gst::Element, grid: UtcGrid) -> Result<(), String> {
             let Some((utc, _)) = running_time(pad, buffer) else {
                 return gst::PadProbeReturn::Ok;
             };
+            if stopper.is_past(utc) {
+                // An encoder flushing at the end may emit a frame that starts past it.
+                return gst::PadProbeReturn::Drop;
+            }
             let split = splitter
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -563,9 +563,10 @@ mod tests {
             },
         );
         assert_eq!(plan.chains.len(), 1);
+        let launch = plan.to_string();
         assert!(
-            plan.to_string()
-                .starts_with("alsasrc name=source device=hw:1,0 ! queue")
+            launch.starts_with(r#"alsasrc name=source device="hw:1,0" ! queue"#),
+            "{launch}"
         );
         assert!(plan.factories().contains(&"opusparse"));
         assert!(!plan.factories().contains(&"tee"));

@@ -3,20 +3,22 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant, SystemTime};
 
 use gst::prelude::*;
 
 use crate::config::Channel;
 use crate::health::ChannelHealth;
-use crate::pipeline::{self, TrackOutputs};
+use crate::pipeline::{self, Stopper, TrackOutputs};
 use crate::plan::{self, PipelinePlan};
 
 /// How long a stopping pipeline may take to drain its last fragment.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before restarting a pipeline that failed after it had worked.
 const RESTART_DELAY: Duration = Duration::from_secs(2);
+/// How long a stopping pipeline may stay silent before its sources are told to end.
+const NUDGE_AFTER: Duration = Duration::from_secs(3);
 const LOOP_READY: &str = "estuary-loop-ready";
 
 pub struct ChannelRun {
@@ -42,12 +44,14 @@ pub fn run(run: ChannelRun, stop: Receiver<()>) -> Result<(), String> {
         outputs,
     } = run;
     let result = loop {
-        let pipeline = match pipeline::build(&channel, &plan, &health, &outputs) {
-            Ok(pipeline) => pipeline,
+        let (pipeline, stopper) = match pipeline::build(&channel, &plan, &health, &outputs) {
+            Ok(built) => built,
             Err(error) => break Err(error),
         };
-        let outcome = play(&channel, &pipeline, &stop);
+        let outcome = play(&channel, &pipeline, &stopper, &stop);
+        tracing::debug!(channel = %channel.name, "pipeline stopped, releasing it");
         let _ = pipeline.set_state(gst::State::Null);
+        tracing::debug!(channel = %channel.name, "pipeline released");
         match outcome {
             Outcome::Finished => break Ok(()),
             Outcome::Failed(error) if !health.has_produced() => break Err(error),
@@ -73,7 +77,12 @@ pub fn run(run: ChannelRun, stop: Receiver<()>) -> Result<(), String> {
     result
 }
 
-fn play(channel: &Channel, pipeline: &gst::Pipeline, stop: &Receiver<()>) -> Outcome {
+fn play(
+    channel: &Channel,
+    pipeline: &gst::Pipeline,
+    stopper: &Stopper,
+    stop: &Receiver<()>,
+) -> Outcome {
     let Some(bus) = pipeline.bus() else {
         return Outcome::Failed("the pipeline has no bus".into());
     };
@@ -85,17 +94,26 @@ fn play(channel: &Channel, pipeline: &gst::Pipeline, stop: &Receiver<()>) -> Out
         );
     }
     let mut draining_since: Option<Instant> = None;
+    let mut nudged = false;
     loop {
-        if draining_since.is_none()
-            && !matches!(stop.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty))
-        {
-            // End of stream lets cmafmux finish its last fragment before we stop.
-            pipeline.send_event(gst::event::Eos::new());
+        if draining_since.is_none() && !matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
+            // The timing probes end every track on the next part boundary, and cmafmux
+            // finishes its last fragment on the end of stream that follows.
+            tracing::debug!(channel = %channel.name, "stopping");
+            stopper.stop();
             draining_since = Some(Instant::now());
         }
-        if draining_since.is_some_and(|since| since.elapsed() > DRAIN_TIMEOUT) {
-            tracing::warn!(channel = %channel.name, "pipeline did not drain in time");
-            return Outcome::Finished;
+        if let Some(since) = draining_since {
+            if since.elapsed() > DRAIN_TIMEOUT {
+                tracing::warn!(channel = %channel.name, "pipeline did not drain in time");
+                return Outcome::Finished;
+            }
+            // A live source that sends nothing (an SRT listener nobody calls) never reaches the
+            // probes: end it at its source. A file in pull mode must not be asked: it blocks.
+            if since.elapsed() > NUDGE_AFTER && !channel.source.loops() && !nudged {
+                nudged = true;
+                pipeline.send_event(gst::event::Eos::new());
+            }
         }
         let Some(message) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
             continue;
@@ -154,7 +172,9 @@ fn hold_until_seek(pipeline: &gst::Pipeline) -> Option<gst::Pad> {
                             gst::Structure::new_empty(LOOP_READY),
                         ));
                     }
-                    gst::PadProbeReturn::Drop
+                    // Handled consumes the buffer; GStreamer 1.22 logs a CRITICAL when a probe on
+                    // a sink pad drops a buffer pushed by a queue.
+                    gst::PadProbeReturn::Handled
                 }
                 _ => gst::PadProbeReturn::Ok,
             },

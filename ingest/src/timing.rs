@@ -57,6 +57,24 @@ impl UtcGrid {
         }
     }
 
+    /// The first part boundary at or after `utc_ns` (within the rounding tolerance).
+    pub fn next_part_start(&self, utc_ns: u64) -> u64 {
+        let position = self.position(utc_ns);
+        let start = self.part_start(position.segment, position.part);
+        if start + BOUNDARY_TOLERANCE_NS >= utc_ns {
+            start
+        } else if position.part + 1 < self.parts_per_segment {
+            self.part_start(position.segment, position.part + 1)
+        } else {
+            self.part_start(position.segment + 1, 0)
+        }
+    }
+
+    fn part_start(&self, segment: u64, part: u32) -> u64 {
+        segment * self.segment_ns
+            + u64::from(part) * self.segment_ns / u64::from(self.parts_per_segment)
+    }
+
     /// The first segment boundary at or after `utc_ns`.
     pub fn next_segment_start(&self, utc_ns: u64) -> u64 {
         utc_ns.div_ceil(self.segment_ns) * self.segment_ns
@@ -189,6 +207,40 @@ impl StartGate {
     }
 }
 
+/// Where a stopping channel ends: every track at the same part boundary, the first one after
+/// the stop was asked for, so the last segment ends with whole parts.
+#[derive(Clone, Debug)]
+pub struct EndPoint {
+    grid: UtcGrid,
+    requested: bool,
+    end: Option<u64>,
+}
+
+impl EndPoint {
+    pub fn new(grid: UtcGrid) -> Self {
+        Self {
+            grid,
+            requested: false,
+            end: None,
+        }
+    }
+
+    pub fn request(&mut self) {
+        self.requested = true;
+    }
+
+    /// Whether a buffer starting at `utc_ns` lies past the end.
+    pub fn is_past(&mut self, utc_ns: u64) -> bool {
+        if !self.requested {
+            return false;
+        }
+        let end = *self
+            .end
+            .get_or_insert_with(|| self.grid.next_part_start(utc_ns));
+        utc_ns + BOUNDARY_TOLERANCE_NS >= end
+    }
+}
+
 /// Moves video frames onto the grid `n * frame_duration` counted from the epoch.
 #[derive(Clone, Debug)]
 pub struct FrameSnapper {
@@ -271,7 +323,26 @@ mod tests {
             }
         }
         assert_eq!(fragments, [60, 120, 180, 240]);
-        assert_eq!(chunks, 5 * 5 - 1 + 5);
+        // Six parts per segment: five chunk cuts inside each of the five segments.
+        assert_eq!(chunks, 5 * 5);
+    }
+
+    #[test]
+    fn stopping_ends_every_track_on_the_same_part_boundary() {
+        let mut end = EndPoint::new(grid());
+        assert!(!end.is_past(EPOCH_2026 + SECOND));
+        end.request();
+        // The first track to look after the request fixes the end at the next part boundary.
+        assert!(!end.is_past(EPOCH_2026 + SECOND + 1_000_000));
+        let boundary = EPOCH_2026 + SECOND + SECOND / 3;
+        assert!(!end.is_past(boundary - 20_000_000));
+        assert!(end.is_past(boundary + 1));
+        assert!(end.is_past(boundary - 1));
+        assert_eq!(
+            grid().next_part_start(EPOCH_2026 + 2 * SECOND - 1),
+            EPOCH_2026 + 2 * SECOND
+        );
+        assert_eq!(grid().next_part_start(EPOCH_2026), EPOCH_2026);
     }
 
     #[test]
