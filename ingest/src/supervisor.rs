@@ -120,7 +120,7 @@ fn play(
         };
         match message.view() {
             gst::MessageView::Eos(_) => return Outcome::Finished,
-            gst::MessageView::Error(error) => return Outcome::Failed(describe_error(&error)),
+            gst::MessageView::Error(error) => return Outcome::Failed(describe_error(error)),
             gst::MessageView::Warning(warning) => {
                 tracing::warn!(channel = %channel.name, source = ?warning.src().map(|s| s.name()), "{}", warning.error());
             }
@@ -203,7 +203,7 @@ fn first_error(bus: &gst::Bus) -> Option<String> {
         &[gst::MessageType::Error],
     )?;
     match message.view() {
-        gst::MessageView::Error(error) => Some(describe_error(&error)),
+        gst::MessageView::Error(error) => Some(describe_error(error)),
         _ => None,
     }
 }

@@ -51,10 +51,11 @@ impl TrackOutput for FileOutput {
     }
 
     fn finish(&self) {
-        if let Some(mut file) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            if let Err(error) = file.flush() {
-                self.stats.set_error(Some(error.to_string()));
-            }
+        let file = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut file) = file
+            && let Err(error) = file.flush()
+        {
+            self.stats.set_error(Some(error.to_string()));
         }
     }
 }

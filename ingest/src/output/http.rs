@@ -109,6 +109,7 @@ impl HttpOutput {
             chunks: chunk_receiver,
             stats: stats.clone(),
             ever_connected: false,
+            in_outage: false,
         };
         let task = tokio::spawn(sender.run());
         let output = Self {
@@ -153,6 +154,7 @@ struct Sender {
     chunks: mpsc::Receiver<Bytes>,
     stats: Arc<OutputStats>,
     ever_connected: bool,
+    in_outage: bool,
 }
 
 /// How one POST ended.
@@ -179,7 +181,12 @@ impl Sender {
                     return;
                 }
                 Ended::Lost(reason) => {
-                    tracing::warn!(url = %self.url, %reason, "receiver lost, reconnecting");
+                    // Once per outage; the retries that follow are routine.
+                    if !std::mem::replace(&mut self.in_outage, true) {
+                        tracing::warn!(url = %self.url, %reason, "receiver unavailable, retrying");
+                    } else {
+                        tracing::debug!(url = %self.url, %reason, "retrying");
+                    }
                     self.stats.set_error(Some(reason));
                 }
             }
@@ -234,8 +241,10 @@ impl Sender {
                 Err(error) => return Ended::Lost(format!("handshake failed: {error}")),
             };
         let connection = tokio::spawn(connection);
+        self.in_outage = false;
         if std::mem::replace(&mut self.ever_connected, true) {
             self.stats.reconnects.fetch_add(1, Relaxed);
+            tracing::info!(url = %self.url, "receiver back, sending the track again");
         }
 
         let (body_sender, body_receiver) = mpsc::channel(4);
@@ -255,7 +264,6 @@ impl Sender {
         let _ = body_sender.send(header.clone()).await;
         self.stats.sent(header.len());
         self.stats.set_error(None);
-        tracing::info!(url = %self.url, "sending track");
 
         let ended = loop {
             tokio::select! {

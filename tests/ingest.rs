@@ -1,0 +1,615 @@
+//! End to end: the `estuary ingest` binary with real GStreamer pipelines, checked with ffprobe
+//! and an independent MP4 parser, and a real HTTP receiver on 127.0.0.1.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use estuary_proto::keycard::{Keycard, KeycardKey};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use support::{Track, estuary, ffprobe_stream, require_tool, unix_now};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// One AAC frame at 48 kHz: how far an audio segment may start after the video's.
+const AAC_FRAME_SECONDS: f64 = 1024.0 / 48_000.0;
+
+#[test]
+fn test_source_writes_three_aligned_cmaf_tracks() {
+    require_tool("ffprobe", "ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let launched = unix_now();
+    let status = estuary()
+        .args([
+            "ingest",
+            "--source",
+            "test",
+            "--channel",
+            "demo",
+            "--renditions",
+            "720,360",
+        ])
+        .args(["--duration", "12s", "--out"])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "estuary ingest exited with {status}");
+
+    let v720 = ffprobe_stream(&dir.path().join("v720.mp4"));
+    assert_eq!(
+        (
+            v720["codec_name"].as_str(),
+            v720["width"].as_u64(),
+            v720["height"].as_u64()
+        ),
+        (Some("h264"), Some(1280), Some(720))
+    );
+    let v360 = ffprobe_stream(&dir.path().join("v360.mp4"));
+    assert_eq!(
+        (
+            v360["codec_name"].as_str(),
+            v360["width"].as_u64(),
+            v360["height"].as_u64()
+        ),
+        (Some("h264"), Some(640), Some(360))
+    );
+    let a128 = ffprobe_stream(&dir.path().join("a128.mp4"));
+    assert_eq!(
+        (a128["codec_name"].as_str(), a128["sample_rate"].as_str()),
+        (Some("aac"), Some("48000"))
+    );
+
+    let tracks: HashMap<&str, Track> = ["v720", "v360", "a128"]
+        .into_iter()
+        .map(|name| (name, Track::read(&dir.path().join(format!("{name}.mp4")))))
+        .collect();
+    for name in ["v720", "v360"] {
+        let track = &tracks[name];
+        assert!(
+            track.segments.len() >= 4,
+            "{name}: only {} segments",
+            track.segments.len()
+        );
+        for (index, segment) in track.segments.iter().enumerate() {
+            assert!(
+                segment.starts_with_sync_sample,
+                "{name} segment {index} starts without a keyframe"
+            );
+            // On the UTC grid: the segment number is floor(utc / 2 s), with no remainder.
+            assert_eq!(
+                segment.start % (2 * u64::from(track.timescale)),
+                0,
+                "{name} segment {index} is off the grid"
+            );
+        }
+        let (last, whole) = track.segments.split_last().unwrap();
+        for segment in whole {
+            assert_eq!(
+                segment.duration,
+                2 * u64::from(track.timescale),
+                "{name}: {segment:?} is not 2 s"
+            );
+            assert_eq!(
+                (segment.samples, segment.chunks),
+                (60, 6),
+                "{name}: {segment:?}"
+            );
+        }
+        assert!(last.duration <= 2 * u64::from(track.timescale));
+    }
+    let starts = |name: &str| -> Vec<f64> {
+        tracks[name]
+            .segments
+            .iter()
+            .map(|s| tracks[name].seconds(s.start))
+            .collect()
+    };
+    assert_eq!(
+        starts("v720"),
+        starts("v360"),
+        "the renditions' segments differ"
+    );
+    let audio = starts("a128");
+    assert_eq!(audio.len(), starts("v720").len());
+    for (video, audio) in starts("v720").iter().zip(&audio) {
+        let lag = audio - video;
+        assert!(
+            (0.0..AAC_FRAME_SECONDS + 1e-6).contains(&lag),
+            "audio segment starts {lag:.6} s after video's"
+        );
+    }
+    let first = starts("v720")[0];
+    println!(
+        "first segment at UTC {first:.3}, {:.3} s after launch; {} segments of 2 s per track",
+        first - launched,
+        tracks["v720"].segments.len()
+    );
+    // The first segment starts at the first boundary after the pipeline runs.
+    assert!(
+        (launched..launched + 5.0).contains(&first),
+        "first tfdt {first} vs launch {launched}"
+    );
+}
+
+#[test]
+fn file_source_loops_with_continuous_timestamps() {
+    require_tool("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("three-seconds.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x360:rate=30",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=330:sample_rate=44100",
+            "-t",
+            "3",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(&media)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = dir.path().join("out");
+    let status = estuary()
+        .args(["ingest", "--source", "file", "--uri"])
+        .arg(&media)
+        .args(["--renditions", "360", "--duration", "10s", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "estuary ingest exited with {status}");
+
+    let video = Track::read(&out.join("v360.mp4"));
+    let played = video.seconds(video.segments.iter().map(|s| s.duration).sum());
+    assert!(
+        played > 6.5,
+        "only {played:.2} s of a 3 s file were sent: it did not loop twice"
+    );
+    for pair in video.segments.windows(2) {
+        assert_eq!(
+            pair[0].start + pair[0].duration,
+            pair[1].start,
+            "a gap or overlap in {pair:?}"
+        );
+        assert_eq!(
+            pair[0].duration,
+            2 * u64::from(video.timescale),
+            "{:?} is not 2 s",
+            pair[0]
+        );
+    }
+    assert!(video.segments.iter().all(|s| s.starts_with_sync_sample));
+    let audio = Track::read(&out.join("a128.mp4"));
+    for pair in audio.chunks.windows(2) {
+        let gap = audio.seconds(pair[1].start) - audio.seconds(pair[0].start + pair[0].duration);
+        assert!(
+            gap.abs() < 0.05,
+            "audio jumps by {gap:.3} s between {pair:?}"
+        );
+    }
+    println!("file of 3 s looped into {played:.2} s of continuous video");
+}
+
+#[test]
+fn missing_capture_device_is_named_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = estuary()
+        .args([
+            "ingest",
+            "--source",
+            "v4l2",
+            "--device",
+            "/dev/video9",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("/dev/video9") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn probe_lists_sources_encoders_and_the_muxer() {
+    let output = estuary().args(["ingest", "--probe"]).output().unwrap();
+    assert!(output.status.success());
+    let report = String::from_utf8_lossy(&output.stdout);
+    for needle in [
+        "videotestsrc ok",
+        "x264enc ok",
+        "cmafmux ok",
+        "H.264 encoders, best first",
+    ] {
+        assert!(
+            report.contains(needle),
+            "{needle:?} missing from:\n{report}"
+        );
+    }
+}
+
+#[test]
+fn bad_config_lines_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ingest.toml");
+    std::fs::write(
+        &config,
+        "out = \"/tmp\"\n[[channel]]\nname = \"a\"\nrenditoins = [720]\n",
+    )
+    .unwrap();
+    let output = estuary()
+        .args(["ingest", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ingest.toml")
+            && stderr.contains("line 4")
+            && stderr.contains("renditoins"),
+        "{stderr}"
+    );
+}
+
+/// What the receiver saw of one POST: its path, its keycard, and each piece of body with the
+/// UTC time it arrived.
+#[derive(Debug, Default, Clone)]
+struct Post {
+    path: String,
+    authorization: Option<String>,
+    pieces: Vec<(f64, Bytes)>,
+    ended: bool,
+}
+
+impl Post {
+    fn body(&self) -> Vec<u8> {
+        self.pieces
+            .iter()
+            .flat_map(|(_, piece)| piece.iter().copied())
+            .collect()
+    }
+}
+
+type Posts = Arc<Mutex<Vec<Post>>>;
+
+/// A DASH-IF ingest receiver: records every POST as it streams in; stopping it closes every
+/// connection, as a crashed packager would.
+struct Receiver {
+    tasks: JoinSet<()>,
+}
+
+impl Receiver {
+    async fn start(address: SocketAddr, posts: Posts) -> Receiver {
+        let listener = TcpListener::bind(address).await.unwrap();
+        let mut tasks = JoinSet::new();
+        let connections = Arc::new(Mutex::new(JoinSet::new()));
+        let held = connections.clone();
+        tasks.spawn(async move {
+            let _held = held;
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let posts = posts.clone();
+                connections.lock().unwrap().spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let posts = posts.clone();
+                        async move {
+                            let index = {
+                                let mut posts = posts.lock().unwrap();
+                                posts.push(Post {
+                                    path: request.uri().path().to_owned(),
+                                    authorization: request
+                                        .headers()
+                                        .get("authorization")
+                                        .map(|v| v.to_str().unwrap().to_owned()),
+                                    ..Default::default()
+                                });
+                                posts.len() - 1
+                            };
+                            let mut body = request.into_body();
+                            while let Some(Ok(frame)) = body.frame().await {
+                                if let Ok(data) = frame.into_data() {
+                                    posts.lock().unwrap()[index].pieces.push((unix_now(), data));
+                                }
+                            }
+                            posts.lock().unwrap()[index].ended = true;
+                            Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::new())))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver { tasks }
+    }
+
+    async fn stop(mut self) {
+        // Aborting the accept loop drops the listener and, with it, every connection task.
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "waited {limit:?} for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+async fn http_get(address: SocketAddr, path: &str) -> String {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
+fn metric(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .find(|line| line.starts_with(prefix))
+        .and_then(|line| line.rsplit_once(' '))
+        .map(|(_, value)| value.parse().unwrap())
+        .unwrap_or_else(|| panic!("no metric {prefix} in\n{text}"))
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_output_streams_chunks_and_survives_the_receiver_going_away() {
+    const KEY: &str = "00112233445566778899aabbccddeeff";
+    let receiver_address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin_address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let posts: Posts = Arc::default();
+    let receiver = Receiver::start(receiver_address, posts.clone()).await;
+    let mut ingest = Running(
+        estuary()
+            .args(["ingest", "--source", "test", "--renditions", "360"])
+            .arg(format!("--to=http://{receiver_address}/ingest"))
+            .arg(format!("--admin={admin_address}"))
+            .args(["--keycard-secret", KEY, "--keycard-key-id", "k1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    // One POST per track, each with at least 4 s of media.
+    let enough = |posts: &Posts| {
+        let posts = posts.lock().unwrap();
+        ["/ingest/demo/v360", "/ingest/demo/a128"]
+            .iter()
+            .all(|path| {
+                posts.iter().filter(|p| p.path == *path).any(|p| {
+                    let track = Track::parse(&p.body());
+                    track.chunks.len() >= 12
+                })
+            })
+    };
+    wait_for(
+        "4 s of media on both tracks",
+        Duration::from_secs(25),
+        || enough(&posts),
+    )
+    .await;
+    let first: Vec<Post> = posts.lock().unwrap().clone();
+    assert_eq!(
+        first.len(),
+        2,
+        "one POST per track: {:?}",
+        first.iter().map(|p| &p.path).collect::<Vec<_>>()
+    );
+    let keys = [KeycardKey::from_hex(Some("k1"), KEY).unwrap()];
+    for post in &first {
+        let body = post.body();
+        assert_eq!(
+            &body[4..8],
+            b"ftyp",
+            "{} does not start with the CMAF header",
+            post.path
+        );
+        let keycard = post
+            .authorization
+            .as_deref()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .expect("a keycard");
+        let card = Keycard::parse(keycard).unwrap();
+        card.verify(&keys, &post.path, unix_now() as u64).unwrap();
+
+        // Latency from capture to delivery: a chunk's last sample was captured at its media end
+        // time; it was delivered when the piece completing its bytes arrived.
+        let track = Track::parse(&body);
+        let mut offsets = Vec::new();
+        let mut total = 0;
+        for (arrived, piece) in &post.pieces {
+            total += piece.len();
+            offsets.push((total, *arrived));
+        }
+        let mut latencies: Vec<f64> = track
+            .chunks
+            .iter()
+            .map(|chunk| {
+                let arrived = offsets
+                    .iter()
+                    .find(|(end, _)| *end >= chunk.end_offset)
+                    .unwrap()
+                    .1;
+                arrived - track.seconds(chunk.start + chunk.duration)
+            })
+            .collect();
+        latencies.sort_by(f64::total_cmp);
+        let median = latencies[latencies.len() / 2];
+        let worst = latencies[latencies.len() - 1];
+        // Chunks keep coming: at least one per part (1/3 s) on average.
+        let arrivals: Vec<f64> = post.pieces.iter().map(|(at, _)| *at).collect();
+        let span = arrivals.last().unwrap() - arrivals.first().unwrap();
+        let per_second = track.chunks.len() as f64 / span.max(0.001);
+        println!(
+            "{}: {} chunks, {per_second:.2} chunks/s, capture-to-delivery latency median {:.0} ms, worst {:.0} ms",
+            post.path,
+            track.chunks.len(),
+            median * 1000.0,
+            worst * 1000.0
+        );
+        assert!(
+            per_second >= 2.7,
+            "{}: {per_second:.2} chunks/s is fewer than one per part",
+            post.path
+        );
+        assert!(
+            worst < 2.0,
+            "{}: a chunk arrived {worst:.3} s after its capture",
+            post.path
+        );
+    }
+
+    receiver.stop().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        ingest.0.try_wait().unwrap().is_none(),
+        "the ingest exited when its receiver went away"
+    );
+    let health = http_get(admin_address, "/healthz").await;
+    assert!(
+        health.contains("\"sad\""),
+        "a lost receiver should make the channel sad: {health}"
+    );
+
+    let count_before = posts.lock().unwrap().len();
+    let _receiver = Receiver::start(receiver_address, posts.clone()).await;
+    let reconnected = wait_for("both tracks to reconnect", Duration::from_secs(10), || {
+        let posts = posts.lock().unwrap();
+        posts.len() >= count_before + 2
+            && posts[count_before..].iter().all(|p| !p.pieces.is_empty())
+    })
+    .await;
+    println!(
+        "both tracks reconnected {:.0} ms after the receiver came back",
+        reconnected.as_secs_f64() * 1000.0
+    );
+    assert!(
+        reconnected < Duration::from_secs(2),
+        "reconnecting took {reconnected:?}"
+    );
+    for post in &posts.lock().unwrap()[count_before..] {
+        assert_eq!(
+            &post.body()[4..8],
+            b"ftyp",
+            "{} resumed without the CMAF header",
+            post.path
+        );
+    }
+
+    let metrics = http_get(admin_address, "/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            "estuary_ingest_reconnects_total{channel=\"demo\",track=\"v360\",output=\"http\"}"
+        ) >= 1
+    );
+    assert!(
+        metric(
+            &metrics,
+            "estuary_ingest_frames_encoded_total{channel=\"demo\",track=\"v360\"}"
+        ) > 100
+    );
+    assert!(
+        metric(
+            &metrics,
+            "estuary_ingest_bytes_sent_total{channel=\"demo\",track=\"a128\",output=\"http\"}"
+        ) > 10_000
+    );
+
+    // SIGTERM: the worker finishes its POSTs and exits cleanly.
+    let pid = ingest.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = ingest.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the ingest did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    assert!(
+        posts.lock().unwrap()[count_before..]
+            .iter()
+            .all(|p| p.ended),
+        "the POSTs were not ended"
+    );
+}

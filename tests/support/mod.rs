@@ -1,0 +1,168 @@
+//! What the end-to-end tests share: running the `estuary` binary, checking for the external
+//! tools they need, and reading CMAF tracks back with an independent MP4 parser (mp4-atom).
+
+#![allow(dead_code)] // Each test binary uses its own part of this module.
+
+use std::path::Path;
+use std::process::Command;
+
+use mp4_atom::{Any, DecodeMaybe};
+
+pub fn estuary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_estuary"));
+    command.env("ESTUARY_LOG", "warn");
+    command
+}
+
+/// Fails the test, saying how to install `tool`, when it is missing.
+pub fn require_tool(tool: &str, debian_package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        found,
+        "{tool} is needed for this test: apt-get install {debian_package}"
+    );
+}
+
+/// One CMAF track read back: its timescale and, per segment (a `styp` or a `moof` whose first
+/// sample is where a fragment begins), what it holds.
+#[derive(Debug)]
+pub struct Track {
+    pub timescale: u32,
+    pub segments: Vec<Segment>,
+    /// Every chunk (`moof` + `mdat`) in order, with its byte range in the input.
+    pub chunks: Vec<Chunk>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// `tfdt` of the first chunk, in timescale ticks.
+    pub start: u64,
+    pub duration: u64,
+    pub samples: usize,
+    pub chunks: usize,
+    pub starts_with_sync_sample: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    pub start: u64,
+    pub duration: u64,
+    pub end_offset: usize,
+}
+
+impl Track {
+    pub fn read(path: &Path) -> Track {
+        let bytes =
+            std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        Track::parse(&bytes)
+    }
+
+    /// Parses as much of `bytes` as holds whole boxes (an HTTP body may end mid-box).
+    pub fn parse(bytes: &[u8]) -> Track {
+        let mut cursor = bytes;
+        let mut timescale = 0;
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut chunks = Vec::new();
+        let mut new_segment = false;
+        loop {
+            let atom = match Any::decode_maybe(&mut cursor) {
+                Ok(Some(atom)) => atom,
+                Ok(None) => break,
+                Err(error) => panic!("bad box at byte {}: {error}", bytes.len() - cursor.len()),
+            };
+            match atom {
+                Any::Moov(moov) => timescale = moov.trak[0].mdia.mdhd.timescale,
+                Any::Styp(_) => new_segment = true,
+                Any::Moof(moof) => {
+                    let traf = &moof.traf[0];
+                    let start = traf
+                        .tfdt
+                        .as_ref()
+                        .expect("every CMAF chunk has a tfdt")
+                        .base_media_decode_time;
+                    let default_duration = traf.tfhd.default_sample_duration.unwrap_or(0);
+                    let default_flags = traf.tfhd.default_sample_flags.unwrap_or(0);
+                    let mut duration = 0u64;
+                    let mut samples = 0;
+                    let mut first_flags = None;
+                    for trun in &traf.trun {
+                        for entry in trun.samples.iter() {
+                            duration += u64::from(entry.duration.unwrap_or(default_duration));
+                            first_flags.get_or_insert(entry.flags.unwrap_or(default_flags));
+                            samples += 1;
+                        }
+                    }
+                    // ISO/IEC 14496-12 sample flags: bit 16 is sample_is_non_sync_sample.
+                    let sync = first_flags.is_some_and(|flags| flags & 0x1_0000 == 0);
+                    if new_segment || segments.is_empty() {
+                        segments.push(Segment {
+                            start,
+                            duration: 0,
+                            samples: 0,
+                            chunks: 0,
+                            starts_with_sync_sample: sync,
+                        });
+                        new_segment = false;
+                    }
+                    let segment = segments.last_mut().expect("pushed above");
+                    segment.duration += duration;
+                    segment.samples += samples;
+                    segment.chunks += 1;
+                    chunks.push(Chunk {
+                        start,
+                        duration,
+                        end_offset: 0,
+                    });
+                }
+                Any::Mdat(_) => {
+                    if let Some(chunk) = chunks.last_mut() {
+                        chunk.end_offset = bytes.len() - cursor.len();
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(timescale > 0, "no moov box: the CMAF header is missing");
+        // A chunk whose mdat has not arrived yet is not whole.
+        if chunks.last().is_some_and(|chunk| chunk.end_offset == 0) {
+            chunks.pop();
+        }
+        Track {
+            timescale,
+            segments,
+            chunks,
+        }
+    }
+
+    pub fn seconds(&self, ticks: u64) -> f64 {
+        ticks as f64 / f64::from(self.timescale)
+    }
+}
+
+/// The first stream of `path` as ffprobe describes it.
+pub fn ffprobe_stream(path: &Path) -> serde_json::Value {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json", "-show_streams"])
+        .arg(path)
+        .output()
+        .expect("running ffprobe");
+    assert!(
+        output.status.success(),
+        "ffprobe {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut parsed: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("ffprobe JSON");
+    parsed["streams"][0].take()
+}
+
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}
