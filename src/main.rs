@@ -84,8 +84,7 @@ fn main() -> ExitCode {
 
 fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     if args.probe {
-        print!("{}", estuary_ingest::probe_report()?);
-        return Ok(());
+        return print_out(&estuary_ingest::probe_report()?);
     }
     let (mut outputs, specs) = match &args.config {
         Some(path) => {
@@ -109,10 +108,14 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         .map(ChannelSpec::validate)
         .collect::<Result<Vec<_>, _>>()?;
     if args.print_pipeline {
+        let mut text = String::from(
+            "# cmafmux is built into estuary (gst-plugin-fmp4); gst-launch-1.0 finds it only where\n\
+             # that plugin is installed (libgstfmp4.so in GST_PLUGIN_PATH).\n",
+        );
         for (name, launch) in estuary_ingest::describe(&channels)? {
-            println!("# channel {name}\ngst-launch-1.0 -e {launch}");
+            text.push_str(&format!("# channel {name}\ngst-launch-1.0 -e {launch}\n"));
         }
-        return Ok(());
+        return print_out(&text);
     }
     outputs.out = args.out.or(outputs.out);
     outputs.to = args.to.or(outputs.to);
@@ -133,6 +136,15 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(estuary_ingest::run(run, shutdown_signal()))?;
     Ok(())
+}
+
+/// Writes a report to stdout; a reader that stopped early (`| head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Ctrl-C or SIGTERM.

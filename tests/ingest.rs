@@ -243,6 +243,27 @@ fn missing_capture_device_is_named_in_one_line() {
 }
 
 #[test]
+fn missing_encoder_is_named_with_its_package() {
+    if support::has_gstreamer_element("nvh264enc") {
+        println!("this machine has NVENC: nothing is missing to report");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let output = estuary()
+        .args(["ingest", "--encoder", "nvenc", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("nvh264enc") && stderr.contains("gstreamer1.0-plugins-bad"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn probe_lists_sources_encoders_and_the_muxer() {
     let output = estuary().args(["ingest", "--probe"]).output().unwrap();
     assert!(output.status.success());

@@ -51,6 +51,32 @@ pub fn debian_package(element: &str) -> &'static str {
         .map_or("the GStreamer plugin packages", |(_, package)| package)
 }
 
+/// Elements whose plugin registers them only when the hardware works.
+fn hardware_needed(element: &str) -> Option<&'static str> {
+    match element {
+        "vah264enc" | "vaapih264enc" => Some("a VA-API GPU (Intel, AMD)"),
+        "nvh264enc" => Some("an NVIDIA GPU with CUDA"),
+        _ => None,
+    }
+}
+
+/// How `--probe` shows an element: present, or what it takes to get it.
+fn availability(element: &str) -> String {
+    match (has_element(element), hardware_needed(element)) {
+        (true, _) => format!("{element} ok"),
+        (false, Some(hardware)) => {
+            format!(
+                "{element} missing (needs {hardware} and {})",
+                debian_package(element)
+            )
+        }
+        (false, None) => format!(
+            "{element} missing (apt install {})",
+            debian_package(element)
+        ),
+    }
+}
+
 pub fn has_element(element: &str) -> bool {
     gst::ElementFactory::find(element).is_some()
 }
@@ -173,16 +199,7 @@ pub fn probe_report() -> String {
     let mut out = String::new();
     let (major, minor, micro, _) = gst::version();
     let _ = writeln!(out, "GStreamer {major}.{minor}.{micro}");
-    let mark = |element: &str| {
-        if has_element(element) {
-            format!("{element} ok")
-        } else {
-            format!(
-                "{element} missing (apt install {})",
-                debian_package(element)
-            )
-        }
-    };
+    let mark = availability;
 
     let _ = writeln!(out, "\nsources:");
     for kind in SourceKind::value_variants() {

@@ -549,6 +549,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let file = ConfigFile::parse(include_str!("../../deploy/ingest.toml")).unwrap();
+        assert_eq!(file.outputs.admin, Some("127.0.0.1:9101".parse().unwrap()));
+        let demo = file.channels[0].validate().unwrap();
+        assert_eq!(demo.text.as_deref(), Some("Estuary demo"));
+    }
+
+    #[test]
     fn config_file_reads_channels() {
         let text = r#"
             out = "/tmp/x"

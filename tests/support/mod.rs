@@ -26,6 +26,15 @@ pub fn require_tool(tool: &str, debian_package: &str) {
     );
 }
 
+/// Whether this machine's GStreamer has `element`, as gst-inspect-1.0 sees it.
+pub fn has_gstreamer_element(element: &str) -> bool {
+    require_tool("gst-inspect-1.0", "gstreamer1.0-tools");
+    Command::new("gst-inspect-1.0")
+        .args(["--exists", element])
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
 /// One CMAF track read back: its timescale and, per segment (a `styp` or a `moof` whose first
 /// sample is where a fragment begins), what it holds.
 #[derive(Debug)]
