@@ -219,6 +219,84 @@ fn file_source_loops_with_continuous_timestamps() {
 }
 
 #[test]
+fn srt_listener_takes_mpeg_ts_from_an_ffmpeg_caller() {
+    require_tool("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut ingest = Running(
+        estuary()
+            .args([
+                "ingest",
+                "--source",
+                "srt",
+                "--uri",
+                &format!("srt://127.0.0.1:{port}?mode=listener"),
+            ])
+            .args(["--renditions", "360", "--duration", "12s", "--out"])
+            .arg(dir.path())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // What OBS or a field encoder sends: H.264 and AAC in MPEG-TS, in real time.
+    let sent = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x360:rate=30",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            "11",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-g",
+            "30",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts"])
+        .arg(format!("srt://127.0.0.1:{port}?mode=caller&pkt_size=1316"))
+        .status()
+        .unwrap();
+    assert!(sent.success(), "ffmpeg could not send over SRT");
+    let status = ingest.0.wait().unwrap();
+    assert!(status.success(), "estuary ingest exited with {status}");
+    let video = Track::read(&dir.path().join("v360.mp4"));
+    let audio = Track::read(&dir.path().join("a128.mp4"));
+    assert!(video.segments.len() >= 3, "{:?}", video.segments);
+    assert!(video.segments.iter().all(|s| s.starts_with_sync_sample));
+    let (_, whole) = video.segments.split_last().unwrap();
+    assert!(
+        whole
+            .iter()
+            .all(|s| s.duration == 2 * u64::from(video.timescale)),
+        "{whole:?}"
+    );
+    let lag = audio.seconds(audio.segments[0].start) - video.seconds(video.segments[0].start);
+    assert!(
+        (0.0..AAC_FRAME_SECONDS + 1e-6).contains(&lag),
+        "audio starts {lag:.6} s after video"
+    );
+    println!(
+        "SRT: {} video segments of 2 s from an ffmpeg caller",
+        whole.len()
+    );
+}
+
+#[test]
 fn missing_capture_device_is_named_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let output = estuary()

@@ -154,7 +154,8 @@ pub async fn run(
 
     let mut senders = Vec::new();
     let mut healths = Vec::new();
-    let mut threads = Vec::new();
+    let mut stops = Vec::new();
+    let mut channels = tokio::task::JoinSet::new();
     let several = planned.len() > 1;
     for (channel, plan) in planned {
         let health = ChannelHealth::new(channel.name.clone(), channel.tracks().cloned());
@@ -194,7 +195,6 @@ pub async fn run(
         }
         tracing::info!(channel = %channel.name, pipeline = %plan, "starting");
         let (stop, stopped) = std::sync::mpsc::channel();
-        let (done, finished) = tokio::sync::oneshot::channel();
         let name = channel.name.to_string();
         let job = supervisor::ChannelRun {
             channel,
@@ -202,19 +202,15 @@ pub async fn run(
             health: health.clone(),
             outputs,
         };
-        std::thread::Builder::new()
-            .name(format!("channel-{name}"))
-            .spawn(move || {
-                let _ = done.send(supervisor::run(job, stopped).map_err(|reason| {
-                    IngestError::Pipeline {
-                        channel: name,
-                        reason,
-                    }
-                }));
+        // A channel's supervisor blocks on its pipeline's bus: it gets a thread of its own.
+        channels.spawn_blocking(move || {
+            supervisor::run(job, stopped).map_err(|reason| IngestError::Pipeline {
+                channel: name,
+                reason,
             })
-            .map_err(|error| IngestError::Init(error.to_string()))?;
+        });
         healths.push(health);
-        threads.push((stop, finished));
+        stops.push(stop);
     }
 
     if let Some(address) = run.outputs.admin {
@@ -222,31 +218,40 @@ pub async fn run(
         tracing::info!(%bound, "admin endpoints /healthz and /metrics");
     }
 
-    // Wait for the duration, a shutdown signal, or every channel to end on its own.
+    // Run until the duration has passed or a shutdown signal comes, then stop every channel;
+    // a channel that fails on its own leaves the others running.
     let duration = async {
         match run.duration {
             Some(duration) => tokio::time::sleep(duration).await,
             None => std::future::pending().await,
         }
     };
-    let (stops, mut finished): (Vec<_>, Vec<_>) = threads.into_iter().unzip();
-    let all_ended = async {
-        for finished in &mut finished {
-            let _ = finished.await;
-        }
-    };
-    tokio::select! {
-        () = duration => {}
-        () = shutdown => tracing::info!("stopping"),
-        () = all_ended => {}
-    }
-    for stop in &stops {
-        let _ = stop.send(());
-    }
+    tokio::pin!(duration, shutdown);
     let mut first_failure = None;
-    for finished in finished {
-        if let Ok(Err(error)) = finished.await {
-            first_failure.get_or_insert(error);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            joined = channels.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(error))) => {
+                    tracing::error!(%error, "channel stopped");
+                    first_failure.get_or_insert(error);
+                }
+                Some(Err(panic)) => {
+                    first_failure.get_or_insert(IngestError::Init(format!("a channel thread died: {panic}")));
+                }
+            },
+            () = &mut duration, if !stopping => stopping = true,
+            () = &mut shutdown, if !stopping => {
+                tracing::info!("stopping");
+                stopping = true;
+            }
+        }
+        if stopping {
+            for stop in stops.drain(..) {
+                let _ = stop.send(());
+            }
         }
     }
     // The outputs were finished by their channels: let the POSTs end cleanly.

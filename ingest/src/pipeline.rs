@@ -204,6 +204,7 @@ fn attach_video_timing(
                 snapped,
                 snapper.frame_duration_ns(),
             );
+            tracing::trace!(captured, snapped, ?admission, "video frame");
             if admission == Admission::Drop || stopper.ends_before(pad, snapped, &ended) {
                 return gst::PadProbeReturn::Drop;
             }
@@ -265,6 +266,7 @@ fn attach_audio_timing(
             start_ns,
             duration_ns,
         );
+        tracing::trace!(start_ns, duration_ns, ?admission, "audio buffer");
         if stopper.ends_before(pad, start_ns, &ended) {
             return gst::PadProbeReturn::Drop;
         }

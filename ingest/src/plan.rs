@@ -350,7 +350,9 @@ pub fn plan_channel(channel: &Channel, encoders: Encoders) -> PipelinePlan {
         chain.extend([
             Node::new("videoconvert"),
             Node::new("videoscale").with("add-borders", true),
-            Node::new("videorate"),
+            // Without skip-to-first, videorate fills the time from the segment start to a live
+            // source's first (UTC) timestamp with copies of that frame.
+            Node::new("videorate").with("skip-to-first", true),
             Node::new("capsfilter")
                 .named(VIDEO_TIMING.into())
                 .with("caps", caps),

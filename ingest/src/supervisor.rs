@@ -56,7 +56,7 @@ pub fn run(run: ChannelRun, stop: Receiver<()>) -> Result<(), String> {
             Outcome::Finished => break Ok(()),
             Outcome::Failed(error) if !health.has_produced() => break Err(error),
             Outcome::Failed(error) => {
-                tracing::error!(channel = %channel.name, %error, "pipeline failed, restarting");
+                tracing::warn!(channel = %channel.name, %error, "pipeline stopped, restarting it");
                 health.set_failure(Some(error));
                 health.restarts.fetch_add(1, Relaxed);
                 match stop.recv_timeout(RESTART_DELAY) {
@@ -119,7 +119,11 @@ fn play(
             continue;
         };
         match message.view() {
-            gst::MessageView::Eos(_) => return Outcome::Finished,
+            gst::MessageView::Eos(_) if draining_since.is_some() => return Outcome::Finished,
+            // Nobody asked it to end: the caller hung up, the camera or card went away.
+            gst::MessageView::Eos(_) => {
+                return Outcome::Failed("the source ended its stream".into());
+            }
             gst::MessageView::Error(error) => return Outcome::Failed(describe_error(error)),
             gst::MessageView::Warning(warning) => {
                 tracing::warn!(channel = %channel.name, source = ?warning.src().map(|s| s.name()), "{}", warning.error());

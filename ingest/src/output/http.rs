@@ -125,7 +125,14 @@ impl TrackOutput for HttpOutput {
     fn push(&self, event: &TrackEvent) {
         match event {
             TrackEvent::Header(header) => {
-                self.header.send_replace(Some(header.clone()));
+                // A restarted pipeline sends its header again; only a different one matters.
+                self.header.send_if_modified(|current| {
+                    let changed = current.as_ref() != Some(header);
+                    if changed {
+                        *current = Some(header.clone());
+                    }
+                    changed
+                });
             }
             TrackEvent::Chunk { data, .. } => {
                 let chunks = self.chunks.lock().unwrap_or_else(|e| e.into_inner());
@@ -163,6 +170,8 @@ enum Ended {
     Finished,
     /// The receiver went away or refused; try again.
     Lost(String),
+    /// A new CMAF header: start a new POST with it at once.
+    HeaderChanged,
 }
 
 impl Sender {
@@ -170,16 +179,17 @@ impl Sender {
         let mut retry = FIRST_RETRY;
         loop {
             // Nothing can be sent before the muxer has written the header.
-            let Some(header) = self.wait_for_header().await else {
+            if !self.wait_for_header().await {
                 return;
-            };
+            }
             let started = Instant::now();
-            let ended = self.post(header).await;
+            let ended = self.post().await;
             match ended {
                 Ended::Finished => {
                     self.stats.connected.store(false, Relaxed);
                     return;
                 }
+                Ended::HeaderChanged => continue,
                 Ended::Lost(reason) => {
                     // Once per outage; the retries that follow are routine.
                     if !std::mem::replace(&mut self.in_outage, true) {
@@ -200,14 +210,15 @@ impl Sender {
         }
     }
 
-    async fn wait_for_header(&mut self) -> Option<Bytes> {
+    /// Waits until the muxer has written a header; false when the pipeline finished first.
+    async fn wait_for_header(&mut self) -> bool {
         loop {
-            if let Some(header) = self.header.borrow_and_update().clone() {
-                return Some(header);
+            if self.header.borrow().is_some() {
+                return true;
             }
             tokio::select! {
-                changed = self.header.changed() => changed.ok()?,
-                chunk = self.chunks.recv() => { chunk?; }
+                changed = self.header.changed() => if changed.is_err() { return false },
+                chunk = self.chunks.recv() => if chunk.is_none() { return false },
             }
         }
     }
@@ -227,7 +238,7 @@ impl Sender {
         }
     }
 
-    async fn post(&mut self, header: Bytes) -> Ended {
+    async fn post(&mut self) -> Ended {
         let connect = TcpStream::connect(&self.target.authority);
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(stream)) => stream,
@@ -261,12 +272,20 @@ impl Sender {
         let response = requester.send_request(request);
         tokio::pin!(response);
 
+        // Taking the header marks it seen: only a later change ends this POST.
+        let header = self.header.borrow_and_update().clone().unwrap_or_default();
         let _ = body_sender.send(header.clone()).await;
         self.stats.sent(header.len());
         self.stats.set_error(None);
 
         let ended = loop {
             tokio::select! {
+                Ok(()) = self.header.changed() => {
+                    // The encoder's parameters changed: a receiver needs the new header first.
+                    drop(body_sender);
+                    let _ = tokio::time::timeout(CONNECT_TIMEOUT, &mut response).await;
+                    break Ended::HeaderChanged;
+                }
                 answer = &mut response => break Ended::Lost(match answer {
                     Ok(answer) => format!("receiver answered {} before the end", answer.status()),
                     Err(error) => format!("connection failed: {error}"),
