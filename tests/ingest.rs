@@ -43,24 +43,8 @@ fn test_source_writes_three_aligned_cmaf_tracks() {
         .unwrap();
     assert!(status.success(), "estuary ingest exited with {status}");
 
-    let v720 = ffprobe_stream(&dir.path().join("v720.mp4"));
-    assert_eq!(
-        (
-            v720["codec_name"].as_str(),
-            v720["width"].as_u64(),
-            v720["height"].as_u64()
-        ),
-        (Some("h264"), Some(1280), Some(720))
-    );
-    let v360 = ffprobe_stream(&dir.path().join("v360.mp4"));
-    assert_eq!(
-        (
-            v360["codec_name"].as_str(),
-            v360["width"].as_u64(),
-            v360["height"].as_u64()
-        ),
-        (Some("h264"), Some(640), Some(360))
-    );
+    assert_h264(&dir.path().join("v720.mp4"), 1280, 720);
+    assert_h264(&dir.path().join("v360.mp4"), 640, 360);
     let a128 = ffprobe_stream(&dir.path().join("a128.mp4"));
     assert_eq!(
         (a128["codec_name"].as_str(), a128["sample_rate"].as_str()),
@@ -136,6 +120,21 @@ fn test_source_writes_three_aligned_cmaf_tracks() {
     assert!(
         (launched..launched + 5.0).contains(&first),
         "first tfdt {first} vs launch {launched}"
+    );
+}
+
+fn assert_h264(path: &std::path::Path, width: u64, height: u64) {
+    let stream = ffprobe_stream(path);
+    let found = (
+        stream["codec_name"].as_str(),
+        stream["width"].as_u64(),
+        stream["height"].as_u64(),
+    );
+    assert_eq!(
+        found,
+        (Some("h264"), Some(width), Some(height)),
+        "{}",
+        path.display()
     );
 }
 

@@ -148,7 +148,16 @@ pub async fn run(
     }
 
     let mut planned = Vec::new();
-    for channel in &run.channels {
+    for (index, channel) in run.channels.iter().enumerate() {
+        if run.channels[..index]
+            .iter()
+            .any(|earlier| earlier.name == channel.name)
+        {
+            return Err(IngestError::Config(format!(
+                "channel {} is configured twice; channel names must differ",
+                channel.name
+            )));
+        }
         planned.push(plan(channel)?);
     }
 
