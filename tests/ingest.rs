@@ -388,6 +388,7 @@ fn bad_config_lines_are_named() {
 struct Post {
     path: String,
     authorization: Option<String>,
+    transfer_encoding: Option<String>,
     pieces: Vec<(f64, Bytes)>,
     ended: bool,
 }
@@ -428,10 +429,8 @@ impl Receiver {
                                 let mut posts = posts.lock().unwrap();
                                 posts.push(Post {
                                     path: request.uri().path().to_owned(),
-                                    authorization: request
-                                        .headers()
-                                        .get("authorization")
-                                        .map(|v| v.to_str().unwrap().to_owned()),
+                                    authorization: header(&request, "authorization"),
+                                    transfer_encoding: header(&request, "transfer-encoding"),
                                     ..Default::default()
                                 });
                                 posts.len() - 1
@@ -460,6 +459,13 @@ impl Receiver {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+fn header(request: &Request<hyper::body::Incoming>, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .map(|value| value.to_str().unwrap().to_owned())
 }
 
 fn free_port() -> u16 {
@@ -588,31 +594,52 @@ async fn http_output_streams_chunks_and_survives_the_receiver_going_away() {
             total += piece.len();
             offsets.push((total, *arrived));
         }
-        let mut latencies: Vec<f64> = track
+        let delivered: Vec<f64> = track
             .chunks
             .iter()
             .map(|chunk| {
-                let arrived = offsets
+                offsets
                     .iter()
                     .find(|(end, _)| *end >= chunk.end_offset)
                     .unwrap()
-                    .1;
-                arrived - track.seconds(chunk.start + chunk.duration)
+                    .1
             })
+            .collect();
+        let mut latencies: Vec<f64> = track
+            .chunks
+            .iter()
+            .zip(&delivered)
+            .map(|(chunk, arrived)| arrived - track.seconds(chunk.start + chunk.duration))
             .collect();
         latencies.sort_by(f64::total_cmp);
         let median = latencies[latencies.len() / 2];
         let worst = latencies[latencies.len() - 1];
-        // Chunks keep coming: at least one per part (1/3 s) on average.
-        let arrivals: Vec<f64> = post.pieces.iter().map(|(at, _)| *at).collect();
-        let span = arrivals.last().unwrap() - arrivals.first().unwrap();
-        let per_second = track.chunks.len() as f64 / span.max(0.001);
+        // Chunks keep coming, one per part (1/3 s).
+        let span = delivered.last().unwrap() - delivered.first().unwrap();
+        let per_second = (delivered.len() - 1) as f64 / span.max(0.001);
+        let longest_gap = delivered
+            .windows(2)
+            .map(|pair| pair[1] - pair[0])
+            .fold(0.0, f64::max);
         println!(
-            "{}: {} chunks, {per_second:.2} chunks/s, capture-to-delivery latency median {:.0} ms, worst {:.0} ms",
+            "{}: {} chunks, {per_second:.2} chunks/s, longest gap {:.0} ms, \
+             capture-to-delivery latency median {:.0} ms, worst {:.0} ms",
             post.path,
             track.chunks.len(),
+            longest_gap * 1000.0,
             median * 1000.0,
             worst * 1000.0
+        );
+        assert_eq!(
+            post.transfer_encoding.as_deref(),
+            Some("chunked"),
+            "{}",
+            post.path
+        );
+        assert!(
+            longest_gap < 1.0,
+            "{}: no data for {longest_gap:.3} s",
+            post.path
         );
         assert!(
             per_second >= 2.7,
