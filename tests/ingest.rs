@@ -143,34 +143,9 @@ fn file_source_loops_with_continuous_timestamps() {
     require_tool("ffmpeg", "ffmpeg");
     let dir = tempfile::tempdir().unwrap();
     let media = dir.path().join("three-seconds.mp4");
-    let made = std::process::Command::new("ffmpeg")
+    let made = support::ffmpeg_test_pattern(3, false)
         .args([
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=30",
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=330:sample_rate=44100",
-            "-t",
-            "3",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "30",
-            "-c:a",
-            "aac",
-            "-shortest",
+            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "30", "-c:a", "aac",
         ])
         .arg(&media)
         .status()
@@ -238,24 +213,7 @@ fn srt_listener_takes_mpeg_ts_from_an_ffmpeg_caller() {
     );
     std::thread::sleep(Duration::from_millis(500));
     // What OBS or a field encoder sends: H.264 and AAC in MPEG-TS, in real time.
-    let sent = std::process::Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x360:rate=30",
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            "11",
-        ])
+    let sent = support::ffmpeg_test_pattern(11, true)
         .args([
             "-c:v",
             "libx264",

@@ -26,6 +26,22 @@ pub fn require_tool(tool: &str, debian_package: &str) {
     );
 }
 
+/// ffmpeg reading a 640x360, 30 fps test pattern and a 48 kHz tone for `seconds`, at their
+/// real pace when `realtime`; the caller adds the codecs and the output.
+pub fn ffmpeg_test_pattern(seconds: u32, realtime: bool) -> Command {
+    require_tool("ffmpeg", "ffmpeg");
+    let mut command = Command::new("ffmpeg");
+    command.args(["-v", "error", "-y"]);
+    if realtime {
+        command.arg("-re");
+    }
+    command
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string(), "-shortest"]);
+    command
+}
+
 /// Whether this machine's GStreamer has `element`, as gst-inspect-1.0 sees it.
 pub fn has_gstreamer_element(element: &str) -> bool {
     require_tool("gst-inspect-1.0", "gstreamer1.0-tools");
