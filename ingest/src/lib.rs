@@ -202,7 +202,14 @@ pub async fn run(
                 outputs: track_outputs,
             });
         }
-        tracing::info!(channel = %channel.name, pipeline = %plan, "starting");
+        let tracks: Vec<String> = channel.tracks().map(ToString::to_string).collect();
+        let encoders: Vec<&str> = plan
+            .factories()
+            .into_iter()
+            .filter(|f| f.contains("enc"))
+            .collect();
+        tracing::info!(channel = %channel.name, tracks = %tracks.join(","), encoders = %encoders.join(","), "starting");
+        tracing::debug!(channel = %channel.name, pipeline = %plan, "gst-launch-1.0 description");
         let (stop, stopped) = std::sync::mpsc::channel();
         let name = channel.name.to_string();
         let job = supervisor::ChannelRun {
