@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use estuary_packager::cmaf::{self, CmafReader, Piece};
 use estuary_proto::keycard::{Keycard, KeycardKey};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
@@ -109,6 +110,31 @@ fn test_source_writes_three_aligned_cmaf_tracks() {
             (0.0..AAC_FRAME_SECONDS + 1e-6).contains(&lag),
             "audio segment starts {lag:.6} s after video's"
         );
+    }
+    // The packager's CMAF reader takes the ingest's output as it is.
+    for (name, codec) in [
+        ("v720", "avc1.64001f"),
+        ("v360", "avc1.64001e"),
+        ("a128", "mp4a.40.2"),
+    ] {
+        let bytes = std::fs::read(dir.path().join(format!("{name}.mp4"))).unwrap();
+        let mut reader = CmafReader::new();
+        let pieces = reader.push(&bytes).unwrap();
+        reader.finish().unwrap();
+        let Some(Piece::Header(header)) = pieces.first() else {
+            panic!("{name} has no header")
+        };
+        let header = cmaf::parse_header(header.clone()).unwrap();
+        assert_eq!(header.media.codec(), codec, "{name}");
+        let chunks: Vec<cmaf::Chunk> = pieces[1..]
+            .iter()
+            .map(|piece| match piece {
+                Piece::Chunk(bytes) => cmaf::parse_chunk(bytes.clone(), &header).unwrap(),
+                Piece::Header(_) => panic!("{name} has a second header"),
+            })
+            .collect();
+        assert_eq!(chunks.len(), tracks[name].chunks.len(), "{name}");
+        assert_eq!(chunks[0].start, tracks[name].chunks[0].start, "{name}");
     }
     let first = starts("v720")[0];
     println!(

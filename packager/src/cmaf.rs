@@ -1,0 +1,487 @@
+//! Reading CMAF as it arrives: a byte stream (an ingest POST's body, in whatever pieces the
+//! network delivers) is cut into the track's header (`ftyp` + `moov`) and its chunks
+//! (`[styp] moof mdat`), without copying the bytes, and each is parsed for what the packager
+//! needs: timescale and codec from the header; start, duration and whether it starts with a
+//! sync sample from each chunk.
+
+use bytes::{Buf, Bytes, BytesMut};
+use mp4_atom::{Any, Codec, Decode, Moof, Moov};
+
+/// Boxes larger than this are refused: a chunk of a live track is a fraction of a second.
+pub const MAX_BOX_SIZE: u64 = 64 << 20;
+
+/// ISO/IEC 14496-12 sample flags: `sample_is_non_sync_sample`.
+const NON_SYNC_SAMPLE: u32 = 0x1_0000;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CmafError {
+    #[error("box {kind:?} claims {size} bytes; the largest accepted is {MAX_BOX_SIZE}")]
+    BoxTooLarge { kind: String, size: u64 },
+    #[error("box header is invalid: size {size} for a {kind:?} box")]
+    BadBoxSize { kind: String, size: u64 },
+    #[error("a {kind:?} box came before the CMAF header (ftyp + moov)")]
+    NoHeader { kind: String },
+    #[error("an mdat box came without a moof before it")]
+    MdatWithoutMoof,
+    #[error("the {0} box does not parse: {1}")]
+    Unparsable(&'static str, String),
+    #[error("the header has no {0}")]
+    MissingInHeader(&'static str),
+    #[error("the chunk has no {0}")]
+    MissingInChunk(&'static str),
+    #[error("codec {0:?} is not supported (H.264, AAC and Opus are)")]
+    UnsupportedCodec(String),
+    #[error("the stream ended inside a {kind:?} box ({missing} bytes missing)")]
+    Truncated { kind: String, missing: u64 },
+}
+
+/// What a track is, from its header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackHeader {
+    /// The header's bytes, as received: served as `init.mp4`.
+    pub bytes: Bytes,
+    pub timescale: u32,
+    pub media: Media,
+    default_duration: Option<u32>,
+    default_flags: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Media {
+    /// `codec` is the RFC 6381 string for CODECS attributes, e.g. `avc1.64001f`.
+    Video {
+        codec: String,
+        width: u16,
+        height: u16,
+    },
+    Audio {
+        codec: String,
+        sample_rate: u32,
+        channels: u16,
+    },
+}
+
+impl Media {
+    pub fn codec(&self) -> &str {
+        match self {
+            Media::Video { codec, .. } | Media::Audio { codec, .. } => codec,
+        }
+    }
+}
+
+/// One CMAF chunk: an LL-HLS part, and the building block of segments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// `[styp] moof mdat`, as received.
+    pub bytes: Bytes,
+    /// `tfdt`: the decode time of the first sample, in the track's timescale.
+    pub start: u64,
+    pub duration: u64,
+    pub samples: u32,
+    /// The first sample is a sync sample (a keyframe): a player can start here.
+    pub independent: bool,
+}
+
+/// A piece of a track as cut from the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Piece {
+    Header(Bytes),
+    Chunk(Bytes),
+}
+
+/// Cuts a stream into header and chunks. Feed it the body's pieces as they come.
+#[derive(Debug, Default)]
+pub struct CmafReader {
+    buffer: BytesMut,
+    /// Bytes of the buffer that belong to the unit being assembled (boxes already scanned).
+    scanned: usize,
+    in_header: bool,
+    seen_header: bool,
+    seen_moof: bool,
+}
+
+impl CmafReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes the next piece of the stream and returns every header or chunk it completes.
+    pub fn push(&mut self, data: &[u8]) -> Result<Vec<Piece>, CmafError> {
+        self.buffer.extend_from_slice(data);
+        let mut pieces = Vec::new();
+        while let Some((kind, size)) = self.next_box()? {
+            let end = self.scanned + size;
+            if end > self.buffer.len() {
+                break;
+            }
+            self.scanned = end;
+            match &kind {
+                b"ftyp" => {
+                    self.in_header = true;
+                }
+                b"moov" => {
+                    if !self.in_header {
+                        return Err(CmafError::NoHeader {
+                            kind: "moov without ftyp".into(),
+                        });
+                    }
+                    pieces.push(Piece::Header(self.take()));
+                    self.in_header = false;
+                    self.seen_header = true;
+                }
+                b"moof" => {
+                    self.require_header(&kind)?;
+                    self.seen_moof = true;
+                }
+                b"mdat" => {
+                    self.require_header(&kind)?;
+                    if !self.seen_moof {
+                        return Err(CmafError::MdatWithoutMoof);
+                    }
+                    pieces.push(Piece::Chunk(self.take()));
+                    self.seen_moof = false;
+                }
+                // styp, prft, emsg, sidx, free…: part of the unit being assembled.
+                _ if self.in_header => {}
+                _ => self.require_header(&kind)?,
+            }
+        }
+        Ok(pieces)
+    }
+
+    /// Says whether the stream ended between units, as a complete stream does.
+    pub fn finish(&self) -> Result<(), CmafError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let kind = self
+            .buffer
+            .get(self.scanned + 4..self.scanned + 8)
+            .map_or_else(
+                || "?".to_owned(),
+                |k| String::from_utf8_lossy(k).into_owned(),
+            );
+        let missing = match box_header(&self.buffer[self.scanned..]) {
+            Ok(Some((_, size))) => (self.scanned + size - self.buffer.len()) as u64,
+            _ => 0,
+        };
+        Err(CmafError::Truncated { kind, missing })
+    }
+
+    fn require_header(&self, kind: &[u8; 4]) -> Result<(), CmafError> {
+        if self.seen_header {
+            Ok(())
+        } else {
+            Err(CmafError::NoHeader {
+                kind: String::from_utf8_lossy(kind).into_owned(),
+            })
+        }
+    }
+
+    fn next_box(&self) -> Result<Option<([u8; 4], usize)>, CmafError> {
+        box_header(&self.buffer[self.scanned..])
+    }
+
+    fn take(&mut self) -> Bytes {
+        let unit = self.buffer.split_to(self.scanned).freeze();
+        self.scanned = 0;
+        unit
+    }
+}
+
+/// The type and total size of the box at the start of `data`, once its header is there.
+fn box_header(data: &[u8]) -> Result<Option<([u8; 4], usize)>, CmafError> {
+    if data.len() < 8 {
+        return Ok(None);
+    }
+    let kind: [u8; 4] = [data[4], data[5], data[6], data[7]];
+    let name = || String::from_utf8_lossy(&kind).into_owned();
+    let (size, header_size) = match u32::from_be_bytes([data[0], data[1], data[2], data[3]]) {
+        1 => {
+            let Some(large) = data.get(8..16) else {
+                return Ok(None);
+            };
+            let mut large = large;
+            (large.get_u64(), 16)
+        }
+        // Size 0 means "to the end of the file", which a stream never has.
+        size => (u64::from(size), 8),
+    };
+    if size < header_size {
+        return Err(CmafError::BadBoxSize { kind: name(), size });
+    }
+    if size > MAX_BOX_SIZE {
+        return Err(CmafError::BoxTooLarge { kind: name(), size });
+    }
+    Ok(Some((kind, size as usize)))
+}
+
+/// Parses a header cut by [`CmafReader`].
+pub fn parse_header(bytes: Bytes) -> Result<TrackHeader, CmafError> {
+    let moov = top_level_boxes(&bytes)?
+        .into_iter()
+        .find_map(|atom| match atom {
+            Any::Moov(moov) => Some(moov),
+            _ => None,
+        })
+        .ok_or(CmafError::MissingInHeader("moov"))?;
+    let (timescale, media) = describe_track(&moov)?;
+    let trex = moov.mvex.as_ref().and_then(|mvex| mvex.trex.first());
+    Ok(TrackHeader {
+        bytes,
+        timescale,
+        media,
+        default_duration: trex.map(|t| t.default_sample_duration).filter(|d| *d > 0),
+        default_flags: trex.map(|t| t.default_sample_flags),
+    })
+}
+
+fn describe_track(moov: &Moov) -> Result<(u32, Media), CmafError> {
+    let trak = moov
+        .trak
+        .first()
+        .ok_or(CmafError::MissingInHeader("trak"))?;
+    let timescale = trak.mdia.mdhd.timescale;
+    if timescale == 0 {
+        return Err(CmafError::MissingInHeader(
+            "timescale (mdhd timescale is 0)",
+        ));
+    }
+    let codec = trak
+        .mdia
+        .minf
+        .stbl
+        .stsd
+        .codecs
+        .first()
+        .ok_or(CmafError::MissingInHeader("sample entry (stsd is empty)"))?;
+    let media = match codec {
+        Codec::Avc1(avc1) => Media::Video {
+            codec: format!(
+                "avc1.{:02x}{:02x}{:02x}",
+                avc1.avcc.avc_profile_indication,
+                avc1.avcc.profile_compatibility,
+                avc1.avcc.avc_level_indication
+            ),
+            width: avc1.visual.width,
+            height: avc1.visual.height,
+        },
+        Codec::Mp4a(mp4a) => {
+            let config = &mp4a.esds.es_desc.dec_config;
+            let object_type = config
+                .dec_specific
+                .as_ref()
+                .map_or(2, |specific| specific.profile);
+            Media::Audio {
+                codec: format!("mp4a.{:02x}.{object_type}", config.object_type_indication),
+                sample_rate: u32::from(mp4a.audio.sample_rate.integer()),
+                channels: mp4a.audio.channel_count,
+            }
+        }
+        Codec::Opus(opus) => Media::Audio {
+            codec: "opus".into(),
+            sample_rate: u32::from(opus.audio.sample_rate.integer()),
+            channels: opus.audio.channel_count,
+        },
+        other => {
+            return Err(CmafError::UnsupportedCodec(
+                format!("{other:?}").chars().take(24).collect(),
+            ));
+        }
+    };
+    Ok((timescale, media))
+}
+
+/// Parses a chunk cut by [`CmafReader`], with its track's header for sample defaults.
+pub fn parse_chunk(bytes: Bytes, header: &TrackHeader) -> Result<Chunk, CmafError> {
+    let moof: Moof = top_level_boxes(&bytes)?
+        .into_iter()
+        .find_map(|atom| match atom {
+            Any::Moof(moof) => Some(moof),
+            _ => None,
+        })
+        .ok_or(CmafError::MissingInChunk("moof"))?;
+    let traf = moof.traf.first().ok_or(CmafError::MissingInChunk("traf"))?;
+    let start = traf
+        .tfdt
+        .as_ref()
+        .ok_or(CmafError::MissingInChunk("tfdt"))?
+        .base_media_decode_time;
+    let default_duration = traf
+        .tfhd
+        .default_sample_duration
+        .or(header.default_duration);
+    let default_flags = traf
+        .tfhd
+        .default_sample_flags
+        .or(header.default_flags)
+        .unwrap_or(0);
+    let mut duration = 0u64;
+    let mut samples = 0u32;
+    let mut first_flags = None;
+    for trun in &traf.trun {
+        for entry in trun.samples.iter() {
+            let sample_duration =
+                entry
+                    .duration
+                    .or(default_duration)
+                    .ok_or(CmafError::MissingInChunk(
+                        "sample duration (trun, tfhd or trex)",
+                    ))?;
+            duration += u64::from(sample_duration);
+            first_flags.get_or_insert(entry.flags.unwrap_or(default_flags));
+            samples += 1;
+        }
+    }
+    if samples == 0 {
+        return Err(CmafError::MissingInChunk("samples"));
+    }
+    Ok(Chunk {
+        bytes,
+        start,
+        duration,
+        samples,
+        independent: first_flags.is_some_and(|flags| flags & NON_SYNC_SAMPLE == 0),
+    })
+}
+
+fn top_level_boxes(bytes: &Bytes) -> Result<Vec<Any>, CmafError> {
+    let mut cursor: &[u8] = bytes;
+    let mut atoms = Vec::new();
+    while !cursor.is_empty() {
+        let kind = cursor
+            .get(4..8)
+            .map(|k| String::from_utf8_lossy(k).into_owned());
+        match Any::decode(&mut cursor) {
+            Ok(atom) => atoms.push(atom),
+            Err(error) => {
+                let name = match kind.as_deref() {
+                    Some("moov") => "moov",
+                    Some("moof") => "moof",
+                    Some("ftyp") => "ftyp",
+                    Some("styp") => "styp",
+                    Some("mdat") => "mdat",
+                    _ => "top-level",
+                };
+                return Err(CmafError::Unparsable(name, error.to_string()));
+            }
+        }
+    }
+    Ok(atoms)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::testing::{self, TrackSpec};
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_header_and_chunks_from_any_split_of_the_stream() {
+        let spec = TrackSpec::video();
+        let stream = testing::stream(&spec, 0, 6);
+        for piece_size in [1, 7, 100, 4096, stream.len()] {
+            let mut reader = CmafReader::new();
+            let mut pieces = Vec::new();
+            for piece in stream.chunks(piece_size) {
+                pieces.extend(reader.push(piece).unwrap());
+            }
+            reader.finish().unwrap();
+            assert_eq!(pieces.len(), 7, "split into {piece_size}-byte pieces");
+            let Piece::Header(header) = &pieces[0] else {
+                panic!("the header comes first")
+            };
+            let header = parse_header(header.clone()).unwrap();
+            assert_eq!(header.timescale, spec.timescale);
+            assert_eq!(
+                header.media,
+                Media::Video {
+                    codec: "avc1.64001f".into(),
+                    width: 1280,
+                    height: 720
+                }
+            );
+            let chunks: Vec<Chunk> = pieces[1..]
+                .iter()
+                .map(|piece| match piece {
+                    Piece::Chunk(bytes) => parse_chunk(bytes.clone(), &header).unwrap(),
+                    Piece::Header(_) => panic!("one header only"),
+                })
+                .collect();
+            assert_eq!(chunks[0].start, 0);
+            assert_eq!(chunks[1].start, chunks[0].duration);
+            assert!(chunks[0].independent && !chunks[1].independent);
+            assert_eq!(chunks.iter().map(|c| c.samples).sum::<u32>(), 60);
+        }
+    }
+
+    #[test]
+    fn audio_headers_give_their_codec() {
+        let spec = TrackSpec::audio();
+        let Piece::Header(bytes) = &CmafReader::new().push(&testing::header(&spec)).unwrap()[0]
+        else {
+            panic!("a header")
+        };
+        let header = parse_header(bytes.clone()).unwrap();
+        assert_eq!(
+            header.media,
+            Media::Audio {
+                codec: "mp4a.40.2".into(),
+                sample_rate: 48_000,
+                channels: 2
+            }
+        );
+    }
+
+    #[test]
+    fn bad_streams_are_refused_with_a_reason() {
+        let spec = TrackSpec::video();
+        let chunk_only = testing::chunk(&spec, 0, 0, 10);
+        let error = CmafReader::new().push(&chunk_only).unwrap_err();
+        assert!(matches!(error, CmafError::NoHeader { .. }), "{error}");
+
+        let mut huge = vec![0xff, 0xff, 0xff, 0xff];
+        huge.extend_from_slice(b"moof");
+        assert!(matches!(
+            CmafReader::new().push(&huge),
+            Err(CmafError::BoxTooLarge { .. })
+        ));
+
+        let tiny = [0, 0, 0, 4, b'f', b't', b'y', b'p'];
+        assert!(matches!(
+            CmafReader::new().push(&tiny),
+            Err(CmafError::BadBoxSize { .. })
+        ));
+
+        let stream = testing::stream(&spec, 0, 2);
+        let mut reader = CmafReader::new();
+        reader.push(&stream[..stream.len() - 5]).unwrap();
+        assert!(matches!(
+            reader.finish(),
+            Err(CmafError::Truncated { missing: 5, .. })
+        ));
+
+        let mut garbage_moov = testing::header(&spec);
+        let moov_at = garbage_moov.windows(4).position(|w| w == b"moov").unwrap() + 4;
+        garbage_moov[moov_at..moov_at + 16].fill(0xAB);
+        let pieces = CmafReader::new().push(&garbage_moov).unwrap();
+        let Piece::Header(bytes) = &pieces[0] else {
+            panic!("a header")
+        };
+        assert!(parse_header(bytes.clone()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let mut reader = CmafReader::new();
+            if let Ok(pieces) = reader.push(&data) {
+                for piece in pieces {
+                    let (Piece::Header(bytes) | Piece::Chunk(bytes)) = piece;
+                    let _ = parse_header(bytes);
+                }
+                let _ = reader.finish();
+            }
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Hand-made CMAF for the packager's tests, written with mp4-atom's encoder: headers and chunks
+//! with known timing, so the core is tested from bytes alone, with no encoder running.
+
+use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
+use mp4_atom::{
+    Audio, Avc1, Avcc, Codec, Encode, Esds, FixedPoint, FourCC, Ftyp, Hdlr, Mdat, Mfhd, Moof, Moov,
+    Mp4a, Mvex, Styp, Tfdt, Tfhd, Traf, Trak, Trex, Trun, TrunEntry, Visual,
+};
+
+/// Sample flags of a sync sample (depends on nothing) and of any other sample.
+const SYNC: u32 = 0x0200_0000;
+const NON_SYNC: u32 = 0x0101_0000;
+
+/// A track's timing: sample duration, samples per chunk, chunks per segment.
+#[derive(Clone, Debug)]
+pub struct TrackSpec {
+    pub video: bool,
+    pub timescale: u32,
+    pub sample_duration: u32,
+    pub samples_per_chunk: u32,
+    pub chunks_per_segment: u32,
+}
+
+impl TrackSpec {
+    /// 30 fps in a 3000 timescale, 10 frames a part, 6 parts a 2 s segment (as the ingest makes).
+    pub fn video() -> Self {
+        Self {
+            video: true,
+            timescale: 3000,
+            sample_duration: 100,
+            samples_per_chunk: 10,
+            chunks_per_segment: 6,
+        }
+    }
+
+    /// AAC at 48 kHz: 1024-sample frames, 16 frames a chunk.
+    pub fn audio() -> Self {
+        Self {
+            video: false,
+            timescale: 48_000,
+            sample_duration: 1024,
+            samples_per_chunk: 16,
+            chunks_per_segment: 6,
+        }
+    }
+
+    pub fn chunk_ticks(&self) -> u64 {
+        u64::from(self.sample_duration * self.samples_per_chunk)
+    }
+
+    /// Ticks of a whole segment.
+    pub fn segment_ticks(&self) -> u64 {
+        self.chunk_ticks() * u64::from(self.chunks_per_segment)
+    }
+}
+
+fn encode(atom: &impl Encode, out: &mut Vec<u8>) {
+    atom.encode(out).expect("test boxes encode");
+}
+
+pub fn header(spec: &TrackSpec) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(
+        &Ftyp {
+            major_brand: FourCC::new(b"cmf2"),
+            minor_version: 0,
+            compatible_brands: vec![FourCC::new(b"cmfc"), FourCC::new(b"iso6")],
+        },
+        &mut out,
+    );
+    let mut trak = Trak::default();
+    trak.tkhd.track_id = 1;
+    trak.mdia.mdhd.timescale = spec.timescale;
+    let codec = if spec.video {
+        trak.mdia.hdlr = Hdlr {
+            handler: FourCC::new(b"vide"),
+            name: "video".into(),
+        };
+        Codec::Avc1(Avc1 {
+            visual: Visual {
+                width: 1280,
+                height: 720,
+                ..Default::default()
+            },
+            avcc: Avcc {
+                configuration_version: 1,
+                avc_profile_indication: 0x64,
+                profile_compatibility: 0,
+                avc_level_indication: 0x1f,
+                length_size: 4,
+                sequence_parameter_sets: vec![vec![0x67, 0x64, 0x00, 0x1f]],
+                picture_parameter_sets: vec![vec![0x68, 0xee]],
+                ext: None,
+            },
+            ..Default::default()
+        })
+    } else {
+        trak.mdia.hdlr = Hdlr {
+            handler: FourCC::new(b"soun"),
+            name: "audio".into(),
+        };
+        Codec::Mp4a(Mp4a {
+            audio: Audio {
+                data_reference_index: 1,
+                channel_count: 2,
+                sample_size: 16,
+                sample_rate: FixedPoint::new(48_000, 0),
+            },
+            esds: Esds {
+                es_desc: EsDescriptor {
+                    es_id: 1,
+                    depends_on_es_id: None,
+                    url: None,
+                    ocr_es_id: None,
+                    stream_priority: 0,
+                    dec_config: DecoderConfig {
+                        object_type_indication: 0x40,
+                        stream_type: 5,
+                        up_stream: 0,
+                        buffer_size_db: Default::default(),
+                        max_bitrate: 128_000,
+                        avg_bitrate: 128_000,
+                        dec_specific: Some(DecoderSpecific {
+                            profile: 2,
+                            freq_index: 3,
+                            chan_conf: 2,
+                            raw: Vec::new(),
+                        }),
+                    },
+                    sl_config: SLConfig {},
+                },
+            },
+            btrt: None,
+            taic: None,
+        })
+    };
+    trak.mdia.minf.stbl.stsd.codecs = vec![codec];
+    let mut moov = Moov::default();
+    moov.mvhd.timescale = 1000;
+    moov.mvhd.next_track_id = 2;
+    moov.trak.push(trak);
+    moov.mvex = Some(Mvex {
+        mehd: None,
+        trex: vec![Trex {
+            track_id: 1,
+            default_sample_description_index: 1,
+            ..Default::default()
+        }],
+    });
+    encode(&moov, &mut out);
+    out
+}
+
+/// One chunk starting at `start` ticks with `samples` samples; `styp` and a sync first sample
+/// when it begins a segment.
+pub fn chunk(spec: &TrackSpec, sequence: u32, start: u64, samples: u32) -> Vec<u8> {
+    let begins_segment = start % spec.segment_ticks() == 0;
+    let mut out = Vec::new();
+    if begins_segment {
+        encode(
+            &Styp {
+                major_brand: FourCC::new(b"cmfs"),
+                minor_version: 0,
+                compatible_brands: vec![FourCC::new(b"cmfs")],
+            },
+            &mut out,
+        );
+    }
+    let sample_size = 50;
+    let entries = (0..samples)
+        .map(|index| TrunEntry {
+            duration: Some(spec.sample_duration),
+            size: Some(sample_size),
+            flags: Some(if (index == 0 && begins_segment) || !spec.video {
+                SYNC
+            } else {
+                NON_SYNC
+            }),
+            cts: None,
+        })
+        .collect::<Vec<_>>();
+    let moof = Moof {
+        mfhd: Mfhd {
+            sequence_number: sequence,
+        },
+        traf: vec![Traf {
+            tfhd: Tfhd {
+                track_id: 1,
+                default_base_is_moof: true,
+                ..Default::default()
+            },
+            tfdt: Some(Tfdt {
+                base_media_decode_time: start,
+            }),
+            trun: vec![Trun {
+                data_offset: Some(0),
+                samples: entries.into(),
+            }],
+            ..Default::default()
+        }],
+    };
+    encode(&moof, &mut out);
+    encode(
+        &Mdat {
+            data: vec![0u8; (sample_size * samples) as usize],
+        },
+        &mut out,
+    );
+    out
+}
+
+/// The header, then `chunks` whole chunks from `first_chunk` (counted from tick 0).
+pub fn stream(spec: &TrackSpec, first_chunk: u64, chunks: u64) -> Vec<u8> {
+    let mut out = header(spec);
+    for index in first_chunk..first_chunk + chunks {
+        out.extend(chunk(
+            spec,
+            index as u32,
+            index * spec.chunk_ticks(),
+            spec.samples_per_chunk,
+        ));
+    }
+    out
+}
