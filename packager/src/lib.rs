@@ -1,11 +1,12 @@
 //! The packager turns the ingest's CMAF tracks into what players ask for (DESIGN.md
 //! "packager"). So far it holds its sans-IO core: reading CMAF (cutting an ingest stream into
 //! the header and chunks, and parsing each) and the window of recent segments and parts that
-//! those chunks build, with the events that tell what changed. The ingest receiver, the
-//! playlist and manifest writers, the continuous-stream muxers, the archive and the origin HTTP
-//! server are still to come.
+//! those chunks build, with the events that tell what changed, and the LL-HLS playlists written
+//! from that window. The ingest receiver, the HLS-TS and DASH writers, the continuous-stream
+//! muxers, the archive and the origin HTTP server are still to come.
 
 pub mod cmaf;
+pub mod hls;
 pub mod window;
 
 #[cfg(test)]

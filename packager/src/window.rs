@@ -43,6 +43,7 @@ pub struct Part {
     /// In the track's timescale.
     pub start: u64,
     pub duration: u64,
+    pub samples: u32,
     /// Starts with a sync sample: LL-HLS `INDEPENDENT=YES`.
     pub independent: bool,
 }
@@ -93,6 +94,10 @@ pub struct TrackWindow {
     end: Option<u64>,
     /// The next segment begins a new timeline (after a header change).
     discontinuity_pending: bool,
+    /// The longest part ever taken, in ticks: LL-HLS PART-TARGET may never be below it.
+    longest_part: u64,
+    /// Discontinuities that have left the window (HLS EXT-X-DISCONTINUITY-SEQUENCE).
+    evicted_discontinuities: u64,
 }
 
 impl TrackWindow {
@@ -106,6 +111,14 @@ impl TrackWindow {
 
     pub fn part(&self, segment: u64, part: usize) -> Option<&Part> {
         self.segments.get(&segment)?.parts.get(part)
+    }
+
+    pub fn longest_part(&self) -> u64 {
+        self.longest_part
+    }
+
+    pub fn evicted_discontinuities(&self) -> u64 {
+        self.evicted_discontinuities
     }
 
     /// The newest segment and how many parts it has so far.
@@ -228,6 +241,8 @@ impl Window {
                         segments: BTreeMap::new(),
                         end: None,
                         discontinuity_pending: false,
+                        longest_part: 0,
+                        evicted_discontinuities: 0,
                     },
                 );
                 vec![Event::TrackStarted {
@@ -316,9 +331,11 @@ impl Window {
         segment.parts.push(Part {
             start: chunk.start,
             duration: chunk.duration,
+            samples: chunk.samples,
             independent: chunk.independent,
             bytes: chunk.bytes,
         });
+        window.longest_part = window.longest_part.max(chunk.duration);
         window.end = Some(chunk.start + chunk.duration);
         let (channel_name, track_name) = who();
         events.push(Event::PartAdded {
