@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod demo;
+
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use estuary_ingest::IngestRun;
@@ -23,8 +25,45 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Role {
+    /// Every role in one process on a test pattern; prints the player URLs.
+    Demo(DemoArgs),
     /// Capture and encode live sources into UTC-locked CMAF tracks, to files or a packager.
     Ingest(IngestArgs),
+    /// Receive CMAF tracks and serve them as LL-HLS (the origin).
+    Packager(PackagerArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Address of the packager (ingest and players).
+    #[arg(long, env = "ESTUARY_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Stop after this long, e.g. 5m [default: run until stopped].
+    #[arg(long)]
+    duration: Option<String>,
+}
+
+#[derive(Args)]
+struct PackagerArgs {
+    /// Address for ingest (/ingest/{channel}/{track}) and players (/live/...).
+    #[arg(
+        long,
+        env = "ESTUARY_PACKAGER_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    listen: SocketAddr,
+    /// Segment duration the ingests use; segment numbers are floor(utc / segment).
+    #[arg(long, env = "ESTUARY_PACKAGER_SEGMENT", default_value = "2s")]
+    segment: String,
+    /// How much recent media each track keeps.
+    #[arg(long, env = "ESTUARY_PACKAGER_WINDOW", default_value = "60s")]
+    window: String,
+    /// Hex key ingest keycards must be signed with; without it ingest is open.
+    #[arg(long, env = "ESTUARY_KEYCARD_SECRET", hide_env_values = true)]
+    keycard_secret: Option<String>,
+    /// Key id of --keycard-secret (keycards naming another key are refused).
+    #[arg(long, env = "ESTUARY_KEYCARD_KEY_ID")]
+    keycard_key_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -71,7 +110,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.role {
+        Role::Demo(args) => demo(args),
         Role::Ingest(args) => ingest(args),
+        Role::Packager(args) => packager(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -125,16 +166,63 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     let duration = args
         .duration
         .as_deref()
-        .map(estuary_proto::duration::parse_duration)
-        .transpose()
-        .context("--duration")?;
+        .map(|d| parse_duration("--duration", d))
+        .transpose()?;
     let run = IngestRun {
         channels,
         outputs,
         duration,
     };
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(estuary_ingest::run(run, shutdown_signal()))?;
+    runtime()?.block_on(estuary_ingest::run(run, shutdown_signal()))?;
+    Ok(())
+}
+
+fn parse_duration(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
+    estuary_proto::duration::parse_duration(text).with_context(|| flag.to_owned())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the async runtime")
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let duration = args
+        .duration
+        .as_deref()
+        .map(|d| parse_duration("--duration", d))
+        .transpose()?;
+    let config = demo::DemoConfig {
+        listen: args.listen,
+        duration,
+    };
+    runtime()?.block_on(demo::run(config, shutdown_signal()))
+}
+
+fn packager(args: PackagerArgs) -> anyhow::Result<()> {
+    let window = estuary_packager::window::WindowConfig {
+        segment: parse_duration("--segment", &args.segment)?,
+        window: parse_duration("--window", &args.window)?,
+    };
+    if window.segment.is_zero() || window.window < window.segment {
+        bail!(
+            "--window ({:?}) must hold at least one --segment ({:?})",
+            window.window,
+            window.segment
+        );
+    }
+    let keys = match &args.keycard_secret {
+        Some(secret) => vec![
+            estuary_proto::KeycardKey::from_hex(args.keycard_key_id.as_deref(), secret)
+                .context("--keycard-secret")?,
+        ],
+        None => Vec::new(),
+    };
+    let config = estuary_packager::PackagerConfig {
+        listen: args.listen,
+        window,
+        keys,
+    };
+    runtime()?.block_on(estuary_packager::server::run(config, shutdown_signal()))?;
     Ok(())
 }
 

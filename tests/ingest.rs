@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use support::{Track, estuary, ffprobe_stream, require_tool, unix_now};
+use support::{Running, Track, estuary, ffprobe_stream, free_port, require_tool, unix_now};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -452,14 +452,6 @@ fn header(request: &Request<hyper::body::Incoming>, name: &str) -> Option<String
         .map(|value| value.to_str().unwrap().to_owned())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while !done() {
@@ -498,15 +490,6 @@ fn metric(text: &str, prefix: &str) -> u64 {
         .and_then(|line| line.rsplit_once(' '))
         .map(|(_, value)| value.parse().unwrap())
         .unwrap_or_else(|| panic!("no metric {prefix} in\n{text}"))
-}
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -695,25 +678,7 @@ async fn http_output_streams_chunks_and_survives_the_receiver_going_away() {
     );
 
     // SIGTERM: the worker finishes its POSTs and exits cleanly.
-    let pid = ingest.0.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = ingest.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the ingest did not stop on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = ingest.terminate(Duration::from_secs(15));
     assert!(status.success(), "exit after SIGTERM: {status}");
     assert!(
         posts.lock().unwrap()[count_before..]

@@ -19,6 +19,8 @@ pub enum CmafError {
     BoxTooLarge { kind: String, size: u64 },
     #[error("box header is invalid: size {size} for a {kind:?} box")]
     BadBoxSize { kind: String, size: u64 },
+    #[error("this is not CMAF: {0:02x?} is not a box type (four printable characters)")]
+    NotABox([u8; 4]),
     #[error("a {kind:?} box came before the CMAF header (ftyp + moov)")]
     NoHeader { kind: String },
     #[error("an mdat box came without a moof before it")]
@@ -149,23 +151,28 @@ impl CmafReader {
         Ok(pieces)
     }
 
-    /// Says whether the stream ended between units, as a complete stream does.
+    /// Says whether the stream ended between units, as a complete stream does. Whole boxes
+    /// after the last chunk (an `mfra` index, `free`) are allowed and ignored.
     pub fn finish(&self) -> Result<(), CmafError> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let kind = self
-            .buffer
-            .get(self.scanned + 4..self.scanned + 8)
-            .map_or_else(
-                || "?".to_owned(),
+        if self.scanned < self.buffer.len() {
+            let rest = &self.buffer[self.scanned..];
+            let kind = rest.get(4..8).map_or_else(
+                || "box header".to_owned(),
                 |k| String::from_utf8_lossy(k).into_owned(),
             );
-        let missing = match box_header(&self.buffer[self.scanned..]) {
-            Ok(Some((_, size))) => (self.scanned + size - self.buffer.len()) as u64,
-            _ => 0,
-        };
-        Err(CmafError::Truncated { kind, missing })
+            let missing = match box_header(rest) {
+                Ok(Some((_, size))) => (size - rest.len()) as u64,
+                _ => 8u64.saturating_sub(rest.len() as u64),
+            };
+            return Err(CmafError::Truncated { kind, missing });
+        }
+        if self.seen_moof {
+            return Err(CmafError::Truncated {
+                kind: "mdat after the last moof".into(),
+                missing: 0,
+            });
+        }
+        Ok(())
     }
 
     fn require_header(&self, kind: &[u8; 4]) -> Result<(), CmafError> {
@@ -195,6 +202,12 @@ fn box_header(data: &[u8]) -> Result<Option<([u8; 4], usize)>, CmafError> {
         return Ok(None);
     }
     let kind: [u8; 4] = [data[4], data[5], data[6], data[7]];
+    if !kind
+        .iter()
+        .all(|byte| byte.is_ascii_graphic() || *byte == b' ')
+    {
+        return Err(CmafError::NotABox(kind));
+    }
     let name = || String::from_utf8_lossy(&kind).into_owned();
     let (size, header_size) = match u32::from_be_bytes([data[0], data[1], data[2], data[3]]) {
         1 => {
@@ -445,6 +458,12 @@ pub(crate) mod tests {
         assert!(matches!(
             CmafReader::new().push(&huge),
             Err(CmafError::BoxTooLarge { .. })
+        ));
+
+        let noise = [0, 0, 1, 0, 0xf0, 0x66, 0x22, 0x01];
+        assert!(matches!(
+            CmafReader::new().push(&noise),
+            Err(CmafError::NotABox(_))
         ));
 
         let tiny = [0, 0, 0, 4, b'f', b't', b'y', b'p'];

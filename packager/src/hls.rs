@@ -289,13 +289,16 @@ pub struct Variant {
     pub average_bandwidth: u64,
 }
 
-/// Peak and average bits per second over the window's complete segments.
+/// Peak and average bits per second over the window: the peak of complete segments, the
+/// average of everything held (so a track that just started has a figure too).
 fn bandwidth(window: &TrackWindow) -> (u64, u64) {
     let timescale = f64::from(window.header.timescale);
     let (mut peak, mut bytes, mut seconds) = (0f64, 0usize, 0f64);
-    for segment in window.segments().filter(|s| s.complete && s.duration() > 0) {
+    for segment in window.segments().filter(|s| s.duration() > 0) {
         let duration = segment.duration() as f64 / timescale;
-        peak = peak.max(segment.len() as f64 * 8.0 / duration);
+        if segment.complete {
+            peak = peak.max(segment.len() as f64 * 8.0 / duration);
+        }
         bytes += segment.len();
         seconds += duration;
     }
@@ -304,7 +307,7 @@ fn bandwidth(window: &TrackWindow) -> (u64, u64) {
     } else {
         0.0
     };
-    (peak.ceil() as u64, average.ceil() as u64)
+    (peak.max(average).ceil() as u64, average.ceil() as u64)
 }
 
 fn frame_rate(window: &TrackWindow) -> f64 {

@@ -7,7 +7,12 @@
 
 pub mod cmaf;
 pub mod hls;
+pub mod origin;
+pub mod receiver;
+pub mod server;
 pub mod window;
+
+pub use server::{PackagerConfig, PackagerError};
 
 #[cfg(test)]
 mod testing;

@@ -1,0 +1,588 @@
+//! The origin: every request to the packager goes through [`handle`]. Ingest goes to the
+//! receiver; `/live/…` is answered from the window at the paths of DESIGN.md, with the
+//! Cache-Control the design gives each kind of object, CORS for browser players, and blocking
+//! playlist reload and part requests that answer the moment the part lands.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use estuary_proto::url::{ChannelName, TrackName};
+use http_body::Frame;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use crate::cmaf::Media;
+use crate::hls::{MasterPlaylist, MediaPlaylist, RenditionReport};
+use crate::receiver;
+use crate::server::Shared;
+use crate::window::Window;
+
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Playlists change every part (a third of a second): caches may only coalesce them.
+const PLAYLIST: &str = "public, max-age=0";
+/// A segment or part that will exist soon.
+const NOT_YET: &str = "public, max-age=1";
+
+/// A response body: bytes already in memory, written one shared piece after another.
+pub struct Body(VecDeque<Bytes>);
+
+impl Body {
+    fn text(text: impl Into<String>) -> Self {
+        Body(VecDeque::from([Bytes::from(text.into())]))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+    }
+}
+
+fn respond(status: StatusCode, content_type: &str, cache: &str, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(cache) {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    response
+}
+
+fn problem(status: StatusCode, reason: impl Into<String>) -> Response<Body> {
+    let mut reason = reason.into();
+    if !reason.ends_with('\n') {
+        reason.push('\n');
+    }
+    let cache = if status == StatusCode::NOT_FOUND {
+        NOT_YET
+    } else {
+        "no-store"
+    };
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        cache,
+        Body::text(reason),
+    )
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path().to_owned();
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let response = match (request.method(), parts.as_slice()) {
+        (&Method::OPTIONS, _) => preflight(),
+        (&Method::POST | &Method::PUT, ["ingest", channel, track]) => {
+            ingest(shared, channel, track, request).await
+        }
+        (&Method::GET | &Method::HEAD, ["live", channel, rest @ ..]) => {
+            match ChannelName::new(channel) {
+                Ok(channel) => live(&shared, &channel, rest, request.uri().query()).await,
+                Err(error) => problem(StatusCode::NOT_FOUND, error.to_string()),
+            }
+        }
+        (&Method::GET, ["healthz"]) => healthz(&shared),
+        (&Method::GET, ["metrics"]) => metrics(&shared),
+        (_, ["ingest", ..]) => problem(StatusCode::METHOD_NOT_ALLOWED, "ingest takes POST or PUT"),
+        _ => problem(StatusCode::NOT_FOUND, format!("nothing at {path}")),
+    };
+    Ok(response)
+}
+
+fn preflight() -> Response<Body> {
+    let mut response = respond(
+        StatusCode::NO_CONTENT,
+        "text/plain",
+        "public, max-age=86400",
+        Body::text(""),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+async fn ingest(
+    shared: Arc<Shared>,
+    channel: &str,
+    track: &str,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let (channel, track) = match (ChannelName::new(channel), TrackName::new(track)) {
+        (Ok(channel), Ok(track)) => (channel, track),
+        (Err(error), _) | (_, Err(error)) => {
+            return problem(StatusCode::BAD_REQUEST, error.to_string());
+        }
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let path = estuary_proto::url::ingest_path(&channel, &track);
+    if let Err(verdict) = receiver::check_keycard(&shared, &request, &path, now) {
+        shared.count(&channel, &track, |c| c.refused += 1);
+        tracing::warn!(%channel, %track, reason = %verdict.message, "ingest refused");
+        return problem(verdict.status, verdict.message);
+    }
+    let verdict = receiver::receive(
+        shared.clone(),
+        channel.clone(),
+        track.clone(),
+        request.into_body(),
+    )
+    .await;
+    if verdict.status != StatusCode::OK {
+        shared.count(&channel, &track, |c| c.refused += 1);
+        tracing::warn!(%channel, %track, reason = %verdict.message, "ingest refused");
+    }
+    problem(verdict.status, verdict.message)
+}
+
+/// How long a blocked request may wait: three target durations, as RFC 8216bis says.
+fn block_limit(shared: &Shared) -> Duration {
+    shared.read(|window| {
+        window
+            .config()
+            .segment
+            .mul_f64(3.0)
+            .max(Duration::from_secs(1))
+    })
+}
+
+async fn live(
+    shared: &Shared,
+    channel: &ChannelName,
+    rest: &[&str],
+    query: Option<&str>,
+) -> Response<Body> {
+    match rest {
+        ["master.m3u8"] => {
+            let text = shared.read(|window| {
+                let tracks: Vec<_> = window.tracks(channel).collect();
+                (!tracks.is_empty()).then(|| MasterPlaylist::build(tracks).to_string())
+            });
+            match text {
+                Some(text) => respond(
+                    StatusCode::OK,
+                    "application/vnd.apple.mpegurl",
+                    PLAYLIST,
+                    Body::text(text),
+                ),
+                None => problem(
+                    StatusCode::NOT_FOUND,
+                    format!("channel {channel} has no tracks yet"),
+                ),
+            }
+        }
+        [track, file] => {
+            let Ok(track) = TrackName::new(track) else {
+                return problem(StatusCode::NOT_FOUND, format!("no track {track}"));
+            };
+            if shared.read(|window| window.track(channel, &track).is_none()) {
+                return problem(
+                    StatusCode::NOT_FOUND,
+                    format!("channel {channel} has no track {track}"),
+                );
+            }
+            match *file {
+                "media.m3u8" => media_playlist(shared, channel, &track, query).await,
+                "init.mp4" => {
+                    let header = shared.header(channel, &track).map(|h| h.bytes);
+                    match header {
+                        Some(bytes) => respond(
+                            StatusCode::OK,
+                            content_type(shared, channel, &track),
+                            IMMUTABLE,
+                            Body(VecDeque::from([bytes])),
+                        ),
+                        None => problem(StatusCode::NOT_FOUND, "no header yet"),
+                    }
+                }
+                name => match name.strip_suffix(".m4s").map(parse_media_name) {
+                    Some(Some((msn, None))) => segment(shared, channel, &track, msn).await,
+                    Some(Some((msn, Some(part)))) => {
+                        part_response(shared, channel, &track, msn, part).await
+                    }
+                    _ => problem(StatusCode::NOT_FOUND, format!("nothing called {name}")),
+                },
+            }
+        }
+        _ => problem(StatusCode::NOT_FOUND, "not part of the live layout"),
+    }
+}
+
+fn content_type(shared: &Shared, channel: &ChannelName, track: &TrackName) -> &'static str {
+    match shared.header(channel, track).map(|h| h.media) {
+        Some(Media::Audio { .. }) => "audio/mp4",
+        _ => "video/mp4",
+    }
+}
+
+/// `1234.m4s` is segment 1234; `1234.5.m4s` is its part 5.
+fn parse_media_name(stem: &str) -> Option<(u64, Option<usize>)> {
+    match stem.split_once('.') {
+        None => Some((stem.parse().ok()?, None)),
+        Some((msn, part)) => Some((msn.parse().ok()?, Some(part.parse().ok()?))),
+    }
+}
+
+/// The playlist's query: `_HLS_msn`, `_HLS_part`, `_HLS_skip`.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PlaylistQuery {
+    msn: Option<u64>,
+    part: Option<usize>,
+    skip: bool,
+}
+
+fn parse_query(query: Option<&str>) -> Result<PlaylistQuery, String> {
+    let mut parsed = PlaylistQuery::default();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "_HLS_msn" => {
+                parsed.msn = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("_HLS_msn={value} is not a number"))?,
+                )
+            }
+            "_HLS_part" => {
+                parsed.part = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("_HLS_part={value} is not a number"))?,
+                )
+            }
+            "_HLS_skip" => parsed.skip = value == "YES" || value == "v2",
+            _ => {}
+        }
+    }
+    if parsed.part.is_some() && parsed.msn.is_none() {
+        return Err("_HLS_part needs _HLS_msn".into());
+    }
+    Ok(parsed)
+}
+
+/// Whether the window has what a blocking request asks for: part `part` of segment `msn`, or
+/// (without a part) the whole segment; a later segment also answers it.
+fn has(
+    window: &Window,
+    channel: &ChannelName,
+    track: &TrackName,
+    msn: u64,
+    part: Option<usize>,
+) -> bool {
+    let Some(track) = window.track(channel, track) else {
+        return false;
+    };
+    let Some((newest, _)) = track.newest() else {
+        return false;
+    };
+    if newest > msn {
+        return true;
+    }
+    match (track.segment(msn), part) {
+        (Some(segment), Some(part)) => segment.parts.len() > part,
+        (Some(segment), None) => segment.complete,
+        (None, _) => false,
+    }
+}
+
+async fn media_playlist(
+    shared: &Shared,
+    channel: &ChannelName,
+    track: &TrackName,
+    query: Option<&str>,
+) -> Response<Body> {
+    let query = match parse_query(query) {
+        Ok(query) => query,
+        Err(reason) => return problem(StatusCode::BAD_REQUEST, reason),
+    };
+    if let Some(msn) = query.msn {
+        let newest = shared.read(|window| window.track(channel, track).and_then(|t| t.newest()));
+        if newest.is_some_and(|(newest, _)| msn > newest + 2) {
+            // RFC 8216bis 6.2.5.2: a request this far ahead will not be answered in time.
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!("_HLS_msn={msn} is more than two segments ahead"),
+            );
+        }
+        let ready = shared
+            .wait_until(block_limit(shared), |window| {
+                has(window, channel, track, msn, query.part)
+            })
+            .await;
+        if !ready {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the requested part did not arrive in time",
+            );
+        }
+    }
+    let text = shared.read(|window| {
+        let reports = window
+            .tracks(channel)
+            .filter(|(name, _)| *name != track)
+            .filter_map(|(name, other)| {
+                let (last_msn, parts) = other.newest()?;
+                Some(RenditionReport {
+                    track: name.clone(),
+                    last_msn,
+                    last_part: parts.checked_sub(1)?,
+                })
+            })
+            .collect();
+        let this = window.track(channel, track)?;
+        MediaPlaylist::build(this, &window.config(), reports, query.skip).map(|p| p.to_string())
+    });
+    match text {
+        Some(text) => respond(
+            StatusCode::OK,
+            "application/vnd.apple.mpegurl",
+            PLAYLIST,
+            Body::text(text),
+        ),
+        None => problem(StatusCode::NOT_FOUND, "no media yet"),
+    }
+}
+
+/// Whether a request for `(msn, part)` is for media about to arrive (the preload hint, or a
+/// little beyond): such requests wait rather than get a 404.
+fn is_imminent(
+    window: &Window,
+    channel: &ChannelName,
+    track: &TrackName,
+    msn: u64,
+    part: Option<usize>,
+) -> bool {
+    let Some((newest, parts)) = window.track(channel, track).and_then(|t| t.newest()) else {
+        return false;
+    };
+    match part {
+        Some(part) => (msn == newest && part <= parts + 1) || (msn == newest + 1 && part <= 1),
+        None => msn == newest || msn == newest + 1,
+    }
+}
+
+async fn segment(
+    shared: &Shared,
+    channel: &ChannelName,
+    track: &TrackName,
+    msn: u64,
+) -> Response<Body> {
+    if shared.read(|window| is_imminent(window, channel, track, msn, None)) {
+        shared
+            .wait_until(block_limit(shared), |window| {
+                window
+                    .track(channel, track)
+                    .and_then(|t| t.segment(msn))
+                    .is_some_and(|s| s.complete)
+            })
+            .await;
+    }
+    let body = shared.read(|window| {
+        let segment = window.track(channel, track)?.segment(msn)?;
+        segment
+            .complete
+            .then(|| segment.body().collect::<VecDeque<_>>())
+    });
+    match body {
+        Some(body) => respond(
+            StatusCode::OK,
+            content_type(shared, channel, track),
+            IMMUTABLE,
+            Body(body),
+        ),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            format!("segment {msn} of {channel}/{track} is not in the window"),
+        ),
+    }
+}
+
+async fn part_response(
+    shared: &Shared,
+    channel: &ChannelName,
+    track: &TrackName,
+    msn: u64,
+    part: usize,
+) -> Response<Body> {
+    if shared.read(|window| is_imminent(window, channel, track, msn, Some(part))) {
+        shared
+            .wait_until(block_limit(shared), |window| {
+                window
+                    .track(channel, track)
+                    .and_then(|t| t.part(msn, part))
+                    .is_some()
+            })
+            .await;
+    }
+    let bytes = shared.read(|window| {
+        window
+            .track(channel, track)?
+            .part(msn, part)
+            .map(|p| p.bytes.clone())
+    });
+    match bytes {
+        Some(bytes) => respond(
+            StatusCode::OK,
+            content_type(shared, channel, track),
+            IMMUTABLE,
+            Body(VecDeque::from([bytes])),
+        ),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            format!("part {msn}.{part} of {channel}/{track} is not in the window"),
+        ),
+    }
+}
+
+fn healthz(shared: &Shared) -> Response<Body> {
+    let moods = shared.moods();
+    let overall = if moods
+        .iter()
+        .any(|(_, mood)| *mood == estuary_proto::Mood::Happy)
+    {
+        "happy"
+    } else {
+        "hungry"
+    };
+    let mut text = format!("{{\"role\":\"packager\",\"mood\":\"{overall}\",\"channels\":[");
+    for (index, (channel, mood)) in moods.iter().enumerate() {
+        let separator = if index > 0 { "," } else { "" };
+        let _ = write!(
+            text,
+            "{separator}{{\"channel\":\"{channel}\",\"mood\":\"{mood}\"}}"
+        );
+    }
+    text.push_str("]}\n");
+    respond(
+        StatusCode::OK,
+        "application/json",
+        "no-store",
+        Body::text(text),
+    )
+}
+
+fn metrics(shared: &Shared) -> Response<Body> {
+    let counters = shared.counters();
+    let mut text = String::new();
+    let families: [(&str, &str, fn(&crate::server::TrackCounters) -> u64); 4] = [
+        (
+            "estuary_packager_parts_total",
+            "Parts taken into the window.",
+            |c| c.parts,
+        ),
+        (
+            "estuary_packager_duplicate_chunks_total",
+            "Chunks dropped as copies of parts already held (redundant ingest).",
+            |c| c.duplicates,
+        ),
+        (
+            "estuary_packager_ingest_refused_total",
+            "Ingest requests refused (bad CMAF, bad keycard).",
+            |c| c.refused,
+        ),
+        (
+            "estuary_packager_gaps_total",
+            "Times segments were missing from a track.",
+            |c| c.gaps,
+        ),
+    ];
+    for (name, help, value) in families {
+        let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter");
+        for ((channel, track), counter) in &counters {
+            let _ = writeln!(
+                text,
+                "{name}{{channel=\"{channel}\",track=\"{track}\"}} {}",
+                value(counter)
+            );
+        }
+    }
+    let _ = writeln!(
+        text,
+        "# HELP estuary_packager_mood 1 for each channel's current mood.\n# TYPE estuary_packager_mood gauge"
+    );
+    for (channel, current) in shared.moods() {
+        for mood in estuary_proto::Mood::ALL {
+            let _ = writeln!(
+                text,
+                "estuary_packager_mood{{channel=\"{channel}\",mood=\"{mood}\"}} {}",
+                u8::from(mood == current)
+            );
+        }
+    }
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4",
+        "no-store",
+        Body::text(text),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_names() {
+        assert_eq!(parse_media_name("897609600"), Some((897_609_600, None)));
+        assert_eq!(
+            parse_media_name("897609600.5"),
+            Some((897_609_600, Some(5)))
+        );
+        assert_eq!(parse_media_name("x.5"), None);
+        assert_eq!(parse_media_name("1.x"), None);
+    }
+
+    #[test]
+    fn blocking_queries() {
+        assert_eq!(parse_query(None), Ok(PlaylistQuery::default()));
+        assert_eq!(
+            parse_query(Some("_HLS_msn=12&_HLS_part=3&_HLS_skip=YES")),
+            Ok(PlaylistQuery {
+                msn: Some(12),
+                part: Some(3),
+                skip: true
+            })
+        );
+        assert!(parse_query(Some("_HLS_part=3")).is_err());
+        assert!(parse_query(Some("_HLS_msn=x")).is_err());
+    }
+}

@@ -1,0 +1,312 @@
+//! End to end: the `estuary packager` binary on 127.0.0.1, fed by this test acting as an
+//! ingest (CMAF made by ffmpeg, streamed as one chunked POST) and read by this test acting as
+//! an LL-HLS player.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use estuary_packager::cmaf::{self, CmafReader, Piece};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use support::{Running, estuary, free_port, require_tool};
+use tokio::sync::mpsc;
+
+/// A request body fed chunk by chunk (sent chunked, as an ingest does).
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(context)
+            .map(|chunk| chunk.map(|data| Ok(Frame::data(data))))
+    }
+}
+
+/// Starts a packager on a free port and waits until it answers.
+async fn packager(extra: &[&str]) -> (Running, SocketAddr) {
+    let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = estuary()
+        .args(["packager", "--listen", &address.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the packager did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (running, address)
+}
+
+async fn get(address: SocketAddr, path: &str) -> (StatusCode, String) {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// POSTs `body` in one piece (with `authorization` when given) and returns the answer.
+async fn post(
+    address: SocketAddr,
+    path: &str,
+    body: Vec<u8>,
+    authorization: Option<&str>,
+) -> (StatusCode, String) {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut request = Request::post(path).header("host", "localhost");
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
+    }
+    let response = sender
+        .send_request(request.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// 24 s of 30 fps H.264 as CMAF in parts of 1/3 s, made by ffmpeg: its header and its chunks.
+fn ffmpeg_cmaf(dir: &std::path::Path) -> (Bytes, Vec<Bytes>) {
+    let path = dir.join("cmaf.mp4");
+    let made = support::ffmpeg_test_pattern(24, false)
+        .args([
+            "-an",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args([
+            "-g",
+            "60",
+            "-keyint_min",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-s",
+            "320x180",
+        ])
+        .args([
+            "-movflags",
+            "+frag_keyframe+empty_moov+default_base_moof+cmaf",
+            "-frag_duration",
+            "333333",
+        ])
+        .args(["-f", "mp4"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "ffmpeg could not make CMAF");
+    let mut reader = CmafReader::new();
+    let pieces = reader.push(&std::fs::read(&path).unwrap()).unwrap();
+    reader.finish().unwrap();
+    let mut pieces = pieces.into_iter();
+    let Some(Piece::Header(header)) = pieces.next() else {
+        panic!("ffmpeg's CMAF starts with its header")
+    };
+    let chunks = pieces
+        .map(|piece| match piece {
+            Piece::Chunk(bytes) => bytes,
+            Piece::Header(_) => panic!("a second header"),
+        })
+        .collect();
+    (header, chunks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_playlist_requests_answer_as_soon_as_the_part_lands() {
+    require_tool("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let (header, chunks) = ffmpeg_cmaf(dir.path());
+    let parsed_header = cmaf::parse_header(header.clone()).unwrap();
+    assert!(chunks.len() >= 70, "ffmpeg made {} chunks", chunks.len());
+    let (mut packager, address) = packager(&[]).await;
+
+    // The ingest: one long chunked POST.
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (body, receiver) = mpsc::channel(4);
+    let request = Request::post("/ingest/demo/v180")
+        .header("host", "localhost")
+        .body(ChannelBody(receiver))
+        .unwrap();
+    let ingest = tokio::spawn(async move { sender.send_request(request).await });
+    body.send(header.clone()).await.unwrap();
+    let started = Instant::now();
+    while get(address, "/live/demo/v180/init.mp4").await.0 != StatusCode::OK {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the header never reached the packager"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The player: before each part is sent, ask for the playlist that holds it.
+    let timescale = u64::from(parsed_header.timescale);
+    let mut part_in_segment = 0usize;
+    let mut segment_of_previous = None;
+    let mut latencies = Vec::new();
+    for (index, bytes) in chunks.iter().enumerate() {
+        let chunk = cmaf::parse_chunk(bytes.clone(), &parsed_header).unwrap();
+        let msn = chunk.start / (2 * timescale);
+        part_in_segment = if segment_of_previous == Some(msn) {
+            part_in_segment + 1
+        } else {
+            0
+        };
+        segment_of_previous = Some(msn);
+        let blocked = tokio::spawn(async move {
+            let path =
+                format!("/live/demo/v180/media.m3u8?_HLS_msn={msn}&_HLS_part={part_in_segment}");
+            let (status, playlist) = get(address, &path).await;
+            (Instant::now(), status, playlist)
+        });
+        if index > 0 {
+            // Let the request reach the packager and block there.
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        body.send(bytes.clone()).await.unwrap();
+        let sent = Instant::now();
+        let (answered, status, playlist) = blocked.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{playlist}");
+        assert!(
+            playlist.contains(&format!("URI=\"{msn}.{part_in_segment}.m4s\"")),
+            "the answer to {msn}.{part_in_segment} lacks it:\n{playlist}"
+        );
+        if index > 0 {
+            latencies.push(answered.saturating_duration_since(sent));
+        }
+    }
+    let measured: Vec<Duration> = latencies.iter().rev().take(60).copied().collect();
+    let mut sorted = measured.clone();
+    sorted.sort();
+    let median = sorted[sorted.len() / 2];
+    println!(
+        "blocking reload over {} consecutive parts: median {:.2} ms, 90th percentile {:.2} ms, worst {:.2} ms",
+        sorted.len(),
+        median.as_secs_f64() * 1000.0,
+        sorted[sorted.len() * 9 / 10].as_secs_f64() * 1000.0,
+        sorted[sorted.len() - 1].as_secs_f64() * 1000.0
+    );
+    assert_eq!(sorted.len(), 60);
+    assert!(median <= Duration::from_millis(20), "median {median:?}");
+
+    // A request more than two segments ahead is refused at once (RFC 8216bis).
+    let newest_msn = segment_of_previous.unwrap();
+    let (status, reason) = get(
+        address,
+        &format!("/live/demo/v180/media.m3u8?_HLS_msn={}", newest_msn + 3),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reason}");
+
+    // Parts, segments and the header are served with their Cache-Control.
+    let (status, _) = get(address, "/live/demo/v180/init.mp4").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, master) = get(address, "/live/demo/master.m3u8").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(master.contains("RESOLUTION=320x180"), "{master}");
+
+    // Bad ingest gets a reason and leaves the good track alone.
+    let random: Vec<u8> = (0..3000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (status, reason) = post(address, "/ingest/other/v1", random, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reason}");
+    assert!(reason.contains("not CMAF"), "{reason}");
+    let mut truncated = header.to_vec();
+    truncated.truncate(truncated.len() - 10);
+    let (status, reason) = post(address, "/ingest/other/v2", truncated, None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(reason.contains("ended inside"), "{reason}");
+    let (status, reason) = post(address, "/ingest/other/v3", chunks[0].to_vec(), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(reason.contains("before the CMAF header"), "{reason}");
+    println!("refused: {}", reason.trim());
+    let (status, playlist) = get(address, "/live/demo/v180/media.m3u8").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(playlist.contains("#EXTINF"), "{playlist}");
+
+    drop(body);
+    let answer = ingest.await.unwrap().unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(packager.terminate(Duration::from_secs(10)).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_keycards_are_checked() {
+    const KEY: &str = "00112233445566778899aabbccddeeff";
+    let (mut packager, address) = packager(&["--keycard-secret", KEY]).await;
+    let (status, reason) = post(address, "/ingest/demo/v720", b"....ftyp".to_vec(), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{reason}");
+    let other_key =
+        estuary_proto::KeycardKey::from_hex(None, "ffeeddccbbaa99887766554433221100").unwrap();
+    let now = support::unix_now() as u64;
+    let request = estuary_proto::KeycardRequest {
+        start: Some(now - 10),
+        expires: now + 60,
+        acl: "/ingest/demo/*".into(),
+        id: None,
+        data: None,
+    };
+    let forged = format!(
+        "Bearer {}",
+        estuary_proto::keycard::sign(&request, &other_key)
+    );
+    let (status, reason) = post(
+        address,
+        "/ingest/demo/v720",
+        b"....ftyp".to_vec(),
+        Some(&forged),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{reason}");
+    assert!(reason.contains("signature"), "{reason}");
+    let good_key = estuary_proto::KeycardKey::from_hex(None, KEY).unwrap();
+    let good = format!(
+        "Bearer {}",
+        estuary_proto::keycard::sign(&request, &good_key)
+    );
+    let (status, reason) = post(address, "/ingest/demo/v720", Vec::new(), Some(&good)).await;
+    assert_eq!(status, StatusCode::OK, "{reason}");
+    assert!(packager.terminate(Duration::from_secs(10)).success());
+}
