@@ -21,7 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::cmaf::Media;
 use crate::hls::{MasterPlaylist, MediaPlaylist, RenditionReport};
 use crate::receiver;
-use crate::server::Shared;
+use crate::server::{Shared, TrackCounters};
 use crate::window::Window;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -503,7 +503,8 @@ fn healthz(shared: &Shared) -> Response<Body> {
 fn metrics(shared: &Shared) -> Response<Body> {
     let counters = shared.counters();
     let mut text = String::new();
-    let families: [(&str, &str, fn(&crate::server::TrackCounters) -> u64); 4] = [
+    type Family = (&'static str, &'static str, fn(&TrackCounters) -> u64);
+    let families: [Family; 4] = [
         (
             "estuary_packager_parts_total",
             "Parts taken into the window.",
