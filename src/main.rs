@@ -28,7 +28,7 @@ enum Role {
     /// Every role in one process on a test pattern; prints the player URLs.
     Demo(DemoArgs),
     /// Capture and encode live sources into UTC-locked CMAF tracks, to files or a packager.
-    Ingest(IngestArgs),
+    Ingest(Box<IngestArgs>),
     /// Receive CMAF tracks and serve them as LL-HLS (the origin).
     Packager(PackagerArgs),
 }
@@ -111,7 +111,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.role {
         Role::Demo(args) => demo(args),
-        Role::Ingest(args) => ingest(args),
+        Role::Ingest(args) => ingest(*args),
         Role::Packager(args) => packager(args),
     };
     match result {
