@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use support::{Running, estuary, free_port, require_tool};
 
 fn http_status(url: &str) -> Option<u16> {
-    let output = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url]).output().ok()?;
+    let output = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
+        .output()
+        .ok()?;
     String::from_utf8_lossy(&output.stdout).parse().ok()
 }
 
@@ -30,36 +33,73 @@ fn demo_plays_in_ffmpeg_and_gstreamer() {
     let master = format!("http://{address}/live/demo/master.m3u8");
     let started = Instant::now();
     while http_status(&master) != Some(200) {
-        assert!(started.elapsed() < Duration::from_secs(20), "no playlist at {master}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no playlist at {master}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // Let one whole segment of every track complete, so the master lists measured bitrates.
     std::thread::sleep(Duration::from_secs(3));
 
     let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "stream=codec_name,width,height,sample_rate", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height,sample_rate",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&master)
         .output()
         .unwrap();
-    assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
     let streams = String::from_utf8_lossy(&probe.stdout);
     for expected in ["h264,1280,720", "h264,640,360", "aac,48000"] {
-        assert!(streams.lines().any(|line| line.trim() == expected), "{expected} missing from:\n{streams}");
+        assert!(
+            streams.lines().any(|line| line.trim() == expected),
+            "{expected} missing from:\n{streams}"
+        );
     }
 
     let decode_started = Instant::now();
     let decoded = Command::new("ffmpeg")
-        .args(["-v", "error", "-i", &master, "-map", "0:v:0", "-map", "0:a:0", "-t", "20", "-f", "null", "-"])
+        .args([
+            "-v", "error", "-i", &master, "-map", "0:v:0", "-map", "0:a:0", "-t", "20", "-f",
+            "null", "-",
+        ])
         .output()
         .unwrap();
     let errors = String::from_utf8_lossy(&decoded.stderr);
-    assert!(decoded.status.success() && errors.trim().is_empty(), "ffmpeg: {errors}");
-    println!("ffmpeg decoded 20 s of LL-HLS in {:.1} s", decode_started.elapsed().as_secs_f64());
+    assert!(
+        decoded.status.success() && errors.trim().is_empty(),
+        "ffmpeg: {errors}"
+    );
+    println!(
+        "ffmpeg decoded 20 s of LL-HLS in {:.1} s",
+        decode_started.elapsed().as_secs_f64()
+    );
 
     // GStreamer's adaptive demuxer (hlsdemux2, through playbin3) plays 20 s into fakesinks.
     let played = Command::new("timeout")
-        .args(["-s", "INT", "22", "gst-launch-1.0", "-v", "playbin3", &format!("uri={master}")])
-        .args(["video-sink=fakesink name=video silent=false sync=true", "audio-sink=fakesink sync=true"])
+        .args([
+            "-s",
+            "INT",
+            "22",
+            "gst-launch-1.0",
+            "-v",
+            "playbin3",
+            &format!("uri={master}"),
+        ])
+        .args([
+            "video-sink=fakesink name=video silent=false sync=true",
+            "audio-sink=fakesink sync=true",
+        ])
         .env("GST_PLUGIN_FEATURE_RANK", "hlsdemux2:MAX")
         .output()
         .unwrap();
@@ -76,14 +116,32 @@ fn demo_plays_in_ffmpeg_and_gstreamer() {
             Some(hours * 3600.0 + minutes * 60.0 + seconds)
         })
         .collect();
-    assert!(!log.contains("ERROR") && !String::from_utf8_lossy(&played.stderr).contains("ERROR"), "{log}");
-    assert!(frames.len() >= 500, "GStreamer rendered {} frames in 20 s", frames.len());
+    assert!(
+        !log.contains("ERROR") && !String::from_utf8_lossy(&played.stderr).contains("ERROR"),
+        "{log}"
+    );
+    assert!(
+        frames.len() >= 500,
+        "GStreamer rendered {} frames in 20 s",
+        frames.len()
+    );
     let span = frames.last().unwrap() - frames.first().unwrap();
-    println!("GStreamer playbin3 rendered {} frames covering {span:.1} s of media", frames.len());
+    println!(
+        "GStreamer playbin3 rendered {} frames covering {span:.1} s of media",
+        frames.len()
+    );
     assert!(span >= 18.0, "only {span:.1} s of media played");
 
     assert!(demo.terminate(Duration::from_secs(15)).success());
     let mut printed = String::new();
-    demo.0.stdout.take().unwrap().read_to_string(&mut printed).unwrap();
-    assert!(printed.contains(&master), "the demo did not print {master}:\n{printed}");
+    demo.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut printed)
+        .unwrap();
+    assert!(
+        printed.contains(&master),
+        "the demo did not print {master}:\n{printed}"
+    );
 }
