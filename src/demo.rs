@@ -2,6 +2,7 @@
 //! its CMAF over loopback HTTP to the packager, exactly as separate processes would.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,6 +14,7 @@ use estuary_packager::server::{self, Shared};
 pub struct DemoConfig {
     pub listen: SocketAddr,
     pub duration: Option<Duration>,
+    pub web: PathBuf,
 }
 
 pub async fn run(
@@ -23,6 +25,7 @@ pub async fn run(
         listen: config.listen,
         window: Default::default(),
         keys: Vec::new(),
+        web: Some(config.web),
     };
     let listener = server::bind(&packager).await?;
     let address = listener.local_addr().context("reading the bound address")?;
@@ -37,6 +40,7 @@ pub async fn run(
     println!(
         "Estuary demo: a test channel (720p and 360p H.264, AAC) through ingest and packager."
     );
+    println!("  player:  {base}/play/demo");
     println!("  LL-HLS:  {base}/live/demo/master.m3u8");
     println!("  watch:   ffplay {base}/live/demo/master.m3u8");
     println!("  health:  {base}/healthz   metrics: {base}/metrics");

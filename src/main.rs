@@ -41,6 +41,9 @@ struct DemoArgs {
     /// Stop after this long, e.g. 5m [default: run until stopped].
     #[arg(long)]
     duration: Option<String>,
+    /// Folder of the player page (player.html and node_modules/hls.js).
+    #[arg(long, env = "ESTUARY_WEB", default_value = "web")]
+    web: PathBuf,
 }
 
 #[derive(Args)]
@@ -64,6 +67,9 @@ struct PackagerArgs {
     /// Key id of --keycard-secret (keycards naming another key are refused).
     #[arg(long, env = "ESTUARY_KEYCARD_KEY_ID")]
     keycard_key_id: Option<String>,
+    /// Folder of the player page served at / and /play/{channel}.
+    #[arg(long, env = "ESTUARY_WEB", default_value = "web")]
+    web: PathBuf,
 }
 
 #[derive(Args)]
@@ -194,6 +200,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let config = demo::DemoConfig {
         listen: args.listen,
         duration,
+        web: args.web,
     };
     runtime()?.block_on(demo::run(config, shutdown_signal()))
 }
@@ -221,6 +228,7 @@ fn packager(args: PackagerArgs) -> anyhow::Result<()> {
         listen: args.listen,
         window,
         keys,
+        web: Some(args.web),
     };
     runtime()?.block_on(estuary_packager::server::run(config, shutdown_signal()))?;
     Ok(())

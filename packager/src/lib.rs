@@ -2,12 +2,13 @@
 //! "packager"). So far it holds its sans-IO core: reading CMAF (cutting an ingest stream into
 //! the header and chunks, and parsing each) and the window of recent segments and parts that
 //! those chunks build, with the events that tell what changed, and the LL-HLS playlists written
-//! from that window. The ingest receiver, the HLS-TS and DASH writers, the continuous-stream
-//! muxers, the archive and the origin HTTP server are still to come.
+//! from that window. Around it: the ingest receiver, the origin HTTP server and the player page.
+//! The HLS-TS and DASH writers, the continuous-stream muxers and the archive are still to come.
 
 pub mod cmaf;
 pub mod hls;
 pub mod origin;
+pub mod player;
 pub mod receiver;
 pub mod server;
 pub mod window;

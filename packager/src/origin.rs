@@ -111,6 +111,30 @@ pub async fn handle(
                 Err(error) => problem(StatusCode::NOT_FOUND, error.to_string()),
             }
         }
+        (&Method::GET, [""] | ["play", _]) => match &shared.player.html {
+            Some(html) => respond(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                "no-cache",
+                Body(VecDeque::from([html.clone()])),
+            ),
+            None => problem(
+                StatusCode::NOT_FOUND,
+                "the player page is not installed: run `npm ci` in web/",
+            ),
+        },
+        (&Method::GET, ["web", "hls.min.js"]) => match &shared.player.hls_js {
+            Some(script) => respond(
+                StatusCode::OK,
+                "text/javascript",
+                "public, max-age=3600",
+                Body(VecDeque::from([script.clone()])),
+            ),
+            None => problem(
+                StatusCode::NOT_FOUND,
+                "hls.js is not installed: run `npm ci` in web/",
+            ),
+        },
         (&Method::GET, ["healthz"]) => healthz(&shared),
         (&Method::GET, ["metrics"]) => metrics(&shared),
         (_, ["ingest", ..]) => problem(StatusCode::METHOD_NOT_ALLOWED, "ingest takes POST or PUT"),
@@ -193,9 +217,14 @@ async fn live(
 ) -> Response<Body> {
     match rest {
         ["master.m3u8"] => {
+            // Players are sent to the tracks once each has a whole segment to play.
             let text = shared.read(|window| {
                 let tracks: Vec<_> = window.tracks(channel).collect();
-                (!tracks.is_empty()).then(|| MasterPlaylist::build(tracks).to_string())
+                let ready = !tracks.is_empty()
+                    && tracks
+                        .iter()
+                        .all(|(_, track)| track.segments().any(|segment| segment.complete));
+                ready.then(|| MasterPlaylist::build(tracks).to_string())
             });
             match text {
                 Some(text) => respond(
@@ -206,7 +235,7 @@ async fn live(
                 ),
                 None => problem(
                     StatusCode::NOT_FOUND,
-                    format!("channel {channel} has no tracks yet"),
+                    format!("channel {channel} has no whole segment yet"),
                 ),
             }
         }

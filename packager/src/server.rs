@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::cmaf::TrackHeader;
 use crate::origin;
+use crate::player::PlayerPage;
 use crate::window::{Event, Window, WindowConfig};
 
 /// Without a part for this long, a channel is hungry.
@@ -29,6 +30,8 @@ pub struct PackagerConfig {
     pub window: WindowConfig,
     /// Keys an ingest's keycard must be signed with; none means ingest is open.
     pub keys: Vec<KeycardKey>,
+    /// Where the player page lives (web/); none serves no page.
+    pub web: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,7 @@ pub struct Shared {
     /// Bumped on every change of the window: blocked requests wake and look again.
     changes: watch::Sender<u64>,
     pub keys: Vec<KeycardKey>,
+    pub player: PlayerPage,
     counters: Mutex<BTreeMap<(ChannelName, TrackName), TrackCounters>>,
     last_part: Mutex<BTreeMap<ChannelName, Instant>>,
 }
@@ -62,6 +66,11 @@ impl Shared {
             window: RwLock::new(Window::new(config.window)),
             changes: watch::channel(0).0,
             keys: config.keys.clone(),
+            player: config
+                .web
+                .as_deref()
+                .map(PlayerPage::load)
+                .unwrap_or_default(),
             counters: Mutex::default(),
             last_part: Mutex::default(),
         })

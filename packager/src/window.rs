@@ -282,7 +282,10 @@ impl Window {
                 channel: channel.clone(),
                 track: track.clone(),
             })?;
-        if window.end.is_some_and(|end| chunk.start < end) {
+        // A copy from a redundant encoder starts a whole part before the end; timestamps
+        // rounded between timescales may start the next part a tick early, which is new media.
+        let rounding = chunk.duration / (2 * u64::from(chunk.samples.max(1)));
+        if window.end.is_some_and(|end| chunk.start + rounding < end) {
             return Ok(Accepted::Duplicate);
         }
         let utc_ns = u128::from(chunk.start) * 1_000_000_000 / u128::from(window.header.timescale);
@@ -572,6 +575,25 @@ mod tests {
             .map(|s| s.parts.len())
             .sum();
         assert_eq!(parts, 9);
+    }
+
+    #[test]
+    fn a_part_starting_a_tick_early_is_new_media() {
+        let spec = TrackSpec::audio();
+        let header = header(&spec);
+        let mut window = Window::new(WindowConfig::default());
+        let (channel, track) = names("a128");
+        window.push_header(&channel, &track, header.clone());
+        let first = chunk(&spec, &header, 0);
+        let end = first.start + first.duration;
+        push(&mut window, "a128", first);
+        // AAC frame times rounded from nanoseconds: the next part begins one tick early.
+        let bytes = testing::chunk(&spec, 1, end - 1, spec.samples_per_chunk);
+        let early = cmaf::parse_chunk(Bytes::from(bytes), &header).unwrap();
+        assert!(matches!(
+            window.push_chunk(&channel, &track, early).unwrap(),
+            Accepted::New(_)
+        ));
     }
 
     #[test]

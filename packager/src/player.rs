@@ -1,0 +1,33 @@
+//! The player page (web/player.html, with hls.js from web/node_modules), served at `/` and
+//! `/play/{channel}`. Its files are read once when the packager starts.
+
+use std::path::Path;
+
+use bytes::Bytes;
+
+/// The page and the script it loads; missing when web/ was not installed.
+#[derive(Clone, Debug, Default)]
+pub struct PlayerPage {
+    pub html: Option<Bytes>,
+    pub hls_js: Option<Bytes>,
+}
+
+impl PlayerPage {
+    /// Reads `dir/player.html` and `dir/node_modules/hls.js/dist/hls.min.js`.
+    pub fn load(dir: &Path) -> Self {
+        let read = |relative: &str| {
+            let path = dir.join(relative);
+            match std::fs::read(&path) {
+                Ok(bytes) => Some(Bytes::from(bytes)),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "the player page is not served (run `npm ci` in web/)");
+                    None
+                }
+            }
+        };
+        PlayerPage {
+            html: read("player.html"),
+            hls_js: read("node_modules/hls.js/dist/hls.min.js"),
+        }
+    }
+}
