@@ -277,10 +277,12 @@ async fn live(
 }
 
 fn content_type(shared: &Shared, channel: &ChannelName, track: &TrackName) -> &'static str {
-    match shared.header(channel, track).map(|h| h.media) {
-        Some(Media::Audio { .. }) => "audio/mp4",
-        _ => "video/mp4",
-    }
+    let audio = shared.read(|window| {
+        window
+            .track(channel, track)
+            .is_some_and(|t| matches!(t.header.media, Media::Audio { .. }))
+    });
+    if audio { "audio/mp4" } else { "video/mp4" }
 }
 
 /// `1234.m4s` is segment 1234; `1234.5.m4s` is its part 5.

@@ -154,7 +154,7 @@ pub fn header(spec: &TrackSpec) -> Vec<u8> {
 /// One chunk starting at `start` ticks with `samples` samples; `styp` and a sync first sample
 /// when it begins a segment.
 pub fn chunk(spec: &TrackSpec, sequence: u32, start: u64, samples: u32) -> Vec<u8> {
-    let begins_segment = start % spec.segment_ticks() == 0;
+    let begins_segment = start.is_multiple_of(spec.segment_ticks());
     let mut out = Vec::new();
     if begins_segment {
         encode(

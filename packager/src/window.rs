@@ -53,7 +53,7 @@ pub struct Segment {
     /// `floor(utc start / segment duration)`.
     pub number: u64,
     pub parts: Vec<Part>,
-    /// No part will be added: the next segment has begun or the track ended.
+    /// No part will be added: the next segment has begun.
     pub complete: bool,
     /// The timeline does not continue from the segment before it in the window: segments are
     /// missing before it, or the track's header changed (HLS EXT-X-DISCONTINUITY).
@@ -165,10 +165,6 @@ pub enum Event {
         channel: ChannelName,
         track: TrackName,
         segment: Segment,
-    },
-    TrackEnded {
-        channel: ChannelName,
-        track: TrackName,
     },
 }
 
@@ -361,29 +357,6 @@ impl Window {
             });
         }
         Ok(Accepted::New(events))
-    }
-
-    /// The ingest closed the track: its newest segment will not grow.
-    pub fn end_track(&mut self, channel: &ChannelName, track: &TrackName) -> Vec<Event> {
-        let Some(window) = self.tracks.get_mut(&(channel.clone(), track.clone())) else {
-            return Vec::new();
-        };
-        let mut events = Vec::new();
-        if let Some(mut newest) = window.segments.last_entry()
-            && !newest.get().complete
-        {
-            newest.get_mut().complete = true;
-            events.push(Event::SegmentCompleted {
-                channel: channel.clone(),
-                track: track.clone(),
-                segment: *newest.key(),
-            });
-        }
-        events.push(Event::TrackEnded {
-            channel: channel.clone(),
-            track: track.clone(),
-        });
-        events
     }
 }
 
