@@ -5,9 +5,9 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{Running, estuary, free_port, require_tool};
+use support::{Running, estuary, free_port, require_tool, wait_until_served};
 
 #[test]
 fn the_player_page_plays_ll_hls_in_chromium() {
@@ -29,21 +29,7 @@ fn the_player_page_plays_ll_hls_in_chromium() {
             .unwrap(),
     );
     let master = format!("http://{address}/live/demo/master.m3u8");
-    let started = Instant::now();
-    loop {
-        let status = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &master])
-            .output()
-            .unwrap();
-        if status.stdout == b"200" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no playlist at {master}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_served(&master, Duration::from_secs(20));
 
     let output = Command::new("node")
         .arg(web.join("tests/play.mjs"))

@@ -7,20 +7,11 @@ use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Running, estuary, free_port, require_tool};
-
-fn http_status(url: &str) -> Option<u16> {
-    let output = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&output.stdout).parse().ok()
-}
+use support::{Running, estuary, free_port, require_tool, wait_until_served};
 
 #[test]
 fn demo_plays_in_ffmpeg_and_gstreamer() {
     require_tool("ffprobe", "ffmpeg");
-    require_tool("curl", "curl");
     require_tool("gst-launch-1.0", "gstreamer1.0-tools");
     let address = format!("127.0.0.1:{}", free_port());
     let mut demo = Running(
@@ -31,16 +22,8 @@ fn demo_plays_in_ffmpeg_and_gstreamer() {
             .unwrap(),
     );
     let master = format!("http://{address}/live/demo/master.m3u8");
-    let started = Instant::now();
-    while http_status(&master) != Some(200) {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no playlist at {master}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // Let one whole segment of every track complete, so the master lists measured bitrates.
-    std::thread::sleep(Duration::from_secs(3));
+    // The master playlist is served once every track has a whole segment.
+    wait_until_served(&master, Duration::from_secs(20));
 
     let probe = Command::new("ffprobe")
         .args([

@@ -16,7 +16,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use support::{Running, Track, estuary, ffprobe_stream, free_port, require_tool, unix_now};
+use support::{
+    Running, Track, estuary, ffprobe_stream, free_port, http_get, require_tool, unix_now,
+};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -461,29 +463,6 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -
     started.elapsed()
 }
 
-async fn http_get(address: SocketAddr, path: &str) -> String {
-    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = Request::get(path)
-        .header("host", "localhost")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    String::from_utf8(
-        response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
-}
-
 fn metric(text: &str, prefix: &str) -> u64 {
     text.lines()
         .find(|line| line.starts_with(prefix))
@@ -626,7 +605,7 @@ async fn http_output_streams_chunks_and_survives_the_receiver_going_away() {
         ingest.0.try_wait().unwrap().is_none(),
         "the ingest exited when its receiver went away"
     );
-    let health = http_get(admin_address, "/healthz").await;
+    let health = http_get(admin_address, "/healthz").await.1;
     assert!(
         health.contains("\"sad\""),
         "a lost receiver should make the channel sad: {health}"
@@ -657,7 +636,7 @@ async fn http_output_streams_chunks_and_survives_the_receiver_going_away() {
         );
     }
 
-    let metrics = http_get(admin_address, "/metrics").await;
+    let metrics = http_get(admin_address, "/metrics").await.1;
     assert!(
         metric(
             &metrics,

@@ -17,7 +17,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use support::{Running, estuary, free_port, require_tool};
+use support::{Running, estuary, free_port, http_get, require_tool};
 use tokio::sync::mpsc;
 
 /// A request body fed chunk by chunk (sent chunked, as an ingest does).
@@ -56,22 +56,6 @@ async fn packager(extra: &[&str]) -> (Running, SocketAddr) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     (running, address)
-}
-
-async fn get(address: SocketAddr, path: &str) -> (StatusCode, String) {
-    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = Request::get(path)
-        .header("host", "localhost")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// POSTs `body` in one piece (with `authorization` when given) and returns the answer.
@@ -172,7 +156,7 @@ async fn blocked_playlist_requests_answer_as_soon_as_the_part_lands() {
     let ingest = tokio::spawn(async move { sender.send_request(request).await });
     body.send(header.clone()).await.unwrap();
     let started = Instant::now();
-    while get(address, "/live/demo/v180/init.mp4").await.0 != StatusCode::OK {
+    while http_get(address, "/live/demo/v180/init.mp4").await.0 != StatusCode::OK {
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "the header never reached the packager"
@@ -197,7 +181,7 @@ async fn blocked_playlist_requests_answer_as_soon_as_the_part_lands() {
         let blocked = tokio::spawn(async move {
             let path =
                 format!("/live/demo/v180/media.m3u8?_HLS_msn={msn}&_HLS_part={part_in_segment}");
-            let (status, playlist) = get(address, &path).await;
+            let (status, playlist) = http_get(address, &path).await;
             (Instant::now(), status, playlist)
         });
         if index > 0 {
@@ -232,7 +216,7 @@ async fn blocked_playlist_requests_answer_as_soon_as_the_part_lands() {
 
     // A request more than two segments ahead is refused at once (RFC 8216bis).
     let newest_msn = segment_of_previous.unwrap();
-    let (status, reason) = get(
+    let (status, reason) = http_get(
         address,
         &format!("/live/demo/v180/media.m3u8?_HLS_msn={}", newest_msn + 3),
     )
@@ -240,9 +224,9 @@ async fn blocked_playlist_requests_answer_as_soon_as_the_part_lands() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{reason}");
 
     // Parts, segments and the header are served with their Cache-Control.
-    let (status, _) = get(address, "/live/demo/v180/init.mp4").await;
+    let (status, _) = http_get(address, "/live/demo/v180/init.mp4").await;
     assert_eq!(status, StatusCode::OK);
-    let (status, master) = get(address, "/live/demo/master.m3u8").await;
+    let (status, master) = http_get(address, "/live/demo/master.m3u8").await;
     assert_eq!(status, StatusCode::OK);
     assert!(master.contains("RESOLUTION=320x180"), "{master}");
 
@@ -262,7 +246,7 @@ async fn blocked_playlist_requests_answer_as_soon_as_the_part_lands() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(reason.contains("before the CMAF header"), "{reason}");
     println!("refused: {}", reason.trim());
-    let (status, playlist) = get(address, "/live/demo/v180/media.m3u8").await;
+    let (status, playlist) = http_get(address, "/live/demo/v180/media.m3u8").await;
     assert_eq!(status, StatusCode::OK);
     assert!(playlist.contains("#EXTINF"), "{playlist}");
 

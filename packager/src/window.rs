@@ -36,17 +36,9 @@ impl Default for WindowConfig {
     }
 }
 
-/// One part: a CMAF chunk as received.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Part {
-    pub bytes: Bytes,
-    /// In the track's timescale.
-    pub start: u64,
-    pub duration: u64,
-    pub samples: u32,
-    /// Starts with a sync sample: LL-HLS `INDEPENDENT=YES`.
-    pub independent: bool,
-}
+/// One part: a CMAF chunk as received (LL-HLS `INDEPENDENT=YES` when it starts with a sync
+/// sample).
+pub type Part = Chunk;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
@@ -327,22 +319,17 @@ impl Window {
         if std::mem::take(&mut window.discontinuity_pending) {
             segment.discontinuity = true;
         }
-        segment.parts.push(Part {
-            start: chunk.start,
-            duration: chunk.duration,
-            samples: chunk.samples,
-            independent: chunk.independent,
-            bytes: chunk.bytes,
-        });
-        window.longest_part = window.longest_part.max(chunk.duration);
-        window.end = Some(chunk.start + chunk.duration);
+        let (start, duration, independent) = (chunk.start, chunk.duration, chunk.independent);
+        segment.parts.push(chunk);
+        window.longest_part = window.longest_part.max(duration);
+        window.end = Some(start + duration);
         let (channel_name, track_name) = who();
         events.push(Event::PartAdded {
             channel: channel_name,
             track: track_name,
             segment: number,
             part: segment.parts.len() - 1,
-            independent: chunk.independent,
+            independent,
         });
 
         while let Some(oldest) = window.segments.first_entry() {

@@ -222,6 +222,45 @@ impl Running {
     }
 }
 
+/// GET `path` from `address` over HTTP/1.1: the status and the body as text.
+pub async fn http_get(address: std::net::SocketAddr, path: &str) -> (hyper::StatusCode, String) {
+    use http_body_util::BodyExt as _;
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", "localhost")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Waits until `url` answers 200 (asked with curl), at most `limit`.
+pub fn wait_until_served(url: &str, limit: std::time::Duration) {
+    require_tool("curl", "curl");
+    let started = std::time::Instant::now();
+    loop {
+        let answer = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
+            .output()
+            .unwrap();
+        if answer.stdout == b"200" {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "nothing at {url} after {limit:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
