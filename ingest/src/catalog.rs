@@ -17,6 +17,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("videorate", "gstreamer1.0-plugins-base"),
     ("audioconvert", "gstreamer1.0-plugins-base"),
     ("audioresample", "gstreamer1.0-plugins-base"),
+    ("audiorate", "gstreamer1.0-plugins-base"),
     ("volume", "gstreamer1.0-plugins-base"),
     ("textoverlay", "gstreamer1.0-plugins-base"),
     ("opusenc", "gstreamer1.0-plugins-base"),

@@ -391,6 +391,10 @@ pub fn plan_channel(channel: &Channel, encoders: Encoders) -> PipelinePlan {
         chain.extend([
             Node::new("audioconvert"),
             Node::new("audioresample"),
+            // Live sources may leave holes (network jitter, sound-card overruns): filled with
+            // silence, so every track's timeline is continuous and starts on the boundary.
+            // skip-to-first, as for videorate: nothing before the first (UTC) timestamp.
+            Node::new("audiorate").with("skip-to-first", true),
             Node::new("volume").with("volume", channel.volume),
             Node::new("capsfilter")
                 .named(AUDIO_TIMING.into())
@@ -528,6 +532,7 @@ mod tests {
         assert_eq!(encoder.property("bitrate"), Some(&Value::Int(691)));
         assert!(launch.contains("video/x-raw,width=640,height=360,format=I420"));
         assert!(launch.contains("avenc_aac name=encode_a128 bitrate=128000 ! aacparse"));
+        assert!(launch.contains("audioresample ! audiorate skip-to-first=true ! volume"));
         assert!(plan.find(CLOCK_OVERLAY).is_some());
         // The test pattern is not live: it is paced to the clock.
         assert!(plan.find(VIDEO_PACE).is_some() && plan.find(AUDIO_PACE).is_some());

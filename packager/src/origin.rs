@@ -111,36 +111,41 @@ pub async fn handle(
                 Err(error) => problem(StatusCode::NOT_FOUND, error.to_string()),
             }
         }
-        (&Method::GET, [""] | ["play", _]) => match &shared.player.html {
-            Some(html) => respond(
-                StatusCode::OK,
+        (&Method::GET, [""] | ["play", _]) => {
+            let html = &shared.player.html;
+            asset(
+                html,
                 "text/html; charset=utf-8",
                 "no-cache",
-                Body(VecDeque::from([html.clone()])),
-            ),
-            None => problem(
-                StatusCode::NOT_FOUND,
-                "the player page is not installed: run `npm ci` in web/",
-            ),
-        },
-        (&Method::GET, ["web", "hls.min.js"]) => match &shared.player.hls_js {
-            Some(script) => respond(
-                StatusCode::OK,
-                "text/javascript",
-                "public, max-age=3600",
-                Body(VecDeque::from([script.clone()])),
-            ),
-            None => problem(
-                StatusCode::NOT_FOUND,
-                "hls.js is not installed: run `npm ci` in web/",
-            ),
-        },
+                "the player page",
+            )
+        }
+        (&Method::GET, ["web", "hls.min.js"]) => {
+            let script = &shared.player.hls_js;
+            asset(script, "text/javascript", "public, max-age=3600", "hls.js")
+        }
         (&Method::GET, ["healthz"]) => healthz(&shared),
         (&Method::GET, ["metrics"]) => metrics(&shared),
         (_, ["ingest", ..]) => problem(StatusCode::METHOD_NOT_ALLOWED, "ingest takes POST or PUT"),
         _ => problem(StatusCode::NOT_FOUND, format!("nothing at {path}")),
     };
     Ok(response)
+}
+
+/// A file of the player page, or why it is missing.
+fn asset(bytes: &Option<Bytes>, content_type: &str, cache: &str, what: &str) -> Response<Body> {
+    match bytes {
+        Some(bytes) => respond(
+            StatusCode::OK,
+            content_type,
+            cache,
+            Body(VecDeque::from([bytes.clone()])),
+        ),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            format!("{what} is not installed: run `npm ci` in web/"),
+        ),
+    }
 }
 
 fn preflight() -> Response<Body> {
