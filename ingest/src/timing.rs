@@ -124,7 +124,8 @@ pub enum Kind {
 }
 
 /// Holds every track back until all have data, then lets each through from the same segment
-/// boundary: the first one at or after the latest first buffer of any track. A kind that has
+/// boundary: the first one at or after everything dropped while waiting (so no track lacks media
+/// it already threw away, however far ahead of the others it ran). A kind that has
 /// not shown up after [`GIVE_UP_WAITING_NS`] of the other's media is not waited for; if it comes
 /// later it starts on the next boundary after its first buffer.
 #[derive(Debug)]
@@ -132,6 +133,8 @@ pub struct StartGate {
     grid: UtcGrid,
     expected: [bool; 2],
     first_seen: [Option<u64>; 2],
+    /// The end of the latest buffer dropped before the start was decided.
+    dropped_until: u64,
     starts: [Option<u64>; 2],
 }
 
@@ -154,6 +157,7 @@ impl StartGate {
             grid,
             expected: [video, audio],
             first_seen: [None, None],
+            dropped_until: 0,
             starts: [None, None],
         }
     }
@@ -166,7 +170,10 @@ impl StartGate {
             Some(start) => start,
             None => match self.decide(kind, utc_ns) {
                 Some(start) => start,
-                None => return Admission::Drop,
+                None => {
+                    self.dropped_until = self.dropped_until.max(utc_ns + duration_ns);
+                    return Admission::Drop;
+                }
             },
         };
         if utc_ns + duration_ns <= start || (kind == Kind::Video && utc_ns < start) {
@@ -197,7 +204,7 @@ impl StartGate {
                 (false, _) => {}
             }
         }
-        let start = self.grid.next_segment_start(latest_first);
+        let start = self.grid.next_segment_start(latest_first.max(self.dropped_until));
         for (index, seen) in self.first_seen.iter().enumerate() {
             if seen.is_some() {
                 self.starts[index] = Some(start);
@@ -365,6 +372,22 @@ mod tests {
             Admission::Pass { start }
         );
         assert_eq!(gate.admit(Kind::Audio, start - 21, 21), Admission::Drop);
+    }
+
+    #[test]
+    fn gate_starts_after_everything_it_dropped_while_waiting() {
+        let mut gate = StartGate::new(grid(), true, true);
+        // Audio runs ahead: 1.9 s of it is dropped before video's first frame arrives.
+        let mut t = EPOCH_2026 + SECOND / 2;
+        while t < EPOCH_2026 + 2 * SECOND + SECOND / 3 {
+            assert_eq!(gate.admit(Kind::Audio, t, 21_333_333), Admission::Drop);
+            t += 21_333_333;
+        }
+        // Video's first frame is early in time; starting at 2 s would lose audio already gone.
+        let start = EPOCH_2026 + 4 * SECOND;
+        assert_eq!(gate.admit(Kind::Video, EPOCH_2026 + SECOND / 2, 33), Admission::Drop);
+        assert_eq!(gate.admit(Kind::Video, start, 33), Admission::Pass { start });
+        assert_eq!(gate.admit(Kind::Audio, start - 5, 21), Admission::Pass { start });
     }
 
     #[test]
