@@ -204,7 +204,9 @@ impl StartGate {
                 (false, _) => {}
             }
         }
-        let start = self.grid.next_segment_start(latest_first.max(self.dropped_until));
+        let start = self
+            .grid
+            .next_segment_start(latest_first.max(self.dropped_until));
         for (index, seen) in self.first_seen.iter().enumerate() {
             if seen.is_some() {
                 self.starts[index] = Some(start);
@@ -385,9 +387,18 @@ mod tests {
         }
         // Video's first frame is early in time; starting at 2 s would lose audio already gone.
         let start = EPOCH_2026 + 4 * SECOND;
-        assert_eq!(gate.admit(Kind::Video, EPOCH_2026 + SECOND / 2, 33), Admission::Drop);
-        assert_eq!(gate.admit(Kind::Video, start, 33), Admission::Pass { start });
-        assert_eq!(gate.admit(Kind::Audio, start - 5, 21), Admission::Pass { start });
+        assert_eq!(
+            gate.admit(Kind::Video, EPOCH_2026 + SECOND / 2, 33),
+            Admission::Drop
+        );
+        assert_eq!(
+            gate.admit(Kind::Video, start, 33),
+            Admission::Pass { start }
+        );
+        assert_eq!(
+            gate.admit(Kind::Audio, start - 5, 21),
+            Admission::Pass { start }
+        );
     }
 
     #[test]
