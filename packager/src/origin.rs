@@ -132,6 +132,19 @@ pub async fn handle(
     Ok(response)
 }
 
+/// A playlist, or a 404 saying why there is none yet.
+fn playlist(text: Option<String>, missing: impl FnOnce() -> String) -> Response<Body> {
+    match text {
+        Some(text) => respond(
+            StatusCode::OK,
+            "application/vnd.apple.mpegurl",
+            PLAYLIST,
+            Body::text(text),
+        ),
+        None => problem(StatusCode::NOT_FOUND, missing()),
+    }
+}
+
 /// A file of the player page, or why it is missing.
 fn asset(bytes: &Option<Bytes>, content_type: &str, cache: &str, what: &str) -> Response<Body> {
     match bytes {
@@ -231,18 +244,9 @@ async fn live(
                         .all(|(_, track)| track.segments().any(|segment| segment.complete));
                 ready.then(|| MasterPlaylist::build(tracks).to_string())
             });
-            match text {
-                Some(text) => respond(
-                    StatusCode::OK,
-                    "application/vnd.apple.mpegurl",
-                    PLAYLIST,
-                    Body::text(text),
-                ),
-                None => problem(
-                    StatusCode::NOT_FOUND,
-                    format!("channel {channel} has no whole segment yet"),
-                ),
-            }
+            playlist(text, || {
+                format!("channel {channel} has no whole segment yet")
+            })
         }
         [track, file] => {
             let Ok(track) = TrackName::new(track) else {
@@ -407,15 +411,7 @@ async fn media_playlist(
         let this = window.track(channel, track)?;
         MediaPlaylist::build(this, &window.config(), reports, query.skip).map(|p| p.to_string())
     });
-    match text {
-        Some(text) => respond(
-            StatusCode::OK,
-            "application/vnd.apple.mpegurl",
-            PLAYLIST,
-            Body::text(text),
-        ),
-        None => problem(StatusCode::NOT_FOUND, "no media yet"),
-    }
+    playlist(text, || "no media yet".to_owned())
 }
 
 /// Whether a request for `(msn, part)` is for media about to arrive (the preload hint, or a
