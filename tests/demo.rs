@@ -1,5 +1,5 @@
 //! End to end: `estuary demo` (ingest and packager in one process) played by real players:
-//! ffprobe, ffmpeg and GStreamer's adaptive demuxer.
+//! ffprobe, ffmpeg and GStreamer's adaptive demuxers, over LL-HLS and DASH.
 
 mod support;
 
@@ -22,9 +22,39 @@ fn demo_plays_in_ffmpeg_and_gstreamer() {
             .unwrap(),
     );
     let master = format!("http://{address}/live/demo/master.m3u8");
+    let mpd = format!("http://{address}/live/demo/manifest.mpd");
     // The master playlist is served once every track has a whole segment.
     wait_until_served(&master, Duration::from_secs(20));
 
+    // LL-HLS through playbin3's hlsdemux2 (the older hlsdemux starts three segments behind and
+    // buffers for most of 20 s); DASH through playbin's dashdemux.
+    for (name, url, playbin, demuxer) in [
+        ("LL-HLS", &master, "playbin3", "hlsdemux2"),
+        ("DASH", &mpd, "playbin", "dashdemux"),
+    ] {
+        probe(name, url);
+        decode(name, url);
+        play_in_gstreamer(name, url, playbin, demuxer);
+    }
+
+    assert!(demo.terminate(Duration::from_secs(15)).success());
+    let mut printed = String::new();
+    demo.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut printed)
+        .unwrap();
+    for url in [&master, &mpd] {
+        assert!(
+            printed.contains(url.as_str()),
+            "the demo did not print {url}:\n{printed}"
+        );
+    }
+}
+
+/// ffprobe finds H.264 at 720p and 360p, and AAC.
+fn probe(name: &str, url: &str) {
     let probe = Command::new("ffprobe")
         .args([
             "-v",
@@ -34,56 +64,55 @@ fn demo_plays_in_ffmpeg_and_gstreamer() {
             "-of",
             "csv=p=0",
         ])
-        .arg(&master)
+        .arg(url)
         .output()
         .unwrap();
     assert!(
         probe.status.success(),
-        "{}",
+        "{name}: {}",
         String::from_utf8_lossy(&probe.stderr)
     );
     let streams = String::from_utf8_lossy(&probe.stdout);
     for expected in ["h264,1280,720", "h264,640,360", "aac,48000"] {
         assert!(
             streams.lines().any(|line| line.trim() == expected),
-            "{expected} missing from:\n{streams}"
+            "{name}: {expected} missing from:\n{streams}"
         );
     }
+}
 
-    let decode_started = Instant::now();
+/// ffmpeg decodes 20 s of the first video and the audio with nothing on its error output.
+fn decode(name: &str, url: &str) {
+    let started = Instant::now();
     let decoded = Command::new("ffmpeg")
         .args([
-            "-v", "error", "-i", &master, "-map", "0:v:0", "-map", "0:a:0", "-t", "20", "-f",
-            "null", "-",
+            "-v", "error", "-i", url, "-map", "0:v:0", "-map", "0:a:0", "-t", "20", "-f", "null",
+            "-",
         ])
         .output()
         .unwrap();
     let errors = String::from_utf8_lossy(&decoded.stderr);
     assert!(
         decoded.status.success() && errors.trim().is_empty(),
-        "ffmpeg: {errors}"
+        "{name}: ffmpeg: {errors}"
     );
     println!(
-        "ffmpeg decoded 20 s of LL-HLS in {:.1} s",
-        decode_started.elapsed().as_secs_f64()
+        "{name}: ffmpeg decoded 20 s in {:.1} s",
+        started.elapsed().as_secs_f64()
     );
+}
 
-    // GStreamer's adaptive demuxer (hlsdemux2, through playbin3) plays 20 s into fakesinks.
+/// GStreamer plays 20 s into fakesinks, with `demuxer` preferred; the frames' timestamps show
+/// how much media went through.
+fn play_in_gstreamer(name: &str, url: &str, playbin: &str, demuxer: &str) {
     let played = Command::new("timeout")
-        .args([
-            "-s",
-            "INT",
-            "22",
-            "gst-launch-1.0",
-            "-v",
-            "playbin3",
-            &format!("uri={master}"),
-        ])
+        .args(["-s", "INT", "22", "gst-launch-1.0", "-v", playbin])
+        .arg(format!("uri={url}"))
         .args([
             "video-sink=fakesink name=video silent=false sync=true",
             "audio-sink=fakesink sync=true",
         ])
-        .env("GST_PLUGIN_FEATURE_RANK", "hlsdemux2:MAX")
+        .env("GST_PLUGIN_FEATURE_RANK", format!("{demuxer}:MAX"))
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&played.stdout);
@@ -101,30 +130,17 @@ fn demo_plays_in_ffmpeg_and_gstreamer() {
         .collect();
     assert!(
         !log.contains("ERROR") && !String::from_utf8_lossy(&played.stderr).contains("ERROR"),
-        "{log}"
+        "{name}: {log}"
     );
     assert!(
         frames.len() >= 500,
-        "GStreamer rendered {} frames in 20 s",
+        "{name}: GStreamer {demuxer} rendered {} frames in 20 s",
         frames.len()
     );
     let span = frames.last().unwrap() - frames.first().unwrap();
     println!(
-        "GStreamer playbin3 rendered {} frames covering {span:.1} s of media",
+        "{name}: GStreamer {playbin} ({demuxer}) rendered {} frames covering {span:.1} s of media",
         frames.len()
     );
-    assert!(span >= 18.0, "only {span:.1} s of media played");
-
-    assert!(demo.terminate(Duration::from_secs(15)).success());
-    let mut printed = String::new();
-    demo.0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut printed)
-        .unwrap();
-    assert!(
-        printed.contains(&master),
-        "the demo did not print {master}:\n{printed}"
-    );
+    assert!(span >= 18.0, "{name}: only {span:.1} s of media played");
 }

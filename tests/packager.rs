@@ -294,3 +294,123 @@ async fn ingest_keycards_are_checked() {
     assert_eq!(status, StatusCode::OK, "{reason}");
     assert!(packager.terminate(Duration::from_secs(10)).success());
 }
+
+/// Low-latency DASH: the MPD parses as XML and describes the track; the segment being written
+/// is sent while it grows, each chunk as it reaches the packager, and ends whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_in_progress_streams_as_its_chunks_arrive() {
+    require_tool("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let (header, chunks) = ffmpeg_cmaf(dir.path());
+    let parsed_header = cmaf::parse_header(header.clone()).unwrap();
+    let segment_ticks = 2 * u64::from(parsed_header.timescale);
+    let msn_of = |bytes: &Bytes| {
+        cmaf::parse_chunk(bytes.clone(), &parsed_header)
+            .unwrap()
+            .start
+            / segment_ticks
+    };
+    let (mut packager, address) = packager(&[]).await;
+
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (ingest, receiver) = mpsc::channel(4);
+    let request = Request::post("/ingest/demo/v180")
+        .header("host", "localhost")
+        .body(ChannelBody(receiver))
+        .unwrap();
+    let posted = tokio::spawn(async move { sender.send_request(request).await });
+    ingest.send(header).await.unwrap();
+
+    // Everything up to and including the first chunk of segment 2.
+    let growing = 2;
+    let first = chunks.iter().position(|c| msn_of(c) == growing).unwrap();
+    let end = chunks.iter().position(|c| msn_of(c) > growing).unwrap();
+    for chunk in &chunks[..=first] {
+        ingest.send(chunk.clone()).await.unwrap();
+    }
+    let wait = Instant::now();
+    while !http_get(address, "/live/demo/v180/media.m3u8")
+        .await
+        .1
+        .contains(&format!("URI=\"{growing}.0.m4s\""))
+    {
+        assert!(
+            wait.elapsed() < Duration::from_secs(5),
+            "part {growing}.0 never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let (status, mpd) = http_get(address, "/live/demo/manifest.mpd").await;
+    assert_eq!(status, StatusCode::OK, "{mpd}");
+    let document = roxmltree::Document::parse(&mpd).expect("the MPD is XML");
+    let root = document.root_element();
+    assert_eq!(root.attribute("type"), Some("dynamic"));
+    let representation = root
+        .descendants()
+        .find(|n| n.has_tag_name("Representation"))
+        .unwrap();
+    assert_eq!(representation.attribute("id"), Some("v180"));
+    assert_eq!(representation.attribute("width"), Some("320"));
+    let template = root
+        .descendants()
+        .find(|n| n.has_tag_name("SegmentTemplate"))
+        .unwrap();
+    assert_eq!(
+        template.attribute("availabilityTimeComplete"),
+        Some("false")
+    );
+
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut viewer, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(format!("/live/demo/v180/{growing}.m4s"))
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = viewer.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers().get("transfer-encoding").unwrap(),
+        "chunked"
+    );
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    let mut next_frame = async || {
+        tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("the segment stopped coming")
+            .map(|frame| frame.unwrap().into_data().unwrap())
+    };
+    // The first chunk is there at once; each later one arrives after it is sent.
+    received.push(next_frame().await.unwrap());
+    for chunk in &chunks[first + 1..end] {
+        ingest.send(chunk.clone()).await.unwrap();
+        let before = received.iter().map(Bytes::len).sum::<usize>();
+        while received.iter().map(Bytes::len).sum::<usize>() < before + chunk.len() {
+            received.push(next_frame().await.unwrap());
+        }
+    }
+    // The next segment's first chunk completes this one at the latest: the body ends.
+    ingest.send(chunks[end].clone()).await.unwrap();
+    while let Some(frame) = next_frame().await {
+        received.push(frame);
+    }
+    let whole: Vec<u8> = chunks[first..end].concat();
+    assert_eq!(received.concat(), whole);
+    println!(
+        "segment {growing} streamed in {} pieces, {} bytes",
+        received.len(),
+        whole.len()
+    );
+
+    drop(ingest);
+    assert_eq!(posted.await.unwrap().unwrap().status(), StatusCode::OK);
+    assert!(packager.terminate(Duration::from_secs(10)).success());
+}

@@ -289,46 +289,12 @@ pub struct Variant {
     pub average_bandwidth: u64,
 }
 
-/// Peak and average bits per second over the window: the peak of complete segments, the
-/// average of everything held (so a track that just started has a figure too).
-fn bandwidth(window: &TrackWindow) -> (u64, u64) {
-    let timescale = f64::from(window.header.timescale);
-    let (mut peak, mut bytes, mut seconds) = (0f64, 0usize, 0f64);
-    for segment in window.segments().filter(|s| s.duration() > 0) {
-        let duration = segment.duration() as f64 / timescale;
-        if segment.complete {
-            peak = peak.max(segment.len() as f64 * 8.0 / duration);
-        }
-        bytes += segment.len();
-        seconds += duration;
-    }
-    let average = if seconds > 0.0 {
-        bytes as f64 * 8.0 / seconds
-    } else {
-        0.0
-    };
-    (peak.max(average).ceil() as u64, average.ceil() as u64)
-}
-
-fn frame_rate(window: &TrackWindow) -> f64 {
-    let (samples, ticks) = window
-        .segments()
-        .flat_map(|segment| &segment.parts)
-        .fold((0u64, 0u64), |(samples, ticks), part| {
-            (samples + u64::from(part.samples), ticks + part.duration)
-        });
-    if ticks == 0 {
-        return 0.0;
-    }
-    samples as f64 * f64::from(window.header.timescale) / ticks as f64
-}
-
 impl MasterPlaylist {
     pub fn build<'a>(tracks: impl IntoIterator<Item = (&'a TrackName, &'a TrackWindow)>) -> Self {
         let mut audio = None;
         let mut variants = Vec::new();
         for (name, window) in tracks {
-            let (peak_bandwidth, average_bandwidth) = bandwidth(window);
+            let (peak_bandwidth, average_bandwidth) = window.bandwidth();
             match &window.header.media {
                 Media::Video {
                     codec,
@@ -339,7 +305,7 @@ impl MasterPlaylist {
                     codec: codec.clone(),
                     width: *width,
                     height: *height,
-                    frame_rate: frame_rate(window),
+                    frame_rate: window.frame_rate(),
                     peak_bandwidth,
                     average_bandwidth,
                 }),
@@ -415,56 +381,16 @@ impl fmt::Display for MasterPlaylist {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmaf::{self, CmafReader, Piece};
-    use crate::testing::{self, TrackSpec};
-    use crate::window::{Accepted, Window};
-    use bytes::Bytes;
-    use estuary_proto::url::ChannelName;
+    use crate::testing::TrackSpec;
     use m3u8_rs::Playlist;
     use proptest::prelude::*;
-    use std::time::Duration;
 
-    const DAY_START_SECONDS: u64 = 1_795_219_200;
+    use crate::testing::{Channel, DAY_START_SECONDS};
 
-    struct Channel {
-        window: Window,
-        name: ChannelName,
-    }
-
-    impl Channel {
-        fn new(window_seconds: u64) -> Self {
-            let config = WindowConfig {
-                segment: Duration::from_secs(2),
-                window: Duration::from_secs(window_seconds),
-            };
-            Channel {
-                window: Window::new(config),
-                name: ChannelName::new("demo").unwrap(),
-            }
-        }
-
-        fn feed(&mut self, track: &str, spec: &TrackSpec, chunks: impl IntoIterator<Item = u64>) {
-            let track = TrackName::new(track).unwrap();
-            let pieces = CmafReader::new().push(&testing::header(spec)).unwrap();
-            let Piece::Header(bytes) = &pieces[0] else {
-                panic!("a header")
-            };
-            let header = cmaf::parse_header(bytes.clone()).unwrap();
-            self.window.push_header(&self.name, &track, header.clone());
-            for index in chunks {
-                let start =
-                    DAY_START_SECONDS * u64::from(spec.timescale) + index * spec.chunk_ticks();
-                let bytes = testing::chunk(spec, index as u32, start, spec.samples_per_chunk);
-                let chunk = cmaf::parse_chunk(Bytes::from(bytes), &header).unwrap();
-                let _: Accepted = self.window.push_chunk(&self.name, &track, chunk).unwrap();
-            }
-        }
-
-        fn media(&self, track: &str, skip: bool) -> MediaPlaylist {
-            let track = TrackName::new(track).unwrap();
-            let window = self.window.track(&self.name, &track).unwrap();
-            MediaPlaylist::build(window, &self.window.config(), Vec::new(), skip).unwrap()
-        }
+    fn media(channel: &Channel, track: &str, skip: bool) -> MediaPlaylist {
+        let track = TrackName::new(track).unwrap();
+        let window = channel.window.track(&channel.name, &track).unwrap();
+        MediaPlaylist::build(window, &channel.window.config(), Vec::new(), skip).unwrap()
     }
 
     fn parse_media(text: &str) -> m3u8_rs::MediaPlaylist {
@@ -482,7 +408,7 @@ mod tests {
     fn media_playlist_lists_segments_parts_and_hints() {
         let mut channel = Channel::new(60);
         channel.feed("v720", &TrackSpec::video(), 0..20);
-        let playlist = channel.media("v720", false);
+        let playlist = media(&channel, "v720", false);
         let text = playlist.to_string();
         let parsed = parse_media(&text);
         assert_eq!(parsed.version, Some(9));
@@ -521,7 +447,7 @@ mod tests {
     fn a_full_segment_hints_the_next_one() {
         let mut channel = Channel::new(60);
         channel.feed("v720", &TrackSpec::video(), 0..12);
-        let playlist = channel.media("v720", false);
+        let playlist = media(&channel, "v720", false);
         assert_eq!(playlist.preload_hint, (first_msn() + 2, 0));
     }
 
@@ -529,7 +455,7 @@ mod tests {
     fn missing_segments_are_gaps_not_bad_media() {
         let mut channel = Channel::new(60);
         channel.feed("v720", &TrackSpec::video(), (0..6).chain(18..31));
-        let text = channel.media("v720", false).to_string();
+        let text = media(&channel, "v720", false).to_string();
         let parsed = parse_media(&text);
         // Numbering and time go on through the gap: two listed gap segments.
         let uris: Vec<&str> = parsed.segments.iter().map(|s| s.uri.as_str()).collect();
@@ -543,8 +469,8 @@ mod tests {
     fn delta_updates_skip_what_the_client_has() {
         let mut channel = Channel::new(60);
         channel.feed("v720", &TrackSpec::video(), 0..6 * 20);
-        let full = channel.media("v720", false);
-        let delta = channel.media("v720", true);
+        let full = media(&channel, "v720", false);
+        let delta = media(&channel, "v720", true);
         let text = delta.to_string();
         assert!(delta.skipped > 0);
         assert!(text.contains(&format!("#EXT-X-SKIP:SKIPPED-SEGMENTS={}", delta.skipped)));
@@ -597,7 +523,7 @@ mod tests {
                 next += gap;
                 channel.feed("v720", &spec, next..next + length);
                 next += length;
-                let playlist = channel.media("v720", skip);
+                let playlist = media(&channel, "v720", skip);
                 let parsed = parse_media(&playlist.to_string());
                 let newest = playlist.segments.last().unwrap().msn;
                 prop_assert_eq!(parsed.media_sequence, playlist.media_sequence);

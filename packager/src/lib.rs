@@ -1,11 +1,13 @@
 //! The packager turns the ingest's CMAF tracks into what players ask for (DESIGN.md
 //! "packager"). So far it holds its sans-IO core: reading CMAF (cutting an ingest stream into
 //! the header and chunks, and parsing each) and the window of recent segments and parts that
-//! those chunks build, with the events that tell what changed, and the LL-HLS playlists written
-//! from that window. Around it: the ingest receiver, the origin HTTP server and the player page.
-//! The HLS-TS and DASH writers, the continuous-stream muxers and the archive are still to come.
+//! those chunks build, with the events that tell what changed, and the LL-HLS playlists and
+//! DASH manifest written from that window. Around it: the ingest receiver, the origin HTTP
+//! server and the player page. The HLS-TS writer, the continuous-stream muxers and the archive
+//! are still to come.
 
 pub mod cmaf;
+pub mod dash;
 pub mod hls;
 pub mod origin;
 pub mod player;

@@ -1,19 +1,20 @@
-//! The player page (web/player.html, with hls.js from web/node_modules), served at `/` and
-//! `/play/{channel}`. Its files are read once when the packager starts.
+//! The player page (web/player.html, with hls.js and dash.js from web/node_modules), served at
+//! `/` and `/play/{channel}`. Its files are read once when the packager starts.
 
 use std::path::Path;
 
 use bytes::Bytes;
 
-/// The page and the script it loads; missing when web/ was not installed.
+/// The page and the scripts it loads; missing when web/ was not installed.
 #[derive(Clone, Debug, Default)]
 pub struct PlayerPage {
     pub html: Option<Bytes>,
     pub hls_js: Option<Bytes>,
+    pub dash_js: Option<Bytes>,
 }
 
 impl PlayerPage {
-    /// Reads `dir/player.html` and `dir/node_modules/hls.js/dist/hls.min.js`.
+    /// Reads `dir/player.html` and the players' scripts from `dir/node_modules`.
     pub fn load(dir: &Path) -> Self {
         let read = |relative: &str| {
             let path = dir.join(relative);
@@ -28,6 +29,7 @@ impl PlayerPage {
         PlayerPage {
             html: read("player.html"),
             hls_js: read("node_modules/hls.js/dist/hls.min.js"),
+            dash_js: read("node_modules/dashjs/dist/modern/umd/dash.all.min.js"),
         }
     }
 }

@@ -1,11 +1,18 @@
 //! Hand-made CMAF for the packager's tests, written with mp4-atom's encoder: headers and chunks
 //! with known timing, so the core is tested from bytes alone, with no encoder running.
 
+use std::time::Duration;
+
+use bytes::Bytes;
+use estuary_proto::url::{ChannelName, TrackName};
 use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
 use mp4_atom::{
     Audio, Avc1, Avcc, Codec, Encode, Esds, FixedPoint, FourCC, Ftyp, Hdlr, Mdat, Mfhd, Moof, Moov,
     Mp4a, Mvex, Styp, Tfdt, Tfhd, Traf, Trak, Trex, Trun, TrunEntry, Visual,
 };
+
+use crate::cmaf::{self, CmafReader, Piece};
+use crate::window::{Accepted, Window, WindowConfig};
 
 /// Sample flags of a sync sample (depends on nothing) and of any other sample.
 const SYNC: u32 = 0x0200_0000;
@@ -221,4 +228,42 @@ pub fn stream(spec: &TrackSpec, first_chunk: u64, chunks: u64) -> Vec<u8> {
         ));
     }
     out
+}
+
+/// Segments of the fixtures begin on this day (2026-11-21, UTC), in seconds since the epoch.
+pub const DAY_START_SECONDS: u64 = 1_795_219_200;
+
+/// A channel's window fed with fixture tracks, as the receiver would feed it.
+pub struct Channel {
+    pub window: Window,
+    pub name: ChannelName,
+}
+
+impl Channel {
+    pub fn new(window_seconds: u64) -> Self {
+        let config = WindowConfig {
+            segment: Duration::from_secs(2),
+            window: Duration::from_secs(window_seconds),
+        };
+        Channel {
+            window: Window::new(config),
+            name: ChannelName::new("demo").unwrap(),
+        }
+    }
+
+    pub fn feed(&mut self, track: &str, spec: &TrackSpec, chunks: impl IntoIterator<Item = u64>) {
+        let track = TrackName::new(track).unwrap();
+        let pieces = CmafReader::new().push(&header(spec)).unwrap();
+        let Piece::Header(bytes) = &pieces[0] else {
+            panic!("a header")
+        };
+        let header = cmaf::parse_header(bytes.clone()).unwrap();
+        self.window.push_header(&self.name, &track, header.clone());
+        for index in chunks {
+            let start = DAY_START_SECONDS * u64::from(spec.timescale) + index * spec.chunk_ticks();
+            let bytes = chunk(spec, index as u32, start, spec.samples_per_chunk);
+            let chunk = cmaf::parse_chunk(Bytes::from(bytes), &header).unwrap();
+            let _: Accepted = self.window.push_chunk(&self.name, &track, chunk).unwrap();
+        }
+    }
 }

@@ -120,6 +120,41 @@ impl TrackWindow {
             .next_back()
             .map(|segment| (segment.number, segment.parts.len()))
     }
+
+    /// Peak and average bits per second over the window: the peak of complete segments, the
+    /// average of everything held (so a track that just started has a figure too).
+    pub fn bandwidth(&self) -> (u64, u64) {
+        let timescale = f64::from(self.header.timescale);
+        let (mut peak, mut bytes, mut seconds) = (0f64, 0usize, 0f64);
+        for segment in self.segments().filter(|s| s.duration() > 0) {
+            let duration = segment.duration() as f64 / timescale;
+            if segment.complete {
+                peak = peak.max(segment.len() as f64 * 8.0 / duration);
+            }
+            bytes += segment.len();
+            seconds += duration;
+        }
+        let average = if seconds > 0.0 {
+            bytes as f64 * 8.0 / seconds
+        } else {
+            0.0
+        };
+        (peak.max(average).ceil() as u64, average.ceil() as u64)
+    }
+
+    /// Samples per second over the window (frames per second for video).
+    pub fn frame_rate(&self) -> f64 {
+        let (samples, ticks) = self
+            .segments()
+            .flat_map(|segment| &segment.parts)
+            .fold((0u64, 0u64), |(samples, ticks), part| {
+                (samples + u64::from(part.samples), ticks + part.duration)
+            });
+        if ticks == 0 {
+            return 0.0;
+        }
+        samples as f64 * f64::from(self.header.timescale) / ticks as f64
+    }
 }
 
 /// What changed; the origin wakes blocked playlist requests and the archive keeps evicted
@@ -331,6 +366,19 @@ impl Window {
             part: segment.parts.len() - 1,
             independent,
         });
+        // A part that reaches the next boundary completes its segment now, not when the next
+        // segment begins: a player streaming the segment gets its end without waiting a part.
+        let end_ns =
+            u128::from(start + duration) * 1_000_000_000 / u128::from(window.header.timescale);
+        if end_ns + BOUNDARY_TOLERANCE_NS >= (u128::from(number) + 1) * segment_ns {
+            segment.complete = true;
+            let (channel, track) = who();
+            events.push(Event::SegmentCompleted {
+                channel,
+                track,
+                segment: number,
+            });
+        }
 
         while let Some(oldest) = window.segments.first_entry() {
             if *oldest.key() + window_segments > number {

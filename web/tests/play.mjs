@@ -1,5 +1,5 @@
 // Plays a page of Estuary's player in headless Chromium for a while and prints, as JSON, what
-// the page measured: how far the video played, hls.js's live latency, stalls, fatal errors.
+// the page measured: how far the video played, the player's live latency, stalls, fatal errors.
 // Usage: node web/tests/play.mjs URL SECONDS   (SCREENSHOT=file.png also saves the page at the end)
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";

@@ -3,63 +3,40 @@
 //! Cache-Control the design gives each kind of object, CORS for browser players, and blocking
 //! playlist reload and part requests that answer the moment the part lands.
 
-use std::collections::VecDeque;
+mod body;
+mod media;
+
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use estuary_proto::url::{ChannelName, TrackName};
-use http_body::Frame;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::cmaf::Media;
+use crate::dash::Manifest;
 use crate::hls::{MasterPlaylist, MediaPlaylist, RenditionReport};
 use crate::receiver;
 use crate::server::{Shared, TrackCounters};
 use crate::window::Window;
 
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+pub use body::Body;
+
+pub(crate) const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Playlists change every part (a third of a second): caches may only coalesce them.
 const PLAYLIST: &str = "public, max-age=0";
 /// A segment or part that will exist soon.
 const NOT_YET: &str = "public, max-age=1";
 
-/// A response body: bytes already in memory, written one shared piece after another.
-pub struct Body(VecDeque<Bytes>);
-
-impl Body {
-    fn text(text: impl Into<String>) -> Self {
-        Body(VecDeque::from([Bytes::from(text.into())]))
-    }
-}
-
-impl http_body::Body for Body {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.pop_front().map(|data| Ok(Frame::data(data))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
-    }
-}
-
-fn respond(status: StatusCode, content_type: &str, cache: &str, body: Body) -> Response<Body> {
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: &str,
+    cache: &str,
+    body: Body,
+) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -76,7 +53,7 @@ fn respond(status: StatusCode, content_type: &str, cache: &str, body: Body) -> R
     response
 }
 
-fn problem(status: StatusCode, reason: impl Into<String>) -> Response<Body> {
+pub(crate) fn problem(status: StatusCode, reason: impl Into<String>) -> Response<Body> {
     let mut reason = reason.into();
     if !reason.ends_with('\n') {
         reason.push('\n');
@@ -124,6 +101,10 @@ pub async fn handle(
             let script = &shared.player.hls_js;
             asset(script, "text/javascript", "public, max-age=3600", "hls.js")
         }
+        (&Method::GET, ["web", "dash.all.min.js"]) => {
+            let script = &shared.player.dash_js;
+            asset(script, "text/javascript", "public, max-age=3600", "dash.js")
+        }
         (&Method::GET, ["healthz"]) => healthz(&shared),
         (&Method::GET, ["metrics"]) => metrics(&shared),
         (_, ["ingest", ..]) => problem(StatusCode::METHOD_NOT_ALLOWED, "ingest takes POST or PUT"),
@@ -152,7 +133,7 @@ fn asset(bytes: &Option<Bytes>, content_type: &str, cache: &str, what: &str) -> 
             StatusCode::OK,
             content_type,
             cache,
-            Body(VecDeque::from([bytes.clone()])),
+            Body::bytes(bytes.clone()),
         ),
         None => problem(
             StatusCode::NOT_FOUND,
@@ -217,7 +198,7 @@ async fn ingest(
 }
 
 /// How long a blocked request may wait: three target durations, as RFC 8216bis says.
-fn block_limit(shared: &Shared) -> Duration {
+pub(crate) fn block_limit(shared: &Shared) -> Duration {
     shared.read(|window| {
         window
             .config()
@@ -227,26 +208,52 @@ fn block_limit(shared: &Shared) -> Duration {
     })
 }
 
+/// Players are sent to a channel's tracks once each has a whole segment to play.
+fn is_playable(window: &Window, channel: &ChannelName) -> bool {
+    let mut tracks = window.tracks(channel).peekable();
+    tracks.peek().is_some()
+        && tracks.all(|(_, track)| track.segments().any(|segment| segment.complete))
+}
+
 async fn live(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     channel: &ChannelName,
     rest: &[&str],
     query: Option<&str>,
 ) -> Response<Body> {
     match rest {
         ["master.m3u8"] => {
-            // Players are sent to the tracks once each has a whole segment to play.
             let text = shared.read(|window| {
-                let tracks: Vec<_> = window.tracks(channel).collect();
-                let ready = !tracks.is_empty()
-                    && tracks
-                        .iter()
-                        .all(|(_, track)| track.segments().any(|segment| segment.complete));
-                ready.then(|| MasterPlaylist::build(tracks).to_string())
+                is_playable(window, channel)
+                    .then(|| MasterPlaylist::build(window.tracks(channel)).to_string())
             });
             playlist(text, || {
                 format!("channel {channel} has no whole segment yet")
             })
+        }
+        ["manifest.mpd"] => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64;
+            let text = shared.read(|window| {
+                is_playable(window, channel)
+                    .then(|| Manifest::build(window.tracks(channel), &window.config(), now))
+                    .flatten()
+                    .map(|manifest| manifest.to_string())
+            });
+            match text {
+                Some(text) => respond(
+                    StatusCode::OK,
+                    "application/dash+xml",
+                    PLAYLIST,
+                    Body::text(text),
+                ),
+                None => problem(
+                    StatusCode::NOT_FOUND,
+                    format!("channel {channel} has no whole segment yet"),
+                ),
+            }
         }
         [track, file] => {
             let Ok(track) = TrackName::new(track) else {
@@ -265,17 +272,17 @@ async fn live(
                     match header {
                         Some(bytes) => respond(
                             StatusCode::OK,
-                            content_type(shared, channel, &track),
+                            media::content_type(shared, channel, &track),
                             IMMUTABLE,
-                            Body(VecDeque::from([bytes])),
+                            Body::bytes(bytes),
                         ),
                         None => problem(StatusCode::NOT_FOUND, "no header yet"),
                     }
                 }
                 name => match name.strip_suffix(".m4s").map(parse_media_name) {
-                    Some(Some((msn, None))) => segment(shared, channel, &track, msn).await,
+                    Some(Some((msn, None))) => media::segment(shared, channel, &track, msn).await,
                     Some(Some((msn, Some(part)))) => {
-                        part_response(shared, channel, &track, msn, part).await
+                        media::part(shared, channel, &track, msn, part).await
                     }
                     _ => problem(StatusCode::NOT_FOUND, format!("nothing called {name}")),
                 },
@@ -283,15 +290,6 @@ async fn live(
         }
         _ => problem(StatusCode::NOT_FOUND, "not part of the live layout"),
     }
-}
-
-fn content_type(shared: &Shared, channel: &ChannelName, track: &TrackName) -> &'static str {
-    let audio = shared.read(|window| {
-        window
-            .track(channel, track)
-            .is_some_and(|t| matches!(t.header.media, Media::Audio { .. }))
-    });
-    if audio { "audio/mp4" } else { "video/mp4" }
 }
 
 /// `1234.m4s` is segment 1234; `1234.5.m4s` is its part 5.
@@ -412,97 +410,6 @@ async fn media_playlist(
         MediaPlaylist::build(this, &window.config(), reports, query.skip).map(|p| p.to_string())
     });
     playlist(text, || "no media yet".to_owned())
-}
-
-/// Whether a request for `(msn, part)` is for media about to arrive (the preload hint, or a
-/// little beyond): such requests wait rather than get a 404.
-fn is_imminent(
-    window: &Window,
-    channel: &ChannelName,
-    track: &TrackName,
-    msn: u64,
-    part: Option<usize>,
-) -> bool {
-    let Some((newest, parts)) = window.track(channel, track).and_then(|t| t.newest()) else {
-        return false;
-    };
-    match part {
-        Some(part) => (msn == newest && part <= parts + 1) || (msn == newest + 1 && part <= 1),
-        None => msn == newest || msn == newest + 1,
-    }
-}
-
-async fn segment(
-    shared: &Shared,
-    channel: &ChannelName,
-    track: &TrackName,
-    msn: u64,
-) -> Response<Body> {
-    if shared.read(|window| is_imminent(window, channel, track, msn, None)) {
-        shared
-            .wait_until(block_limit(shared), |window| {
-                window
-                    .track(channel, track)
-                    .and_then(|t| t.segment(msn))
-                    .is_some_and(|s| s.complete)
-            })
-            .await;
-    }
-    let body = shared.read(|window| {
-        let segment = window.track(channel, track)?.segment(msn)?;
-        segment
-            .complete
-            .then(|| segment.body().collect::<VecDeque<_>>())
-    });
-    match body {
-        Some(body) => respond(
-            StatusCode::OK,
-            content_type(shared, channel, track),
-            IMMUTABLE,
-            Body(body),
-        ),
-        None => problem(
-            StatusCode::NOT_FOUND,
-            format!("segment {msn} of {channel}/{track} is not in the window"),
-        ),
-    }
-}
-
-async fn part_response(
-    shared: &Shared,
-    channel: &ChannelName,
-    track: &TrackName,
-    msn: u64,
-    part: usize,
-) -> Response<Body> {
-    if shared.read(|window| is_imminent(window, channel, track, msn, Some(part))) {
-        shared
-            .wait_until(block_limit(shared), |window| {
-                window
-                    .track(channel, track)
-                    .and_then(|t| t.part(msn, part))
-                    .is_some()
-            })
-            .await;
-    }
-    let bytes = shared.read(|window| {
-        window
-            .track(channel, track)?
-            .part(msn, part)
-            .map(|p| p.bytes.clone())
-    });
-    match bytes {
-        Some(bytes) => respond(
-            StatusCode::OK,
-            content_type(shared, channel, track),
-            IMMUTABLE,
-            Body(VecDeque::from([bytes])),
-        ),
-        None => problem(
-            StatusCode::NOT_FOUND,
-            format!("part {msn}.{part} of {channel}/{track} is not in the window"),
-        ),
-    }
 }
 
 fn healthz(shared: &Shared) -> Response<Body> {
