@@ -43,6 +43,7 @@ pub async fn run(
     println!("  player:  {base}/play/demo");
     println!("  LL-HLS:  {base}/live/demo/master.m3u8");
     println!("  DASH:    {base}/live/demo/manifest.mpd");
+    println!("  HLS-TS:  {base}/live/demo/ts/master.m3u8");
     println!("  watch:   ffplay {base}/live/demo/master.m3u8");
     println!("  health:  {base}/healthz   metrics: {base}/metrics");
     println!("The first segment is ready about 3 s after start. Ctrl-C stops.");

@@ -44,8 +44,41 @@ pub struct TrackHeader {
     pub bytes: Bytes,
     pub timescale: u32,
     pub media: Media,
+    /// What a remuxer needs to write the samples in another container.
+    pub config: CodecConfig,
     default_duration: Option<u32>,
+    default_size: Option<u32>,
     default_flags: Option<u32>,
+}
+
+/// The decoder configuration from the sample entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CodecConfig {
+    /// H.264: NAL unit length field size, and the parameter sets (SPS then PPS).
+    Avc {
+        length_size: u8,
+        parameter_sets: Vec<Bytes>,
+    },
+    /// AAC: the AudioSpecificConfig's object type, sampling frequency index and channel
+    /// configuration (what an ADTS header repeats).
+    Aac {
+        object_type: u8,
+        frequency_index: u8,
+        channel_configuration: u8,
+    },
+    Opus,
+}
+
+/// One sample of a chunk, with its data cut from the `mdat` (shared, not copied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// Decode time in the track's timescale.
+    pub decode: u64,
+    /// Presentation time minus decode time.
+    pub composition_offset: i64,
+    pub duration: u32,
+    pub sync: bool,
+    pub data: Bytes,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -238,18 +271,20 @@ pub fn parse_header(bytes: Bytes) -> Result<TrackHeader, CmafError> {
             _ => None,
         })
         .ok_or(CmafError::MissingInHeader("moov"))?;
-    let (timescale, media) = describe_track(&moov)?;
+    let (timescale, media, config) = describe_track(&moov)?;
     let trex = moov.mvex.as_ref().and_then(|mvex| mvex.trex.first());
     Ok(TrackHeader {
         bytes,
         timescale,
         media,
+        config,
         default_duration: trex.map(|t| t.default_sample_duration).filter(|d| *d > 0),
+        default_size: trex.map(|t| t.default_sample_size).filter(|s| *s > 0),
         default_flags: trex.map(|t| t.default_sample_flags),
     })
 }
 
-fn describe_track(moov: &Moov) -> Result<(u32, Media), CmafError> {
+fn describe_track(moov: &Moov) -> Result<(u32, Media, CodecConfig), CmafError> {
     let trak = moov
         .trak
         .first()
@@ -269,40 +304,64 @@ fn describe_track(moov: &Moov) -> Result<(u32, Media), CmafError> {
         .first()
         .ok_or(CmafError::MissingInHeader("sample entry (stsd is empty)"))?;
     let media = match codec {
-        Codec::Avc1(avc1) => Media::Video {
-            codec: format!(
-                "avc1.{:02x}{:02x}{:02x}",
-                avc1.avcc.avc_profile_indication,
-                avc1.avcc.profile_compatibility,
-                avc1.avcc.avc_level_indication
-            ),
-            width: avc1.visual.width,
-            height: avc1.visual.height,
-        },
+        Codec::Avc1(avc1) => (
+            Media::Video {
+                codec: format!(
+                    "avc1.{:02x}{:02x}{:02x}",
+                    avc1.avcc.avc_profile_indication,
+                    avc1.avcc.profile_compatibility,
+                    avc1.avcc.avc_level_indication
+                ),
+                width: avc1.visual.width,
+                height: avc1.visual.height,
+            },
+            CodecConfig::Avc {
+                length_size: avc1.avcc.length_size,
+                parameter_sets: avc1
+                    .avcc
+                    .sequence_parameter_sets
+                    .iter()
+                    .chain(&avc1.avcc.picture_parameter_sets)
+                    .map(|set| Bytes::copy_from_slice(set))
+                    .collect(),
+            },
+        ),
         Codec::Mp4a(mp4a) => {
             let config = &mp4a.esds.es_desc.dec_config;
-            let object_type = config
+            let specific = config
                 .dec_specific
                 .as_ref()
-                .map_or(2, |specific| specific.profile);
-            Media::Audio {
-                codec: format!("mp4a.{:02x}.{object_type}", config.object_type_indication),
-                sample_rate: u32::from(mp4a.audio.sample_rate.integer()),
-                channels: mp4a.audio.channel_count,
-            }
+                .ok_or(CmafError::MissingInHeader("AudioSpecificConfig"))?;
+            let object_type = specific.profile;
+            (
+                Media::Audio {
+                    codec: format!("mp4a.{:02x}.{object_type}", config.object_type_indication),
+                    sample_rate: u32::from(mp4a.audio.sample_rate.integer()),
+                    channels: mp4a.audio.channel_count,
+                },
+                CodecConfig::Aac {
+                    object_type,
+                    frequency_index: specific.freq_index,
+                    channel_configuration: specific.chan_conf,
+                },
+            )
         }
-        Codec::Opus(opus) => Media::Audio {
-            codec: "opus".into(),
-            sample_rate: u32::from(opus.audio.sample_rate.integer()),
-            channels: opus.audio.channel_count,
-        },
+        Codec::Opus(opus) => (
+            Media::Audio {
+                codec: "opus".into(),
+                sample_rate: u32::from(opus.audio.sample_rate.integer()),
+                channels: opus.audio.channel_count,
+            },
+            CodecConfig::Opus,
+        ),
         other => {
             return Err(CmafError::UnsupportedCodec(
                 format!("{other:?}").chars().take(24).collect(),
             ));
         }
     };
-    Ok((timescale, media))
+    let (media, config) = media;
+    Ok((timescale, media, config))
 }
 
 /// Parses a chunk cut by [`CmafReader`], with its track's header for sample defaults.
@@ -358,6 +417,72 @@ pub fn parse_chunk(bytes: Bytes, header: &TrackHeader) -> Result<Chunk, CmafErro
     })
 }
 
+/// The samples of a chunk (`[styp] moof mdat`, one track), their timing and their data.
+pub fn samples(bytes: &Bytes, header: &TrackHeader) -> Result<Vec<Sample>, CmafError> {
+    let mut cursor: &[u8] = bytes;
+    let mut moof = None;
+    while !cursor.is_empty() {
+        let offset = bytes.len() - cursor.len();
+        match Any::decode(&mut cursor) {
+            Ok(Any::Moof(found)) => {
+                moof = Some((offset, found));
+                break;
+            }
+            Ok(_) => {}
+            Err(error) => return Err(CmafError::Unparsable("top-level", error.to_string())),
+        }
+    }
+    let (moof_offset, moof) = moof.ok_or(CmafError::MissingInChunk("moof"))?;
+    let traf = moof.traf.first().ok_or(CmafError::MissingInChunk("traf"))?;
+    let mut decode = traf
+        .tfdt
+        .as_ref()
+        .ok_or(CmafError::MissingInChunk("tfdt"))?
+        .base_media_decode_time;
+    let tfhd = &traf.tfhd;
+    let base = match tfhd.base_data_offset {
+        Some(offset) => usize::try_from(offset).unwrap_or(usize::MAX),
+        None => moof_offset,
+    };
+    let mut position = base;
+    let mut samples = Vec::new();
+    for trun in &traf.trun {
+        if let Some(offset) = trun.data_offset {
+            position = base.saturating_add_signed(offset as isize);
+        }
+        for entry in trun.samples.iter() {
+            let duration = entry
+                .duration
+                .or(tfhd.default_sample_duration)
+                .or(header.default_duration)
+                .ok_or(CmafError::MissingInChunk("sample duration"))?;
+            let size = entry
+                .size
+                .or(tfhd.default_sample_size)
+                .or(header.default_size)
+                .ok_or(CmafError::MissingInChunk("sample size"))? as usize;
+            let flags = entry
+                .flags
+                .or(tfhd.default_sample_flags)
+                .or(header.default_flags)
+                .unwrap_or(0);
+            let data = bytes
+                .get(position..position.saturating_add(size))
+                .ok_or(CmafError::MissingInChunk("sample data inside the chunk"))?;
+            samples.push(Sample {
+                decode,
+                composition_offset: entry.cts.unwrap_or(0),
+                duration,
+                sync: flags & NON_SYNC_SAMPLE == 0,
+                data: bytes.slice_ref(data),
+            });
+            position += size;
+            decode += u64::from(duration);
+        }
+    }
+    Ok(samples)
+}
+
 fn top_level_boxes(bytes: &Bytes) -> Result<Vec<Any>, CmafError> {
     let mut cursor: &[u8] = bytes;
     let mut atoms = Vec::new();
@@ -388,6 +513,42 @@ pub(crate) mod tests {
     use super::*;
     use crate::testing::{self, TrackSpec};
     use proptest::prelude::*;
+
+    #[test]
+    fn samples_are_cut_from_the_mdat_with_their_timing() {
+        let spec = TrackSpec::video();
+        let header = parse_header(Bytes::from(testing::header(&spec))).unwrap();
+        assert!(matches!(
+            &header.config,
+            CodecConfig::Avc { length_size: 4, parameter_sets } if parameter_sets.len() == 2
+        ));
+        let start = spec.segment_ticks() * 7;
+        let bytes = Bytes::from(testing::chunk(&spec, 3, start, spec.samples_per_chunk));
+        let samples = samples(&bytes, &header).unwrap();
+        assert_eq!(samples.len(), spec.samples_per_chunk as usize);
+        for (index, sample) in samples.iter().enumerate() {
+            assert_eq!(
+                sample.decode,
+                start + index as u64 * u64::from(spec.sample_duration)
+            );
+            assert_eq!(sample.sync, index == 0);
+            assert_eq!(sample.data.len(), 50);
+            assert_eq!(
+                &sample.data[..5],
+                &[0, 0, 0, 46, if index == 0 { 0x65 } else { 0x41 }]
+            );
+            assert!(sample.data[5..].iter().all(|byte| *byte == 3));
+        }
+        let audio = parse_header(Bytes::from(testing::header(&TrackSpec::audio()))).unwrap();
+        assert_eq!(
+            audio.config,
+            CodecConfig::Aac {
+                object_type: 2,
+                frequency_index: 3,
+                channel_configuration: 2
+            }
+        );
+    }
 
     #[test]
     fn reads_header_and_chunks_from_any_split_of_the_stream() {

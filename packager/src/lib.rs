@@ -1,18 +1,20 @@
 //! The packager turns the ingest's CMAF tracks into what players ask for (DESIGN.md
 //! "packager"). So far it holds its sans-IO core: reading CMAF (cutting an ingest stream into
 //! the header and chunks, and parsing each) and the window of recent segments and parts that
-//! those chunks build, with the events that tell what changed, and the LL-HLS playlists and
-//! DASH manifest written from that window. Around it: the ingest receiver, the origin HTTP
-//! server and the player page. The HLS-TS writer, the continuous-stream muxers and the archive
-//! are still to come.
+//! those chunks build, with the events that tell what changed, and what is written from that
+//! window: LL-HLS playlists, the DASH manifest, and HLS with MPEG-TS segments remuxed from the
+//! same samples. Around it: the ingest receiver, the origin HTTP server and the player page.
+//! The continuous-stream muxers and the archive are still to come.
 
 pub mod cmaf;
 pub mod dash;
 pub mod hls;
+pub mod hls_ts;
 pub mod origin;
 pub mod player;
 pub mod receiver;
 pub mod server;
+pub mod ts;
 pub mod window;
 
 pub use server::{PackagerConfig, PackagerError};

@@ -173,20 +173,17 @@ pub fn chunk(spec: &TrackSpec, sequence: u32, start: u64, samples: u32) -> Vec<u
             &mut out,
         );
     }
-    let sample_size = 50;
+    let sample_size = 50u32;
+    let sync = |index: u32| (index == 0 && begins_segment) || !spec.video;
     let entries = (0..samples)
         .map(|index| TrunEntry {
             duration: Some(spec.sample_duration),
             size: Some(sample_size),
-            flags: Some(if (index == 0 && begins_segment) || !spec.video {
-                SYNC
-            } else {
-                NON_SYNC
-            }),
+            flags: Some(if sync(index) { SYNC } else { NON_SYNC }),
             cts: None,
         })
         .collect::<Vec<_>>();
-    let moof = Moof {
+    let mut moof = Moof {
         mfhd: Mfhd {
             sequence_number: sequence,
         },
@@ -206,13 +203,23 @@ pub fn chunk(spec: &TrackSpec, sequence: u32, start: u64, samples: u32) -> Vec<u
             ..Default::default()
         }],
     };
+    // The samples start after the moof and the mdat's 8-byte header.
+    let mut sized = Vec::new();
+    encode(&moof, &mut sized);
+    moof.traf[0].trun[0].data_offset = Some(sized.len() as i32 + 8);
     encode(&moof, &mut out);
-    encode(
-        &Mdat {
-            data: vec![0u8; (sample_size * samples) as usize],
-        },
-        &mut out,
-    );
+    // Video samples are one H.264 NAL unit each (a 4-byte length, then an IDR or non-IDR slice
+    // header byte, then filler that names the chunk); audio samples are filler.
+    let mut data = Vec::with_capacity((sample_size * samples) as usize);
+    for index in 0..samples {
+        let mut sample = vec![sequence as u8; sample_size as usize];
+        if spec.video {
+            sample[..4].copy_from_slice(&(sample_size - 4).to_be_bytes());
+            sample[4] = if sync(index) { 0x65 } else { 0x41 };
+        }
+        data.extend(sample);
+    }
+    encode(&Mdat { data }, &mut out);
     out
 }
 

@@ -5,6 +5,7 @@
 
 mod body;
 mod media;
+mod ts;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -114,7 +115,7 @@ pub async fn handle(
 }
 
 /// A playlist, or a 404 saying why there is none yet.
-fn playlist(text: Option<String>, missing: impl FnOnce() -> String) -> Response<Body> {
+pub(crate) fn playlist(text: Option<String>, missing: impl FnOnce() -> String) -> Response<Body> {
     match text {
         Some(text) => respond(
             StatusCode::OK,
@@ -209,7 +210,7 @@ pub(crate) fn block_limit(shared: &Shared) -> Duration {
 }
 
 /// Players are sent to a channel's tracks once each has a whole segment to play.
-fn is_playable(window: &Window, channel: &ChannelName) -> bool {
+pub(crate) fn is_playable(window: &Window, channel: &ChannelName) -> bool {
     let mut tracks = window.tracks(channel).peekable();
     tracks.peek().is_some()
         && tracks.all(|(_, track)| track.segments().any(|segment| segment.complete))
@@ -231,6 +232,7 @@ async fn live(
                 format!("channel {channel} has no whole segment yet")
             })
         }
+        ["ts", rest @ ..] => ts::serve(shared, channel, rest).await,
         ["manifest.mpd"] => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
