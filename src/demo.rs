@@ -15,6 +15,7 @@ pub struct DemoConfig {
     pub listen: SocketAddr,
     pub duration: Option<Duration>,
     pub web: PathBuf,
+    pub archive: Option<PathBuf>,
 }
 
 pub async fn run(
@@ -26,10 +27,11 @@ pub async fn run(
         window: Default::default(),
         keys: Vec::new(),
         web: Some(config.web),
+        archive: config.archive,
     };
     let listener = server::bind(&packager).await?;
     let address = listener.local_addr().context("reading the bound address")?;
-    tokio::spawn(server::serve(listener, Shared::new(&packager)));
+    tokio::spawn(server::serve(listener, Shared::new(&packager)?));
 
     let channel = ChannelSpec {
         text: Some("Estuary demo".into()),

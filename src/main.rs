@@ -29,7 +29,7 @@ enum Role {
     Demo(DemoArgs),
     /// Capture and encode live sources into UTC-locked CMAF tracks, to files or a packager.
     Ingest(Box<IngestArgs>),
-    /// Receive CMAF tracks and serve them as LL-HLS (the origin).
+    /// Receive CMAF tracks and serve them as LL-HLS, DASH and HLS-TS (the origin).
     Packager(PackagerArgs),
 }
 
@@ -44,6 +44,9 @@ struct DemoArgs {
     /// Folder of the player page (player.html and node_modules/hls.js).
     #[arg(long, env = "ESTUARY_WEB", default_value = "web")]
     web: PathBuf,
+    /// Keep every segment in DIR too, served as VOD at /vod/{channel}/{start}-{end}/.
+    #[arg(long, env = "ESTUARY_DEMO_ARCHIVE")]
+    archive: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -70,6 +73,10 @@ struct PackagerArgs {
     /// Folder of the player page served at / and /play/{channel}.
     #[arg(long, env = "ESTUARY_WEB", default_value = "web")]
     web: PathBuf,
+    /// Keep every segment in DIR too, served as VOD at /vod/{channel}/{start}-{end}/
+    /// (start and end in UTC seconds).
+    #[arg(long, env = "ESTUARY_PACKAGER_ARCHIVE")]
+    archive: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -201,6 +208,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         listen: args.listen,
         duration,
         web: args.web,
+        archive: args.archive,
     };
     runtime()?.block_on(demo::run(config, shutdown_signal()))
 }
@@ -229,6 +237,7 @@ fn packager(args: PackagerArgs) -> anyhow::Result<()> {
         window,
         keys,
         web: Some(args.web),
+        archive: args.archive,
     };
     runtime()?.block_on(estuary_packager::server::run(config, shutdown_signal()))?;
     Ok(())

@@ -414,3 +414,74 @@ async fn a_segment_in_progress_streams_as_its_chunks_arrive() {
     assert_eq!(posted.await.unwrap().unwrap().status(), StatusCode::OK);
     assert!(packager.terminate(Duration::from_secs(10)).success());
 }
+
+/// The archive: a packager with a 4 s window and `--archive`, fed by a real ingest for 14 s.
+/// Segments that have left the window are gone from /live but served from disk at /vod, as a
+/// VOD playlist that ffmpeg decodes whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_serves_what_left_the_window_as_vod() {
+    require_tool("ffmpeg", "ffmpeg");
+    let archive = tempfile::tempdir().unwrap();
+    let archive_path = archive.path().to_str().unwrap().to_owned();
+    let (mut packager, address) =
+        packager(&["--window", "4s", "--archive", archive_path.as_str()]).await;
+    let started = support::unix_now();
+    let ingest = estuary()
+        .args(["ingest", "--source", "test", "--channel", "vodtest"])
+        .args(["--renditions", "360", "--duration", "14s"])
+        .arg("--to")
+        .arg(format!("http://{address}/ingest"))
+        .status()
+        .unwrap();
+    assert!(ingest.success());
+    let ended = support::unix_now();
+
+    // The whole run as VOD.
+    let range = format!("{}-{}", started as u64, ended as u64 + 1);
+    let (status, master) = http_get(address, &format!("/vod/vodtest/{range}/master.m3u8")).await;
+    assert_eq!(status, StatusCode::OK, "{master}");
+    assert!(master.contains("RESOLUTION=640x360"), "{master}");
+    let (status, media) = http_get(address, &format!("/vod/vodtest/{range}/v360/media.m3u8")).await;
+    assert_eq!(status, StatusCode::OK, "{media}");
+    let parsed = match m3u8_rs::parse_playlist_res(media.as_bytes()) {
+        Ok(m3u8_rs::Playlist::MediaPlaylist(parsed)) => parsed,
+        other => panic!("not a media playlist: {other:?}\n{media}"),
+    };
+    assert_eq!(parsed.playlist_type, Some(m3u8_rs::MediaPlaylistType::Vod));
+    assert!(parsed.end_list);
+    let archived: f32 = parsed.segments.iter().map(|s| s.duration).sum();
+    assert!(
+        parsed.segments.len() >= 5 && archived >= 10.0,
+        "{} segments, {archived} s archived:\n{media}",
+        parsed.segments.len()
+    );
+
+    // The oldest archived segment has left the live window (4 s) but not the archive.
+    let oldest = parsed.segments[0].uri.trim_end_matches(".m4s").to_owned();
+    let (status, _) = http_get(address, &format!("/live/vodtest/v360/{oldest}.m4s")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = http_get(address, &format!("/vod/vodtest/{range}/v360/{oldest}.m4s")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let decoded = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(format!("http://{address}/vod/vodtest/{range}/master.m3u8"))
+        .args(["-map", "0:v:0", "-map", "0:a:0", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let errors = String::from_utf8_lossy(&decoded.stderr);
+    assert!(
+        decoded.status.success() && errors.trim().is_empty(),
+        "ffmpeg: {errors}"
+    );
+    println!(
+        "VOD of {range}: {} segments, {archived:.1} s, decoded by ffmpeg",
+        parsed.segments.len()
+    );
+
+    // Bad ranges are refused with a reason.
+    let (status, reason) = http_get(address, "/vod/vodtest/20-10/master.m3u8").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(reason.contains("ends before"), "{reason}");
+    assert!(packager.terminate(Duration::from_secs(10)).success());
+}

@@ -3,9 +3,10 @@
 //! the header and chunks, and parsing each) and the window of recent segments and parts that
 //! those chunks build, with the events that tell what changed, and what is written from that
 //! window: LL-HLS playlists, the DASH manifest, and HLS with MPEG-TS segments remuxed from the
-//! same samples. Around it: the ingest receiver, the origin HTTP server and the player page.
-//! The continuous-stream muxers and the archive are still to come.
+//! same samples. Around it: the ingest receiver, the origin HTTP server, the archive on disk
+//! with its VOD playlists, and the player page. The continuous-stream muxers are still to come.
 
+pub mod archive;
 pub mod cmaf;
 pub mod dash;
 pub mod hls;
@@ -15,6 +16,7 @@ pub mod player;
 pub mod receiver;
 pub mod server;
 pub mod ts;
+pub mod vod;
 pub mod window;
 
 pub use server::{PackagerConfig, PackagerError};

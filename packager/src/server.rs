@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::archive::{self, Archive, ArchiveJob};
 use crate::cmaf::TrackHeader;
 use crate::origin;
 use crate::player::PlayerPage;
@@ -32,12 +33,19 @@ pub struct PackagerConfig {
     pub keys: Vec<KeycardKey>,
     /// Where the player page lives (web/); none serves no page.
     pub web: Option<std::path::PathBuf>,
+    /// Where whole segments are kept for VOD; none keeps only the window.
+    pub archive: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackagerError {
     #[error("cannot listen on {address}: {reason}")]
     Listen { address: SocketAddr, reason: String },
+    #[error("cannot use {dir} as the archive: {reason}")]
+    Archive {
+        dir: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// Per-track counters for `/metrics`.
@@ -56,13 +64,24 @@ pub struct Shared {
     changes: watch::Sender<u64>,
     pub keys: Vec<KeycardKey>,
     pub player: PlayerPage,
+    pub archive: Option<Archive>,
     counters: Mutex<BTreeMap<(ChannelName, TrackName), TrackCounters>>,
     last_part: Mutex<BTreeMap<ChannelName, Instant>>,
 }
 
 impl Shared {
-    pub fn new(config: &PackagerConfig) -> Arc<Self> {
-        Arc::new(Shared {
+    pub fn new(config: &PackagerConfig) -> Result<Arc<Self>, PackagerError> {
+        let archive = config
+            .archive
+            .as_deref()
+            .map(|dir| {
+                Archive::start(dir).map_err(|error| PackagerError::Archive {
+                    dir: dir.to_owned(),
+                    reason: error.to_string(),
+                })
+            })
+            .transpose()?;
+        Ok(Arc::new(Shared {
             window: RwLock::new(Window::new(config.window)),
             changes: watch::channel(0).0,
             keys: config.keys.clone(),
@@ -71,9 +90,10 @@ impl Shared {
                 .as_deref()
                 .map(PlayerPage::load)
                 .unwrap_or_default(),
+            archive,
             counters: Mutex::default(),
             last_part: Mutex::default(),
-        })
+        }))
     }
 
     pub fn read<R>(&self, look: impl FnOnce(&Window) -> R) -> R {
@@ -142,10 +162,47 @@ impl Shared {
                 Event::HeaderChanged { channel, track } => {
                     tracing::info!(%channel, %track, "track header changed")
                 }
+                Event::SegmentCompleted {
+                    channel,
+                    track,
+                    segment,
+                } => self.archive_segment(channel, track, *segment),
                 _ => {}
             }
         }
         self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// Hands a whole segment to the archive, if there is one (the writing happens elsewhere).
+    fn archive_segment(&self, channel: &ChannelName, track: &TrackName, msn: u64) {
+        let Some(archive) = &self.archive else {
+            return;
+        };
+        let job = self.read(|window| {
+            let this = window.track(channel, track)?;
+            let segment = this.segment(msn)?;
+            Some(ArchiveJob {
+                channel: channel.clone(),
+                track: track.clone(),
+                header: this.header.bytes.clone(),
+                entry: archive::Entry {
+                    msn,
+                    start: segment.start(),
+                    duration: segment.duration(),
+                    bytes: segment.len() as u64,
+                    init: 0,
+                    discontinuity: segment.discontinuity,
+                },
+                parts: segment
+                    .parts
+                    .iter()
+                    .map(|part| part.bytes.clone())
+                    .collect(),
+            })
+        });
+        if let Some(job) = job {
+            archive.keep(job);
+        }
     }
 
     /// Waits until `ready` holds for the window, at most `limit`; says whether it came true.
@@ -246,7 +303,7 @@ pub async fn run(
     let address = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(%address, "packager listening: ingest at /ingest/{{channel}}/{{track}}, players at /live/…");
     tokio::select! {
-        () = serve(listener, Shared::new(&config)) => {}
+        () = serve(listener, Shared::new(&config)?) => {}
         () = shutdown => tracing::info!("stopping"),
     }
     Ok(())

@@ -6,6 +6,7 @@
 mod body;
 mod media;
 mod ts;
+mod vod;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -88,6 +89,9 @@ pub async fn handle(
                 Ok(channel) => live(&shared, &channel, rest, request.uri().query()).await,
                 Err(error) => problem(StatusCode::NOT_FOUND, error.to_string()),
             }
+        }
+        (&Method::GET | &Method::HEAD, ["vod", channel, range, rest @ ..]) => {
+            vod::serve(&shared, channel, range, rest).await
         }
         (&Method::GET, [""] | ["play", _]) => {
             let html = &shared.player.html;

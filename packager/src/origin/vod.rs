@@ -1,0 +1,158 @@
+//! `/vod/{channel}/{start}-{end}/…`: the archive as VOD, in the shapes of `/live/…`.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use estuary_proto::url::{ChannelName, TrackName};
+use hyper::{Response, StatusCode};
+
+use super::{Body, IMMUTABLE, playlist, problem, respond};
+use crate::archive::{self, Entry};
+use crate::cmaf::{self, Media, TrackHeader};
+use crate::hls::{AudioRendition, MasterPlaylist, Variant};
+use crate::server::Shared;
+use crate::vod::{Range, VodPlaylist};
+
+pub async fn serve(shared: &Shared, channel: &str, range: &str, rest: &[&str]) -> Response<Body> {
+    let Some(archive) = &shared.archive else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "this packager keeps no archive (start it with --archive DIR)",
+        );
+    };
+    let root = archive.dir();
+    let channel = match ChannelName::new(channel) {
+        Ok(channel) => channel,
+        Err(error) => return problem(StatusCode::NOT_FOUND, error.to_string()),
+    };
+    let range = match Range::parse(range) {
+        Ok(range) => range,
+        Err(reason) => return problem(StatusCode::BAD_REQUEST, reason),
+    };
+    match rest {
+        ["master.m3u8"] => master(root, &channel, range).await,
+        [track, file] => {
+            let Ok(track) = TrackName::new(track) else {
+                return problem(StatusCode::NOT_FOUND, format!("no track {track}"));
+            };
+            let dir = archive::track_dir(root, &channel, &track);
+            if *file == "media.m3u8" {
+                let text =
+                    in_range(root, &channel, &track, range)
+                        .await
+                        .map(|(header, entries)| {
+                            VodPlaylist::build(&entries, header.timescale, range)
+                                .map(|playlist| playlist.to_string())
+                        });
+                return playlist(text.flatten(), || {
+                    format!("{channel}/{track} has nothing archived in that range")
+                });
+            }
+            let well_formed = file
+                .strip_suffix(".m4s")
+                .or_else(|| file.strip_prefix("init-")?.strip_suffix(".mp4"))
+                .is_some_and(|number| number.parse::<u64>().is_ok());
+            if !well_formed {
+                return problem(StatusCode::NOT_FOUND, format!("nothing called {file}"));
+            }
+            match tokio::fs::read(dir.join(file)).await {
+                Ok(bytes) => respond(
+                    StatusCode::OK,
+                    "video/mp4",
+                    IMMUTABLE,
+                    Body::bytes(Bytes::from(bytes)),
+                ),
+                Err(_) => problem(
+                    StatusCode::NOT_FOUND,
+                    format!("{channel}/{track}/{file} is not in the archive"),
+                ),
+            }
+        }
+        _ => problem(StatusCode::NOT_FOUND, "not part of the VOD layout"),
+    }
+}
+
+/// A track's index entries that start in `range`, with the header of the first of them.
+async fn in_range(
+    root: &Path,
+    channel: &ChannelName,
+    track: &TrackName,
+    range: Range,
+) -> Option<(TrackHeader, Vec<Entry>)> {
+    let all = archive::read_index(root, channel, track);
+    // The timescale comes from a header; any of the track's headers will do to find the range.
+    let first_init = all.first()?.init;
+    let dir = archive::track_dir(root, channel, track);
+    let header = read_header(&dir.join(format!("init-{first_init}.mp4"))).await?;
+    let entries: Vec<Entry> = all
+        .into_iter()
+        .filter(|entry| range.holds(entry.start, header.timescale))
+        .collect();
+    let first = entries.first()?.init;
+    let header = if first == first_init {
+        header
+    } else {
+        read_header(&dir.join(format!("init-{first}.mp4"))).await?
+    };
+    Some((header, entries))
+}
+
+async fn read_header(path: &Path) -> Option<TrackHeader> {
+    let bytes = tokio::fs::read(path).await.ok()?;
+    cmaf::parse_header(Bytes::from(bytes)).ok()
+}
+
+async fn master(root: &Path, channel: &ChannelName, range: Range) -> Response<Body> {
+    let mut audio = None;
+    let mut variants = Vec::new();
+    for track in archive::tracks(root, channel) {
+        let Some((header, entries)) = in_range(root, channel, &track, range).await else {
+            continue;
+        };
+        let (peak, average) = bandwidth(&entries, header.timescale);
+        match header.media {
+            Media::Video {
+                codec,
+                width,
+                height,
+            } => variants.push(Variant {
+                track,
+                codec,
+                width,
+                height,
+                frame_rate: 0.0,
+                peak_bandwidth: peak,
+                average_bandwidth: average,
+            }),
+            Media::Audio { codec, .. } if audio.is_none() => {
+                audio = Some(AudioRendition {
+                    track,
+                    codec,
+                    peak_bandwidth: peak,
+                    average_bandwidth: average,
+                })
+            }
+            Media::Audio { .. } => {}
+        }
+    }
+    variants.sort_by_key(|variant| std::cmp::Reverse(variant.height));
+    let text = (audio.is_some() || !variants.is_empty())
+        .then(|| MasterPlaylist { audio, variants }.to_string());
+    playlist(text, || {
+        format!("{channel} has nothing archived in that range")
+    })
+}
+
+/// Peak and average bits per second of archived segments.
+fn bandwidth(entries: &[Entry], timescale: u32) -> (u64, u64) {
+    let scale = f64::from(timescale.max(1));
+    let (mut peak, mut bits, mut seconds) = (0f64, 0f64, 0f64);
+    for entry in entries.iter().filter(|entry| entry.duration > 0) {
+        let duration = entry.duration as f64 / scale;
+        peak = peak.max(entry.bytes as f64 * 8.0 / duration);
+        bits += entry.bytes as f64 * 8.0;
+        seconds += duration;
+    }
+    let average = if seconds > 0.0 { bits / seconds } else { 0.0 };
+    (peak.ceil() as u64, average.ceil() as u64)
+}
