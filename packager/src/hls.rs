@@ -509,7 +509,8 @@ mod tests {
     }
 
     proptest! {
-        /// Every playlist written parses, and successive playlists never go back in numbering.
+        /// Every playlist (LL-HLS, HLS-TS) and MPD written parses, and successive playlists
+        /// never go back in numbering.
         #[test]
         fn playlists_parse_and_numbering_only_grows(
             runs in proptest::collection::vec((1u64..14, 0u64..20), 1..12),
@@ -527,6 +528,19 @@ mod tests {
                 let parsed = parse_media(&playlist.to_string());
                 let newest = playlist.segments.last().unwrap().msn;
                 prop_assert_eq!(parsed.media_sequence, playlist.media_sequence);
+                // The TS playlist and the MPD of the same window parse too.
+                let config = channel.window.config();
+                let track = TrackName::new("v720").unwrap();
+                let window = channel.window.track(&channel.name, &track).unwrap();
+                if let Some(ts) = crate::hls_ts::TsMediaPlaylist::build(window, None, &config) {
+                    let parsed = parse_media(&ts.to_string());
+                    prop_assert_eq!(parsed.media_sequence, ts.media_sequence);
+                    prop_assert!(parsed.segments.iter().all(|s| s.uri.ends_with(".ts")));
+                }
+                let mpd = crate::dash::Manifest::build(channel.window.tracks(&channel.name), &config, 0)
+                    .unwrap()
+                    .to_string();
+                prop_assert!(roxmltree::Document::parse(&mpd).is_ok(), "{}", mpd);
                 if let Some((sequence, newest_before)) = last {
                     prop_assert!(playlist.media_sequence >= sequence);
                     prop_assert!(newest >= newest_before);
