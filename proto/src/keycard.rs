@@ -50,6 +50,53 @@ impl KeycardKey {
     }
 }
 
+/// A key file: one key per line, `HEX` or `ID HEX` (the id names the key in keycards, for
+/// rotation); blank lines and `#` comments are skipped. The first key signs; all verify.
+pub fn parse_key_file(text: &str) -> Result<Vec<KeycardKey>, String> {
+    let mut keys = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (id, hex) = match fields.as_slice() {
+            [hex] => (None, *hex),
+            [id, hex] => (Some(*id), *hex),
+            _ => {
+                return Err(format!(
+                    "line {}: expected HEX or ID HEX, found {} fields",
+                    number + 1,
+                    fields.len()
+                ));
+            }
+        };
+        keys.push(
+            KeycardKey::from_hex(id, hex)
+                .map_err(|error| format!("line {}: {error}", number + 1))?,
+        );
+    }
+    if keys.is_empty() {
+        return Err("no key in the file (expected lines of HEX or ID HEX)".into());
+    }
+    Ok(keys)
+}
+
+impl KeycardKey {
+    /// A new random 32-byte key, and its hex form (for a key file).
+    pub fn generate(id: Option<&str>) -> (KeycardKey, String) {
+        let mut secret = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+            .expect("the system has randomness");
+        let hex = encode_hex(&secret);
+        let key = KeycardKey {
+            id: id.map(str::to_owned),
+            key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+        };
+        (key, hex)
+    }
+}
+
 /// What a keycard should allow: paths matching `acl` (with `*` wildcards, several joined by
 /// `!`) from `start` until `expires` (Unix seconds).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -418,5 +465,30 @@ mod tests {
             let verdict = card.verify(&keys, &format!("/live/{channel}/a128/7.m4s"), now);
             prop_assert_eq!(verdict.is_ok(), offset < life);
         }
+    }
+
+    #[test]
+    fn key_files_hold_ids_and_keys() {
+        let keys = parse_key_file(
+            "# rotation: 2026-11\nk2 00112233445566778899aabbccddeeff\n\n  ffeeddccbbaa99887766554433221100  # old\n",
+        )
+        .unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].id.as_deref(), Some("k2"));
+        assert_eq!(keys[1].id, None);
+        assert!(parse_key_file("a b c\n").unwrap_err().contains("line 1"));
+        assert!(parse_key_file("k1 0011\n").unwrap_err().contains("line 1"));
+        assert!(parse_key_file("# nothing\n").is_err());
+        let (key, hex) = KeycardKey::generate(Some("demo"));
+        assert_eq!(hex.len(), 64);
+        let again = KeycardKey::from_hex(Some("demo"), &hex).unwrap();
+        let request = KeycardRequest {
+            start: None,
+            expires: 100,
+            acl: "/*".into(),
+            id: None,
+            data: None,
+        };
+        assert_eq!(sign(&request, &key), sign(&request, &again));
     }
 }

@@ -7,5 +7,5 @@ pub mod mood;
 pub mod url;
 pub mod utc;
 
-pub use keycard::{Grant, Keycard, KeycardError, KeycardKey, KeycardRequest};
+pub use keycard::{Grant, Keycard, KeycardError, KeycardKey, KeycardRequest, parse_key_file};
 pub use mood::Mood;
