@@ -67,6 +67,8 @@ pub struct Shared {
     pub archive: Option<Archive>,
     counters: Mutex<BTreeMap<(ChannelName, TrackName), TrackCounters>>,
     last_part: Mutex<BTreeMap<ChannelName, Instant>>,
+    /// Requests for media and playlists, by kind (what an edge in front saves shows here).
+    requests: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Shared {
@@ -93,6 +95,7 @@ impl Shared {
             archive,
             counters: Mutex::default(),
             last_part: Mutex::default(),
+            requests: Mutex::default(),
         }))
     }
 
@@ -235,6 +238,22 @@ impl Shared {
                 (channel.clone(), mood)
             })
             .collect()
+    }
+
+    pub fn count_request(&self, kind: &'static str) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    pub fn requests(&self) -> BTreeMap<&'static str, u64> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn counters(&self) -> BTreeMap<(ChannelName, TrackName), TrackCounters> {

@@ -1,7 +1,9 @@
 //! The origin: every request to the packager goes through [`handle`]. Ingest goes to the
-//! receiver; `/live/…` is answered from the window at the paths of DESIGN.md, with the
-//! Cache-Control the design gives each kind of object, CORS for browser players, and blocking
-//! playlist reload and part requests that answer the moment the part lands.
+//! receiver; `/live/…` is answered from the window at the paths of DESIGN.md (LL-HLS here,
+//! segments and parts in `media`, HLS-TS in `ts`, the MPD here too), `/vod/…` from the
+//! archive (`vod`), with the Cache-Control the design gives each kind of object, CORS for
+//! browser players, and blocking playlist reload and part requests that answer the moment the
+//! part lands.
 
 mod body;
 mod media;
@@ -79,6 +81,9 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path().to_owned();
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let Some(kind) = request_kind(&path, request.uri().query()) {
+        shared.count_request(kind);
+    }
     let response = match (request.method(), parts.as_slice()) {
         (&Method::OPTIONS, _) => preflight(),
         (&Method::POST | &Method::PUT, ["ingest", channel, track]) => {
@@ -116,6 +121,27 @@ pub async fn handle(
         _ => problem(StatusCode::NOT_FOUND, format!("nothing at {path}")),
     };
     Ok(response)
+}
+
+/// What a request for media asks for, for `/metrics`.
+fn request_kind(path: &str, query: Option<&str>) -> Option<&'static str> {
+    if !path.starts_with("/live/") && !path.starts_with("/vod/") {
+        return None;
+    }
+    let blocking = query.is_some_and(|q| q.contains("_HLS_msn"));
+    let name = path.rsplit('/').next().unwrap_or("");
+    Some(
+        match name.rsplit_once('.').map(|(_, extension)| extension) {
+            Some("m3u8") if blocking => "blocking_playlist",
+            Some("m3u8") => "playlist",
+            Some("mpd") => "manifest",
+            Some("mp4") => "init",
+            Some("m4s") if name.matches('.').count() == 2 => "part",
+            Some("m4s") => "segment",
+            Some("ts") => "ts_segment",
+            _ => "other",
+        },
+    )
 }
 
 /// A playlist, or a 404 saying why there is none yet.
@@ -483,6 +509,16 @@ fn metrics(shared: &Shared) -> Response<Body> {
     }
     let _ = writeln!(
         text,
+        "# HELP estuary_packager_requests_total Requests for media and playlists, by kind.\n# TYPE estuary_packager_requests_total counter"
+    );
+    for (kind, count) in shared.requests() {
+        let _ = writeln!(
+            text,
+            "estuary_packager_requests_total{{kind=\"{kind}\"}} {count}"
+        );
+    }
+    let _ = writeln!(
+        text,
         "# HELP estuary_packager_mood 1 for each channel's current mood.\n# TYPE estuary_packager_mood gauge"
     );
     for (channel, current) in shared.moods() {
@@ -505,6 +541,24 @@ fn metrics(shared: &Shared) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_counted_by_kind() {
+        assert_eq!(
+            request_kind("/live/demo/v720/12.m4s", None),
+            Some("segment")
+        );
+        assert_eq!(request_kind("/live/demo/v720/12.3.m4s", None), Some("part"));
+        assert_eq!(
+            request_kind("/live/demo/v720/media.m3u8", Some("_HLS_msn=1")),
+            Some("blocking_playlist")
+        );
+        assert_eq!(
+            request_kind("/live/demo/manifest.mpd", None),
+            Some("manifest")
+        );
+        assert_eq!(request_kind("/metrics", None), None);
+    }
 
     #[test]
     fn media_names() {
