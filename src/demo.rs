@@ -1,21 +1,31 @@
 //! `estuary demo`: every role that exists, in one process, on a test pattern. The ingest sends
-//! its CMAF over loopback HTTP to the packager, exactly as separate processes would.
+//! its CMAF over loopback HTTP to the packager, and viewers reach the packager through an edge,
+//! exactly as separate processes would.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use estuary_edge::EdgeConfig;
+use estuary_edge::bouncer::Bouncer;
 use estuary_ingest::IngestRun;
 use estuary_ingest::config::{ChannelSpec, OutputSpec};
 use estuary_packager::PackagerConfig;
 use estuary_packager::server::{self, Shared};
+use estuary_proto::keycard::{self, KeycardKey, KeycardRequest};
+
+/// How long the demo's printed keycard works.
+const KEYCARD_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 pub struct DemoConfig {
+    /// Where viewers connect: the edge.
     pub listen: SocketAddr,
     pub duration: Option<Duration>,
     pub web: PathBuf,
     pub archive: Option<PathBuf>,
+    /// Turn on the edge's token bouncer, with a key made up for this run.
+    pub keycards: bool,
 }
 
 pub async fn run(
@@ -23,15 +33,45 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let packager = PackagerConfig {
-        listen: config.listen,
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         window: Default::default(),
         keys: Vec::new(),
         web: Some(config.web),
         archive: config.archive,
     };
     let listener = server::bind(&packager).await?;
-    let address = listener.local_addr().context("reading the bound address")?;
+    let origin = listener.local_addr().context("reading the bound address")?;
     tokio::spawn(server::serve(listener, Shared::new(&packager)?));
+    let origin = format!("http://{origin}");
+
+    let mut edge = EdgeConfig::new(config.listen, vec![origin.clone()]);
+    let mut keycard = None;
+    if config.keycards {
+        let (key, _) = KeycardKey::generate(Some("demo"));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        keycard = Some(keycard::sign(
+            &KeycardRequest {
+                start: None,
+                expires: now + KEYCARD_LIFETIME.as_secs(),
+                acl: "/live/demo/*".into(),
+                id: None,
+                data: None,
+            },
+            &key,
+        ));
+        edge.bouncer = Some(Bouncer::Token(vec![key]));
+    }
+    let edge_listener = estuary_edge::server::bind(&edge).await?;
+    let address = edge_listener
+        .local_addr()
+        .context("reading the bound address")?;
+    tokio::spawn(estuary_edge::server::serve(
+        edge_listener,
+        estuary_edge::Edge::new(edge)?,
+    ));
 
     let channel = ChannelSpec {
         text: Some("Estuary demo".into()),
@@ -39,20 +79,35 @@ pub async fn run(
     }
     .validate()?;
     let base = format!("http://{address}");
+    let signed = |url: String| match &keycard {
+        Some(card) => format!("{url}?keycard={card}"),
+        None => url,
+    };
     println!(
-        "Estuary demo: a test channel (720p and 360p H.264, AAC) through ingest and packager."
+        "Estuary demo: a test channel (720p and 360p H.264, AAC) through ingest, packager and edge."
     );
-    println!("  player:  {base}/play/demo");
-    println!("  LL-HLS:  {base}/live/demo/master.m3u8");
-    println!("  DASH:    {base}/live/demo/manifest.mpd");
-    println!("  HLS-TS:  {base}/live/demo/ts/master.m3u8");
-    println!("  watch:   ffplay {base}/live/demo/master.m3u8");
-    println!("  health:  {base}/healthz   metrics: {base}/metrics");
+    println!("  player:  {}", signed(format!("{base}/play/demo")));
+    println!(
+        "  LL-HLS:  {}",
+        signed(format!("{base}/live/demo/master.m3u8"))
+    );
+    println!(
+        "  DASH:    {}",
+        signed(format!("{base}/live/demo/manifest.mpd"))
+    );
+    println!(
+        "  HLS-TS:  {}",
+        signed(format!("{base}/live/demo/ts/master.m3u8"))
+    );
+    if keycard.is_some() {
+        println!("  (the edge wants a keycard for /live/demo/*: these URLs carry one for 24 h)");
+    }
+    println!("  health:  {base}/healthz   metrics: {base}/metrics   origin: {origin}");
     println!("The first segment is ready about 3 s after start. Ctrl-C stops.");
     let run = IngestRun {
         channels: vec![channel],
         outputs: OutputSpec {
-            to: Some(format!("{base}/ingest")),
+            to: Some(format!("{origin}/ingest")),
             ..Default::default()
         },
         duration: config.duration,

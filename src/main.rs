@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod demo;
+mod keycards;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
@@ -31,11 +32,46 @@ enum Role {
     Ingest(Box<IngestArgs>),
     /// Receive CMAF tracks and serve them as LL-HLS, DASH and HLS-TS (the origin).
     Packager(PackagerArgs),
+    /// Serve viewers: a pull-through cache with coalescing and bouncers before the packager.
+    Edge(EdgeArgs),
+    /// Sign or check keycards (EdgeAuth 2.0 tokens).
+    #[command(subcommand)]
+    Keycard(keycards::KeycardCommand),
+}
+
+#[derive(Args)]
+struct EdgeArgs {
+    /// Address viewers connect to.
+    #[arg(long, env = "ESTUARY_EDGE_LISTEN", default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    /// Base URL(s) of the packager or parent edges, comma-separated, tried in turn.
+    #[arg(
+        long,
+        env = "ESTUARY_EDGE_UPSTREAM",
+        value_delimiter = ',',
+        required = true
+    )]
+    upstream: Vec<String>,
+    /// Memory for cached bodies, e.g. 256MiB or 2GiB.
+    #[arg(long, env = "ESTUARY_EDGE_CACHE_SIZE", default_value = "256MiB")]
+    cache_size: String,
+    /// Key file (lines of HEX or ID HEX): turns on the token bouncer for /live and /vod.
+    #[arg(long, env = "ESTUARY_EDGE_KEY_FILE")]
+    key_file: Option<PathBuf>,
+    /// Write a combined-format access log to FILE (- for standard output).
+    #[arg(long, env = "ESTUARY_EDGE_ACCESS_LOG")]
+    access_log: Option<PathBuf>,
+    /// How long viewers share one fetch of a playlist the packager marks max-age=0.
+    #[arg(long, env = "ESTUARY_EDGE_PLAYLIST_TTL", default_value = "100ms")]
+    playlist_ttl: String,
+    /// How old a playlist may be and still be served when every upstream fails.
+    #[arg(long, env = "ESTUARY_EDGE_STALE_LIMIT", default_value = "60s")]
+    stale_limit: String,
 }
 
 #[derive(Args)]
 struct DemoArgs {
-    /// Address of the packager (ingest and players).
+    /// Address viewers connect to (the edge; the packager gets a port of its own).
     #[arg(long, env = "ESTUARY_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Stop after this long, e.g. 5m [default: run until stopped].
@@ -47,6 +83,10 @@ struct DemoArgs {
     /// Keep every segment in DIR too, served as VOD at /vod/{channel}/{start}-{end}/.
     #[arg(long, env = "ESTUARY_DEMO_ARCHIVE")]
     archive: Option<PathBuf>,
+    /// Make the edge ask for keycards (a key is made up for the run; the URLs printed carry
+    /// a keycard).
+    #[arg(long)]
+    keycards: bool,
 }
 
 #[derive(Args)]
@@ -126,6 +166,12 @@ fn main() -> ExitCode {
         Role::Demo(args) => demo(args),
         Role::Ingest(args) => ingest(*args),
         Role::Packager(args) => packager(args),
+        Role::Edge(args) => edge(args),
+        Role::Keycard(command) => match keycards::run(command) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(error) => Err(error),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -209,6 +255,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         duration,
         web: args.web,
         archive: args.archive,
+        keycards: args.keycards,
     };
     runtime()?.block_on(demo::run(config, shutdown_signal()))
 }
@@ -241,6 +288,46 @@ fn packager(args: PackagerArgs) -> anyhow::Result<()> {
     };
     runtime()?.block_on(estuary_packager::server::run(config, shutdown_signal()))?;
     Ok(())
+}
+
+fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+    let mut config = estuary_edge::EdgeConfig::new(args.listen, args.upstream);
+    config.cache_bytes = parse_size("--cache-size", &args.cache_size)?;
+    config.playlist_floor = parse_duration("--playlist-ttl", &args.playlist_ttl)?;
+    config.stale_limit = parse_duration("--stale-limit", &args.stale_limit)?;
+    config.access_log = args.access_log;
+    if let Some(path) = &args.key_file {
+        config.bouncer = Some(estuary_edge::bouncer::Bouncer::Token(
+            keycards::read_key_file(path)?,
+        ));
+    }
+    runtime()?.block_on(estuary_edge::server::run(config, shutdown_signal()))?;
+    Ok(())
+}
+
+/// `256MiB`, `2GiB`, `500MB`, `1000000`: a number of bytes.
+fn parse_size(flag: &str, text: &str) -> anyhow::Result<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number
+        .parse()
+        .with_context(|| format!("{flag}: {text:?} does not start with a number"))?;
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => bail!("{flag}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB or GiB)"),
+    };
+    number
+        .checked_mul(scale)
+        .with_context(|| format!("{flag}: {text} is too large"))
 }
 
 /// Writes a report to stdout; a reader that stopped early (`| head`) is not an error.

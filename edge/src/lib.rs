@@ -1,3 +1,19 @@
-//! The edge will own what viewers talk to: the porter that reads request heads, the pull-through
-//! cache with request coalescing, the bouncers (token, GeoIP, IP ranges, htpasswd, time windows),
-//! the io_uring fan-out engine for continuous streams, and HTTP/1.1, HTTP/2 and HTTP/3 serving.
+//! The edge: what viewers talk to. Connections meet the porter (which reads the request head
+//! and hands the connection on), then hyper (HTTP/1.1 and HTTP/2); requests for `/live/…` and
+//! `/vod/…` meet the bouncers, then the pull-through cache, which coalesces however many
+//! viewers miss at once into one upstream fetch and serves stale playlists when the upstream
+//! fails. Everything an edge knows comes from its upstreams and its configuration.
+//!
+//! Still to come: TLS and HTTP/3, the GeoIP, IP-range, htpasswd and time-window bouncers,
+//! trusted proxies, reports to control, and the fan-out engine for continuous streams.
+
+pub mod body;
+pub mod bouncer;
+pub mod cache;
+pub mod carry;
+pub mod metrics;
+pub mod porter;
+pub mod server;
+pub mod upstream;
+
+pub use server::{Edge, EdgeConfig, EdgeError};

@@ -1,0 +1,175 @@
+//! Response bodies to viewers: shared pieces already whole, or pieces as an object grows. Each
+//! body counts what it sends and, when the response is over, writes the access-log line.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::Frame;
+use tokio::sync::mpsc;
+
+use crate::cache::Growing;
+use crate::metrics::{AccessLog, LogLine, Metrics};
+
+pub struct Body {
+    source: Source,
+    tally: Option<Tally>,
+}
+
+enum Source {
+    Ready(VecDeque<Bytes>),
+    /// An error ends the response unfinished, so no client takes a cut-short body for whole.
+    Growing(mpsc::Receiver<io::Result<Bytes>>),
+}
+
+/// What a finished response adds to the metrics and the access log.
+pub struct Tally {
+    pub metrics: Arc<Metrics>,
+    pub log: Option<(AccessLog, OwnedLogLine)>,
+    pub bytes: u64,
+}
+
+/// The parts of a log line known when the response starts.
+pub struct OwnedLogLine {
+    pub client: std::net::IpAddr,
+    pub unix_nanos: u64,
+    pub request_line: String,
+    pub status: u16,
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.metrics
+            .bytes_out
+            .fetch_add(self.bytes, Ordering::Relaxed);
+        if let Some((log, line)) = &self.log {
+            log.write(&LogLine {
+                client: line.client,
+                unix_nanos: line.unix_nanos,
+                request_line: &line.request_line,
+                status: line.status,
+                bytes: self.bytes,
+                referer: line.referer.as_deref(),
+                user_agent: line.user_agent.as_deref(),
+            });
+        }
+    }
+}
+
+impl Body {
+    pub fn empty() -> Body {
+        Body::pieces(Vec::new())
+    }
+
+    pub fn text(text: impl Into<String>) -> Body {
+        Body::pieces(vec![Bytes::from(text.into())])
+    }
+
+    pub fn pieces(pieces: Vec<Bytes>) -> Body {
+        Body {
+            source: Source::Ready(pieces.into()),
+            tally: None,
+        }
+    }
+
+    /// The body of an object: at once when it is whole, else as it grows.
+    pub fn of(growing: &Arc<Growing>) -> Body {
+        let (pieces, end) = growing.read(0);
+        match end {
+            Some(Ok(())) => Body::pieces(pieces),
+            _ => Body {
+                source: Source::Growing(follow(growing.clone())),
+                tally: None,
+            },
+        }
+    }
+
+    pub fn tallied(mut self, tally: Tally) -> Body {
+        self.tally = Some(tally);
+        self
+    }
+
+    pub fn set_status(&mut self, status: u16) {
+        if let Some(Tally {
+            log: Some((_, line)),
+            ..
+        }) = &mut self.tally
+        {
+            line.status = status;
+        }
+    }
+}
+
+/// Sends a growing object's pieces as they arrive.
+fn follow(growing: Arc<Growing>) -> mpsc::Receiver<io::Result<Bytes>> {
+    let (sender, receiver) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut changes = growing.subscribe();
+        let mut next = 0;
+        loop {
+            changes.borrow_and_update();
+            let (pieces, end) = growing.read(next);
+            for piece in pieces {
+                if sender.send(Ok(piece)).await.is_err() {
+                    return; // the viewer left
+                }
+                next += 1;
+            }
+            match end {
+                Some(Ok(())) => return,
+                Some(Err(reason)) => {
+                    let _ = sender.send(Err(io::Error::other(reason))).await;
+                    return;
+                }
+                None => {
+                    if changes.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    receiver
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        let this = self.get_mut();
+        let next = match &mut this.source {
+            Source::Ready(pieces) => Poll::Ready(pieces.pop_front().map(Ok)),
+            Source::Growing(pieces) => pieces.poll_recv(context),
+        };
+        if let (Poll::Ready(Some(Ok(piece))), Some(tally)) = (&next, &mut this.tally) {
+            tally.bytes += piece.len() as u64;
+        }
+        next.map(|piece| piece.map(|piece| piece.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Ready(pieces) => pieces.is_empty(),
+            Source::Growing(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match &self.source {
+            Source::Ready(pieces) => {
+                http_body::SizeHint::with_exact(pieces.iter().map(|b| b.len() as u64).sum())
+            }
+            Source::Growing(_) => http_body::SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! The cache: objects fetched from upstream, shared by every viewer who asks for the same thing,
+//! in memory bounded by a byte budget (least recently used goes first).
+//!
+//! However many viewers miss at once, one fetch goes upstream: the first becomes the fetcher,
+//! the others wait for what it gets (coalescing). An object's body is a [`Growing`] list of
+//! shared `Bytes`, readable while it is still arriving, so a segment the packager sends while
+//! it is being written reaches every waiting viewer as it grows. Objects stay after they go
+//! stale, so a playlist can be served stale when the upstream fails.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use hyper::header::HeaderValue;
+use tokio::sync::watch;
+
+/// A body that may still be arriving.
+#[derive(Debug)]
+pub struct Growing {
+    state: Mutex<Pieces>,
+    changed: watch::Sender<()>,
+}
+
+#[derive(Debug, Default)]
+struct Pieces {
+    pieces: Vec<Bytes>,
+    bytes: usize,
+    /// `None` while more may come; then whether it ended whole.
+    end: Option<Result<(), String>>,
+}
+
+impl Growing {
+    pub fn new() -> Arc<Growing> {
+        Arc::new(Growing {
+            state: Mutex::default(),
+            changed: watch::channel(()).0,
+        })
+    }
+
+    /// A body that is already whole.
+    pub fn whole(pieces: Vec<Bytes>) -> Arc<Growing> {
+        let growing = Growing::new();
+        for piece in pieces {
+            growing.push(piece);
+        }
+        growing.finish(Ok(()));
+        growing
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pieces> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn push(&self, piece: Bytes) {
+        let mut state = self.lock();
+        state.bytes += piece.len();
+        state.pieces.push(piece);
+        drop(state);
+        self.changed.send_replace(());
+    }
+
+    pub fn finish(&self, end: Result<(), String>) {
+        self.lock().end.get_or_insert(end);
+        self.changed.send_replace(());
+    }
+
+    /// The pieces from `from` on, and how the body ended if it has.
+    pub fn read(&self, from: usize) -> (Vec<Bytes>, Option<Result<(), String>>) {
+        let state = self.lock();
+        (
+            state.pieces.get(from..).unwrap_or_default().to_vec(),
+            state.end.clone(),
+        )
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whole, and how: `Some(Ok)` ended well, `Some(Err)` broke off.
+    pub fn end(&self) -> Option<Result<(), String>> {
+        self.lock().end.clone()
+    }
+}
+
+/// An upstream answer as kept in the cache.
+#[derive(Debug)]
+pub struct Object {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub cache_control: Option<HeaderValue>,
+    pub body: Arc<Growing>,
+    pub fetched: Instant,
+    pub fresh_for: Duration,
+}
+
+impl Object {
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.fetched) < self.fresh_for
+    }
+}
+
+/// How long an answer stays fresh: the upstream's `max-age` (an `immutable` one for a year),
+/// a short negative-cache time for a 404 that says nothing, at least `floor` for playlists
+/// (which the packager marks `max-age=0`: the edge still shares one fetch among the viewers
+/// who ask within `floor`).
+pub fn freshness(status: StatusCode, cache_control: Option<&str>, floor: Duration) -> Duration {
+    let directives = cache_control.unwrap_or("");
+    if directives
+        .split(',')
+        .any(|d| matches!(d.trim(), "no-store" | "private"))
+    {
+        return Duration::ZERO;
+    }
+    let max_age = directives.split(',').find_map(|directive| {
+        directive
+            .trim()
+            .strip_prefix("max-age=")
+            .and_then(|value| value.parse::<u64>().ok())
+    });
+    match (status, max_age) {
+        (status, Some(seconds)) if status.is_success() || status == StatusCode::NOT_FOUND => {
+            Duration::from_secs(seconds).max(floor)
+        }
+        (StatusCode::NOT_FOUND, None) => NEGATIVE,
+        (status, None) if status.is_success() => floor,
+        _ => Duration::ZERO,
+    }
+}
+
+/// How long a 404 without Cache-Control is remembered.
+pub const NEGATIVE: Duration = Duration::from_secs(1);
+
+/// What a lookup found.
+pub enum Lookup {
+    /// A fresh object: serve it.
+    Hit(Arc<Object>),
+    /// Someone is already fetching it: wait for their answer.
+    Wait(watch::Receiver<Option<Fetched>>),
+    /// Nobody is: the caller fetches, and hands the answer to [`Cache::fill`]. A stale copy,
+    /// if there is one, comes along for when the upstream fails.
+    Fetch { stale: Option<Arc<Object>> },
+}
+
+/// The outcome of a fetch, as waiters see it.
+pub type Fetched = Result<Arc<Object>, String>;
+
+struct Stored {
+    object: Arc<Object>,
+    last_used: u64,
+    size: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    objects: HashMap<String, Stored>,
+    inflight: HashMap<String, watch::Sender<Option<Fetched>>>,
+    bytes: usize,
+    clock: u64,
+}
+
+/// Counts of what lookups found, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheCounts {
+    pub hits: u64,
+    pub misses: u64,
+    pub coalesced: u64,
+    pub objects: usize,
+    pub bytes: usize,
+}
+
+pub struct Cache {
+    budget: usize,
+    inner: Mutex<Inner>,
+    counts: Mutex<CacheCounts>,
+}
+
+impl Cache {
+    /// A cache holding at most `budget` bytes of bodies.
+    pub fn new(budget: usize) -> Cache {
+        Cache {
+            budget,
+            inner: Mutex::default(),
+            counts: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, update: impl FnOnce(&mut CacheCounts)) {
+        update(&mut self.counts.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn counts(&self) -> CacheCounts {
+        let inner = self.lock();
+        CacheCounts {
+            objects: inner.objects.len(),
+            bytes: inner.bytes,
+            ..*self.counts.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+
+    /// Looks `key` up at `now`. A `Fetch` answer makes the caller the fetcher for `key`: it
+    /// must call [`Cache::fill`] (or [`Cache::fail`]) once, whatever happens.
+    pub fn lookup(&self, key: &str, now: Instant) -> Lookup {
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let clock = inner.clock;
+        let mut stale = None;
+        if let Some(stored) = inner.objects.get_mut(key) {
+            stored.last_used = clock;
+            if stored.object.is_fresh(now) {
+                let object = stored.object.clone();
+                drop(inner);
+                self.count(|c| c.hits += 1);
+                return Lookup::Hit(object);
+            }
+            stale = Some(stored.object.clone());
+        }
+        if let Some(sender) = inner.inflight.get(key) {
+            let receiver = sender.subscribe();
+            drop(inner);
+            self.count(|c| c.coalesced += 1);
+            return Lookup::Wait(receiver);
+        }
+        inner
+            .inflight
+            .insert(key.to_owned(), watch::channel(None).0);
+        drop(inner);
+        self.count(|c| c.misses += 1);
+        Lookup::Fetch { stale }
+    }
+
+    /// The fetcher's answer: kept (when it may be) and handed to every waiter.
+    pub fn fill(&self, key: &str, object: Arc<Object>) {
+        let mut inner = self.lock();
+        if !object.fresh_for.is_zero() {
+            inner.clock += 1;
+            // Sized by what has arrived; a body still growing is sized again when replaced.
+            let size = object.body.len().max(1);
+            let stored = Stored {
+                object: object.clone(),
+                last_used: inner.clock,
+                size,
+            };
+            if let Some(old) = inner.objects.insert(key.to_owned(), stored) {
+                inner.bytes -= old.size;
+            }
+            inner.bytes += size;
+            self.evict(&mut inner);
+        }
+        if let Some(sender) = inner.inflight.remove(key) {
+            sender.send_replace(Some(Ok(object)));
+        }
+    }
+
+    /// The fetch failed: waiters get `fallback` (a stale copy the fetcher chose to serve) or
+    /// the reason; the stale copy (if any) stays.
+    pub fn fail(&self, key: &str, reason: String, fallback: Option<Arc<Object>>) {
+        if let Some(sender) = self.lock().inflight.remove(key) {
+            sender.send_replace(Some(fallback.ok_or(reason)));
+        }
+    }
+
+    /// The fetcher gave up without an answer (its viewer left): waiters look again, and one of
+    /// them fetches.
+    pub fn abandon(&self, key: &str) {
+        self.lock().inflight.remove(key);
+    }
+
+    /// Drops `object` (if it is still the one kept for `key`): its body broke off.
+    pub fn forget(&self, key: &str, object: &Arc<Object>) {
+        let mut inner = self.lock();
+        if inner
+            .objects
+            .get(key)
+            .is_some_and(|stored| Arc::ptr_eq(&stored.object, object))
+            && let Some(stored) = inner.objects.remove(key)
+        {
+            inner.bytes -= stored.size;
+        }
+    }
+
+    /// Corrects the size of an object whose body grew after it was stored.
+    pub fn resize(&self, key: &str, object: &Arc<Object>) {
+        let mut inner = self.lock();
+        let size = object.body.len().max(1);
+        let Some(stored) = inner.objects.get_mut(key) else {
+            return;
+        };
+        if !Arc::ptr_eq(&stored.object, object) {
+            return;
+        }
+        let old = std::mem::replace(&mut stored.size, size);
+        inner.bytes = inner.bytes - old + size;
+        self.evict(&mut inner);
+    }
+
+    fn evict(&self, inner: &mut Inner) {
+        while inner.bytes > self.budget && !inner.objects.is_empty() {
+            let Some(oldest) = inner
+                .objects
+                .iter()
+                .min_by_key(|(_, stored)| stored.last_used)
+                .map(|(key, _)| key.clone())
+            else {
+                break;
+            };
+            if let Some(stored) = inner.objects.remove(&oldest) {
+                inner.bytes -= stored.size;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(bytes: usize, fresh_for: Duration) -> Arc<Object> {
+        Arc::new(Object {
+            status: StatusCode::OK,
+            content_type: None,
+            cache_control: None,
+            body: Growing::whole(vec![Bytes::from(vec![0u8; bytes])]),
+            fetched: Instant::now(),
+            fresh_for,
+        })
+    }
+
+    #[test]
+    fn one_fetch_however_many_ask() {
+        let cache = Cache::new(1 << 20);
+        let now = Instant::now();
+        assert!(matches!(
+            cache.lookup("/a", now),
+            Lookup::Fetch { stale: None }
+        ));
+        let mut waiters: Vec<_> = (0..499)
+            .map(|_| match cache.lookup("/a", now) {
+                Lookup::Wait(receiver) => receiver,
+                _ => panic!("a second fetch"),
+            })
+            .collect();
+        cache.fill("/a", object(10, Duration::from_secs(60)));
+        for waiter in &mut waiters {
+            assert!(matches!(&*waiter.borrow_and_update(), Some(Ok(_))));
+        }
+        assert!(matches!(cache.lookup("/a", now), Lookup::Hit(_)));
+        let counts = cache.counts();
+        assert_eq!((counts.misses, counts.coalesced, counts.hits), (1, 499, 1));
+    }
+
+    #[test]
+    fn when_the_fetcher_gives_up_a_waiter_fetches() {
+        let cache = Cache::new(1 << 20);
+        let now = Instant::now();
+        assert!(matches!(cache.lookup("/a", now), Lookup::Fetch { .. }));
+        let Lookup::Wait(waiter) = cache.lookup("/a", now) else {
+            panic!("a second fetch")
+        };
+        cache.abandon("/a");
+        assert!(
+            waiter.has_changed().is_err(),
+            "the waiter learns the fetch is gone"
+        );
+        assert!(matches!(cache.lookup("/a", now), Lookup::Fetch { .. }));
+    }
+
+    #[test]
+    fn stale_copies_stay_for_when_the_upstream_fails() {
+        let cache = Cache::new(1 << 20);
+        let now = Instant::now();
+        let _ = cache.lookup("/p", now);
+        cache.fill("/p", object(10, Duration::from_millis(100)));
+        let later = now + Duration::from_secs(5);
+        let Lookup::Fetch { stale: Some(stale) } = cache.lookup("/p", later) else {
+            panic!("the stale copy comes with the fetch")
+        };
+        assert!(!stale.is_fresh(later));
+        cache.fail("/p", "upstream down".into(), None);
+        assert!(matches!(
+            cache.lookup("/p", later),
+            Lookup::Fetch { stale: Some(_) }
+        ));
+    }
+
+    #[test]
+    fn the_least_recently_used_goes_when_over_budget() {
+        let cache = Cache::new(250);
+        let now = Instant::now();
+        for key in ["/1", "/2"] {
+            let _ = cache.lookup(key, now);
+            cache.fill(key, object(100, Duration::from_secs(60)));
+        }
+        assert!(matches!(cache.lookup("/1", now), Lookup::Hit(_)));
+        let _ = cache.lookup("/3", now);
+        cache.fill("/3", object(100, Duration::from_secs(60)));
+        assert!(matches!(cache.lookup("/1", now), Lookup::Hit(_)));
+        assert!(matches!(cache.lookup("/3", now), Lookup::Hit(_)));
+        assert!(matches!(cache.lookup("/2", now), Lookup::Fetch { .. }));
+        assert!(cache.counts().bytes <= 250);
+    }
+
+    #[test]
+    fn freshness_follows_cache_control() {
+        let floor = Duration::from_millis(100);
+        assert_eq!(
+            freshness(
+                StatusCode::OK,
+                Some("public, max-age=31536000, immutable"),
+                floor
+            ),
+            Duration::from_secs(31_536_000)
+        );
+        assert_eq!(
+            freshness(StatusCode::OK, Some("public, max-age=0"), floor),
+            floor
+        );
+        assert_eq!(
+            freshness(StatusCode::NOT_FOUND, Some("public, max-age=1"), floor),
+            Duration::from_secs(1)
+        );
+        assert_eq!(freshness(StatusCode::NOT_FOUND, None, floor), NEGATIVE);
+        assert_eq!(
+            freshness(StatusCode::OK, Some("no-store"), floor),
+            Duration::ZERO
+        );
+        assert_eq!(
+            freshness(StatusCode::BAD_GATEWAY, None, floor),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn a_growing_body_is_read_as_it_grows() {
+        let body = Growing::new();
+        body.push(Bytes::from_static(b"ab"));
+        let (pieces, end) = body.read(0);
+        assert_eq!((pieces.len(), end), (1, None));
+        body.push(Bytes::from_static(b"cd"));
+        body.finish(Ok(()));
+        let (pieces, end) = body.read(1);
+        assert_eq!(
+            (pieces, end),
+            (vec![Bytes::from_static(b"cd")], Some(Ok(())))
+        );
+        assert_eq!(body.len(), 4);
+    }
+}

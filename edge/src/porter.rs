@@ -1,0 +1,247 @@
+//! The porter: the first thing a connection meets. It reads the request head itself, within a
+//! size and a time limit, and decides who serves the connection. Today every connection goes
+//! to hyper (HTTP/1.1, or HTTP/2 with prior knowledge) with the bytes already read put back in
+//! front; continuous-stream requests will be handed to the fan-out engine here instead.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The largest request head accepted (request line and headers).
+pub const MAX_HEAD: usize = 16 * 1024;
+/// How long a client may take to send its head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// What an HTTP/2 client with prior knowledge sends first.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The request line of a connection's first request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub method: String,
+    pub target: String,
+    pub http2: bool,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("the request head is larger than {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error("the request head did not arrive within {HEAD_TIMEOUT:?}")]
+    TimedOut,
+    #[error("the connection closed before a request head")]
+    Closed,
+    #[error("the request line is malformed")]
+    Malformed,
+}
+
+impl HeadError {
+    /// The answer written before closing, if any.
+    pub fn response(&self) -> Option<&'static [u8]> {
+        match self {
+            HeadError::TooLarge => Some(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            ),
+            HeadError::TimedOut => {
+                Some(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            }
+            HeadError::Malformed => {
+                Some(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            }
+            HeadError::Closed => None,
+        }
+    }
+}
+
+/// Looks for a whole head in `buffer` (sans IO): `Ok(None)` while more bytes are needed.
+pub fn parse_head(buffer: &[u8]) -> Result<Option<Head>, HeadError> {
+    if buffer.starts_with(HTTP2_PREFACE) {
+        return Ok(Some(Head {
+            method: "PRI".into(),
+            target: "*".into(),
+            http2: true,
+        }));
+    }
+    if HTTP2_PREFACE.starts_with(buffer) {
+        return Ok(None);
+    }
+    let Some(end) = find(buffer, b"\r\n\r\n") else {
+        if buffer.len() >= MAX_HEAD {
+            return Err(HeadError::TooLarge);
+        }
+        // A request line must start with a method: reject binary garbage early.
+        if !buffer
+            .iter()
+            .take_while(|byte| **byte != b' ')
+            .all(u8::is_ascii_uppercase)
+        {
+            return Err(HeadError::Malformed);
+        }
+        return Ok(None);
+    };
+    if end + 4 > MAX_HEAD {
+        return Err(HeadError::TooLarge);
+    }
+    let line_end = find(buffer, b"\r\n").unwrap_or(end);
+    let line = std::str::from_utf8(&buffer[..line_end]).map_err(|_| HeadError::Malformed)?;
+    let mut fields = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(HeadError::Malformed);
+    };
+    if method.is_empty()
+        || !method.bytes().all(|b| b.is_ascii_uppercase())
+        || !version.starts_with("HTTP/1.")
+    {
+        return Err(HeadError::Malformed);
+    }
+    Ok(Some(Head {
+        method: method.to_owned(),
+        target: target.to_owned(),
+        http2: false,
+    }))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// Reads the first request head of `stream`; on a bad head, answers (when there is an answer)
+/// and gives the reason.
+pub async fn admit(mut stream: TcpStream) -> Result<(Head, Prefixed), HeadError> {
+    let mut buffer = BytesMut::with_capacity(2048);
+    let read = async {
+        loop {
+            if let Some(head) = parse_head(&buffer)? {
+                return Ok(head);
+            }
+            let mut piece = [0u8; 2048];
+            let room = MAX_HEAD + HTTP2_PREFACE.len() - buffer.len();
+            let count = stream
+                .read(&mut piece[..room.min(2048)])
+                .await
+                .map_err(|_| HeadError::Closed)?;
+            if count == 0 {
+                return Err(HeadError::Closed);
+            }
+            buffer.extend_from_slice(&piece[..count]);
+        }
+    };
+    let outcome = match tokio::time::timeout(HEAD_TIMEOUT, read).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(HeadError::TimedOut),
+    };
+    match outcome {
+        Ok(head) => Ok((
+            head,
+            Prefixed {
+                prefix: buffer.freeze(),
+                inner: stream,
+            },
+        )),
+        Err(error) => {
+            if let Some(answer) = error.response() {
+                let _ = stream.write_all(answer).await;
+                let _ = stream.shutdown().await;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+pub struct Prefixed {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let count = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..count]);
+            self.prefix.advance(count);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(context, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(context, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(context)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(context)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(context, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn heads_are_read_whole_or_refused() {
+        assert_eq!(
+            parse_head(b"GET /live/demo/master.m3u8 HTTP/1.1\r\nHost: x\r\n"),
+            Ok(None)
+        );
+        assert_eq!(
+            parse_head(b"GET /live/demo/master.m3u8 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Ok(Some(Head {
+                method: "GET".into(),
+                target: "/live/demo/master.m3u8".into(),
+                http2: false
+            }))
+        );
+        assert!(parse_head(HTTP2_PREFACE).unwrap().unwrap().http2);
+        assert_eq!(parse_head(b"PRI * HTTP/2"), Ok(None));
+        assert_eq!(parse_head(b"\x16\x03\x01\x02"), Err(HeadError::Malformed));
+        assert_eq!(
+            parse_head(b"GET / SPDY/3\r\n\r\n"),
+            Err(HeadError::Malformed)
+        );
+        let huge = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; MAX_HEAD]].concat();
+        assert_eq!(parse_head(&huge), Err(HeadError::TooLarge));
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_give_an_answer_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse_head(&bytes);
+        }
+    }
+}

@@ -1,0 +1,595 @@
+//! The edge's process: connections through the porter to hyper (HTTP/1.1 and HTTP/2), every
+//! request through the bouncers to the cache, misses to the upstreams.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+use crate::body::{Body, OwnedLogLine, Tally};
+use crate::bouncer::{Bouncer, Verdict, Visitor};
+use crate::cache::{self, Cache, Growing, Lookup, Object};
+use crate::carry;
+use crate::metrics::{AccessLog, Metrics};
+use crate::porter;
+use crate::upstream::{UpstreamError, Upstreams};
+
+/// How long the answer to a blocking playlist request (`_HLS_msn`, `_HLS_part`) is shared.
+const BLOCKING_ANSWER_FLOOR: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    pub listen: SocketAddr,
+    /// Base URLs of the packager or parent edges, tried in turn.
+    pub upstreams: Vec<String>,
+    /// Bytes of bodies the cache may hold.
+    pub cache_bytes: usize,
+    /// Who may fetch `/live/…` and `/vod/…`; none lets everyone.
+    pub bouncer: Option<Bouncer>,
+    /// Where the combined-format access log goes (`-` for standard output).
+    pub access_log: Option<PathBuf>,
+    /// Playlists (which the packager marks `max-age=0`) are shared for this long.
+    pub playlist_floor: Duration,
+    /// How old a playlist may be and still be served when the upstream fails.
+    pub stale_limit: Duration,
+}
+
+impl EdgeConfig {
+    pub fn new(listen: SocketAddr, upstreams: Vec<String>) -> Self {
+        EdgeConfig {
+            listen,
+            upstreams,
+            cache_bytes: 256 << 20,
+            bouncer: None,
+            access_log: None,
+            playlist_floor: Duration::from_millis(100),
+            stale_limit: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("cannot listen on {address}: {reason}")]
+    Listen { address: SocketAddr, reason: String },
+    #[error("upstream: {0}")]
+    Upstream(#[from] UpstreamError),
+    #[error("cannot open the access log {path}: {reason}")]
+    AccessLog { path: PathBuf, reason: String },
+}
+
+pub struct Edge {
+    config: EdgeConfig,
+    cache: Arc<Cache>,
+    upstreams: Upstreams,
+    metrics: Arc<Metrics>,
+    access_log: Option<AccessLog>,
+    upstream_requests: AtomicU64,
+    /// When the upstream last answered, and the last failure since.
+    upstream_health: Mutex<(Option<Instant>, Option<String>)>,
+}
+
+impl Edge {
+    pub fn new(config: EdgeConfig) -> Result<Arc<Edge>, EdgeError> {
+        let access_log = config
+            .access_log
+            .as_deref()
+            .map(|path| {
+                AccessLog::open(path).map_err(|error| EdgeError::AccessLog {
+                    path: path.to_owned(),
+                    reason: error.to_string(),
+                })
+            })
+            .transpose()?;
+        Ok(Arc::new(Edge {
+            cache: Arc::new(Cache::new(config.cache_bytes)),
+            upstreams: Upstreams::new(&config.upstreams)?,
+            metrics: Arc::default(),
+            access_log,
+            upstream_requests: AtomicU64::new(0),
+            upstream_health: Mutex::default(),
+            config,
+        }))
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The object for `key` (path and query, keycard removed): from the cache, from a fetch
+    /// under way, or fetched now; a stale playlist when the upstream fails.
+    async fn object(&self, key: &str) -> Result<(Arc<Object>, &'static str), String> {
+        loop {
+            match self.cache.lookup(key, Instant::now()) {
+                Lookup::Hit(object) => return Ok((object, "HIT")),
+                Lookup::Wait(mut answer) => loop {
+                    if let Some(outcome) = answer.borrow_and_update().clone() {
+                        return outcome.map(|object| (object, "COALESCED"));
+                    }
+                    if answer.changed().await.is_err() {
+                        break; // the fetcher went away without an answer: look again
+                    }
+                },
+                Lookup::Fetch { stale } => return self.fetch(key, stale).await,
+            }
+        }
+    }
+
+    async fn fetch(
+        &self,
+        key: &str,
+        stale: Option<Arc<Object>>,
+    ) -> Result<(Arc<Object>, &'static str), String> {
+        // If this request goes away mid-fetch (its viewer left), the waiters look again.
+        struct Unfinished<'a>(&'a Cache, &'a str, bool);
+        impl Drop for Unfinished<'_> {
+            fn drop(&mut self) {
+                if !self.2 {
+                    self.0.abandon(self.1);
+                }
+            }
+        }
+        let mut guard = Unfinished(&self.cache, key, false);
+        self.upstream_requests.fetch_add(1, Ordering::Relaxed);
+        match self.upstreams.get(key).await {
+            Ok((response, took)) => {
+                self.metrics.upstream_latency(took);
+                self.health(Ok(()));
+                let status = response.status();
+                let headers = response.headers();
+                let cache_control = headers.get(header::CACHE_CONTROL).cloned();
+                let fresh_for = cache::freshness(
+                    status,
+                    cache_control.as_ref().and_then(|v| v.to_str().ok()),
+                    if key.contains("_HLS_msn=") {
+                        // The answer to a blocking request holds the part asked for: it stays
+                        // a right answer to that request, for everyone who asks it.
+                        BLOCKING_ANSWER_FLOOR
+                    } else if is_playlist(key) {
+                        self.config.playlist_floor
+                    } else {
+                        Duration::ZERO
+                    },
+                );
+                let object = Arc::new(Object {
+                    status,
+                    content_type: headers.get(header::CONTENT_TYPE).cloned(),
+                    cache_control,
+                    body: Growing::new(),
+                    fetched: Instant::now(),
+                    fresh_for,
+                });
+                self.cache.fill(key, object.clone());
+                guard.2 = true;
+                self.pump(key.to_owned(), response.into_body(), object.clone());
+                Ok((object, "MISS"))
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                self.health(Err(reason.clone()));
+                let usable = stale.filter(|stale| {
+                    is_playlist(key)
+                        && !key.contains("_HLS_msn")
+                        && stale.fetched.elapsed() < self.config.stale_limit
+                        && stale.body.end() == Some(Ok(()))
+                });
+                guard.2 = true;
+                self.cache.fail(key, reason.clone(), usable.clone());
+                match usable {
+                    Some(stale) => {
+                        self.metrics.stale_served.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(path = key, age = ?stale.fetched.elapsed(), %reason, "upstream failed: serving a stale playlist");
+                        Ok((stale, "STALE"))
+                    }
+                    None => Err(reason),
+                }
+            }
+        }
+    }
+
+    /// Moves an upstream body into the object's growing body, for every viewer at once. A body
+    /// that breaks off is dropped from the cache; a whole one is sized again.
+    fn pump(&self, key: String, mut body: Incoming, object: Arc<Object>) {
+        let cache = self.cache.clone();
+        tokio::spawn(async move {
+            let outcome = loop {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            object.body.push(data);
+                        }
+                    }
+                    Some(Err(error)) => break Err(error.to_string()),
+                    None => break Ok(()),
+                }
+            };
+            match &outcome {
+                Ok(()) => cache.resize(&key, &object),
+                Err(reason) => {
+                    tracing::debug!(path = key, %reason, "upstream body broke off");
+                    cache.forget(&key, &object);
+                }
+            }
+            object.body.finish(outcome);
+        });
+    }
+
+    fn health(&self, outcome: Result<(), String>) {
+        let mut health = self
+            .upstream_health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => *health = (Some(Instant::now()), None),
+            Err(reason) => health.1 = Some(reason),
+        }
+    }
+}
+
+/// Playlists and manifests: short-lived, rewritten to carry keycards, served stale on failure.
+fn is_playlist(key: &str) -> bool {
+    let path = key.split('?').next().unwrap_or(key);
+    path.ends_with(".m3u8") || path.ends_with(".mpd")
+}
+
+/// A path that stays inside the layout: no `.` or `..` segments (also percent-encoded), no
+/// backslashes or NULs.
+pub fn is_safe_path(path: &str) -> bool {
+    if !path.starts_with('/') {
+        return false;
+    }
+    let decoded = path
+        .replace("%2e", ".")
+        .replace("%2E", ".")
+        .replace("%2f", "/")
+        .replace("%2F", "/")
+        .replace("%5c", "\\")
+        .replace("%5C", "\\")
+        .replace("%00", "\0");
+    !decoded.contains(['\\', '\0'])
+        && decoded
+            .split('/')
+            .skip(1)
+            .all(|segment| segment != "." && segment != "..")
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn problem(status: StatusCode, reason: impl Into<String>) -> Response<Body> {
+    let mut reason = reason.into();
+    reason.push('\n');
+    let mut response = respond(status, "text/plain; charset=utf-8", Body::text(reason));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Answers one request.
+pub async fn handle(edge: Arc<Edge>, client: IpAddr, request: Request<Incoming>) -> Response<Body> {
+    let log = edge.access_log.clone().map(|log| {
+        let text = |name: header::HeaderName| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        (
+            log,
+            OwnedLogLine {
+                client,
+                unix_nanos: unix_now().as_nanos() as u64,
+                request_line: format!(
+                    "{} {} {:?}",
+                    request.method(),
+                    request.uri(),
+                    request.version()
+                ),
+                status: 0,
+                referer: text(header::REFERER),
+                user_agent: text(header::USER_AGENT),
+            },
+        )
+    });
+    let mut response = answer(&edge, &request).await;
+    let status = response.status().as_u16();
+    edge.metrics.count_request(status);
+    let body = std::mem::replace(response.body_mut(), Body::empty());
+    let mut body = body.tallied(Tally {
+        metrics: edge.metrics.clone(),
+        log,
+        bytes: 0,
+    });
+    body.set_status(status);
+    *response.body_mut() = body;
+    response
+}
+
+async fn answer(edge: &Edge, request: &Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path();
+    if !is_safe_path(path) {
+        return problem(StatusCode::BAD_REQUEST, "the path leaves the URL layout");
+    }
+    match (request.method(), path) {
+        (&Method::OPTIONS, _) => {
+            let mut response = respond(StatusCode::NO_CONTENT, "text/plain", Body::empty());
+            let headers = response.headers_mut();
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("*"),
+            );
+            response
+        }
+        (&Method::GET | &Method::HEAD, "/healthz") => healthz(edge),
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            let text = edge.metrics.render(
+                edge.cache.counts(),
+                edge.upstream_requests.load(Ordering::Relaxed),
+            );
+            respond(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                Body::text(text),
+            )
+        }
+        (&Method::GET | &Method::HEAD, _) => proxy(edge, request).await,
+        _ => problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the edge serves GET and HEAD",
+        ),
+    }
+}
+
+fn healthz(edge: &Edge) -> Response<Body> {
+    let (last_ok, failure) = edge
+        .upstream_health
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let (mood, reason) = match (last_ok, failure) {
+        (_, Some(reason)) => ("sad", Some(reason)),
+        (Some(_), None) => ("happy", None),
+        (None, None) => ("waking", None),
+    };
+    let reason = reason
+        .map(|r| {
+            format!(
+                ",\"reason\":\"{}\"",
+                r.replace('\\', "\\\\").replace('"', "\\\"")
+            )
+        })
+        .unwrap_or_default();
+    respond(
+        StatusCode::OK,
+        "application/json",
+        Body::text(format!(
+            "{{\"role\":\"edge\",\"mood\":\"{mood}\"{reason}}}\n"
+        )),
+    )
+}
+
+async fn proxy(edge: &Edge, request: &Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path();
+    let query = request.uri().query();
+    let header_text = |name: header::HeaderName| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
+    let keycard = carry::find_keycard(
+        query,
+        header_text(header::COOKIE),
+        header_text(header::AUTHORIZATION),
+    );
+    let guarded = path.starts_with("/live/") || path.starts_with("/vod/");
+    let mut carried = None;
+    if guarded && let Some(bouncer) = &edge.config.bouncer {
+        let visitor = Visitor {
+            path,
+            keycard: keycard.as_deref(),
+            now: unix_now().as_secs(),
+        };
+        match bouncer.judge(&visitor) {
+            Verdict::Allow { .. } => carried = keycard,
+            Verdict::Deny { status, reason } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                return problem(status, reason);
+            }
+        }
+    }
+    let rest = query.map(carry::without_keycard).unwrap_or_default();
+    let key = if rest.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{rest}")
+    };
+    let (object, state) = match edge.object(&key).await {
+        Ok(found) => found,
+        Err(reason) => return problem(StatusCode::BAD_GATEWAY, reason),
+    };
+
+    let content_type = object
+        .content_type
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let body = match (&carried, object.status.is_success() && is_playlist(&key)) {
+        (Some(keycard), true) => match whole_text(&object.body).await {
+            Some(text) if path.ends_with(".mpd") => {
+                Body::text(carry::into_manifest(&text, keycard))
+            }
+            Some(text) => Body::text(carry::into_playlist(&text, keycard)),
+            None => return problem(StatusCode::BAD_GATEWAY, "the upstream's playlist broke off"),
+        },
+        _ => Body::of(&object.body),
+    };
+    let mut response = respond(object.status, &content_type, body);
+    let headers = response.headers_mut();
+    let cache_control = match (&carried, &object.cache_control) {
+        // A copy with a viewer's keycard in it is that viewer's.
+        (Some(_), _) if is_playlist(&key) => Some(HeaderValue::from_static("private, max-age=0")),
+        (_, cache_control) => cache_control.clone(),
+    };
+    if let Some(value) = cache_control {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
+    headers.insert("x-cache", HeaderValue::from_static(state));
+    if state == "STALE" {
+        headers.insert(
+            header::WARNING,
+            HeaderValue::from_static("110 - \"Response is Stale\""),
+        );
+    }
+    response
+}
+
+/// A playlist's text, once its body is whole.
+async fn whole_text(body: &Arc<Growing>) -> Option<String> {
+    let mut changes = body.subscribe();
+    loop {
+        changes.borrow_and_update();
+        match body.end() {
+            Some(Ok(())) => {
+                let (pieces, _) = body.read(0);
+                let bytes: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+                return String::from_utf8(bytes).ok();
+            }
+            Some(Err(_)) => return None,
+            None => changes.changed().await.ok()?,
+        }
+    }
+}
+
+/// Binds the configured address.
+pub async fn bind(config: &EdgeConfig) -> Result<TcpListener, EdgeError> {
+    TcpListener::bind(config.listen)
+        .await
+        .map_err(|error| EdgeError::Listen {
+            address: config.listen,
+            reason: error.to_string(),
+        })
+}
+
+/// Serves viewers on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, edge: Arc<Edge>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            edge.metrics
+                .open_connections
+                .fetch_add(1, Ordering::Relaxed);
+            serve_connection(&edge, stream, peer).await;
+            edge.metrics
+                .open_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn serve_connection(edge: &Arc<Edge>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    let (_head, connection) = match porter::admit(stream).await {
+        Ok(admitted) => admitted,
+        Err(error) => {
+            if error != porter::HeadError::Closed {
+                edge.metrics.refused_heads.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, %error, "connection refused by the porter");
+            }
+            return;
+        }
+    };
+    let client = peer.ip();
+    let service_edge = edge.clone();
+    let service = service_fn(move |request| {
+        let edge = service_edge.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(edge, client, request).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(porter::HEAD_TIMEOUT)
+        .max_buf_size(porter::MAX_HEAD.max(8192));
+    if let Err(error) = builder
+        .serve_connection(TokioIo::new(connection), service)
+        .await
+    {
+        tracing::debug!(%peer, %error, "connection ended");
+    }
+}
+
+/// Runs the edge until `shutdown` resolves.
+pub async fn run(
+    config: EdgeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), EdgeError> {
+    let edge = Edge::new(config.clone())?;
+    let listener = bind(&config).await?;
+    let address = listener.local_addr().unwrap_or(config.listen);
+    tracing::info!(%address, upstreams = ?config.upstreams, "edge listening");
+    tokio::select! {
+        () = serve(listener, edge) => {}
+        () = shutdown => tracing::info!("stopping"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_leave_the_layout_are_refused() {
+        assert!(is_safe_path("/live/demo/master.m3u8"));
+        assert!(!is_safe_path("/live/../etc/passwd"));
+        assert!(!is_safe_path("/live/%2e%2e/etc/passwd"));
+        assert!(!is_safe_path("/live/%2E%2e%2fetc"));
+        assert!(!is_safe_path("/live/.%2E/x"));
+        assert!(!is_safe_path("/live/a\\..\\b"));
+        assert!(!is_safe_path("live/demo"));
+        assert!(is_safe_path("/live/demo/v720/1795219200.3.m4s"));
+    }
+}

@@ -1,0 +1,112 @@
+//! The upstreams: the packager, or a parent edge, asked over HTTP/1.1. With several, a fetch
+//! goes to the one that answered last and fails over to the next when it cannot connect or
+//! answers 5xx.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// How long an upstream may take to send its response head: a blocked LL-HLS playlist request
+/// waits up to three target durations at the packager.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Upstreams {
+    /// `http://host:port`, with no trailing slash: paths are appended as they are.
+    bases: Vec<String>,
+    preferred: AtomicUsize,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{0} is not an http:// URL with a host")]
+    BadUrl(String),
+    #[error("no upstream answered: {0}")]
+    Unreachable(String),
+}
+
+impl Upstreams {
+    pub fn new(urls: &[String]) -> Result<Upstreams, UpstreamError> {
+        let bases = urls
+            .iter()
+            .map(|url| {
+                let uri: Uri = url
+                    .trim_end_matches('/')
+                    .parse()
+                    .map_err(|_| UpstreamError::BadUrl(url.clone()))?;
+                if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                    return Err(UpstreamError::BadUrl(url.clone()));
+                }
+                Ok(url.trim_end_matches('/').to_owned())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if bases.is_empty() {
+            return Err(UpstreamError::BadUrl("(none)".into()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        Ok(Upstreams {
+            bases,
+            preferred: AtomicUsize::new(0),
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+        })
+    }
+
+    /// GETs `path_and_query`; returns the response and how long its head took to come.
+    pub async fn get(
+        &self,
+        path_and_query: &str,
+    ) -> Result<(Response<Incoming>, Duration), UpstreamError> {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for offset in 0..self.bases.len() {
+            let index = (first + offset) % self.bases.len();
+            let base = &self.bases[index];
+            let uri = format!("{base}{path_and_query}");
+            let request = match Request::get(&uri).body(Empty::new()) {
+                Ok(request) => request,
+                Err(error) => return Err(UpstreamError::Unreachable(error.to_string())),
+            };
+            let started = Instant::now();
+            match tokio::time::timeout(HEAD_TIMEOUT, self.client.request(request)).await {
+                Ok(Ok(response)) if !response.status().is_server_error() => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok((response, started.elapsed()));
+                }
+                Ok(Ok(response)) => failures.push(format!("{base}: {}", response.status())),
+                Ok(Err(error)) => failures.push(format!("{base}: {error}")),
+                Err(_) => failures.push(format!("{base}: no answer in {HEAD_TIMEOUT:?}")),
+            }
+        }
+        Err(UpstreamError::Unreachable(failures.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_appended_to_the_base_as_they_are() {
+        let upstreams = Upstreams::new(&["http://127.0.0.1:8080/".into()]).unwrap();
+        assert_eq!(upstreams.bases, ["http://127.0.0.1:8080"]);
+    }
+
+    #[test]
+    fn upstream_urls_are_checked() {
+        assert!(Upstreams::new(&["http://127.0.0.1:8080".into()]).is_ok());
+        assert!(Upstreams::new(&["https://x".into()]).is_err());
+        assert!(Upstreams::new(&["not a url".into()]).is_err());
+        assert!(Upstreams::new(&[]).is_err());
+    }
+}

@@ -1,0 +1,529 @@
+//! End to end: `estuary edge` in front of `estuary packager`, fed by `estuary ingest`, each its
+//! own process on 127.0.0.1, played through by ffmpeg and by this test acting as many viewers.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use support::{Running, estuary, free_port, require_tool};
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// A packager, an ingest (360p and AAC) into it, and an edge in front, with the token bouncer
+/// on when `key_file` is given.
+struct Stack {
+    // Dropped (stopped) in this order: the ingest before the packager it sends to.
+    _ingest: Running,
+    packager: Running,
+    packager_address: SocketAddr,
+    edge_process: Running,
+    edge: SocketAddr,
+}
+
+fn start_packager(address: SocketAddr) -> Running {
+    Running(
+        estuary()
+            .args(["packager", "--listen", &address.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+async fn stack(key_file: Option<&Path>, access_log: Option<&Path>) -> Stack {
+    let packager_address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let packager = start_packager(packager_address);
+    let ingest = Running(
+        estuary()
+            .args(["ingest", "--source", "test", "--channel", "demo"])
+            .args(["--renditions", "360"])
+            .arg("--to")
+            .arg(format!("http://{packager_address}/ingest"))
+            .stdout(Stdio::null())
+            // It says when it reconnects; the outage test makes it.
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut command = estuary();
+    command
+        .args(["edge", "--listen", &edge.to_string()])
+        .arg("--upstream")
+        .arg(format!("http://{packager_address}"));
+    if let Some(key_file) = key_file {
+        command.arg("--key-file").arg(key_file);
+    }
+    if let Some(log) = access_log {
+        command.arg("--access-log").arg(log);
+    }
+    // The edge's log (warnings) is read by the tests that need it.
+    let edge_process = Running(
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(edge).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the edge did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Until the channel has a whole segment, the packager answers 404.
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(packager_address)
+        .await
+        .is_err()
+        || get(packager_address, "/live/demo/master.m3u8").await.0 != StatusCode::OK
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the channel never became playable"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Stack {
+        packager,
+        packager_address,
+        _ingest: ingest,
+        edge_process,
+        edge,
+    }
+}
+
+async fn get(address: SocketAddr, path: &str) -> (StatusCode, HeaderMap, Bytes) {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    (parts.status, parts.headers, body)
+}
+
+fn text(body: &Bytes) -> String {
+    String::from_utf8_lossy(body).into_owned()
+}
+
+/// The value of a counter (`name` with its labels, if any) in a Prometheus text page; 0 when
+/// it has not been counted yet.
+async fn counter(address: SocketAddr, name: &str) -> u64 {
+    let (_, _, page) = get(address, "/metrics").await;
+    text(&page)
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} "))?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A token as Akamai's EdgeAuth 2.0 documentation (and its reference EdgeAuth-Token
+/// libraries) describe it, written here independently of Estuary's signer: the fields
+/// `st=`, `exp=`, `acl=` joined by `~`; HMAC-SHA256 of that text under the hex-decoded key;
+/// the token is the fields, then `~hmac=` and the MAC in lowercase hex.
+fn akamai_edgeauth_token(key_hex: &str, start: u64, end: u64, acl: &str) -> String {
+    let key: Vec<u8> = (0..key_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&key_hex[i..i + 2], 16).unwrap())
+        .collect();
+    let fields = format!("st={start}~exp={end}~acl={acl}");
+    let mac = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+        fields.as_bytes(),
+    );
+    let hex: String = mac.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("{fields}~hmac={hex}")
+}
+
+fn sign(key_file: &Path, acl: &str, ttl: &str) -> String {
+    let output = estuary()
+        .args(["keycard", "sign", "--acl", acl, "--ttl", ttl, "--key-file"])
+        .arg(key_file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// The newest `(msn, part)` a media playlist lists.
+fn newest_part(playlist: &str) -> (u64, usize) {
+    let hint = playlist
+        .lines()
+        .find_map(|line| line.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .expect("a preload hint");
+    let name = hint.split(".m4s").next().unwrap();
+    let (msn, part) = name.split_once('.').unwrap();
+    (msn.parse().unwrap(), part.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keycards_guard_the_stream_and_travel_with_the_player() {
+    require_tool("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("keys");
+    std::fs::write(&key_file, format!("# test keys\nk1 {KEY}\n")).unwrap();
+    let log = dir.path().join("access.log");
+    let stack = stack(Some(&key_file), Some(&log)).await;
+    let edge = stack.edge;
+
+    let good = sign(&key_file, "/live/demo/*", "300s");
+    let (status, _, reason) = get(edge, "/live/demo/master.m3u8").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{}", text(&reason));
+    let (status, _, master) = get(edge, &format!("/live/demo/master.m3u8?keycard={good}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text(&master).contains(&format!("v360/media.m3u8?keycard={good}")),
+        "{}",
+        text(&master)
+    );
+    // The keycard also works from a cookie and from the Authorization header.
+    for header in [
+        ("cookie", format!("keycard={good}")),
+        ("authorization", format!("Bearer {good}")),
+    ] {
+        let stream = tokio::net::TcpStream::connect(edge).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = Request::get("/live/demo/v360/init.mp4")
+            .header("host", "localhost")
+            .header(header.0, &header.1)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(
+            sender.send_request(request).await.unwrap().status(),
+            StatusCode::OK,
+            "{}",
+            header.0
+        );
+    }
+
+    let tampered = good.replacen("acl=/live/demo/*", "acl=/live/*", 1);
+    let other_channel = sign(&key_file, "/live/other/*", "300s");
+    let expired = sign(&key_file, "/live/demo/*", "1s");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for (name, card, expected) in [
+        ("tampered", tampered.as_str(), "signature"),
+        ("wrong ACL", other_channel.as_str(), "does not cover"),
+        ("expired", expired.as_str(), "expired"),
+        ("garbage", "not-a-keycard", "malformed"),
+    ] {
+        let (status, _, reason) =
+            get(edge, &format!("/live/demo/master.m3u8?keycard={card}")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{name}");
+        assert!(
+            text(&reason).contains(expected),
+            "{name}: {}",
+            text(&reason)
+        );
+    }
+
+    // A token made by Akamai's published EdgeAuth 2.0 algorithm, under Akamai's default name.
+    let now = support::unix_now() as u64;
+    let akamai = akamai_edgeauth_token(KEY, now, now + 300, "/live/demo/*");
+    let (status, _, reason) =
+        get(edge, &format!("/live/demo/master.m3u8?__token__={akamai}")).await;
+    assert_eq!(status, StatusCode::OK, "{}", text(&reason));
+
+    // `estuary keycard verify` says the same as the edge.
+    let verify = |card: &str| {
+        estuary()
+            .args([
+                "keycard",
+                "verify",
+                card,
+                "--path",
+                "/live/demo/master.m3u8",
+                "--key-file",
+            ])
+            .arg(&key_file)
+            .output()
+            .unwrap()
+    };
+    let accepted = verify(&good);
+    assert!(accepted.status.success());
+    assert!(String::from_utf8_lossy(&accepted.stdout).starts_with("accepted"));
+    let refused = verify(&expired);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("expired"));
+
+    // ffmpeg plays 20 s through the edge with nothing but the keycard on the master playlist.
+    let started = Instant::now();
+    let played = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(format!(
+            "http://{edge}/live/demo/master.m3u8?keycard={good}"
+        ))
+        .args([
+            "-map", "0:v:0", "-map", "0:a:0", "-t", "20", "-f", "null", "-",
+        ])
+        .output()
+        .unwrap();
+    let errors = String::from_utf8_lossy(&played.stderr);
+    assert!(
+        played.status.success() && errors.trim().is_empty(),
+        "ffmpeg: {errors}"
+    );
+    println!(
+        "ffmpeg played 20 s through the edge in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Every playlist, part and segment ffmpeg asked for was answered 200.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&log).unwrap();
+    let player_lines: Vec<&str> = log.lines().filter(|line| line.contains("Lavf")).collect();
+    assert!(player_lines.len() >= 10, "{log}");
+    let refused: Vec<&&str> = player_lines
+        .iter()
+        .filter(|line| !line.contains("\" 200 "))
+        .collect();
+    assert!(refused.is_empty(), "not 200: {refused:#?}");
+    println!("ffmpeg made {} requests, all 200", player_lines.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_viewers_missing_at_once_make_one_upstream_request() {
+    let stack = stack(None, None).await;
+    let edge = stack.edge;
+    let (_, _, playlist) = get(stack.packager_address, "/live/demo/v360/media.m3u8").await;
+    let playlist = text(&playlist);
+    let segment = playlist
+        .lines()
+        .rfind(|line| line.ends_with(".m4s") && !line.starts_with('#'))
+        .expect("a whole segment")
+        .to_owned();
+
+    let packager = stack.packager_address;
+    let segments = "estuary_packager_requests_total{kind=\"segment\"}";
+    let before = counter(edge, "estuary_edge_upstream_requests_total").await;
+    let packager_before = counter(packager, segments).await;
+    let path = format!("/live/demo/v360/{segment}");
+    let viewers: Vec<_> = (0..500)
+        .map(|_| {
+            let path = path.clone();
+            tokio::spawn(async move { get(edge, &path).await })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for viewer in viewers {
+        let (status, _, body) = viewer.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        bodies.push(body);
+    }
+    let fetched = counter(edge, "estuary_edge_upstream_requests_total").await - before;
+    let served = counter(packager, segments).await - packager_before;
+    let (_, _, direct) = get(packager, &path).await;
+    assert!(bodies.iter().all(|body| *body == direct));
+    println!(
+        "500 concurrent requests for {segment}: {fetched} upstream request(s) from the edge, {served} at the packager"
+    );
+    assert_eq!((fetched, served), (1, 1));
+
+    // 500 viewers blocked on the next part: one upstream request per part.
+    let (_, _, playlist) = get(edge, "/live/demo/v360/media.m3u8").await;
+    let (msn, part) = newest_part(&text(&playlist));
+    for round in 0..3 {
+        let next = (msn, part + round);
+        let blocking = "estuary_packager_requests_total{kind=\"blocking_playlist\"}";
+        let before = counter(edge, "estuary_edge_upstream_requests_total").await;
+        let packager_before = counter(packager, blocking).await;
+        let path = format!(
+            "/live/demo/v360/media.m3u8?_HLS_msn={}&_HLS_part={}",
+            next.0, next.1
+        );
+        let viewers: Vec<_> = (0..500)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { get(edge, &path).await })
+            })
+            .collect();
+        for viewer in viewers {
+            let (status, _, body) = viewer.await.unwrap();
+            assert_eq!(status, StatusCode::OK, "{}", text(&body));
+        }
+        let fetched = counter(edge, "estuary_edge_upstream_requests_total").await - before;
+        let served = counter(packager, blocking).await - packager_before;
+        println!(
+            "500 viewers blocked on part {}.{}: {fetched} upstream request(s), {served} at the packager",
+            next.0, next.1
+        );
+        assert_eq!((fetched, served), (1, 1));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_rides_out_a_packager_outage() {
+    let mut stack = stack(None, None).await;
+    let edge = stack.edge;
+    let (status, _, playlist) = get(edge, "/live/demo/v360/media.m3u8").await;
+    assert_eq!(status, StatusCode::OK);
+    let playlist = text(&playlist);
+    let segment = playlist
+        .lines()
+        .rfind(|line| line.ends_with(".m4s") && !line.starts_with('#'))
+        .unwrap()
+        .to_owned();
+    let (status, _, cached) = get(edge, &format!("/live/demo/v360/{segment}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (before, _) = newest_part(&playlist);
+
+    // The packager goes away for 20 s (after the playlist's 100 ms of freshness, the edge asks
+    // upstream again, fails, and serves its stale copy).
+    assert!(stack.packager.terminate(Duration::from_secs(10)).success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(20) {
+        let (status, headers, body) = get(edge, "/live/demo/v360/media.m3u8").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers.get("x-cache").unwrap(), "STALE");
+        assert!(headers.get("warning").is_some());
+        assert!(text(&body).contains("#EXT-X-PART"), "{}", text(&body));
+        let (status, _, body) = get(edge, &format!("/live/demo/v360/{segment}")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, cached);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let (_, _, health) = get(edge, "/healthz").await;
+    assert!(
+        text(&health).contains("\"mood\":\"sad\""),
+        "{}",
+        text(&health)
+    );
+
+    // It comes back on the same address; the ingest reconnects and the stream goes on.
+    stack.packager = start_packager(stack.packager_address);
+    let back = Instant::now();
+    loop {
+        let (status, headers, body) = get(edge, "/live/demo/v360/media.m3u8").await;
+        if status == StatusCode::OK && headers.get("x-cache").is_some_and(|v| v != "STALE") {
+            let (after, _) = newest_part(&text(&body));
+            if after > before + 5 {
+                println!(
+                    "the stream went on {:.1} s after the packager came back (segment {before} -> {after})",
+                    back.elapsed().as_secs_f64()
+                );
+                break;
+            }
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "the stream did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (_, _, health) = get(edge, "/healthz").await;
+    assert!(
+        text(&health).contains("\"mood\":\"happy\""),
+        "{}",
+        text(&health)
+    );
+
+    // The edge said in its log that it served stale playlists.
+    stack.edge_process.terminate(Duration::from_secs(10));
+    let mut log = String::new();
+    let stderr = stack.edge_process.0.stderr.as_mut().unwrap();
+    std::io::Read::read_to_string(stderr, &mut log).unwrap();
+    assert!(log.contains("serving a stale playlist"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_in_bounded_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _edge = Running(
+        estuary()
+            .args(["edge", "--listen", &edge.to_string()])
+            .args(["--upstream", "http://127.0.0.1:9"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(edge).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the edge did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    async fn exchange(edge: SocketAddr, request: &[u8]) -> String {
+        let mut stream = tokio::net::TcpStream::connect(edge).await.unwrap();
+        let _ = stream.write_all(request).await;
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+    let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+    assert!(
+        exchange(edge, huge.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 431")
+    );
+    for path in [
+        "/live/../etc/passwd",
+        "/live/%2e%2e/etc/passwd",
+        "/live/%2E%2E%2Fetc",
+    ] {
+        let answer = exchange(
+            edge,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+    }
+    assert!(
+        exchange(edge, b"\x16\x03\x01\x00\xa5garbage")
+            .await
+            .starts_with("HTTP/1.1 400")
+    );
+    // One byte a second: the porter gives up after its 10 s head timeout.
+    let slow = Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(edge).await.unwrap();
+    let mut answer = Vec::new();
+    for byte in b"GET /live/demo/master.m3u8 HTTP/1.1\r\n" {
+        if stream.write_all(&[*byte]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if slow.elapsed() > Duration::from_secs(12) {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(slow.elapsed() < Duration::from_secs(13));
+    // With no upstream, a request gets 502 with the reason.
+    let (status, _, reason) = get(edge, "/live/demo/master.m3u8").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{}", text(&reason));
+    println!(
+        "refused: oversized head 431, traversal 400, garbage 400, slow head 408 after {:.1} s",
+        slow.elapsed().as_secs_f64()
+    );
+}
