@@ -1,8 +1,10 @@
-//! End to end in a browser: `estuary demo` played by the player page in headless Chromium,
-//! driven by playwright-core (web/tests/play.mjs): LL-HLS with hls.js, then DASH with dash.js.
+//! End to end in a browser: `estuary demo --keycards` played through its edge by the player
+//! page in headless Chromium, driven by playwright-core (web/tests/play.mjs): LL-HLS with
+//! hls.js, then DASH with dash.js.
 
 mod support;
 
+use std::io::BufRead as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -21,25 +23,46 @@ fn the_player_page_plays_ll_hls_and_dash_in_chromium() {
         "the player page's npm packages are missing: run `npm ci` in web/ (scripts/setup does)"
     );
     let address = format!("127.0.0.1:{}", free_port());
+    // Through the edge, with its token bouncer on: the page passes the keycard of its URL to
+    // the stream, and the edge carries it into every playlist, part and segment.
     let mut demo = Running(
         estuary()
-            .args(["demo", "--listen", &address, "--web"])
+            .args(["demo", "--listen", &address, "--keycards", "--web"])
             .arg(&web)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
     );
+    let mut printed = std::io::BufReader::new(demo.0.stdout.take().unwrap());
+    let player = loop {
+        let mut line = String::new();
+        assert!(
+            printed.read_line(&mut line).unwrap() > 0,
+            "the demo printed no player URL"
+        );
+        if let Some(url) = line.trim().strip_prefix("player:") {
+            break url.trim().to_owned();
+        }
+    };
+    let keycard = player
+        .split_once("?keycard=")
+        .expect("a signed player URL")
+        .1;
     let master = format!("http://{address}/live/demo/master.m3u8");
-    wait_until_served(&master, Duration::from_secs(20));
+    wait_until_served(
+        &format!("{master}?keycard={keycard}"),
+        Duration::from_secs(20),
+    );
+    assert_eq!(status_of(&master), 403, "without a keycard");
 
-    let hls = play(&web, &format!("http://{address}/play/demo"));
+    let hls = play(&web, &player);
     println!("Chromium + hls.js: {hls}");
     let latency = hls["latencySettledMedian"]
         .as_f64()
         .expect("hls.js measured a latency");
     assert!(latency <= 2.0, "LL-HLS live latency {latency:.2} s");
 
-    let dash = play(&web, &format!("http://{address}/play/demo?format=dash"));
+    let dash = play(&web, &format!("{player}&format=dash"));
     println!("Chromium + dash.js: {dash}");
     assert!(demo.terminate(Duration::from_secs(15)).success());
 }
@@ -67,7 +90,28 @@ fn play(web: &Path, url: &str) -> serde_json::Value {
     let played = report["played"].as_f64().unwrap();
     assert!(
         played >= 18.0,
-        "{url}: the video played {played:.1} s in 20 s"
+        "{url}: the video played {played:.1} s in 20 s: {report}"
     );
+    // Every playlist, part and segment was answered: no error carries an HTTP status.
+    let refused: Vec<_> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|error| error.as_str())
+        .filter(|error| {
+            error
+                .split(' ')
+                .any(|word| word.len() == 3 && (word.starts_with('4') || word.starts_with('5')))
+        })
+        .collect();
+    assert!(refused.is_empty(), "{url}: requests refused: {refused:?}");
     report
+}
+
+fn status_of(url: &str) -> u16 {
+    let answer = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&answer.stdout).parse().unwrap_or(0)
 }
