@@ -492,8 +492,7 @@ mod tests {
         for pid in [VIDEO_PID, AUDIO_PID] {
             let last = ts
                 .chunks(PACKET)
-                .filter(|p| (u16::from(p[1] & 0x1f) << 8 | u16::from(p[2])) == pid)
-                .last()
+                .rfind(|p| (u16::from(p[1] & 0x1f) << 8 | u16::from(p[2])) == pid)
                 .unwrap();
             assert_eq!(last[3] & 0x0f, 15, "PID {pid:#x}");
         }
