@@ -33,7 +33,7 @@ enum Role {
     /// Receive CMAF tracks and serve them as LL-HLS, DASH and HLS-TS (the origin).
     Packager(PackagerArgs),
     /// Serve viewers: a pull-through cache with coalescing and bouncers before the packager.
-    Edge(EdgeArgs),
+    Edge(Box<EdgeArgs>),
     /// Sign or check keycards (EdgeAuth 2.0 tokens).
     #[command(subcommand)]
     Keycard(keycards::KeycardCommand),
@@ -55,9 +55,42 @@ struct EdgeArgs {
     /// Memory for cached bodies, e.g. 256MiB or 2GiB.
     #[arg(long, env = "ESTUARY_EDGE_CACHE_SIZE", default_value = "256MiB")]
     cache_size: String,
-    /// Key file (lines of HEX or ID HEX): turns on the token bouncer for /live and /vod.
+    /// Key file (lines of HEX or ID HEX): turns on the token bouncer (keycards) for /live
+    /// and /vod.
     #[arg(long, env = "ESTUARY_EDGE_KEY_FILE")]
     key_file: Option<PathBuf>,
+    /// GeoIP database (MaxMind DB, country.iso_code or country_code records): turns on the
+    /// country bouncer with --allow-countries and/or --deny-countries.
+    #[arg(long, env = "ESTUARY_EDGE_GEOIP")]
+    geoip: Option<PathBuf>,
+    /// Countries let in (ISO 3166-1 codes, comma-separated); all others are turned away.
+    #[arg(long, env = "ESTUARY_EDGE_ALLOW_COUNTRIES", value_delimiter = ',')]
+    allow_countries: Vec<String>,
+    /// Countries turned away.
+    #[arg(long, env = "ESTUARY_EDGE_DENY_COUNTRIES", value_delimiter = ',')]
+    deny_countries: Vec<String>,
+    /// What clients the GeoIP database does not place get: allow or deny.
+    #[arg(long, env = "ESTUARY_EDGE_UNKNOWN_COUNTRY", default_value = "allow")]
+    unknown_country: Admission,
+    /// Client ranges let in (CIDR, comma-separated): turns on the network bouncer.
+    #[arg(long, env = "ESTUARY_EDGE_ALLOW_NETWORKS", value_delimiter = ',')]
+    allow_networks: Vec<String>,
+    /// Client ranges turned away (checked before --allow-networks).
+    #[arg(long, env = "ESTUARY_EDGE_DENY_NETWORKS", value_delimiter = ',')]
+    deny_networks: Vec<String>,
+    /// Let viewers in only from this moment (Unix seconds or 2026-11-21T20:00:00Z).
+    #[arg(long, env = "ESTUARY_EDGE_OPEN_AT")]
+    open_at: Option<String>,
+    /// Turn viewers away from this moment on.
+    #[arg(long, env = "ESTUARY_EDGE_CLOSE_AT")]
+    close_at: Option<String>,
+    /// How the bouncers combine, e.g. 'all(token, country)' or 'any(token, network)'
+    /// [default: all of those configured].
+    #[arg(long, env = "ESTUARY_EDGE_BOUNCERS")]
+    bouncers: Option<String>,
+    /// Proxies (CIDR, comma-separated) whose X-Forwarded-For names the client.
+    #[arg(long, env = "ESTUARY_EDGE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<String>,
     /// Write a combined-format access log to FILE (- for standard output).
     #[arg(long, env = "ESTUARY_EDGE_ACCESS_LOG")]
     access_log: Option<PathBuf>,
@@ -166,7 +199,7 @@ fn main() -> ExitCode {
         Role::Demo(args) => demo(args),
         Role::Ingest(args) => ingest(*args),
         Role::Packager(args) => packager(args),
-        Role::Edge(args) => edge(args),
+        Role::Edge(args) => edge(*args),
         Role::Keycard(command) => match keycards::run(command) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
@@ -291,18 +324,93 @@ fn packager(args: PackagerArgs) -> anyhow::Result<()> {
 }
 
 fn edge(args: EdgeArgs) -> anyhow::Result<()> {
-    let mut config = estuary_edge::EdgeConfig::new(args.listen, args.upstream);
+    let mut config = estuary_edge::EdgeConfig::new(args.listen, args.upstream.clone());
     config.cache_bytes = parse_size("--cache-size", &args.cache_size)?;
     config.playlist_floor = parse_duration("--playlist-ttl", &args.playlist_ttl)?;
     config.stale_limit = parse_duration("--stale-limit", &args.stale_limit)?;
-    config.access_log = args.access_log;
-    if let Some(path) = &args.key_file {
-        config.bouncer = Some(estuary_edge::bouncer::Bouncer::Token(
-            keycards::read_key_file(path)?,
-        ));
-    }
+    config.access_log = args.access_log.clone();
+    config.trusted_proxies = cidrs("--trusted-proxies", &args.trusted_proxies)?;
+    config.bouncer = edge_bouncer(&args)?;
     runtime()?.block_on(estuary_edge::server::run(config, shutdown_signal()))?;
     Ok(())
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Admission {
+    Allow,
+    Deny,
+}
+
+fn cidrs(flag: &str, list: &[String]) -> anyhow::Result<Vec<estuary_edge::net::Cidr>> {
+    list.iter()
+        .map(|text| {
+            text.parse()
+                .map_err(|reason| anyhow::anyhow!("{flag}: {reason}"))
+        })
+        .collect()
+}
+
+/// The bouncers the flags configure, combined by --bouncers (all of them by default).
+fn edge_bouncer(args: &EdgeArgs) -> anyhow::Result<Option<estuary_edge::bouncer::Bouncer>> {
+    use estuary_edge::bouncer::{Bouncer, CountryRule, compose};
+    let mut named = std::collections::BTreeMap::new();
+    if let Some(path) = &args.key_file {
+        named.insert("token", Bouncer::Token(keycards::read_key_file(path)?));
+    }
+    let countries = !args.allow_countries.is_empty() || !args.deny_countries.is_empty();
+    match (&args.geoip, countries) {
+        (Some(path), true) => {
+            let database = estuary_edge::geo::CountryDatabase::open(path)
+                .map_err(|reason| anyhow::anyhow!("--geoip: {reason}"))?;
+            named.insert(
+                "country",
+                Bouncer::Country(CountryRule {
+                    database: std::sync::Arc::new(database),
+                    allow: args.allow_countries.clone(),
+                    deny: args.deny_countries.clone(),
+                    unknown_allowed: matches!(args.unknown_country, Admission::Allow),
+                }),
+            );
+        }
+        (Some(_), false) => bail!("--geoip needs --allow-countries or --deny-countries"),
+        (None, true) => bail!("--allow-countries and --deny-countries need --geoip"),
+        (None, false) => {}
+    }
+    if !args.allow_networks.is_empty() || !args.deny_networks.is_empty() {
+        named.insert(
+            "network",
+            Bouncer::Network {
+                allow: cidrs("--allow-networks", &args.allow_networks)?,
+                deny: cidrs("--deny-networks", &args.deny_networks)?,
+            },
+        );
+    }
+    if args.open_at.is_some() || args.close_at.is_some() {
+        let moment = |flag: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(estuary_proto::utc::parse_moment)
+                .transpose()
+                .map_err(|reason| anyhow::anyhow!("{flag}: {reason}"))
+        };
+        named.insert(
+            "window",
+            Bouncer::Window {
+                from: moment("--open-at", &args.open_at)?,
+                until: moment("--close-at", &args.close_at)?,
+            },
+        );
+    }
+    let rule = match &args.bouncers {
+        Some(rule) => rule.clone(),
+        None if named.is_empty() => return Ok(None),
+        None => format!(
+            "all({})",
+            named.keys().copied().collect::<Vec<_>>().join(",")
+        ),
+    };
+    Ok(Some(compose(&rule, &named).map_err(|reason| {
+        anyhow::anyhow!("--bouncers: {reason}")
+    })?))
 }
 
 /// `256MiB`, `2GiB`, `500MB`, `1000000`: a number of bytes.

@@ -72,14 +72,7 @@ async fn stack(key_file: Option<&Path>, access_log: Option<&Path>) -> Stack {
             .spawn()
             .unwrap(),
     );
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(edge).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the edge did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_listener(edge).await;
     // Until the channel has a whole segment, the packager answers 404.
     let started = Instant::now();
     while tokio::net::TcpStream::connect(packager_address)
@@ -99,6 +92,18 @@ async fn stack(key_file: Option<&Path>, access_log: Option<&Path>) -> Stack {
         _ingest: ingest,
         edge_process,
         edge,
+    }
+}
+
+/// Waits until something listens on `address` (at most 10 s).
+async fn wait_for_listener(address: SocketAddr) {
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nothing listens on {address}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -463,14 +468,7 @@ async fn bad_requests_are_refused_in_bounded_time() {
             .spawn()
             .unwrap(),
     );
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(edge).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the edge did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_listener(edge).await;
     async fn exchange(edge: SocketAddr, request: &[u8]) -> String {
         let mut stream = tokio::net::TcpStream::connect(edge).await.unwrap();
         let _ = stream.write_all(request).await;
@@ -526,4 +524,116 @@ async fn bad_requests_are_refused_in_bounded_time() {
         "refused: oversized head 431, traversal 400, garbage 400, slow head 408 after {:.1} s",
         slow.elapsed().as_secs_f64()
     );
+}
+
+/// A GeoIP database written for the test: MaxMind's schema (`country.iso_code`) with
+/// 81.2.69.0/24 in GB and 89.160.20.0/24 in SE, or the plain one (`country_code`) with
+/// 8.8.8.0/24 in US, the shapes of ../shared/geoip's GeoIP2-Country-Test and
+/// geo-whois-asn-country databases.
+fn geoip_database(maxmind_schema: bool) -> Vec<u8> {
+    use mmdb_writer::ipnet::IpNet;
+    use mmdb_writer::{Value, Writer};
+    let mut writer = Writer::new("Estuary-Test-Country");
+    let entries: &[(&str, &str)] = if maxmind_schema {
+        &[("81.2.69.0/24", "GB"), ("89.160.20.0/24", "SE")]
+    } else {
+        &[("8.8.8.0/24", "US")]
+    };
+    for (network, code) in entries {
+        let record = if maxmind_schema {
+            Value::map([("country", Value::map([("iso_code", Value::from(*code))]))])
+        } else {
+            Value::map([("country_code", Value::from(*code))])
+        };
+        writer
+            .insert_value(network.parse::<IpNet>().unwrap(), record)
+            .unwrap();
+    }
+    writer.to_bytes().unwrap()
+}
+
+/// GeoIP: the client address comes from X-Forwarded-For only when the peer (127.0.0.1) is a
+/// trusted proxy; countries are let in or turned away as configured, in both database schemas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn countries_are_let_in_or_turned_away() {
+    let dir = tempfile::tempdir().unwrap();
+    // Let in: the request reaches for the upstream, which does not exist: 502. Turned away: 403.
+    for (maxmind_schema, extra, cases) in [
+        (
+            true,
+            vec![
+                "--allow-countries",
+                "GB",
+                "--unknown-country",
+                "deny",
+                "--trusted-proxies",
+                "127.0.0.1",
+            ],
+            vec![
+                ("81.2.69.142", 502),
+                ("89.160.20.112", 403),
+                ("192.0.2.1", 403),
+            ],
+        ),
+        (
+            true,
+            vec!["--deny-countries", "SE", "--trusted-proxies", "127.0.0.0/8"],
+            vec![
+                ("81.2.69.142", 502),
+                ("89.160.20.112", 403),
+                ("192.0.2.1", 502),
+            ],
+        ),
+        (
+            false,
+            vec![
+                "--allow-countries",
+                "US",
+                "--unknown-country",
+                "deny",
+                "--trusted-proxies",
+                "127.0.0.1",
+            ],
+            vec![("8.8.8.8", 502), ("81.2.69.142", 403)],
+        ),
+        // No trusted proxy: X-Forwarded-For is not believed; the client is 127.0.0.1, which no
+        // database places.
+        (
+            true,
+            vec!["--allow-countries", "GB", "--unknown-country", "deny"],
+            vec![("81.2.69.142", 403)],
+        ),
+    ] {
+        let database = dir.path().join(format!("{maxmind_schema}.mmdb"));
+        std::fs::write(&database, geoip_database(maxmind_schema)).unwrap();
+        let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let _edge = Running(
+            estuary()
+                .args(["edge", "--listen", &edge.to_string()])
+                .args(["--upstream", "http://127.0.0.1:9", "--geoip"])
+                .arg(&database)
+                .args(&extra)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for_listener(edge).await;
+        for (client, expected) in cases {
+            let stream = tokio::net::TcpStream::connect(edge).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let request = Request::get("/live/demo/master.m3u8")
+                .header("host", "localhost")
+                .header("x-forwarded-for", client)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(status, expected, "{client} with {extra:?}: {}", text(&body));
+        }
+    }
 }

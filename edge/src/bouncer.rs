@@ -1,8 +1,16 @@
 //! Bouncers decide who is let in. Each is sans-IO: what the request presents, and the time, in;
 //! a verdict out. They compose with `all(…)` (every one must allow) and `any(…)` (one is
-//! enough). The token bouncer checks keycards (EdgeAuth 2.0, DESIGN.md "Keycards").
+//! enough). The token bouncer checks keycards (EdgeAuth 2.0, DESIGN.md "Keycards"); the
+//! country bouncer looks the client up in a GeoIP database; the network bouncer checks CIDR
+//! ranges; the window bouncer lets in only during a span of UTC time (an event's hours).
+
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use estuary_proto::keycard::{Keycard, KeycardKey};
+
+use crate::geo::CountryDatabase;
+use crate::net::{Cidr, any_contains};
 
 /// What a bouncer says about a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +26,8 @@ pub enum Verdict {
 pub struct Visitor<'a> {
     pub path: &'a str,
     pub keycard: Option<&'a str>,
+    /// The client's address (the socket's peer, or what a trusted proxy says).
+    pub client: IpAddr,
     /// Unix seconds.
     pub now: u64,
 }
@@ -26,14 +36,57 @@ pub struct Visitor<'a> {
 pub enum Bouncer {
     /// Keycards signed with one of these keys, whose ACL covers the path.
     Token(Vec<KeycardKey>),
+    /// Clients by country (ISO 3166-1 codes).
+    Country(CountryRule),
+    /// Clients by address: denied ranges first, then (when there are any) only allowed ones.
+    Network {
+        allow: Vec<Cidr>,
+        deny: Vec<Cidr>,
+    },
+    /// Only from `from` until `until` (Unix seconds, either end open).
+    Window {
+        from: Option<u64>,
+        until: Option<u64>,
+    },
     All(Vec<Bouncer>),
     Any(Vec<Bouncer>),
+}
+
+#[derive(Clone, Debug)]
+pub struct CountryRule {
+    pub database: Arc<CountryDatabase>,
+    /// When not empty, only these countries.
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// What addresses the database does not place get.
+    pub unknown_allowed: bool,
 }
 
 impl Bouncer {
     pub fn judge(&self, visitor: &Visitor) -> Verdict {
         match self {
             Bouncer::Token(keys) => token(keys, visitor),
+            Bouncer::Country(rule) => country(rule, visitor),
+            Bouncer::Network { allow, deny } => {
+                if any_contains(deny, visitor.client) {
+                    deny_403(format!("{} is in a denied range", visitor.client))
+                } else if !allow.is_empty() && !any_contains(allow, visitor.client) {
+                    deny_403(format!("{} is not in an allowed range", visitor.client))
+                } else {
+                    Verdict::Allow { until: None }
+                }
+            }
+            Bouncer::Window { from, until } => match (from, until) {
+                (Some(from), _) if visitor.now < *from => deny_403(format!(
+                    "this opens at {from} (Unix time; now {})",
+                    visitor.now
+                )),
+                (_, Some(until)) if visitor.now >= *until => deny_403(format!(
+                    "this closed at {until} (Unix time; now {})",
+                    visitor.now
+                )),
+                (_, until) => Verdict::Allow { until: *until },
+            },
             Bouncer::All(bouncers) => {
                 let mut until = None;
                 for bouncer in bouncers {
@@ -63,6 +116,36 @@ impl Bouncer {
                 })
             }
         }
+    }
+}
+
+fn deny_403(reason: String) -> Verdict {
+    Verdict::Deny {
+        status: 403,
+        reason,
+    }
+}
+
+fn country(rule: &CountryRule, visitor: &Visitor) -> Verdict {
+    let Some(code) = rule.database.country(visitor.client) else {
+        return if rule.unknown_allowed {
+            Verdict::Allow { until: None }
+        } else {
+            deny_403(format!(
+                "{} is in no country of {}",
+                visitor.client,
+                rule.database.description()
+            ))
+        };
+    };
+    let listed = |list: &[String]| list.iter().any(|c| c.eq_ignore_ascii_case(&code));
+    if listed(&rule.deny) || (!rule.allow.is_empty() && !listed(&rule.allow)) {
+        deny_403(format!(
+            "viewers in {code} ({}) are not let in",
+            visitor.client
+        ))
+    } else {
+        Verdict::Allow { until: None }
     }
 }
 
@@ -114,8 +197,49 @@ mod tests {
         Visitor {
             path,
             keycard,
+            client: "192.0.2.1".parse().unwrap(),
             now: 1000,
         }
+    }
+
+    #[test]
+    fn networks_and_windows() {
+        let network = Bouncer::Network {
+            allow: vec!["192.0.2.0/24".parse().unwrap()],
+            deny: vec!["192.0.2.128/25".parse().unwrap()],
+        };
+        let at = |client: &str| Visitor {
+            client: client.parse().unwrap(),
+            ..visit("/live/a", None)
+        };
+        assert!(matches!(
+            network.judge(&at("192.0.2.1")),
+            Verdict::Allow { .. }
+        ));
+        assert!(matches!(
+            network.judge(&at("192.0.2.200")),
+            Verdict::Deny { .. }
+        ));
+        assert!(matches!(
+            network.judge(&at("198.51.100.1")),
+            Verdict::Deny { .. }
+        ));
+        let window = Bouncer::Window {
+            from: Some(900),
+            until: Some(1100),
+        };
+        assert_eq!(
+            window.judge(&visit("/live/a", None)),
+            Verdict::Allow { until: Some(1100) }
+        );
+        let later = Visitor {
+            now: 1100,
+            ..visit("/live/a", None)
+        };
+        assert!(matches!(
+            window.judge(&later),
+            Verdict::Deny { status: 403, .. }
+        ));
     }
 
     #[test]
@@ -178,5 +302,151 @@ mod tests {
             none.judge(&visit("/live/a", Some(&card))),
             Verdict::Deny { status: 403, .. }
         ));
+    }
+}
+
+/// Builds the bouncer a rule names, such as `all(token, any(country, network))`, from the
+/// bouncers configured by name (`token`, `country`, `network`, `window`).
+pub fn compose(
+    rule: &str,
+    named: &std::collections::BTreeMap<&str, Bouncer>,
+) -> Result<Bouncer, String> {
+    let mut parser = RuleParser {
+        text: rule,
+        rest: rule,
+        named,
+    };
+    let bouncer = parser.expression()?;
+    parser.skip_space();
+    if !parser.rest.is_empty() {
+        return Err(parser.error("the rule goes on after its end"));
+    }
+    Ok(bouncer)
+}
+
+struct RuleParser<'a, 'b> {
+    text: &'a str,
+    rest: &'a str,
+    named: &'b std::collections::BTreeMap<&'b str, Bouncer>,
+}
+
+impl RuleParser<'_, '_> {
+    fn skip_space(&mut self) {
+        self.rest = self.rest.trim_start();
+    }
+
+    fn error(&self, what: &str) -> String {
+        let at = self.text.len() - self.rest.len();
+        format!(
+            "bouncer rule {:?}, at character {}: {what}",
+            self.text,
+            at + 1
+        )
+    }
+
+    fn expression(&mut self) -> Result<Bouncer, String> {
+        self.skip_space();
+        let length = self
+            .rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(self.rest.len());
+        if length == 0 {
+            return Err(self.error("expected a bouncer's name, all(…) or any(…)"));
+        }
+        let name = &self.rest[..length];
+        self.rest = &self.rest[length..];
+        self.skip_space();
+        match name {
+            "all" | "any" => {
+                self.rest = self
+                    .rest
+                    .strip_prefix('(')
+                    .ok_or_else(|| self.error("expected ( after all or any"))?;
+                let mut parts = vec![self.expression()?];
+                loop {
+                    self.skip_space();
+                    if let Some(rest) = self.rest.strip_prefix(',') {
+                        self.rest = rest;
+                        parts.push(self.expression()?);
+                    } else if let Some(rest) = self.rest.strip_prefix(')') {
+                        self.rest = rest;
+                        break;
+                    } else {
+                        return Err(self.error("expected , or )"));
+                    }
+                }
+                Ok(if name == "all" {
+                    Bouncer::All(parts)
+                } else {
+                    Bouncer::Any(parts)
+                })
+            }
+            name => self.named.get(name).cloned().ok_or_else(|| {
+                let known: Vec<&str> = self.named.keys().copied().collect();
+                format!(
+                    "bouncer rule {:?}: {name} is not configured (configured: {})",
+                    self.text,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                )
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod rule_tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn rules_compose_configured_bouncers() {
+        let mut named = BTreeMap::new();
+        named.insert(
+            "network",
+            Bouncer::Network {
+                allow: vec!["10.0.0.0/8".parse().unwrap()],
+                deny: Vec::new(),
+            },
+        );
+        named.insert(
+            "window",
+            Bouncer::Window {
+                from: None,
+                until: Some(5),
+            },
+        );
+        let rule = compose("any( network , all(window))", &named).unwrap();
+        assert!(matches!(&rule, Bouncer::Any(parts) if parts.len() == 2));
+        let visitor = Visitor {
+            path: "/live/a",
+            keycard: None,
+            client: "10.1.1.1".parse().unwrap(),
+            now: 100,
+        };
+        assert!(matches!(rule.judge(&visitor), Verdict::Allow { .. }));
+        assert!(
+            compose("all(network, token)", &named)
+                .unwrap_err()
+                .contains("token is not configured")
+        );
+        assert!(
+            compose("all(network", &named)
+                .unwrap_err()
+                .contains("expected , or )")
+        );
+        assert!(
+            compose("network window", &named)
+                .unwrap_err()
+                .contains("goes on")
+        );
+        assert!(
+            compose("", &named)
+                .unwrap_err()
+                .contains("expected a bouncer")
+        );
     }
 }

@@ -21,6 +21,7 @@ use crate::bouncer::{Bouncer, Verdict, Visitor};
 use crate::cache::{self, Cache, Growing, Lookup, Object};
 use crate::carry;
 use crate::metrics::{AccessLog, Metrics};
+use crate::net::{self, Cidr};
 use crate::porter;
 use crate::upstream::{UpstreamError, Upstreams};
 
@@ -42,6 +43,8 @@ pub struct EdgeConfig {
     pub playlist_floor: Duration,
     /// How old a playlist may be and still be served when the upstream fails.
     pub stale_limit: Duration,
+    /// Peers whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl EdgeConfig {
@@ -54,6 +57,7 @@ impl EdgeConfig {
             access_log: None,
             playlist_floor: Duration::from_millis(100),
             stale_limit: Duration::from_secs(60),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -294,7 +298,12 @@ fn unix_now() -> Duration {
 }
 
 /// Answers one request.
-pub async fn handle(edge: Arc<Edge>, client: IpAddr, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(edge: Arc<Edge>, peer: IpAddr, request: Request<Incoming>) -> Response<Body> {
+    let forwarded_for = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok());
+    let client = net::client_address(peer, forwarded_for, &edge.config.trusted_proxies);
     let log = edge.access_log.clone().map(|log| {
         let text = |name: header::HeaderName| {
             request
@@ -320,7 +329,7 @@ pub async fn handle(edge: Arc<Edge>, client: IpAddr, request: Request<Incoming>)
             },
         )
     });
-    let mut response = answer(&edge, &request).await;
+    let mut response = answer(&edge, client, &request).await;
     let status = response.status().as_u16();
     edge.metrics.count_request(status);
     let body = std::mem::replace(response.body_mut(), Body::empty());
@@ -334,7 +343,7 @@ pub async fn handle(edge: Arc<Edge>, client: IpAddr, request: Request<Incoming>)
     response
 }
 
-async fn answer(edge: &Edge, request: &Request<Incoming>) -> Response<Body> {
+async fn answer(edge: &Edge, client: IpAddr, request: &Request<Incoming>) -> Response<Body> {
     let path = request.uri().path();
     if !is_safe_path(path) {
         return problem(StatusCode::BAD_REQUEST, "the path leaves the URL layout");
@@ -365,7 +374,7 @@ async fn answer(edge: &Edge, request: &Request<Incoming>) -> Response<Body> {
                 Body::text(text),
             )
         }
-        (&Method::GET | &Method::HEAD, _) => proxy(edge, request).await,
+        (&Method::GET | &Method::HEAD, _) => proxy(edge, client, request).await,
         _ => problem(
             StatusCode::METHOD_NOT_ALLOWED,
             "the edge serves GET and HEAD",
@@ -401,7 +410,7 @@ fn healthz(edge: &Edge) -> Response<Body> {
     )
 }
 
-async fn proxy(edge: &Edge, request: &Request<Incoming>) -> Response<Body> {
+async fn proxy(edge: &Edge, client: IpAddr, request: &Request<Incoming>) -> Response<Body> {
     let path = request.uri().path();
     let query = request.uri().query();
     let header_text = |name: header::HeaderName| {
@@ -421,6 +430,7 @@ async fn proxy(edge: &Edge, request: &Request<Incoming>) -> Response<Body> {
         let visitor = Visitor {
             path,
             keycard: keycard.as_deref(),
+            client,
             now: unix_now().as_secs(),
         };
         match bouncer.judge(&visitor) {

@@ -59,6 +59,59 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// A moment given as Unix seconds (`1795286412`) or as a UTC date and time
+/// (`2026-11-21T18:40:12Z`, seconds optional), in Unix seconds.
+pub fn parse_moment(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(seconds);
+    }
+    let invalid =
+        || format!("{text:?} is neither Unix seconds nor a UTC time like 2026-11-21T20:00:00Z");
+    let body = text.strip_suffix('Z').ok_or_else(invalid)?;
+    let (date, time) = body.split_once('T').ok_or_else(invalid)?;
+    let numbers = |part: &str, separator: char| -> Result<Vec<u32>, String> {
+        part.split(separator)
+            .map(|field| field.parse::<u32>().map_err(|_| invalid()))
+            .collect()
+    };
+    let (date, time) = (numbers(date, '-')?, numbers(time, ':')?);
+    let ([year, month, day], [hour, minute, rest @ ..]) = (date.as_slice(), time.as_slice()) else {
+        return Err(invalid());
+    };
+    let second = rest.first().copied().unwrap_or(0);
+    if rest.len() > 1
+        || !(1..=12).contains(month)
+        || !(1..=31).contains(day)
+        || *hour > 23
+        || *minute > 59
+        || second > 60
+    {
+        return Err(invalid());
+    }
+    let days = days_from_civil(i64::from(*year), *month, *day);
+    if days < 0 || civil_from_days(days) != (i64::from(*year), *month, *day) {
+        return Err(invalid());
+    }
+    Ok(
+        days as u64 * 86_400
+            + u64::from(*hour) * 3600
+            + u64::from(*minute) * 60
+            + u64::from(second),
+    )
+}
+
+/// A proleptic Gregorian date to days since 1970-01-01 (the inverse of `civil_from_days`).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let month_index = i64::from(if month > 2 { month - 3 } else { month + 9 });
+    let day_of_year = (153 * month_index + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +134,15 @@ mod tests {
             UtcTime::from_unix_nanos(1_709_164_800 * 1_000_000_000).iso8601(),
             "2024-02-29T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn moments_parse_both_ways() {
+        assert_eq!(parse_moment("1795286412"), Ok(1_795_286_412));
+        assert_eq!(parse_moment("2026-11-21T18:40:12Z"), Ok(1_795_286_412));
+        assert_eq!(parse_moment("2000-02-29T00:00Z"), Ok(951_782_400));
+        assert!(parse_moment("2026-02-30T00:00:00Z").is_err());
+        assert!(parse_moment("2026-11-21 18:40:12").is_err());
+        assert!(parse_moment("tomorrow").is_err());
     }
 }
