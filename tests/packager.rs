@@ -58,6 +58,31 @@ async fn packager(extra: &[&str]) -> (Running, SocketAddr) {
     (running, address)
 }
 
+/// Starts one long chunked POST to `path`, as an ingest does: what is sent on the returned
+/// channel goes out as the body; the task ends with the packager's answer.
+async fn open_ingest(
+    address: SocketAddr,
+    path: &str,
+) -> (
+    mpsc::Sender<Bytes>,
+    tokio::task::JoinHandle<hyper::Result<hyper::Response<hyper::body::Incoming>>>,
+) {
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (body, receiver) = mpsc::channel(4);
+    let request = Request::post(path)
+        .header("host", "localhost")
+        .body(ChannelBody(receiver))
+        .unwrap();
+    (
+        body,
+        tokio::spawn(async move { sender.send_request(request).await }),
+    )
+}
+
 /// POSTs `body` in one piece (with `authorization` when given) and returns the answer.
 async fn post(
     address: SocketAddr,
@@ -143,17 +168,7 @@ async fn blocked_playlist_requests_answer_as_soon_as_the_part_lands() {
     let (mut packager, address) = packager(&[]).await;
 
     // The ingest: one long chunked POST.
-    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let (body, receiver) = mpsc::channel(4);
-    let request = Request::post("/ingest/demo/v180")
-        .header("host", "localhost")
-        .body(ChannelBody(receiver))
-        .unwrap();
-    let ingest = tokio::spawn(async move { sender.send_request(request).await });
+    let (body, ingest) = open_ingest(address, "/ingest/demo/v180").await;
     body.send(header.clone()).await.unwrap();
     let started = Instant::now();
     while http_get(address, "/live/demo/v180/init.mp4").await.0 != StatusCode::OK {
@@ -312,17 +327,7 @@ async fn a_segment_in_progress_streams_as_its_chunks_arrive() {
     };
     let (mut packager, address) = packager(&[]).await;
 
-    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let (ingest, receiver) = mpsc::channel(4);
-    let request = Request::post("/ingest/demo/v180")
-        .header("host", "localhost")
-        .body(ChannelBody(receiver))
-        .unwrap();
-    let posted = tokio::spawn(async move { sender.send_request(request).await });
+    let (ingest, posted) = open_ingest(address, "/ingest/demo/v180").await;
     ingest.send(header).await.unwrap();
 
     // Everything up to and including the first chunk of segment 2.
