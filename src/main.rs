@@ -91,6 +91,9 @@ struct EdgeArgs {
     /// Proxies (CIDR, comma-separated) whose X-Forwarded-For names the client.
     #[arg(long, env = "ESTUARY_EDGE_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<String>,
+    /// Trusted proxies may start connections with a PROXY protocol header (v1 or v2).
+    #[arg(long, env = "ESTUARY_EDGE_PROXY_PROTOCOL")]
+    proxy_protocol: bool,
     /// Write a combined-format access log to FILE (- for standard output).
     #[arg(long, env = "ESTUARY_EDGE_ACCESS_LOG")]
     access_log: Option<PathBuf>,
@@ -330,6 +333,10 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.stale_limit = parse_duration("--stale-limit", &args.stale_limit)?;
     config.access_log = args.access_log.clone();
     config.trusted_proxies = cidrs("--trusted-proxies", &args.trusted_proxies)?;
+    config.proxy_protocol = args.proxy_protocol;
+    if config.proxy_protocol && config.trusted_proxies.is_empty() {
+        bail!("--proxy-protocol needs --trusted-proxies (whose headers to believe)");
+    }
     config.bouncer = edge_bouncer(&args)?;
     runtime()?.block_on(estuary_edge::server::run(config, shutdown_signal()))?;
     Ok(())

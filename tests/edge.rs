@@ -637,3 +637,62 @@ async fn countries_are_let_in_or_turned_away() {
         }
     }
 }
+
+/// The PROXY protocol from a trusted proxy names the client (versions 1 and 2); a garbage
+/// PROXY header gets 400 and a closed connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_headers_name_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _edge = Running(
+        estuary()
+            .args(["edge", "--listen", &edge.to_string()])
+            .args([
+                "--upstream",
+                "http://127.0.0.1:9",
+                "--deny-networks",
+                "89.160.20.0/24",
+            ])
+            .args(["--trusted-proxies", "127.0.0.1", "--proxy-protocol"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_listener(edge).await;
+    let request = b"GET /live/demo/master.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let mut v2_denied = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2_denied.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 89, 160, 20, 112, 127, 0, 0, 1, 0, 80, 0, 80,
+    ]);
+    for (name, header, expected) in [
+        (
+            "v1, let in",
+            b"PROXY TCP4 81.2.69.142 127.0.0.1 5000 80\r\n".to_vec(),
+            "502",
+        ),
+        (
+            "v1, denied range",
+            b"PROXY TCP4 89.160.20.112 127.0.0.1 5000 80\r\n".to_vec(),
+            "403",
+        ),
+        ("v2, denied range", v2_denied, "403"),
+        ("no header", Vec::new(), "502"),
+        ("garbage", b"PROXY TCP4 not an address\r\n".to_vec(), "400"),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(edge).await.unwrap();
+        stream
+            .write_all(&[header, request.to_vec()].concat())
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("the edge answers and closes")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {expected}")),
+            "{name}: {answer}"
+        );
+    }
+}

@@ -1,9 +1,12 @@
 //! The porter: the first thing a connection meets. It reads the request head itself, within a
 //! size and a time limit, and decides who serves the connection. Today every connection goes
 //! to hyper (HTTP/1.1, or HTTP/2 with prior knowledge) with the bytes already read put back in
-//! front; continuous-stream requests will be handed to the fan-out engine here instead.
+//! front; continuous-stream requests will be handed to the fan-out engine here instead. From a
+//! trusted proxy, a PROXY protocol header (version 1 or 2) before the request names the
+//! client.
 
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,6 +21,11 @@ pub const MAX_HEAD: usize = 16 * 1024;
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// What an HTTP/2 client with prior knowledge sends first.
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// The PROXY protocol: version 1 starts with this text and is at most 107 bytes long...
+const PROXY_V1: &[u8] = b"PROXY ";
+const PROXY_V1_MAX: usize = 107;
+/// ...and version 2 with this signature.
+const PROXY_V2: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
 /// The request line of a connection's first request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,23 +115,101 @@ pub fn parse_head(buffer: &[u8]) -> Result<Option<Head>, HeadError> {
     }))
 }
 
+/// Reads a PROXY protocol header at the start of `buffer` (sans IO): `Ok(None)` while more
+/// bytes are needed; else the client it names (none for `UNKNOWN` or `LOCAL`) and how many
+/// bytes the header took. A buffer that starts with neither signature has no header.
+pub fn parse_proxy(buffer: &[u8]) -> Result<Option<(Option<IpAddr>, usize)>, HeadError> {
+    let needed = |signature: &[u8]| buffer.len() < signature.len() && signature.starts_with(buffer);
+    if needed(PROXY_V1) || needed(PROXY_V2) {
+        return Ok(None);
+    }
+    if buffer.starts_with(PROXY_V1) {
+        let Some(end) = find(&buffer[..buffer.len().min(PROXY_V1_MAX)], b"\r\n") else {
+            return if buffer.len() >= PROXY_V1_MAX {
+                Err(HeadError::Malformed)
+            } else {
+                Ok(None)
+            };
+        };
+        let line = std::str::from_utf8(&buffer[..end]).map_err(|_| HeadError::Malformed)?;
+        let fields: Vec<&str> = line.split(' ').collect();
+        let client = match fields.as_slice() {
+            ["PROXY", "UNKNOWN", ..] => None,
+            [
+                "PROXY",
+                "TCP4" | "TCP6",
+                source,
+                destination,
+                source_port,
+                destination_port,
+            ] => {
+                let source: IpAddr = source.parse().map_err(|_| HeadError::Malformed)?;
+                let _: IpAddr = destination.parse().map_err(|_| HeadError::Malformed)?;
+                for port in [source_port, destination_port] {
+                    port.parse::<u16>().map_err(|_| HeadError::Malformed)?;
+                }
+                Some(source)
+            }
+            _ => return Err(HeadError::Malformed),
+        };
+        return Ok(Some((client, end + 2)));
+    }
+    if buffer.starts_with(PROXY_V2) {
+        let Some(header) = buffer.get(..16) else {
+            return Ok(None);
+        };
+        let (version_command, family) = (header[12], header[13]);
+        let length = usize::from(u16::from_be_bytes([header[14], header[15]]));
+        if version_command >> 4 != 2 || length > 512 {
+            return Err(HeadError::Malformed);
+        }
+        let Some(addresses) = buffer.get(16..16 + length) else {
+            return Ok(None);
+        };
+        let client = match (version_command & 0x0f, family >> 4) {
+            (0, _) => None, // LOCAL: the proxy's own connection (a health check)
+            (1, 1) if addresses.len() >= 12 => Some(IpAddr::from(
+                <[u8; 4]>::try_from(&addresses[..4]).map_err(|_| HeadError::Malformed)?,
+            )),
+            (1, 2) if addresses.len() >= 36 => Some(IpAddr::from(
+                <[u8; 16]>::try_from(&addresses[..16]).map_err(|_| HeadError::Malformed)?,
+            )),
+            (1, 0) => None, // UNSPEC
+            _ => return Err(HeadError::Malformed),
+        };
+        return Ok(Some((client, 16 + length)));
+    }
+    Ok(Some((None, 0)))
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|window| window == needle)
 }
 
-/// Reads the first request head of `stream`; on a bad head, answers (when there is an answer)
-/// and gives the reason.
-pub async fn admit(mut stream: TcpStream) -> Result<(Head, Prefixed), HeadError> {
+/// Reads the first request head of `stream` (after a PROXY protocol header, when the peer is
+/// a trusted proxy that may send one); on a bad head, answers (when there is an answer) and
+/// gives the reason. Returns the head, the connection, and the client a PROXY header named.
+pub async fn admit(
+    mut stream: TcpStream,
+    proxy_protocol: bool,
+) -> Result<(Head, Prefixed, Option<IpAddr>), HeadError> {
     let mut buffer = BytesMut::with_capacity(2048);
     let read = async {
+        let mut proxied = None;
+        let mut proxy_done = !proxy_protocol;
         loop {
-            if let Some(head) = parse_head(&buffer)? {
-                return Ok(head);
+            if !proxy_done && let Some((client, length)) = parse_proxy(&buffer)? {
+                proxied = client;
+                proxy_done = true;
+                let _ = buffer.split_to(length);
+            }
+            if proxy_done && let Some(head) = parse_head(&buffer)? {
+                return Ok((head, proxied));
             }
             let mut piece = [0u8; 2048];
-            let room = MAX_HEAD + HTTP2_PREFACE.len() - buffer.len();
+            let room = MAX_HEAD + HTTP2_PREFACE.len() + 600 - buffer.len();
             let count = stream
                 .read(&mut piece[..room.min(2048)])
                 .await
@@ -139,12 +225,13 @@ pub async fn admit(mut stream: TcpStream) -> Result<(Head, Prefixed), HeadError>
         Err(_) => Err(HeadError::TimedOut),
     };
     match outcome {
-        Ok(head) => Ok((
+        Ok((head, proxied)) => Ok((
             head,
             Prefixed {
                 prefix: buffer.freeze(),
                 inner: stream,
             },
+            proxied,
         )),
         Err(error) => {
             if let Some(answer) = error.response() {
@@ -236,6 +323,36 @@ mod tests {
         );
         let huge = [b"GET / HTTP/1.1\r\nX: ".as_slice(), &[b'a'; MAX_HEAD]].concat();
         assert_eq!(parse_head(&huge), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn proxy_headers_name_the_client() {
+        let v1 = b"PROXY TCP4 81.2.69.142 127.0.0.1 56324 8090\r\nGET / HTTP/1.1\r\n";
+        assert_eq!(
+            parse_proxy(v1),
+            Ok(Some((Some("81.2.69.142".parse().unwrap()), 45)))
+        );
+        assert_eq!(parse_proxy(b"PROXY TCP4 81.2"), Ok(None));
+        assert_eq!(parse_proxy(b"PROXY UNKNOWN\r\n"), Ok(Some((None, 15))));
+        assert_eq!(
+            parse_proxy(b"PROXY TCP4 nonsense\r\n"),
+            Err(HeadError::Malformed)
+        );
+        let endless = [PROXY_V1, &[b'x'; 200]].concat();
+        assert_eq!(parse_proxy(&endless), Err(HeadError::Malformed));
+        assert_eq!(parse_proxy(b"GET / HTTP/1.1\r\n"), Ok(Some((None, 0))));
+        let mut v2 = PROXY_V2.to_vec();
+        v2.extend_from_slice(&[
+            0x21, 0x11, 0, 12, 89, 160, 20, 112, 127, 0, 0, 1, 0x1f, 0x90, 0x1f, 0x90,
+        ]);
+        assert_eq!(
+            parse_proxy(&v2),
+            Ok(Some((Some("89.160.20.112".parse().unwrap()), 28)))
+        );
+        assert_eq!(parse_proxy(&v2[..20]), Ok(None));
+        let mut bad = PROXY_V2.to_vec();
+        bad.extend_from_slice(&[0x31, 0x11, 0, 12]);
+        assert_eq!(parse_proxy(&bad), Err(HeadError::Malformed));
     }
 
     proptest! {

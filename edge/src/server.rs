@@ -45,6 +45,8 @@ pub struct EdgeConfig {
     pub stale_limit: Duration,
     /// Peers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// Trusted proxies may start their connections with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 impl EdgeConfig {
@@ -58,6 +60,7 @@ impl EdgeConfig {
             playlist_floor: Duration::from_millis(100),
             stale_limit: Duration::from_secs(60),
             trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }
@@ -541,7 +544,9 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>) {
 }
 
 async fn serve_connection(edge: &Arc<Edge>, stream: tokio::net::TcpStream, peer: SocketAddr) {
-    let (_head, connection) = match porter::admit(stream).await {
+    let proxy_protocol =
+        edge.config.proxy_protocol && net::any_contains(&edge.config.trusted_proxies, peer.ip());
+    let (_head, connection, proxied) = match porter::admit(stream, proxy_protocol).await {
         Ok(admitted) => admitted,
         Err(error) => {
             if error != porter::HeadError::Closed {
@@ -551,7 +556,8 @@ async fn serve_connection(edge: &Arc<Edge>, stream: tokio::net::TcpStream, peer:
             return;
         }
     };
-    let client = peer.ip();
+    // The client a PROXY header names stands where the socket's peer would.
+    let client = proxied.unwrap_or(peer.ip());
     let service_edge = edge.clone();
     let service = service_fn(move |request| {
         let edge = service_edge.clone();
