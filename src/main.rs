@@ -78,14 +78,18 @@ struct EdgeArgs {
     /// Client ranges turned away (checked before --allow-networks).
     #[arg(long, env = "ESTUARY_EDGE_DENY_NETWORKS", value_delimiter = ',')]
     deny_networks: Vec<String>,
+    /// htpasswd file (bcrypt or SHA-256 crypt hashes): turns on the password bouncer (HTTP
+    /// Basic).
+    #[arg(long, env = "ESTUARY_EDGE_HTPASSWD")]
+    htpasswd: Option<PathBuf>,
     /// Let viewers in only from this moment (Unix seconds or 2026-11-21T20:00:00Z).
     #[arg(long, env = "ESTUARY_EDGE_OPEN_AT")]
     open_at: Option<String>,
     /// Turn viewers away from this moment on.
     #[arg(long, env = "ESTUARY_EDGE_CLOSE_AT")]
     close_at: Option<String>,
-    /// How the bouncers combine, e.g. 'all(token, country)' or 'any(token, network)'
-    /// [default: all of those configured].
+    /// How the bouncers combine, e.g. 'all(token, country)' or 'any(token, password)'
+    /// (names: token, country, network, window, password) [default: all of those configured].
     #[arg(long, env = "ESTUARY_EDGE_BOUNCERS")]
     bouncers: Option<String>,
     /// Proxies (CIDR, comma-separated) whose X-Forwarded-For names the client.
@@ -391,6 +395,13 @@ fn edge_bouncer(args: &EdgeArgs) -> anyhow::Result<Option<estuary_edge::bouncer:
                 deny: cidrs("--deny-networks", &args.deny_networks)?,
             },
         );
+    }
+    if let Some(path) = &args.htpasswd {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the htpasswd file {}", path.display()))?;
+        let users = estuary_edge::htpasswd::Htpasswd::parse(&text)
+            .map_err(|reason| anyhow::anyhow!("{}: {reason}", path.display()))?;
+        named.insert("password", Bouncer::Password(std::sync::Arc::new(users)));
     }
     if args.open_at.is_some() || args.close_at.is_some() {
         let moment = |flag: &str, text: &Option<String>| {

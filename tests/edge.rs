@@ -696,3 +696,59 @@ async fn proxy_headers_name_the_client() {
         );
     }
 }
+
+/// HTTP Basic against an htpasswd file whose hash openssl wrote (SHA-256 crypt); the password
+/// bouncer combined with the network bouncer by a rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_from_an_htpasswd_file() {
+    require_tool("openssl", "openssl");
+    let dir = tempfile::tempdir().unwrap();
+    let hash = Command::new("openssl")
+        .args(["passwd", "-5", "s3cret"])
+        .output()
+        .unwrap();
+    let hash = String::from_utf8(hash.stdout).unwrap();
+    let file = dir.path().join("viewers.htpasswd");
+    std::fs::write(&file, format!("ann:{}\n", hash.trim())).unwrap();
+    let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _edge = Running(
+        estuary()
+            .args(["edge", "--listen", &edge.to_string()])
+            .args(["--upstream", "http://127.0.0.1:9", "--htpasswd"])
+            .arg(&file)
+            .args([
+                "--allow-networks",
+                "10.0.0.0/8",
+                "--bouncers",
+                "any(password, network)",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_listener(edge).await;
+    // ann:s3cret, ann:wrong, nobody.
+    for (authorization, expected) in [
+        (Some("Basic YW5uOnMzY3JldA=="), 502),
+        (Some("Basic YW5uOndyb25n"), 401),
+        (None, 401),
+    ] {
+        let stream = tokio::net::TcpStream::connect(edge).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut request = Request::get("/live/demo/master.m3u8").header("host", "localhost");
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = sender
+            .send_request(request.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{authorization:?}");
+        if expected == 401 {
+            assert!(response.headers().get("www-authenticate").is_some());
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! a verdict out. They compose with `all(…)` (every one must allow) and `any(…)` (one is
 //! enough). The token bouncer checks keycards (EdgeAuth 2.0, DESIGN.md "Keycards"); the
 //! country bouncer looks the client up in a GeoIP database; the network bouncer checks CIDR
-//! ranges; the window bouncer lets in only during a span of UTC time (an event's hours).
+//! ranges; the window bouncer lets in only during a span of UTC time (an event's hours); the
+//! password bouncer checks HTTP Basic credentials against an htpasswd file.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use estuary_proto::keycard::{Keycard, KeycardKey};
 
 use crate::geo::CountryDatabase;
+use crate::htpasswd::Htpasswd;
 use crate::net::{Cidr, any_contains};
 
 /// What a bouncer says about a request.
@@ -28,6 +30,8 @@ pub struct Visitor<'a> {
     pub keycard: Option<&'a str>,
     /// The client's address (the socket's peer, or what a trusted proxy says).
     pub client: IpAddr,
+    /// User and password of an `Authorization: Basic` header.
+    pub basic: Option<(&'a str, &'a str)>,
     /// Unix seconds.
     pub now: u64,
 }
@@ -43,6 +47,8 @@ pub enum Bouncer {
         allow: Vec<Cidr>,
         deny: Vec<Cidr>,
     },
+    /// HTTP Basic credentials found in an htpasswd file.
+    Password(Arc<Htpasswd>),
     /// Only from `from` until `until` (Unix seconds, either end open).
     Window {
         from: Option<u64>,
@@ -67,6 +73,19 @@ impl Bouncer {
         match self {
             Bouncer::Token(keys) => token(keys, visitor),
             Bouncer::Country(rule) => country(rule, visitor),
+            Bouncer::Password(users) => match visitor.basic {
+                Some((user, password)) if users.check(user, password) => {
+                    Verdict::Allow { until: None }
+                }
+                Some((user, _)) => Verdict::Deny {
+                    status: 401,
+                    reason: format!("wrong user name or password for {user:?}"),
+                },
+                None => Verdict::Deny {
+                    status: 401,
+                    reason: "a user name and password are required (HTTP Basic)".into(),
+                },
+            },
             Bouncer::Network { allow, deny } => {
                 if any_contains(deny, visitor.client) {
                     deny_403(format!("{} is in a denied range", visitor.client))
@@ -198,6 +217,7 @@ mod tests {
             path,
             keycard,
             client: "192.0.2.1".parse().unwrap(),
+            basic: None,
             now: 1000,
         }
     }
@@ -306,7 +326,7 @@ mod tests {
 }
 
 /// Builds the bouncer a rule names, such as `all(token, any(country, network))`, from the
-/// bouncers configured by name (`token`, `country`, `network`, `window`).
+/// bouncers configured by name (`token`, `country`, `network`, `window`, `password`).
 pub fn compose(
     rule: &str,
     named: &std::collections::BTreeMap<&str, Bouncer>,
@@ -425,6 +445,7 @@ mod rule_tests {
             path: "/live/a",
             keycard: None,
             client: "10.1.1.1".parse().unwrap(),
+            basic: None,
             now: 100,
         };
         assert!(matches!(rule.judge(&visitor), Verdict::Allow { .. }));

@@ -4,14 +4,15 @@
 //! viewers miss at once into one upstream fetch and serves stale playlists when the upstream
 //! fails. Everything an edge knows comes from its upstreams and its configuration.
 //!
-//! Still to come: TLS and HTTP/3, the GeoIP, IP-range, htpasswd and time-window bouncers,
-//! trusted proxies, reports to control, and the fan-out engine for continuous streams.
+//! Still to come: TLS and HTTP/3, reports to control, and the fan-out engine for continuous
+//! streams.
 
 pub mod body;
 pub mod bouncer;
 pub mod cache;
 pub mod carry;
 pub mod geo;
+pub mod htpasswd;
 pub mod metrics;
 pub mod net;
 pub mod porter;

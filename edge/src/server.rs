@@ -20,6 +20,7 @@ use crate::body::{Body, OwnedLogLine, Tally};
 use crate::bouncer::{Bouncer, Verdict, Visitor};
 use crate::cache::{self, Cache, Growing, Lookup, Object};
 use crate::carry;
+use crate::htpasswd;
 use crate::metrics::{AccessLog, Metrics};
 use crate::net::{self, Cidr};
 use crate::porter;
@@ -430,17 +431,28 @@ async fn proxy(edge: &Edge, client: IpAddr, request: &Request<Incoming>) -> Resp
     let guarded = path.starts_with("/live/") || path.starts_with("/vod/");
     let mut carried = None;
     if guarded && let Some(bouncer) = &edge.config.bouncer {
+        let basic = header_text(header::AUTHORIZATION).and_then(htpasswd::basic_credentials);
         let visitor = Visitor {
             path,
             keycard: keycard.as_deref(),
             client,
+            basic: basic
+                .as_ref()
+                .map(|(user, password)| (user.as_str(), password.as_str())),
             now: unix_now().as_secs(),
         };
         match bouncer.judge(&visitor) {
             Verdict::Allow { .. } => carried = keycard,
             Verdict::Deny { status, reason } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-                return problem(status, reason);
+                let mut response = problem(status, reason);
+                if status == StatusCode::UNAUTHORIZED {
+                    response.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"estuary\", charset=\"UTF-8\""),
+                    );
+                }
+                return response;
             }
         }
     }
