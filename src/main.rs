@@ -95,6 +95,19 @@ struct EdgeArgs {
     /// Proxies (CIDR, comma-separated) whose X-Forwarded-For names the client.
     #[arg(long, env = "ESTUARY_EDGE_TRUSTED_PROXIES", value_delimiter = ',')]
     trusted_proxies: Vec<String>,
+    /// Control's base URL: a report (clients, egress, cache hits, CPU, mood) goes to
+    /// URL/api/v1/reports every second.
+    #[arg(long, env = "ESTUARY_EDGE_CONTROL")]
+    control: Option<String>,
+    /// This edge's name in its reports [default: the host name and port].
+    #[arg(long, env = "ESTUARY_EDGE_ID")]
+    id: Option<String>,
+    /// The site this edge is in, as control's configuration names it.
+    #[arg(long, env = "ESTUARY_EDGE_SITE", default_value = "default")]
+    site: String,
+    /// Where viewers reach this edge, for control's redirects [default: http://LISTEN].
+    #[arg(long, env = "ESTUARY_EDGE_PUBLIC_URL")]
+    public_url: Option<String>,
     /// Trusted proxies may start connections with a PROXY protocol header (v1 or v2).
     #[arg(long, env = "ESTUARY_EDGE_PROXY_PROTOCOL")]
     proxy_protocol: bool,
@@ -342,6 +355,23 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         bail!("--proxy-protocol needs --trusted-proxies (whose headers to believe)");
     }
     config.bouncer = edge_bouncer(&args)?;
+    if let Some(control) = &args.control {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| "edge".into());
+        let identity = estuary_edge::report::Identity {
+            id: args
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("{host}:{}", args.listen.port())),
+            site: args.site.clone(),
+            url: args
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", args.listen)),
+        };
+        config.control = Some((control.clone(), identity));
+    }
     runtime()?.block_on(estuary_edge::server::run(config, shutdown_signal()))?;
     Ok(())
 }

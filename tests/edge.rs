@@ -752,3 +752,96 @@ async fn passwords_from_an_htpasswd_file() {
         }
     }
 }
+
+/// With --control, the edge reports every second: who and where it is, its clients, egress,
+/// hit ratio, CPU and mood (sad, with the reason, while its upstream fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_reports_to_control_every_second() {
+    use estuary_proto::report::EdgeReport;
+    // A stand-in for control's registry: it keeps every report body.
+    let control = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let control_address = control.local_addr().unwrap();
+    let (reports, mut received) = tokio::sync::mpsc::unbounded_channel::<(String, Bytes)>();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = control.accept().await.unwrap();
+            let reports = reports.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let reports = reports.clone();
+                        async move {
+                            let path = request.uri().path().to_owned();
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            let _ = reports.send((path, body));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::new(),
+                            )))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+
+    let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _edge = Running(
+        estuary()
+            .args(["edge", "--listen", &edge.to_string()])
+            .args(["--upstream", "http://127.0.0.1:9"])
+            .arg("--control")
+            .arg(format!("http://{control_address}"))
+            .args([
+                "--id",
+                "lon-1",
+                "--site",
+                "lon",
+                "--public-url",
+                "http://lon-1.example",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_listener(edge).await;
+    let next = async |received: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Bytes)>| {
+        let (path, body) = tokio::time::timeout(Duration::from_secs(3), received.recv())
+            .await
+            .expect("a report within 3 s")
+            .unwrap();
+        assert_eq!(path, "/api/v1/reports");
+        serde_json::from_slice::<EdgeReport>(&body).expect("a report in the documented shape")
+    };
+    let first = next(&mut received).await;
+    let started = Instant::now();
+    assert_eq!((first.id.as_str(), first.site.as_str()), ("lon-1", "lon"));
+    assert_eq!(first.url, "http://lon-1.example");
+    assert_eq!(first.mood, estuary_proto::Mood::Waking);
+    let second = next(&mut received).await;
+    let gap = started.elapsed();
+    assert!(
+        gap > Duration::from_millis(700) && gap < Duration::from_millis(1500),
+        "{gap:?}"
+    );
+    assert!(second.cpu >= 0.0 && second.cache_hit_ratio <= 1.0);
+
+    // The upstream fails: the next reports say sad, and why.
+    let (status, _, _) = get(edge, "/live/demo/master.m3u8").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let sad = loop {
+        let report = next(&mut received).await;
+        if report.mood != estuary_proto::Mood::Waking {
+            break report;
+        }
+    };
+    assert_eq!(sad.mood, estuary_proto::Mood::Sad);
+    assert!(sad.reason.unwrap().contains("127.0.0.1:9"));
+    println!(
+        "reports every {:.2} s; egress {} bit/s",
+        gap.as_secs_f64(),
+        second.egress_bps
+    );
+}

@@ -4,8 +4,7 @@
 //! viewers miss at once into one upstream fetch and serves stale playlists when the upstream
 //! fails. Everything an edge knows comes from its upstreams and its configuration.
 //!
-//! Still to come: TLS and HTTP/3, reports to control, and the fan-out engine for continuous
-//! streams.
+//! Still to come: TLS and HTTP/3, and the fan-out engine for continuous streams.
 
 pub mod body;
 pub mod bouncer;
@@ -16,6 +15,7 @@ pub mod htpasswd;
 pub mod metrics;
 pub mod net;
 pub mod porter;
+pub mod report;
 pub mod server;
 pub mod upstream;
 

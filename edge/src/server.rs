@@ -48,6 +48,8 @@ pub struct EdgeConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Trusted proxies may start their connections with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// Control's base URL and who this edge is: a report goes there every second.
+    pub control: Option<(String, crate::report::Identity)>,
 }
 
 impl EdgeConfig {
@@ -62,6 +64,7 @@ impl EdgeConfig {
             stale_limit: Duration::from_secs(60),
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            control: None,
         }
     }
 }
@@ -112,6 +115,25 @@ impl Edge {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub fn cache_counts(&self) -> cache::CacheCounts {
+        self.cache.counts()
+    }
+
+    /// `waking` before the first upstream answer, `happy`, or `sad` with the reason while the
+    /// upstreams fail.
+    pub fn mood(&self) -> (estuary_proto::Mood, Option<String>) {
+        let (last_ok, failure) = self
+            .upstream_health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match (last_ok, failure) {
+            (_, Some(reason)) => (estuary_proto::Mood::Sad, Some(reason)),
+            (Some(_), None) => (estuary_proto::Mood::Happy, None),
+            (None, None) => (estuary_proto::Mood::Waking, None),
+        }
     }
 
     /// The object for `key` (path and query, keycard removed): from the cache, from a fetch
@@ -387,16 +409,7 @@ async fn answer(edge: &Edge, client: IpAddr, request: &Request<Incoming>) -> Res
 }
 
 fn healthz(edge: &Edge) -> Response<Body> {
-    let (last_ok, failure) = edge
-        .upstream_health
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let (mood, reason) = match (last_ok, failure) {
-        (_, Some(reason)) => ("sad", Some(reason)),
-        (Some(_), None) => ("happy", None),
-        (None, None) => ("waking", None),
-    };
+    let (mood, reason) = edge.mood();
     let reason = reason
         .map(|r| {
             format!(
@@ -598,6 +611,9 @@ pub async fn run(
     let listener = bind(&config).await?;
     let address = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(%address, upstreams = ?config.upstreams, "edge listening");
+    if let Some((control, identity)) = config.control.clone() {
+        tokio::spawn(crate::report::run(edge.clone(), control, identity));
+    }
     tokio::select! {
         () = serve(listener, edge) => {}
         () = shutdown => tracing::info!("stopping"),
