@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
     let key = KeycardKey::from_hex(Some("k1"), "00112233445566778899aabbccddeeff")
         .expect("a valid test key");
     if let Ok(card) = Keycard::parse(text) {
-        let _ = card.verify(std::slice::from_ref(&key), "/live/demo/master.m3u8", 1_800_000_000);
+        let _ = card.verify(
+            std::slice::from_ref(&key),
+            "/live/demo/master.m3u8",
+            1_800_000_000,
+        );
     }
     let _ = estuary_proto::keycard::parse_key_file(text);
 });

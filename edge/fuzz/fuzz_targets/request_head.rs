@@ -11,8 +11,13 @@ fuzz_target!(|data: &[u8]| {
         Ok(Some(head)) => {
             let _ = estuary_edge::server::is_safe_path(&head.target);
         }
-        Ok(None) => assert!(data.len() < porter::MAX_HEAD + 64, "asked for more past the limit"),
-        Err(HeadError::TooLarge | HeadError::Malformed | HeadError::TimedOut | HeadError::Closed) => {}
+        Ok(None) => assert!(
+            data.len() < porter::MAX_HEAD + 64,
+            "asked for more past the limit"
+        ),
+        Err(
+            HeadError::TooLarge | HeadError::Malformed | HeadError::TimedOut | HeadError::Closed,
+        ) => {}
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = estuary_edge::server::is_safe_path(text);
