@@ -8,6 +8,7 @@
 //! stale, so a playlist can be served stale when the upstream fails.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -182,7 +183,9 @@ pub struct CacheCounts {
 pub struct Cache {
     budget: usize,
     inner: Mutex<Inner>,
-    counts: Mutex<CacheCounts>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    coalesced: AtomicU64,
 }
 
 impl Cache {
@@ -191,7 +194,9 @@ impl Cache {
         Cache {
             budget,
             inner: Mutex::default(),
-            counts: Mutex::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
         }
     }
 
@@ -199,16 +204,14 @@ impl Cache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn count(&self, update: impl FnOnce(&mut CacheCounts)) {
-        update(&mut self.counts.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-
     pub fn counts(&self) -> CacheCounts {
         let inner = self.lock();
         CacheCounts {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            coalesced: self.coalesced.load(Ordering::Relaxed),
             objects: inner.objects.len(),
             bytes: inner.bytes,
-            ..*self.counts.lock().unwrap_or_else(|e| e.into_inner())
         }
     }
 
@@ -224,7 +227,7 @@ impl Cache {
             if stored.object.is_fresh(now) {
                 let object = stored.object.clone();
                 drop(inner);
-                self.count(|c| c.hits += 1);
+                self.hits.fetch_add(1, Ordering::Relaxed);
                 return Lookup::Hit(object);
             }
             stale = Some(stored.object.clone());
@@ -232,14 +235,14 @@ impl Cache {
         if let Some(sender) = inner.inflight.get(key) {
             let receiver = sender.subscribe();
             drop(inner);
-            self.count(|c| c.coalesced += 1);
+            self.coalesced.fetch_add(1, Ordering::Relaxed);
             return Lookup::Wait(receiver);
         }
         inner
             .inflight
             .insert(key.to_owned(), watch::channel(None).0);
         drop(inner);
-        self.count(|c| c.misses += 1);
+        self.misses.fetch_add(1, Ordering::Relaxed);
         Lookup::Fetch { stale }
     }
 

@@ -19,8 +19,14 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
 
+/// Statuses counted without a lock (the rest go to a map).
+const COMMON_STATUSES: [u16; 14] = [
+    200, 204, 206, 304, 400, 401, 403, 404, 405, 408, 431, 500, 502, 503,
+];
+
 #[derive(Default)]
 pub struct Metrics {
+    common: [AtomicU64; COMMON_STATUSES.len()],
     requests: Mutex<BTreeMap<u16, u64>>,
     pub bytes_out: AtomicU64,
     pub open_connections: AtomicI64,
@@ -33,12 +39,35 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn count_request(&self, status: u16) {
-        *self
+        match COMMON_STATUSES.iter().position(|common| *common == status) {
+            Some(index) => {
+                self.common[index].fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                *self
+                    .requests
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(status)
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// Requests answered so far, by status.
+    fn by_status(&self) -> BTreeMap<u16, u64> {
+        let mut all = self
             .requests
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(status)
-            .or_default() += 1;
+            .clone();
+        for (status, count) in COMMON_STATUSES.iter().zip(&self.common) {
+            let count = count.load(Ordering::Relaxed);
+            if count > 0 {
+                all.insert(*status, count);
+            }
+        }
+        all
     }
 
     pub fn upstream_latency(&self, took: Duration) {
@@ -54,12 +83,7 @@ impl Metrics {
     }
 
     pub fn requests_with(&self, status: u16) -> u64 {
-        self.requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&status)
-            .copied()
-            .unwrap_or(0)
+        self.by_status().get(&status).copied().unwrap_or(0)
     }
 
     /// The Prometheus text exposition of everything, with the cache's counts.
@@ -72,9 +96,7 @@ impl Metrics {
             }
         };
         let requests: Vec<_> = self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .by_status()
             .iter()
             .map(|(status, count)| (format!("{{status=\"{status}\"}}"), count.to_string()))
             .collect();

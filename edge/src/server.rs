@@ -278,6 +278,14 @@ pub fn is_safe_path(path: &str) -> bool {
     if !path.starts_with('/') {
         return false;
     }
+    let no_dot_segment = |path: &str| {
+        path.split('/')
+            .skip(1)
+            .all(|segment| segment != "." && segment != "..")
+    };
+    if !path.contains(['%', '\\']) {
+        return no_dot_segment(path);
+    }
     let decoded = path
         .replace("%2e", ".")
         .replace("%2E", ".")
@@ -286,11 +294,7 @@ pub fn is_safe_path(path: &str) -> bool {
         .replace("%5c", "\\")
         .replace("%5C", "\\")
         .replace("%00", "\0");
-    !decoded.contains(['\\', '\0'])
-        && decoded
-            .split('/')
-            .skip(1)
-            .all(|segment| segment != "." && segment != "..")
+    !decoded.contains(['\\', '\0']) && no_dot_segment(&decoded)
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Body) -> Response<Body> {
@@ -480,12 +484,6 @@ async fn proxy(edge: &Edge, client: IpAddr, request: &Request<Incoming>) -> Resp
         Err(reason) => return problem(StatusCode::BAD_GATEWAY, reason),
     };
 
-    let content_type = object
-        .content_type
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/octet-stream")
-        .to_owned();
     let body = match (&carried, object.status.is_success() && is_playlist(&key)) {
         (Some(keycard), true) => match whole_text(&object.body).await {
             Some(text) if path.ends_with(".mpd") => {
@@ -496,8 +494,20 @@ async fn proxy(edge: &Edge, client: IpAddr, request: &Request<Incoming>) -> Resp
         },
         _ => Body::of(&object.body),
     };
-    let mut response = respond(object.status, &content_type, body);
+    let mut response = Response::new(body);
+    *response.status_mut() = object.status;
     let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::CONTENT_TYPE,
+        object
+            .content_type
+            .clone()
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
     let cache_control = match (&carried, &object.cache_control) {
         // A copy with a viewer's keycard in it is that viewer's.
         (Some(_), _) if is_playlist(&key) => Some(HeaderValue::from_static("private, max-age=0")),
