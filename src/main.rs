@@ -108,6 +108,16 @@ struct EdgeArgs {
     /// Where viewers reach this edge, for control's redirects [default: http://LISTEN].
     #[arg(long, env = "ESTUARY_EDGE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, env = "ESTUARY_EDGE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "ESTUARY_EDGE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a certificate made up at start for localhost and the listen address
+    /// (its fingerprint is logged).
+    #[arg(long, conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
     /// Trusted proxies may start connections with a PROXY protocol header (v1 or v2).
     #[arg(long, env = "ESTUARY_EDGE_PROXY_PROTOCOL")]
     proxy_protocol: bool,
@@ -351,6 +361,24 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.access_log = args.access_log.clone();
     config.trusted_proxies = cidrs("--trusted-proxies", &args.trusted_proxies)?;
     config.proxy_protocol = args.proxy_protocol;
+    config.tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(certificate), Some(key)) => Some(estuary_edge::tls::TlsSource::Files {
+            certificate: certificate.clone(),
+            key: key.clone(),
+        }),
+        _ if args.tls_self_signed => {
+            let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            let listen = args.listen.ip().to_string();
+            if !names.contains(&listen) && !args.listen.ip().is_unspecified() {
+                names.push(listen);
+            }
+            Some(estuary_edge::tls::TlsSource::SelfSigned { names })
+        }
+        _ => None,
+    };
     if config.proxy_protocol && config.trusted_proxies.is_empty() {
         bail!("--proxy-protocol needs --trusted-proxies (whose headers to believe)");
     }

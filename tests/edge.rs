@@ -37,7 +37,7 @@ fn start_packager(address: SocketAddr) -> Running {
     )
 }
 
-async fn stack(key_file: Option<&Path>, access_log: Option<&Path>) -> Stack {
+async fn stack(key_file: Option<&Path>, access_log: Option<&Path>, extra: &[&str]) -> Stack {
     let packager_address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let packager = start_packager(packager_address);
     let ingest = Running(
@@ -64,6 +64,7 @@ async fn stack(key_file: Option<&Path>, access_log: Option<&Path>) -> Stack {
     if let Some(log) = access_log {
         command.arg("--access-log").arg(log);
     }
+    command.args(extra);
     // The edge's log (warnings) is read by the tests that need it.
     let edge_process = Running(
         command
@@ -191,7 +192,7 @@ async fn keycards_guard_the_stream_and_travel_with_the_player() {
     let key_file = dir.path().join("keys");
     std::fs::write(&key_file, format!("# test keys\nk1 {KEY}\n")).unwrap();
     let log = dir.path().join("access.log");
-    let stack = stack(Some(&key_file), Some(&log)).await;
+    let stack = stack(Some(&key_file), Some(&log), &[]).await;
     let edge = stack.edge;
 
     let good = sign(&key_file, "/live/demo/*", "300s");
@@ -313,7 +314,7 @@ async fn keycards_guard_the_stream_and_travel_with_the_player() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_viewers_missing_at_once_make_one_upstream_request() {
-    let stack = stack(None, None).await;
+    let stack = stack(None, None, &[]).await;
     let edge = stack.edge;
     let (_, _, playlist) = get(stack.packager_address, "/live/demo/v360/media.m3u8").await;
     let playlist = text(&playlist);
@@ -383,7 +384,7 @@ async fn many_viewers_missing_at_once_make_one_upstream_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_rides_out_a_packager_outage() {
-    let mut stack = stack(None, None).await;
+    let mut stack = stack(None, None, &[]).await;
     let edge = stack.edge;
     let (status, _, playlist) = get(edge, "/live/demo/v360/media.m3u8").await;
     assert_eq!(status, StatusCode::OK);
@@ -844,4 +845,131 @@ async fn the_edge_reports_to_control_every_second() {
         gap.as_secs_f64(),
         second.egress_bps
     );
+}
+
+/// HTTP/2 (prior knowledge, as curl --http2-prior-knowledge speaks it) gets the same bytes as
+/// HTTP/1.1 for a playlist and a segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_gets_the_same_bytes_as_http1() {
+    require_tool("curl", "curl");
+    let stack = stack(None, None, &[]).await;
+    let (_, _, playlist) = get(stack.edge, "/live/demo/v360/media.m3u8").await;
+    let segment = text(&playlist)
+        .lines()
+        .rfind(|line| line.ends_with(".m4s") && !line.starts_with('#'))
+        .expect("a whole segment")
+        .to_owned();
+    for path in [
+        "/live/demo/v360/init.mp4".to_owned(),
+        format!("/live/demo/v360/{segment}"),
+    ] {
+        let url = format!("http://{}{path}", stack.edge);
+        let fetch = |version: &str| {
+            let output = Command::new("curl")
+                .args([
+                    "-s",
+                    "-f",
+                    version,
+                    "-w",
+                    "%{http_version}",
+                    "-o",
+                    "-",
+                    &url,
+                ])
+                .output()
+                .unwrap();
+            assert!(output.status.success(), "curl {version} {url}");
+            output.stdout
+        };
+        let one = fetch("--http1.1");
+        let two = fetch("--http2-prior-knowledge");
+        // curl writes the body, then the protocol version it used.
+        assert!(one.ends_with(b"1.1") && two.ends_with(b"2"), "{url}");
+        assert_eq!(one[..one.len() - 3], two[..two.len() - 1], "{url}");
+    }
+}
+
+/// HTTPS: with a certificate from files (made by openssl for 127.0.0.1, trusted by curl) and
+/// with one made up at start, HTTP/1.1 and HTTP/2 (by ALPN) over TLS get the same bytes as the
+/// packager serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_the_same_bytes() {
+    require_tool("openssl", "openssl");
+    require_tool("curl", "curl");
+    let dir = tempfile::tempdir().unwrap();
+    let (certificate, key) = (dir.path().join("edge.pem"), dir.path().join("edge.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&certificate)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let files = [
+        "--tls-cert",
+        certificate.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    for (extra, trust) in [
+        (
+            &files[..],
+            vec![
+                "--cacert".to_owned(),
+                certificate.to_str().unwrap().to_owned(),
+            ],
+        ),
+        (&["--tls-self-signed"][..], vec!["--insecure".to_owned()]),
+    ] {
+        let stack = stack(None, None, extra).await;
+        let (_, _, playlist) = get(stack.packager_address, "/live/demo/v360/media.m3u8").await;
+        let segment = text(&playlist)
+            .lines()
+            .rfind(|line| line.ends_with(".m4s") && !line.starts_with('#'))
+            .expect("a whole segment")
+            .to_owned();
+        for path in [
+            "/live/demo/v360/init.mp4".to_owned(),
+            format!("/live/demo/v360/{segment}"),
+        ] {
+            let (_, _, direct) = get(stack.packager_address, &path).await;
+            for (version, said) in [("--http1.1", "1.1"), ("--http2", "2")] {
+                let output = Command::new("curl")
+                    .args(["-s", "-f", version, "-w", "%{http_version}", "-o", "-"])
+                    .args(&trust)
+                    .arg(format!("https://{}{path}", stack.edge))
+                    .output()
+                    .unwrap();
+                assert!(output.status.success(), "curl {version} {extra:?} {path}");
+                let body = &output.stdout[..output.stdout.len() - said.len()];
+                assert!(
+                    output.stdout.ends_with(said.as_bytes()),
+                    "{version} {extra:?}"
+                );
+                assert_eq!(body, &direct[..], "{version} {extra:?} {path}");
+            }
+        }
+        // Plain HTTP to a TLS port is refused, not served.
+        let plain = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://{}/healthz", stack.edge))
+            .output()
+            .unwrap();
+        assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+    }
 }

@@ -1,10 +1,10 @@
 //! The edge: what viewers talk to. Connections meet the porter (which reads the request head
-//! and hands the connection on), then hyper (HTTP/1.1 and HTTP/2); requests for `/live/…` and
+//! and hands the connection on), then hyper (HTTP/1.1 and HTTP/2, plain or over TLS); requests for `/live/…` and
 //! `/vod/…` meet the bouncers, then the pull-through cache, which coalesces however many
 //! viewers miss at once into one upstream fetch and serves stale playlists when the upstream
 //! fails. Everything an edge knows comes from its upstreams and its configuration.
 //!
-//! Still to come: TLS and HTTP/3, and the fan-out engine for continuous streams.
+//! Still to come: HTTP/3, and the fan-out engine for continuous streams.
 
 pub mod body;
 pub mod bouncer;
@@ -17,6 +17,7 @@ pub mod net;
 pub mod porter;
 pub mod report;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 pub use server::{Edge, EdgeConfig, EdgeError};

@@ -188,28 +188,27 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
-/// Reads the first request head of `stream` (after a PROXY protocol header, when the peer is
-/// a trusted proxy that may send one); on a bad head, answers (when there is an answer) and
-/// gives the reason. Returns the head, the connection, and the client a PROXY header named.
-pub async fn admit(
-    mut stream: TcpStream,
-    proxy_protocol: bool,
-) -> Result<(Head, Prefixed, Option<IpAddr>), HeadError> {
-    let mut buffer = BytesMut::with_capacity(2048);
+/// Reads into `buffer` from `stream` until `parse` finds what it looks for, within
+/// [`HEAD_TIMEOUT`] and the size limit; on a bad start, answers (when there is an answer),
+/// closes, and gives the reason.
+async fn read_until<S, T>(
+    stream: &mut S,
+    buffer: &mut BytesMut,
+    mut parse: impl FnMut(&[u8]) -> Result<Option<T>, HeadError>,
+) -> Result<T, HeadError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let read = async {
-        let mut proxied = None;
-        let mut proxy_done = !proxy_protocol;
         loop {
-            if !proxy_done && let Some((client, length)) = parse_proxy(&buffer)? {
-                proxied = client;
-                proxy_done = true;
-                let _ = buffer.split_to(length);
-            }
-            if proxy_done && let Some(head) = parse_head(&buffer)? {
-                return Ok((head, proxied));
+            if let Some(found) = parse(buffer)? {
+                return Ok(found);
             }
             let mut piece = [0u8; 2048];
-            let room = MAX_HEAD + HTTP2_PREFACE.len() + 600 - buffer.len();
+            let room = (MAX_HEAD + HTTP2_PREFACE.len() + 600).saturating_sub(buffer.len());
+            if room == 0 {
+                return Err(HeadError::TooLarge);
+            }
             let count = stream
                 .read(&mut piece[..room.min(2048)])
                 .await
@@ -224,32 +223,48 @@ pub async fn admit(
         Ok(outcome) => outcome,
         Err(_) => Err(HeadError::TimedOut),
     };
-    match outcome {
-        Ok((head, proxied)) => Ok((
-            head,
-            Prefixed {
-                prefix: buffer.freeze(),
-                inner: stream,
-            },
-            proxied,
-        )),
-        Err(error) => {
-            if let Some(answer) = error.response() {
-                let _ = stream.write_all(answer).await;
-                let _ = stream.shutdown().await;
-            }
-            Err(error)
-        }
+    if let Err(error) = &outcome
+        && let Some(answer) = error.response()
+    {
+        let _ = stream.write_all(answer).await;
+        let _ = stream.shutdown().await;
     }
+    outcome
+}
+
+/// For a connection from a trusted proxy: the PROXY protocol header, if one comes first. Gives
+/// the client it names and the bytes read past it (the start of the request, or of TLS).
+pub async fn read_proxy(stream: &mut TcpStream) -> Result<(Option<IpAddr>, Bytes), HeadError> {
+    let mut buffer = BytesMut::with_capacity(256);
+    let (client, length) = read_until(stream, &mut buffer, parse_proxy).await?;
+    let _ = buffer.split_to(length);
+    Ok((client, buffer.freeze()))
+}
+
+/// Reads the first request head of `stream`, whose first bytes (`already`) were read before;
+/// gives the head and the connection with everything read put back in front.
+pub async fn admit<S>(mut stream: S, already: Bytes) -> Result<(Head, Prefixed<S>), HeadError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buffer = BytesMut::from(&already[..]);
+    let head = read_until(&mut stream, &mut buffer, parse_head).await?;
+    Ok((head, Prefixed::new(buffer.freeze(), stream)))
 }
 
 /// A connection whose first bytes were already read: they are read again first.
-pub struct Prefixed {
+pub struct Prefixed<S> {
     prefix: Bytes,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl AsyncRead for Prefixed {
+impl<S> Prefixed<S> {
+    pub fn new(prefix: Bytes, inner: S) -> Self {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         context: &mut Context<'_>,
@@ -265,7 +280,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         context: &mut Context<'_>,

@@ -50,6 +50,8 @@ pub struct EdgeConfig {
     pub proxy_protocol: bool,
     /// Control's base URL and who this edge is: a report goes there every second.
     pub control: Option<(String, crate::report::Identity)>,
+    /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) instead of plain HTTP.
+    pub tls: Option<crate::tls::TlsSource>,
 }
 
 impl EdgeConfig {
@@ -65,6 +67,7 @@ impl EdgeConfig {
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
             control: None,
+            tls: None,
         }
     }
 }
@@ -77,6 +80,8 @@ pub enum EdgeError {
     Upstream(#[from] UpstreamError),
     #[error("cannot open the access log {path}: {reason}")]
     AccessLog { path: PathBuf, reason: String },
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 pub struct Edge {
@@ -85,6 +90,7 @@ pub struct Edge {
     upstreams: Upstreams,
     metrics: Arc<Metrics>,
     access_log: Option<AccessLog>,
+    tls: Option<crate::tls::Tls>,
     upstream_requests: AtomicU64,
     /// When the upstream last answered, and the last failure since.
     upstream_health: Mutex<(Option<Instant>, Option<String>)>,
@@ -102,11 +108,18 @@ impl Edge {
                 })
             })
             .transpose()?;
+        let tls = config
+            .tls
+            .as_ref()
+            .map(crate::tls::Tls::new)
+            .transpose()
+            .map_err(EdgeError::Tls)?;
         Ok(Arc::new(Edge {
             cache: Arc::new(Cache::new(config.cache_bytes)),
             upstreams: Upstreams::new(&config.upstreams)?,
             metrics: Arc::default(),
             access_log,
+            tls,
             upstream_requests: AtomicU64::new(0),
             upstream_health: Mutex::default(),
             config,
@@ -115,6 +128,11 @@ impl Edge {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The TLS certificate's SHA-256 fingerprint, when serving HTTPS.
+    pub fn tls_fingerprint(&self) -> Option<String> {
+        self.tls.as_ref().map(crate::tls::Tls::fingerprint)
     }
 
     pub fn cache_counts(&self) -> cache::CacheCounts {
@@ -578,21 +596,53 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>) {
     }
 }
 
-async fn serve_connection(edge: &Arc<Edge>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+async fn serve_connection(edge: &Arc<Edge>, mut stream: tokio::net::TcpStream, peer: SocketAddr) {
+    let refused = |error: porter::HeadError| {
+        if error != porter::HeadError::Closed {
+            edge.metrics.refused_heads.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, %error, "connection refused by the porter");
+        }
+    };
     let proxy_protocol =
         edge.config.proxy_protocol && net::any_contains(&edge.config.trusted_proxies, peer.ip());
-    let (_head, connection, proxied) = match porter::admit(stream, proxy_protocol).await {
-        Ok(admitted) => admitted,
-        Err(error) => {
-            if error != porter::HeadError::Closed {
-                edge.metrics.refused_heads.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%peer, %error, "connection refused by the porter");
-            }
-            return;
+    let (proxied, already) = if proxy_protocol {
+        match porter::read_proxy(&mut stream).await {
+            Ok(found) => found,
+            Err(error) => return refused(error),
         }
+    } else {
+        (None, bytes::Bytes::new())
     };
     // The client a PROXY header names stands where the socket's peer would.
     let client = proxied.unwrap_or(peer.ip());
+    match &edge.tls {
+        None => match porter::admit(stream, already).await {
+            Ok((_head, connection)) => serve_http(edge, connection, client, peer).await,
+            Err(error) => refused(error),
+        },
+        Some(tls) => {
+            let handshake = tls.acceptor.accept(porter::Prefixed::new(already, stream));
+            let tls = match tokio::time::timeout(porter::HEAD_TIMEOUT, handshake).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    edge.metrics.refused_heads.fetch_add(1, Ordering::Relaxed);
+                    return tracing::debug!(%peer, %error, "TLS handshake failed");
+                }
+                Err(_) => return refused(porter::HeadError::TimedOut),
+            };
+            match porter::admit(tls, bytes::Bytes::new()).await {
+                Ok((_head, connection)) => serve_http(edge, connection, client, peer).await,
+                Err(error) => refused(error),
+            }
+        }
+    }
+}
+
+/// HTTP/1.1 or HTTP/2 (by ALPN, or by the prior-knowledge preface) on an admitted connection.
+async fn serve_http<S>(edge: &Arc<Edge>, connection: S, client: IpAddr, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service_edge = edge.clone();
     let service = service_fn(move |request| {
         let edge = service_edge.clone();
@@ -620,7 +670,12 @@ pub async fn run(
     let edge = Edge::new(config.clone())?;
     let listener = bind(&config).await?;
     let address = listener.local_addr().unwrap_or(config.listen);
-    tracing::info!(%address, upstreams = ?config.upstreams, "edge listening");
+    match edge.tls_fingerprint() {
+        Some(fingerprint) => {
+            tracing::info!(%address, upstreams = ?config.upstreams, certificate = %fingerprint, "edge listening (HTTPS)")
+        }
+        None => tracing::info!(%address, upstreams = ?config.upstreams, "edge listening"),
+    }
     if let Some((control, identity)) = config.control.clone() {
         tokio::spawn(crate::report::run(edge.clone(), control, identity));
     }
