@@ -174,6 +174,16 @@ fn sign(key_file: &Path, acl: &str, ttl: &str) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
+/// The newest whole segment of the v360 track, as `address` lists it (`{msn}.m4s`).
+async fn newest_segment(address: SocketAddr) -> String {
+    let (_, _, playlist) = get(address, "/live/demo/v360/media.m3u8").await;
+    text(&playlist)
+        .lines()
+        .rfind(|line| line.ends_with(".m4s") && !line.starts_with('#'))
+        .expect("a whole segment")
+        .to_owned()
+}
+
 /// The newest `(msn, part)` a media playlist lists.
 fn newest_part(playlist: &str) -> (u64, usize) {
     let hint = playlist
@@ -316,13 +326,7 @@ async fn keycards_guard_the_stream_and_travel_with_the_player() {
 async fn many_viewers_missing_at_once_make_one_upstream_request() {
     let stack = stack(None, None, &[]).await;
     let edge = stack.edge;
-    let (_, _, playlist) = get(stack.packager_address, "/live/demo/v360/media.m3u8").await;
-    let playlist = text(&playlist);
-    let segment = playlist
-        .lines()
-        .rfind(|line| line.ends_with(".m4s") && !line.starts_with('#'))
-        .expect("a whole segment")
-        .to_owned();
+    let segment = newest_segment(stack.packager_address).await;
 
     let packager = stack.packager_address;
     let segments = "estuary_packager_requests_total{kind=\"segment\"}";
@@ -853,12 +857,7 @@ async fn the_edge_reports_to_control_every_second() {
 async fn http2_gets_the_same_bytes_as_http1() {
     require_tool("curl", "curl");
     let stack = stack(None, None, &[]).await;
-    let (_, _, playlist) = get(stack.edge, "/live/demo/v360/media.m3u8").await;
-    let segment = text(&playlist)
-        .lines()
-        .rfind(|line| line.ends_with(".m4s") && !line.starts_with('#'))
-        .expect("a whole segment")
-        .to_owned();
+    let segment = newest_segment(stack.edge).await;
     for path in [
         "/live/demo/v360/init.mp4".to_owned(),
         format!("/live/demo/v360/{segment}"),
@@ -937,12 +936,7 @@ async fn https_serves_the_same_bytes() {
         (&["--tls-self-signed"][..], vec!["--insecure".to_owned()]),
     ] {
         let stack = stack(None, None, extra).await;
-        let (_, _, playlist) = get(stack.packager_address, "/live/demo/v360/media.m3u8").await;
-        let segment = text(&playlist)
-            .lines()
-            .rfind(|line| line.ends_with(".m4s") && !line.starts_with('#'))
-            .expect("a whole segment")
-            .to_owned();
+        let segment = newest_segment(stack.packager_address).await;
         for path in [
             "/live/demo/v360/init.mp4".to_owned(),
             format!("/live/demo/v360/{segment}"),
