@@ -27,8 +27,8 @@ fn demo_plays_in_ffmpeg_and_gstreamer() {
     // The master playlist is served once every track has a whole segment.
     wait_until_served(&master, Duration::from_secs(20));
 
-    // LL-HLS through playbin3's hlsdemux2 (the older hlsdemux starts three segments behind and
-    // buffers for most of 20 s); DASH through playbin's dashdemux; HLS-TS, for old players,
+    // LL-HLS through playbin3's hlsdemux2 (the older hlsdemux renders nothing of the CMAF
+    // playlist); DASH through playbin's dashdemux; HLS-TS, for old players,
     // through playbin's hlsdemux.
     for (name, url, playbin, demuxer) in [
         ("LL-HLS", &master, "playbin3", "hlsdemux2"),
