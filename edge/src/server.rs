@@ -365,10 +365,14 @@ pub async fn handle(edge: Arc<Edge>, peer: IpAddr, request: Request<Incoming>) -
             OwnedLogLine {
                 client,
                 unix_nanos: unix_now().as_nanos() as u64,
+                // HTTP/2 requests carry an absolute URI; the log wants the path, as for HTTP/1.1.
                 request_line: format!(
                     "{} {} {:?}",
                     request.method(),
-                    request.uri(),
+                    request
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |target| target.as_str()),
                     request.version()
                 ),
                 status: 0,
