@@ -82,10 +82,6 @@ impl Metrics {
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
-    pub fn requests_with(&self, status: u16) -> u64 {
-        self.by_status().get(&status).copied().unwrap_or(0)
-    }
-
     /// The Prometheus text exposition of everything, with the cache's counts.
     pub fn render(&self, cache: CacheCounts, upstream_fetches: u64) -> String {
         let mut out = String::new();

@@ -72,30 +72,4 @@ impl Tls {
             .collect::<Vec<_>>()
             .join(":")
     }
-
-    /// The leaf certificate in PEM, for clients to trust.
-    pub fn certificate_pem(&self) -> String {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut encoded = String::new();
-        for chunk in self.certificate.chunks(3) {
-            let word = chunk.iter().enumerate().fold(0u32, |word, (i, byte)| {
-                word | (u32::from(*byte) << (16 - 8 * i))
-            });
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    encoded.push(char::from(ALPHABET[(word >> (18 - 6 * i) & 0x3f) as usize]));
-                } else {
-                    encoded.push('=');
-                }
-            }
-        }
-        let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-        for line in encoded.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-        pem
-    }
 }

@@ -67,6 +67,8 @@ pub struct Shared {
     pub archive: Option<Archive>,
     counters: Mutex<BTreeMap<(ChannelName, TrackName), TrackCounters>>,
     last_part: Mutex<BTreeMap<ChannelName, Instant>>,
+    /// TS segments written lately, served again without a remux.
+    pub remuxed: crate::origin::Remuxed,
     /// Requests for media and playlists, by kind (what an edge in front saves shows here).
     requests: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -95,6 +97,7 @@ impl Shared {
             archive,
             counters: Mutex::default(),
             last_part: Mutex::default(),
+            remuxed: Default::default(),
             requests: Mutex::default(),
         }))
     }

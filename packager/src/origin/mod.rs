@@ -28,6 +28,7 @@ use crate::server::{Shared, TrackCounters};
 use crate::window::Window;
 
 pub use body::Body;
+pub use ts::Remuxed;
 
 pub(crate) const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Playlists change every part (a third of a second): caches may only coalesce them.

@@ -1,11 +1,16 @@
 //! `/live/{channel}/ts/…`: HLS with MPEG-TS segments. Each video track's segments carry the
-//! channel's audio too; a segment is remuxed from the window's CMAF samples when asked for.
+//! channel's audio too; a segment is remuxed from the window's CMAF samples when first asked
+//! for, outside the window's lock, and the last few are kept for the viewers after.
 
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use bytes::Bytes;
 use estuary_proto::url::{ChannelName, TrackName};
 use hyper::{Response, StatusCode};
 
 use super::{Body, IMMUTABLE, is_playable, playlist, problem, respond};
-use crate::cmaf::{self, Media};
+use crate::cmaf::{self, CodecConfig, Media, Sample};
 use crate::hls::MasterPlaylist;
 use crate::hls_ts::{TsMasterPlaylist, TsMediaPlaylist};
 use crate::server::Shared;
@@ -67,51 +72,132 @@ fn audio_for<'a>(
         .find(|(_, other)| matches!(other.header.media, Media::Audio { .. }))
 }
 
+/// TS segments already written, so that viewers after the first get the same bytes without a
+/// remux. Only segments that can no longer change are kept (the audio muxed in was whole, or
+/// the channel has none to wait for).
+#[derive(Default)]
+pub struct Remuxed {
+    recent: Mutex<VecDeque<(SegmentKey, Bytes)>>,
+}
+
+/// A segment of a track of a channel.
+type SegmentKey = (ChannelName, TrackName, u64);
+
+/// How many TS segments are kept: a few per variant of a few channels.
+const REMUXED_KEPT: usize = 24;
+
+impl Remuxed {
+    fn get(&self, key: &SegmentKey) -> Option<Bytes> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .iter()
+            .find(|(kept, _)| kept == key)
+            .map(|(_, bytes)| bytes.clone())
+    }
+
+    fn put(&self, key: SegmentKey, bytes: Bytes) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= REMUXED_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((key, bytes));
+    }
+}
+
+/// What a TS segment is made of, taken from the window (shared bytes) so that the remux
+/// happens outside its lock.
+struct Makings {
+    main: (CodecConfig, u32, Vec<Sample>),
+    audio: Option<(CodecConfig, u32, Vec<Sample>)>,
+    is_video: bool,
+    /// Nothing that goes into the segment can change any more.
+    is_final: bool,
+}
+
+fn makings(
+    window: &Window,
+    channel: &ChannelName,
+    track: &TrackName,
+    msn: u64,
+) -> Result<Makings, String> {
+    let this = window
+        .track(channel, track)
+        .ok_or_else(|| format!("channel {channel} has no track {track}"))?;
+    let whole = |window: &TrackWindow| {
+        window
+            .segment(msn)
+            .filter(|segment| segment.complete)
+            .map(|segment| {
+                segment
+                    .parts
+                    .iter()
+                    .map(|part| cmaf::samples(&part.bytes, &window.header))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|parts| {
+                        (
+                            window.header.config.clone(),
+                            window.header.timescale,
+                            parts.concat(),
+                        )
+                    })
+                    .map_err(|error| error.to_string())
+            })
+            .transpose()
+    };
+    let main = whole(this)?
+        .ok_or_else(|| format!("segment {msn} of {channel}/{track} is not whole in the window"))?;
+    let (audio, is_final) = match audio_for(window, channel, this) {
+        Some((_, audio)) => {
+            let samples = whole(audio)?;
+            let gone = audio.newest().is_some_and(|(newest, _)| newest > msn);
+            let is_final = samples.is_some() || gone;
+            (samples, is_final)
+        }
+        None => (None, true),
+    };
+    Ok(Makings {
+        main,
+        audio,
+        is_video: matches!(this.header.media, Media::Video { .. }),
+        is_final,
+    })
+}
+
+fn elementary((config, timescale, samples): &(CodecConfig, u32, Vec<Sample>)) -> Elementary<'_> {
+    Elementary {
+        config,
+        timescale: *timescale,
+        samples: samples.clone(),
+    }
+}
+
 fn segment(shared: &Shared, channel: &ChannelName, track: &TrackName, msn: u64) -> Response<Body> {
-    let muxed = shared.read(|window| {
-        let this = window
-            .track(channel, track)
-            .ok_or_else(|| format!("channel {channel} has no track {track}"))?;
-        let whole = |window: &TrackWindow| {
-            window
-                .segment(msn)
-                .filter(|segment| segment.complete)
-                .map(|segment| {
-                    segment
-                        .parts
-                        .iter()
-                        .map(|part| cmaf::samples(&part.bytes, &window.header))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map(|parts| parts.concat())
-                })
-        };
-        let samples = whole(this)
-            .ok_or_else(|| {
-                format!("segment {msn} of {channel}/{track} is not whole in the window")
-            })?
-            .map_err(|error| error.to_string())?;
-        let main = Elementary {
-            config: &this.header.config,
-            timescale: this.header.timescale,
-            samples,
-        };
-        let audio = match audio_for(window, channel, this) {
-            Some((_, audio)) => match whole(audio) {
-                Some(samples) => Some(Elementary {
-                    config: &audio.header.config,
-                    timescale: audio.header.timescale,
-                    samples: samples.map_err(|error| error.to_string())?,
-                }),
-                None => None,
-            },
-            None => None,
-        };
-        let (video, audio) = match this.header.media {
-            Media::Video { .. } => (Some(main), audio),
-            Media::Audio { .. } => (None, Some(main)),
-        };
-        ts::segment(msn, video, audio).map_err(|error| error.to_string())
-    });
+    let key = (channel.clone(), track.clone(), msn);
+    let muxed = match shared.remuxed.get(&key) {
+        Some(bytes) => Ok(bytes),
+        None => shared
+            .read(|window| makings(window, channel, track, msn))
+            .and_then(|makings| {
+                let Makings {
+                    main,
+                    audio,
+                    is_video,
+                    is_final,
+                } = makings;
+                let main = Some(elementary(&main));
+                let audio = audio.as_ref().map(elementary);
+                let (video, audio) = if is_video {
+                    (main, audio)
+                } else {
+                    (None, main)
+                };
+                let bytes = ts::segment(msn, video, audio).map_err(|error| error.to_string())?;
+                if is_final {
+                    shared.remuxed.put(key, bytes.clone());
+                }
+                Ok(bytes)
+            }),
+    };
     match muxed {
         Ok(bytes) => respond(StatusCode::OK, "video/mp2t", IMMUTABLE, Body::bytes(bytes)),
         Err(reason) => problem(StatusCode::NOT_FOUND, reason),
