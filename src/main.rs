@@ -118,6 +118,10 @@ struct EdgeArgs {
     /// (its fingerprint is logged).
     #[arg(long, conflicts_with = "tls_cert")]
     tls_self_signed: bool,
+    /// With HTTPS, do not serve HTTP/3 (QUIC on the same port number, UDP, advertised in
+    /// Alt-Svc).
+    #[arg(long, env = "ESTUARY_EDGE_NO_HTTP3")]
+    no_http3: bool,
     /// Trusted proxies may start connections with a PROXY protocol header (v1 or v2).
     #[arg(long, env = "ESTUARY_EDGE_PROXY_PROTOCOL")]
     proxy_protocol: bool,
@@ -224,6 +228,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in log files and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.role {
         Role::Demo(args) => demo(args),
@@ -379,6 +385,7 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    config.http3 = !args.no_http3;
     if config.proxy_protocol && config.trusted_proxies.is_empty() {
         bail!("--proxy-protocol needs --trusted-proxies (whose headers to believe)");
     }
@@ -393,10 +400,14 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| format!("{host}:{}", args.listen.port())),
             site: args.site.clone(),
-            url: args
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", args.listen)),
+            url: args.public_url.clone().unwrap_or_else(|| {
+                let scheme = if config.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", args.listen)
+            }),
         };
         config.control = Some((control.clone(), identity));
     }

@@ -851,17 +851,23 @@ async fn the_edge_reports_to_control_every_second() {
     );
 }
 
-/// HTTP/2 (prior knowledge, as curl --http2-prior-knowledge speaks it) gets the same bytes as
-/// HTTP/1.1 for a playlist and a segment.
+/// HTTP/2 (prior knowledge) gets the same bytes as HTTP/1.1 for a playlist and a segment, from
+/// two clients: curl and nghttp. Then h2load fetches them 2,000 times over 20 connections with
+/// 10 streams each, and every answer is a 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_gets_the_same_bytes_as_http1() {
     require_tool("curl", "curl");
-    let stack = stack(None, None, &[]).await;
+    require_tool("nghttp", "nghttp2-client");
+    require_tool("h2load", "nghttp2-client");
+    // The edge keeps playlists for a minute, so that all clients see the same one.
+    let stack = stack(None, None, &["--playlist-ttl", "60s"]).await;
     let segment = newest_segment(stack.edge).await;
-    for path in [
+    let paths = [
+        "/live/demo/v360/media.m3u8".to_owned(),
         "/live/demo/v360/init.mp4".to_owned(),
         format!("/live/demo/v360/{segment}"),
-    ] {
+    ];
+    for path in &paths {
         let url = format!("http://{}{path}", stack.edge);
         let fetch = |version: &str| {
             let output = Command::new("curl")
@@ -884,8 +890,31 @@ async fn http2_gets_the_same_bytes_as_http1() {
         let two = fetch("--http2-prior-knowledge");
         // curl writes the body, then the protocol version it used.
         assert!(one.ends_with(b"1.1") && two.ends_with(b"2"), "{url}");
-        assert_eq!(one[..one.len() - 3], two[..two.len() - 1], "{url}");
+        let one = &one[..one.len() - 3];
+        assert_eq!(one, &two[..two.len() - 1], "{url}");
+        // nghttp speaks HTTP/2 with prior knowledge to http:// URLs and writes the body.
+        let nghttp = Command::new("nghttp").arg(&url).output().unwrap();
+        assert!(nghttp.status.success(), "nghttp {url}");
+        assert_eq!(one, &nghttp.stdout[..], "nghttp {url}");
     }
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|path| format!("http://{}{path}", stack.edge))
+        .collect();
+    let load = Command::new("h2load")
+        .args(["-n", "2000", "-c", "20", "-m", "10"])
+        .args(&urls)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&load.stdout);
+    println!("{report}");
+    assert!(load.status.success(), "h2load: {report}");
+    assert!(
+        report.contains("2000 succeeded, 0 failed, 0 errored")
+            && report.contains("status codes: 2000 2xx"),
+        "h2load: {report}"
+    );
+    assert!(report.contains("Application protocol: h2c"), "{report}");
 }
 
 /// HTTPS: with a certificate from files (made by openssl for 127.0.0.1, trusted by curl) and
@@ -965,5 +994,95 @@ async fn https_serves_the_same_bytes() {
             .output()
             .unwrap();
         assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+    }
+}
+
+/// HTTP/3: headless Chromium, told to speak QUIC to the edge from its first request and to
+/// trust the edge's self-signed certificate by the hash of its public key, fetches a
+/// playlist, an init segment and a media segment; each arrives over h3 with the bytes the edge
+/// serves over HTTP/1.1, and the edge advertises its HTTP/3 endpoint in Alt-Svc.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_in_chromium_gets_the_same_bytes_as_http1() {
+    require_tool("node", "nodejs");
+    require_tool("chromium", "chromium");
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    assert!(
+        web.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci` in web/ (scripts/setup does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let edge_options = ["--tls-self-signed", "--playlist-ttl", "60s"];
+    let stack = stack(None, Some(&log), &edge_options).await;
+    // The hash of the public key of the certificate the edge presents, worked out by openssl.
+    require_tool("openssl", "openssl");
+    let pipeline = format!(
+        "openssl s_client -connect {} </dev/null 2>/dev/null | openssl x509 -pubkey -noout \
+         | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+        stack.edge
+    );
+    let spki = Command::new("sh").args(["-c", &pipeline]).output().unwrap();
+    let spki = String::from_utf8(spki.stdout).unwrap().trim().to_owned();
+    assert_eq!(spki.len(), 44, "a base64 SHA-256: {spki}");
+
+    let segment = newest_segment(stack.packager_address).await;
+    let paths = [
+        "/live/demo/master.m3u8".to_owned(),
+        "/live/demo/v360/init.mp4".to_owned(),
+        format!("/live/demo/v360/{segment}"),
+    ];
+    // Over HTTP/1.1 from the same edge first. The master playlist's BANDWIDTH is measured and
+    // changes as the stream goes on, so this edge keeps playlists for a minute.
+    let mut direct = Vec::new();
+    for path in &paths {
+        let output = Command::new("curl")
+            .args(["-s", "-f", "-k", "--http1.1", "-o", "-"])
+            .arg(format!("https://{}{path}", stack.edge))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "curl --http1.1 {path}");
+        direct.push(output.stdout);
+    }
+    let output = Command::new("node")
+        .arg(web.join("tests/fetch.mjs"))
+        .arg(format!("https://{}", stack.edge))
+        .args(&paths)
+        .env("QUIC", "1")
+        .env("SPKI", &spki)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the browser could not fetch over HTTP/3:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(output.stdout.trim_ascii()).unwrap();
+    println!("Chromium over QUIC: {report}");
+    assert_eq!(report["navigation"], "h3", "{report}");
+    let answers = report["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), paths.len());
+    for ((path, answer), direct) in paths.iter().zip(answers).zip(&direct) {
+        let sha256: String = ring::digest::digest(&ring::digest::SHA256, direct)
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        assert_eq!(answer["status"], 200, "{path}: {answer}");
+        assert_eq!(answer["protocol"], "h3", "{path}: {answer}");
+        assert_eq!(answer["length"], direct.len(), "{path}: {answer}");
+        assert_eq!(answer["sha256"], sha256, "{path}: {answer}");
+        assert_eq!(
+            answer["altSvc"],
+            format!("h3=\":{}\"; ma=86400", stack.edge.port()),
+            "{path}"
+        );
+    }
+    // The edge's access log names the protocol.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for path in &paths {
+        assert!(
+            logged.contains(&format!("\"GET {path} HTTP/3.0\" 200")),
+            "{path} is not logged as HTTP/3:\n{logged}"
+        );
     }
 }

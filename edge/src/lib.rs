@@ -1,10 +1,11 @@
 //! The edge: what viewers talk to. Connections meet the porter (which reads the request head
-//! and hands the connection on), then hyper (HTTP/1.1 and HTTP/2, plain or over TLS); requests for `/live/…` and
-//! `/vod/…` meet the bouncers, then the pull-through cache, which coalesces however many
+//! and hands the connection on), then hyper (HTTP/1.1 and HTTP/2, plain or over TLS); with TLS,
+//! a QUIC endpoint on the same port number serves HTTP/3. Requests for `/live/…` and `/vod/…`
+//! meet the bouncers, then the pull-through cache, which coalesces however many
 //! viewers miss at once into one upstream fetch and serves stale playlists when the upstream
 //! fails. Everything an edge knows comes from its upstreams and its configuration.
 //!
-//! Still to come: HTTP/3, and the fan-out engine for continuous streams.
+//! Still to come: the fan-out engine for continuous streams.
 
 pub mod body;
 pub mod bouncer;
@@ -12,6 +13,7 @@ pub mod cache;
 pub mod carry;
 pub mod geo;
 pub mod htpasswd;
+pub mod http3;
 pub mod metrics;
 pub mod net;
 pub mod porter;

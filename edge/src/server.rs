@@ -4,11 +4,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -52,6 +51,8 @@ pub struct EdgeConfig {
     pub control: Option<(String, crate::report::Identity)>,
     /// Serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) instead of plain HTTP.
     pub tls: Option<crate::tls::TlsSource>,
+    /// With HTTPS, also serve HTTP/3 on the same port number over UDP, and say so in Alt-Svc.
+    pub http3: bool,
 }
 
 impl EdgeConfig {
@@ -68,6 +69,7 @@ impl EdgeConfig {
             proxy_protocol: false,
             control: None,
             tls: None,
+            http3: true,
         }
     }
 }
@@ -91,6 +93,8 @@ pub struct Edge {
     metrics: Arc<Metrics>,
     access_log: Option<AccessLog>,
     tls: Option<crate::tls::Tls>,
+    /// The Alt-Svc header naming the HTTP/3 endpoint, once it is bound.
+    alt_svc: OnceLock<HeaderValue>,
     upstream_requests: AtomicU64,
     /// When the upstream last answered, and the last failure since.
     upstream_health: Mutex<(Option<Instant>, Option<String>)>,
@@ -120,6 +124,7 @@ impl Edge {
             metrics: Arc::default(),
             access_log,
             tls,
+            alt_svc: OnceLock::new(),
             upstream_requests: AtomicU64::new(0),
             upstream_health: Mutex::default(),
             config,
@@ -128,6 +133,19 @@ impl Edge {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub fn config(&self) -> &EdgeConfig {
+        &self.config
+    }
+
+    pub fn tls(&self) -> Option<&crate::tls::Tls> {
+        self.tls.as_ref()
+    }
+
+    /// From now on, every response carries this Alt-Svc value.
+    pub(crate) fn advertise(&self, alt_svc: HeaderValue) {
+        let _ = self.alt_svc.set(alt_svc);
     }
 
     /// The TLS certificate's SHA-256 fingerprint, when serving HTTPS.
@@ -247,7 +265,7 @@ impl Edge {
 
     /// Moves an upstream body into the object's growing body, for every viewer at once. A body
     /// that breaks off is dropped from the cache; a whole one is sized again.
-    fn pump(&self, key: String, mut body: Incoming, object: Arc<Object>) {
+    fn pump(&self, key: String, mut body: hyper::body::Incoming, object: Arc<Object>) {
         let cache = self.cache.clone();
         tokio::spawn(async move {
             let outcome = loop {
@@ -346,7 +364,7 @@ fn unix_now() -> Duration {
 }
 
 /// Answers one request.
-pub async fn handle(edge: Arc<Edge>, peer: IpAddr, request: Request<Incoming>) -> Response<Body> {
+pub async fn handle(edge: Arc<Edge>, peer: IpAddr, request: Request<()>) -> Response<Body> {
     let forwarded_for = request
         .headers()
         .get("x-forwarded-for")
@@ -382,6 +400,11 @@ pub async fn handle(edge: Arc<Edge>, peer: IpAddr, request: Request<Incoming>) -
         )
     });
     let mut response = answer(&edge, client, &request).await;
+    if let Some(alt_svc) = edge.alt_svc.get() {
+        response
+            .headers_mut()
+            .insert(header::ALT_SVC, alt_svc.clone());
+    }
     let status = response.status().as_u16();
     edge.metrics.count_request(status);
     let body = std::mem::replace(response.body_mut(), Body::empty());
@@ -395,7 +418,7 @@ pub async fn handle(edge: Arc<Edge>, peer: IpAddr, request: Request<Incoming>) -
     response
 }
 
-async fn answer(edge: &Edge, client: IpAddr, request: &Request<Incoming>) -> Response<Body> {
+async fn answer(edge: &Edge, client: IpAddr, request: &Request<()>) -> Response<Body> {
     let path = request.uri().path();
     if !is_safe_path(path) {
         return problem(StatusCode::BAD_REQUEST, "the path leaves the URL layout");
@@ -453,7 +476,7 @@ fn healthz(edge: &Edge) -> Response<Body> {
     )
 }
 
-async fn proxy(edge: &Edge, client: IpAddr, request: &Request<Incoming>) -> Response<Body> {
+async fn proxy(edge: &Edge, client: IpAddr, request: &Request<()>) -> Response<Body> {
     let path = request.uri().path();
     let query = request.uri().query();
     let header_text = |name: header::HeaderName| {
@@ -648,8 +671,10 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service_edge = edge.clone();
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
         let edge = service_edge.clone();
+        // The edge answers GET and HEAD, so a request's body is never read.
+        let request = request.map(|_| ());
         async move { Ok::<_, std::convert::Infallible>(handle(edge, client, request).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -676,12 +701,20 @@ pub async fn run(
     let address = listener.local_addr().unwrap_or(config.listen);
     match edge.tls_fingerprint() {
         Some(fingerprint) => {
-            tracing::info!(%address, upstreams = ?config.upstreams, certificate = %fingerprint, "edge listening (HTTPS)")
+            let spki = edge
+                .tls()
+                .and_then(crate::tls::Tls::spki_sha256)
+                .unwrap_or_default();
+            tracing::info!(%address, upstreams = ?config.upstreams, certificate = %fingerprint, %spki, "edge listening (HTTPS)")
         }
         None => tracing::info!(%address, upstreams = ?config.upstreams, "edge listening"),
     }
     if let Some((control, identity)) = config.control.clone() {
         tokio::spawn(crate::report::run(edge.clone(), control, identity));
+    }
+    if let Some(endpoint) = crate::http3::bind(&edge, address)? {
+        tracing::info!(%address, "HTTP/3 on UDP");
+        tokio::spawn(crate::http3::serve(endpoint, edge.clone()));
     }
     tokio::select! {
         () = serve(listener, edge) => {}
