@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::Growing;
 use crate::metrics::{AccessLog, LogLine, Metrics};
+use crate::sealed::Sealed;
 
 pub struct Body {
     source: Source,
@@ -22,6 +23,9 @@ pub struct Body {
 
 enum Source {
     Ready(VecDeque<Bytes>),
+    /// A whole body in a sealed memory file: sent by the kernel (`sendfile`) where the
+    /// connection allows it, else as the bytes of its mapping.
+    Sealed(Option<Arc<Sealed>>),
     /// An error ends the response unfinished, so no client takes a cut-short body for whole.
     Growing(mpsc::Receiver<io::Result<Bytes>>),
 }
@@ -82,12 +86,31 @@ impl Body {
     pub fn of(growing: &Arc<Growing>) -> Body {
         let (pieces, end) = growing.read(0);
         match end {
-            Some(Ok(())) => Body::pieces(pieces),
+            Some(Ok(())) => match growing.sealed() {
+                Some(sealed) => Body {
+                    source: Source::Sealed(Some(sealed)),
+                    tally: None,
+                },
+                None => Body::pieces(pieces),
+            },
             _ => Body {
                 source: Source::Growing(follow(growing.clone())),
                 tally: None,
             },
         }
+    }
+
+    /// Takes the sealed file of a whole body, for a connection that sends it itself; the body
+    /// counts it as sent and has nothing left.
+    pub fn take_sealed(&mut self) -> Option<Arc<Sealed>> {
+        let Source::Sealed(sealed) = &mut self.source else {
+            return None;
+        };
+        let sealed = sealed.take()?;
+        if let Some(tally) = &mut self.tally {
+            tally.bytes += sealed.len() as u64;
+        }
+        Some(sealed)
     }
 
     pub fn tallied(mut self, tally: Tally) -> Body {
@@ -111,15 +134,15 @@ fn follow(growing: Arc<Growing>) -> mpsc::Receiver<io::Result<Bytes>> {
     let (sender, receiver) = mpsc::channel(8);
     tokio::spawn(async move {
         let mut changes = growing.subscribe();
-        let mut next = 0;
+        let mut sent = 0;
         loop {
             changes.borrow_and_update();
-            let (pieces, end) = growing.read(next);
+            let (pieces, end) = growing.read(sent);
             for piece in pieces {
+                sent += piece.len();
                 if sender.send(Ok(piece)).await.is_err() {
                     return; // the viewer left
                 }
-                next += 1;
             }
             match end {
                 Some(Ok(())) => return,
@@ -149,6 +172,7 @@ impl http_body::Body for Body {
         let this = self.get_mut();
         let next = match &mut this.source {
             Source::Ready(pieces) => Poll::Ready(pieces.pop_front().map(Ok)),
+            Source::Sealed(sealed) => Poll::Ready(sealed.take().map(|s| Ok(s.bytes().clone()))),
             Source::Growing(pieces) => pieces.poll_recv(context),
         };
         if let (Poll::Ready(Some(Ok(piece))), Some(tally)) = (&next, &mut this.tally) {
@@ -160,6 +184,7 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match &self.source {
             Source::Ready(pieces) => pieces.is_empty(),
+            Source::Sealed(sealed) => sealed.is_none(),
             Source::Growing(_) => false,
         }
     }
@@ -168,6 +193,9 @@ impl http_body::Body for Body {
         match &self.source {
             Source::Ready(pieces) => {
                 http_body::SizeHint::with_exact(pieces.iter().map(|b| b.len() as u64).sum())
+            }
+            Source::Sealed(sealed) => {
+                http_body::SizeHint::with_exact(sealed.as_ref().map_or(0, |s| s.len() as u64))
             }
             Source::Growing(_) => http_body::SizeHint::default(),
         }

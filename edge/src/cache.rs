@@ -17,6 +17,8 @@ use hyper::StatusCode;
 use hyper::header::HeaderValue;
 use tokio::sync::watch;
 
+use crate::sealed::{self, Sealed};
+
 /// A body that may still be arriving.
 #[derive(Debug)]
 pub struct Growing {
@@ -30,6 +32,9 @@ struct Pieces {
     bytes: usize,
     /// `None` while more may come; then whether it ended whole.
     end: Option<Result<(), String>>,
+    /// A whole body of some length is moved into a sealed memory file; `pieces` is then the
+    /// file's mapping.
+    sealed: Option<Arc<Sealed>>,
 }
 
 impl Growing {
@@ -67,13 +72,46 @@ impl Growing {
         self.changed.send_replace(());
     }
 
-    /// The pieces from `from` on, and how the body ended if it has.
-    pub fn read(&self, from: usize) -> (Vec<Bytes>, Option<Result<(), String>>) {
+    /// Moves a whole body of at least [`sealed::THRESHOLD`] bytes into a sealed memory file.
+    /// Only the one who pushed the pieces calls it, after the last, before `finish`. A body
+    /// that cannot be sealed stays as it is.
+    pub fn seal(&self) {
+        let pieces = {
+            let state = self.lock();
+            if state.bytes < sealed::THRESHOLD || state.sealed.is_some() {
+                return;
+            }
+            state.pieces.clone()
+        };
+        match Sealed::new(&pieces) {
+            Ok(sealed) => {
+                let mut state = self.lock();
+                state.pieces = vec![sealed.bytes().clone()];
+                state.sealed = Some(Arc::new(sealed));
+            }
+            Err(error) => tracing::warn!(%error, "cannot seal a body in a memory file"),
+        }
+    }
+
+    /// The body's bytes from byte `offset` on, and how the body ended if it has.
+    pub fn read(&self, offset: usize) -> (Vec<Bytes>, Option<Result<(), String>>) {
         let state = self.lock();
-        (
-            state.pieces.get(from..).unwrap_or_default().to_vec(),
-            state.end.clone(),
-        )
+        let mut skip = offset;
+        let mut pieces = Vec::new();
+        for piece in &state.pieces {
+            if skip >= piece.len() {
+                skip -= piece.len();
+            } else {
+                pieces.push(piece.slice(skip..));
+                skip = 0;
+            }
+        }
+        (pieces, state.end.clone())
+    }
+
+    /// The sealed memory file of a whole body, if it was sealed.
+    pub fn sealed(&self) -> Option<Arc<Sealed>> {
+        self.lock().sealed.clone()
     }
 
     pub fn subscribe(&self) -> watch::Receiver<()> {
@@ -458,8 +496,31 @@ mod tests {
         let (pieces, end) = body.read(1);
         assert_eq!(
             (pieces, end),
-            (vec![Bytes::from_static(b"cd")], Some(Ok(())))
+            (
+                vec![Bytes::from_static(b"b"), Bytes::from_static(b"cd")],
+                Some(Ok(()))
+            )
         );
         assert_eq!(body.len(), 4);
+        body.seal();
+        assert!(body.sealed().is_none(), "too short to seal");
+    }
+
+    #[test]
+    fn a_sealed_body_reads_on_from_where_a_reader_was() {
+        let body = Growing::new();
+        let pieces: Vec<Bytes> = (0..40u8).map(|i| Bytes::from(vec![i; 1000])).collect();
+        for piece in &pieces {
+            body.push(piece.clone());
+        }
+        let before: Vec<u8> = body.read(12_345).0.concat();
+        body.seal();
+        body.finish(Ok(()));
+        let sealed = body.sealed().expect("40 kB is sealed");
+        assert_eq!(sealed.bytes()[..], pieces.concat()[..]);
+        let (after, end) = body.read(12_345);
+        assert_eq!((after.len(), end), (1, Some(Ok(()))));
+        assert_eq!(after[0][..], before[..]);
+        assert_eq!(body.len(), 40_000);
     }
 }

@@ -1,9 +1,11 @@
 //! The edge: what viewers talk to. Connections meet the porter (which reads the request head
-//! and hands the connection on), then hyper (HTTP/1.1 and HTTP/2, plain or over TLS); with TLS,
-//! a QUIC endpoint on the same port number serves HTTP/3. Requests for `/live/…` and `/vod/…`
-//! meet the bouncers, then the pull-through cache, which coalesces however many
-//! viewers miss at once into one upstream fetch and serves stale playlists when the upstream
-//! fails. Everything an edge knows comes from its upstreams and its configuration.
+//! and hands the connection on), then the edge's own HTTP/1 engine (plain HTTP/1.x, whole
+//! bodies sent by `sendfile` from sealed memory files) or hyper (HTTP/2, and everything over
+//! TLS); with TLS, a QUIC endpoint on the same port number serves HTTP/3. All of them answer
+//! through one handler. Requests for `/live/…` and `/vod/…` meet the bouncers, then the
+//! pull-through cache, which coalesces however many viewers miss at once into one upstream
+//! fetch and serves stale playlists when the upstream fails. Everything an edge knows comes
+//! from its upstreams and its configuration.
 //!
 //! Still to come: the fan-out engine for continuous streams.
 
@@ -13,11 +15,13 @@ pub mod cache;
 pub mod carry;
 pub mod geo;
 pub mod htpasswd;
+pub mod http1;
 pub mod http3;
 pub mod metrics;
 pub mod net;
 pub mod porter;
 pub mod report;
+pub mod sealed;
 pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -1,7 +1,8 @@
 //! The porter: the first thing a connection meets. It reads the request head itself, within a
-//! size and a time limit, and decides who serves the connection. Today every connection goes
-//! to hyper (HTTP/1.1, or HTTP/2 with prior knowledge) with the bytes already read put back in
-//! front; continuous-stream requests will be handed to the fan-out engine here instead. From a
+//! size and a time limit, and decides who serves the connection: plain HTTP/1.x goes to the
+//! edge's own HTTP/1 engine, HTTP/2 with prior knowledge and everything over TLS to hyper, with
+//! the bytes already read put back in front; continuous-stream requests will be handed to the
+//! fan-out engine here instead. From a
 //! trusted proxy, a PROXY protocol header (version 1 or 2) before the request names the
 //! client.
 
@@ -45,6 +46,8 @@ pub enum HeadError {
     Closed,
     #[error("the request line is malformed")]
     Malformed,
+    #[error("the request has a body larger than the edge reads")]
+    BodyTooLarge,
 }
 
 impl HeadError {
@@ -60,6 +63,9 @@ impl HeadError {
             HeadError::Malformed => {
                 Some(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
             }
+            HeadError::BodyTooLarge => Some(
+                b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            ),
             HeadError::Closed => None,
         }
     }
@@ -261,6 +267,11 @@ pub struct Prefixed<S> {
 impl<S> Prefixed<S> {
     pub fn new(prefix: Bytes, inner: S) -> Self {
         Prefixed { prefix, inner }
+    }
+
+    /// The bytes not read again yet, and the connection.
+    pub fn into_parts(self) -> (Bytes, S) {
+        (self.prefix, self.inner)
     }
 }
 

@@ -280,7 +280,10 @@ impl Edge {
                 }
             };
             match &outcome {
-                Ok(()) => cache.resize(&key, &object),
+                Ok(()) => {
+                    object.body.seal();
+                    cache.resize(&key, &object);
+                }
                 Err(reason) => {
                     tracing::debug!(path = key, %reason, "upstream body broke off");
                     cache.forget(&key, &object);
@@ -644,7 +647,11 @@ async fn serve_connection(edge: &Arc<Edge>, mut stream: tokio::net::TcpStream, p
     let client = proxied.unwrap_or(peer.ip());
     match &edge.tls {
         None => match porter::admit(stream, already).await {
-            Ok((_head, connection)) => serve_http(edge, connection, client, peer).await,
+            Ok((head, connection)) if !head.http2 => {
+                let (read, stream) = connection.into_parts();
+                crate::http1::serve(edge, stream, bytes::BytesMut::from(read), client).await;
+            }
+            Ok((_, connection)) => serve_http(edge, connection, client, peer).await,
             Err(error) => refused(error),
         },
         Some(tls) => {
