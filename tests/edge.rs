@@ -20,7 +20,7 @@ const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccdde
 /// on when `key_file` is given.
 struct Stack {
     // Dropped (stopped) in this order: the ingest before the packager it sends to.
-    _ingest: Running,
+    ingest: Running,
     packager: Running,
     packager_address: SocketAddr,
     edge_process: Running,
@@ -90,7 +90,7 @@ async fn stack(key_file: Option<&Path>, access_log: Option<&Path>, extra: &[&str
     Stack {
         packager,
         packager_address,
-        _ingest: ingest,
+        ingest,
         edge_process,
         edge,
     }
@@ -459,6 +459,38 @@ async fn the_edge_rides_out_a_packager_outage() {
     let stderr = stack.edge_process.0.stderr.as_mut().unwrap();
     std::io::Read::read_to_string(stderr, &mut log).unwrap();
     assert!(log.contains("serving a stale playlist"), "{log}");
+}
+
+/// When the ingest stops, a blocking playlist request for the next part gets the packager's
+/// 503 ("did not arrive in time") through the edge, within the packager's blocking limit, and
+/// the edge stays happy: its upstream answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_request_the_packager_gives_up_on_gets_its_503() {
+    let mut stack = stack(None, None, &[]).await;
+    stack.ingest.terminate(Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, _, playlist) = get(stack.packager_address, "/live/demo/v360/media.m3u8").await;
+    let (msn, part) = newest_part(&text(&playlist));
+    let asked = Instant::now();
+    let (status, _, body) = get(
+        stack.edge,
+        &format!("/live/demo/v360/media.m3u8?_HLS_msn={msn}&_HLS_part={part}"),
+    )
+    .await;
+    println!("{status} after {:?}: {}", asked.elapsed(), text(&body));
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{}", text(&body));
+    assert!(
+        text(&body).contains("did not arrive in time"),
+        "{}",
+        text(&body)
+    );
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    let (_, _, health) = get(stack.edge, "/healthz").await;
+    assert!(
+        text(&health).contains("\"mood\":\"happy\""),
+        "{}",
+        text(&health)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::body::Incoming;
-use hyper::{Request, Response, Uri};
+use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -62,11 +62,18 @@ impl Upstreams {
         })
     }
 
-    /// GETs `path_and_query`; returns the response and how long its head took to come.
+    /// GETs `path_and_query`; returns the response and how long its head took to come. A 5xx
+    /// answer counts as a failure and the next upstream is tried, except a 503 to a blocking
+    /// playlist request (`_HLS_msn`): that is the packager saying the part did not come in
+    /// time, an answer for the viewer, not a sign that the upstream is down.
     pub async fn get(
         &self,
         path_and_query: &str,
     ) -> Result<(Response<Incoming>, Duration), UpstreamError> {
+        let blocking = path_and_query.contains("_HLS_msn=");
+        let answers = |status: StatusCode| {
+            !status.is_server_error() || (blocking && status == StatusCode::SERVICE_UNAVAILABLE)
+        };
         let first = self.preferred.load(Ordering::Relaxed);
         let mut failures = Vec::new();
         for offset in 0..self.bases.len() {
@@ -79,7 +86,7 @@ impl Upstreams {
             };
             let started = Instant::now();
             match tokio::time::timeout(HEAD_TIMEOUT, self.client.request(request)).await {
-                Ok(Ok(response)) if !response.status().is_server_error() => {
+                Ok(Ok(response)) if answers(response.status()) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok((response, started.elapsed()));
                 }
