@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body::Frame;
 use tokio::sync::mpsc;
 
-use crate::cache::Growing;
+use crate::cache::{Growing, Now};
 use crate::metrics::{AccessLog, LogLine, Metrics};
 use crate::sealed::Sealed;
 
@@ -84,19 +84,14 @@ impl Body {
 
     /// The body of an object: at once when it is whole, else as it grows.
     pub fn of(growing: &Arc<Growing>) -> Body {
-        let (pieces, end) = growing.read(0);
-        match end {
-            Some(Ok(())) => match growing.sealed() {
-                Some(sealed) => Body {
-                    source: Source::Sealed(Some(sealed)),
-                    tally: None,
-                },
-                None => Body::pieces(pieces),
-            },
-            _ => Body {
-                source: Source::Growing(follow(growing.clone())),
-                tally: None,
-            },
+        let source = match growing.now() {
+            Now::Sealed(sealed) => Source::Sealed(Some(sealed)),
+            Now::Whole(pieces) => Source::Ready(pieces.into()),
+            Now::Growing => Source::Growing(follow(growing.clone())),
+        };
+        Body {
+            source,
+            tally: None,
         }
     }
 

@@ -109,6 +109,16 @@ impl Growing {
         (pieces, state.end.clone())
     }
 
+    /// What the body is now: whole (sealed or in pieces) or still growing.
+    pub fn now(&self) -> Now {
+        let state = self.lock();
+        match (&state.end, &state.sealed) {
+            (Some(Ok(())), Some(sealed)) => Now::Sealed(sealed.clone()),
+            (Some(Ok(())), None) => Now::Whole(state.pieces.clone()),
+            _ => Now::Growing,
+        }
+    }
+
     /// The sealed memory file of a whole body, if it was sealed.
     pub fn sealed(&self) -> Option<Arc<Sealed>> {
         self.lock().sealed.clone()
@@ -130,6 +140,14 @@ impl Growing {
     pub fn end(&self) -> Option<Result<(), String>> {
         self.lock().end.clone()
     }
+}
+
+/// A body at one moment.
+pub enum Now {
+    Sealed(Arc<Sealed>),
+    Whole(Vec<Bytes>),
+    /// Still arriving, or broken off.
+    Growing,
 }
 
 /// An upstream answer as kept in the cache.

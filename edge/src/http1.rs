@@ -7,8 +7,11 @@
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use http_body::Body as _;
@@ -29,24 +32,27 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_HEADERS: usize = 64;
 /// The largest request body read (and thrown away: the edge serves GET and HEAD).
 const MAX_REQUEST_BODY: u64 = 64 * 1024;
-/// Bodies up to this long are copied behind the head and written with it at once.
-const COPY_LIMIT: usize = 16 * 1024;
+/// Bodies up to this long are copied behind the head; longer ones are written from where they
+/// are, in one writev with the head.
+const COPY_LIMIT: usize = 1024;
 
 /// A request as read off the connection, and what the connection does after it.
-struct Incoming {
-    request: Request<()>,
+pub struct ParsedRequest {
+    pub request: Request<()>,
     /// Bytes of the buffer the head took.
-    head_length: usize,
-    body_length: u64,
-    keep_alive: bool,
+    pub head_length: usize,
+    /// The request body's length, to be read past.
+    pub body_length: u64,
+    pub keep_alive: bool,
 }
 
 /// Serves the connection, whose first bytes (holding at least the first whole head) are in
 /// `buffer`, until the client closes it, asks to close, goes idle, or breaks a rule.
 pub async fn serve(edge: &Arc<Edge>, mut stream: TcpStream, mut buffer: BytesMut, client: IpAddr) {
     let mut out = Vec::with_capacity(1024);
+    let mut idle = Box::pin(tokio::time::sleep(IDLE_TIMEOUT));
     loop {
-        let incoming = match next_request(&mut stream, &mut buffer).await {
+        let incoming = match next_request(&mut stream, &mut buffer, &mut idle).await {
             Ok(Some(incoming)) => incoming,
             Ok(None) => return,
             Err(error) => {
@@ -87,42 +93,51 @@ pub async fn serve(edge: &Arc<Edge>, mut stream: TcpStream, mut buffer: BytesMut
 }
 
 /// The next request's head: parsed from what is buffered, else read within the limits. `None`
-/// when the client closed or stayed idle between requests.
+/// when the client closed or stayed idle between requests. `idle` is the connection's one
+/// timer: moving a deadline later costs next to nothing, registering a timer per request
+/// would not.
 async fn next_request(
     stream: &mut TcpStream,
     buffer: &mut BytesMut,
-) -> Result<Option<Incoming>, HeadError> {
-    if let Some(incoming) = parse(buffer)? {
-        return Ok(Some(incoming));
+    idle: &mut Pin<Box<tokio::time::Sleep>>,
+) -> Result<Option<ParsedRequest>, HeadError> {
+    if let Some(parsed) = parse(buffer)? {
+        return Ok(Some(parsed));
     }
     if buffer.is_empty() {
         buffer.reserve(4096);
-        match tokio::time::timeout(IDLE_TIMEOUT, stream.read_buf(buffer)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
-            Ok(Ok(_)) => {}
+        idle.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
+        tokio::select! {
+            read = stream.read_buf(buffer) => match read {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            },
+            () = idle.as_mut() => return Ok(None),
+        }
+        if let Some(parsed) = parse(buffer)? {
+            return Ok(Some(parsed));
         }
     }
-    let read = async {
-        loop {
-            if let Some(incoming) = parse(buffer)? {
-                return Ok(incoming);
-            }
-            buffer.reserve(4096);
-            match stream.read_buf(buffer).await {
+    // The head came in pieces: the rest must come within the head timeout.
+    idle.as_mut().reset(Instant::now() + HEAD_TIMEOUT);
+    loop {
+        buffer.reserve(4096);
+        tokio::select! {
+            read = stream.read_buf(buffer) => match read {
                 Ok(0) | Err(_) => return Err(HeadError::Closed),
                 Ok(_) => {}
-            }
+            },
+            () = idle.as_mut() => return Err(HeadError::TimedOut),
         }
-    };
-    match tokio::time::timeout(HEAD_TIMEOUT, read).await {
-        Ok(outcome) => outcome.map(Some),
-        Err(_) => Err(HeadError::TimedOut),
+        if let Some(parsed) = parse(buffer)? {
+            return Ok(Some(parsed));
+        }
     }
 }
 
 /// Parses a request head at the start of `buffer` (sans IO): `None` while more bytes are
 /// needed.
-fn parse(buffer: &[u8]) -> Result<Option<Incoming>, HeadError> {
+pub fn parse(buffer: &[u8]) -> Result<Option<ParsedRequest>, HeadError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut fields);
     let head_length = match parsed.parse(buffer) {
@@ -182,7 +197,7 @@ fn parse(buffer: &[u8]) -> Result<Option<Incoming>, HeadError> {
         Version::HTTP_11
     };
     *request.headers_mut() = headers;
-    Ok(Some(Incoming {
+    Ok(Some(ParsedRequest {
         request,
         head_length,
         body_length,
@@ -192,6 +207,9 @@ fn parse(buffer: &[u8]) -> Result<Option<Incoming>, HeadError> {
 
 /// Reads and drops a request body of `length` bytes, within the head timeout.
 async fn skip_body(stream: &mut TcpStream, buffer: &mut BytesMut, length: u64) -> io::Result<()> {
+    if length == 0 {
+        return Ok(());
+    }
     let mut left = length;
     let skip = async {
         loop {
@@ -405,18 +423,21 @@ fn itoa(mut value: u64, digits: &mut [u8; 20]) -> &[u8] {
 }
 
 /// The current time as an HTTP date (RFC 9110, 5.6.7), worked out once a second per thread.
+/// The second is read from the coarse clock, which costs less than the precise one.
 fn with_date(use_it: impl FnOnce(&[u8])) {
     thread_local! {
-        static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+        static DATE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
     }
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
+    let mut coarse = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: the kernel writes the time into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut coarse) };
     DATE.with_borrow_mut(|(cached, date)| {
-        if *cached != second {
-            *cached = second;
-            *date = httpdate::fmt_http_date(now);
+        if *cached != coarse.tv_sec {
+            *cached = coarse.tv_sec;
+            *date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(coarse.tv_sec as u64));
         }
         use_it(date.as_bytes());
     });
