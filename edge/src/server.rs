@@ -186,7 +186,9 @@ impl Edge {
                         break; // the fetcher went away without an answer: look again
                     }
                 },
-                Lookup::Fetch { stale } => return self.fetch(key, stale).await,
+                // Boxed: the fetch's future is large, and every request, hits too, would carry
+                // (and move) its room.
+                Lookup::Fetch { stale } => return Box::pin(self.fetch(key, stale)).await,
             }
         }
     }
