@@ -34,9 +34,22 @@ enum Role {
     Packager(PackagerArgs),
     /// Serve viewers: a pull-through cache with coalescing and bouncers before the packager.
     Edge(Box<EdgeArgs>),
+    /// Send each viewer to the best edge by location, cost and load (302 redirects).
+    Control(ControlArgs),
     /// Sign or check keycards (EdgeAuth 2.0 tokens).
     #[command(subcommand)]
     Keycard(keycards::KeycardCommand),
+}
+
+#[derive(Args)]
+struct ControlArgs {
+    /// The configuration file (TOML): sites, coverage zones, GeoIP, keycards, policy.
+    #[arg(long, env = "ESTUARY_CONTROL_CONFIG")]
+    config: PathBuf,
+    /// Address viewers and edges connect to [default: the file's `listen`, else
+    /// 127.0.0.1:8070].
+    #[arg(long, env = "ESTUARY_CONTROL_LISTEN")]
+    listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -236,6 +249,7 @@ fn main() -> ExitCode {
         Role::Ingest(args) => ingest(*args),
         Role::Packager(args) => packager(args),
         Role::Edge(args) => edge(*args),
+        Role::Control(args) => control(args),
         Role::Keycard(command) => match keycards::run(command) {
             Ok(true) => Ok(()),
             Ok(false) => return ExitCode::FAILURE,
@@ -535,6 +549,29 @@ fn print_out(text: &str) -> anyhow::Result<()> {
 }
 
 /// Ctrl-C or SIGTERM.
+fn control(args: ControlArgs) -> anyhow::Result<()> {
+    let config = estuary_control::Config::load(&args.config).map_err(anyhow::Error::msg)?;
+    let listen = match (args.listen, &config.listen) {
+        (Some(listen), _) => listen,
+        (None, Some(text)) => text.parse().with_context(|| {
+            format!(
+                "{}: listen = {text:?} is not an address",
+                args.config.display()
+            )
+        })?,
+        (None, None) => "127.0.0.1:8070".parse()?,
+    };
+    let control = estuary_control::Control::new(&config).map_err(anyhow::Error::msg)?;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!(address = %listener.local_addr()?, sites = config.sites.len(), "control listening");
+        estuary_control::server::serve(listener, control, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}
+
 async fn shutdown_signal() {
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -1,3 +1,14 @@
-//! Control will own the CDN's decisions: the registry of sites and edges fed by edge reports,
-//! client groups from coverage zones and GeoIP, the routing policies behind each 302 redirect,
-//! keycard minting, the admin API and the live dashboard.
+//! Control: what turns edges in several places into a CDN. It keeps the registry of edges fed
+//! by their reports, maps each viewer to a client group (coverage zones, then GeoIP), picks a
+//! site by the channel's policy and an edge in it by consistent hashing with bounded loads, and
+//! redirects the viewer there with a fresh keycard, explaining every decision.
+
+pub mod config;
+pub mod coverage;
+pub mod geo;
+pub mod registry;
+pub mod routing;
+pub mod server;
+
+pub use config::Config;
+pub use server::Control;

@@ -18,7 +18,6 @@ pub mod htpasswd;
 pub mod http1;
 pub mod http3;
 pub mod metrics;
-pub mod net;
 pub mod porter;
 pub mod report;
 pub mod sealed;
@@ -26,4 +25,5 @@ pub mod server;
 pub mod tls;
 pub mod upstream;
 
+pub use estuary_proto::net;
 pub use server::{Edge, EdgeConfig, EdgeError};

@@ -1,10 +1,11 @@
 //! What crosses a process boundary in Estuary: the public and ingest URL layout, keycards (the
 //! EdgeAuth 2.0 compatible tokens every role checks), moods (how a component says how it is),
-//! and the reports edges send to control.
+//! the reports edges send to control, and address ranges and client addresses.
 
 pub mod duration;
 pub mod keycard;
 pub mod mood;
+pub mod net;
 pub mod report;
 pub mod url;
 pub mod utc;

@@ -36,7 +36,45 @@ impl FromStr for Cidr {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Cidr, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
 impl Cidr {
+    /// The range's first address (the address as written, with the host bits cleared).
+    pub fn network(&self) -> IpAddr {
+        match self.network {
+            IpAddr::V4(network) => IpAddr::V4(
+                (u32::from(network)
+                    & u32::MAX
+                        .checked_shl(32 - u32::from(self.prefix))
+                        .unwrap_or(0))
+                .into(),
+            ),
+            IpAddr::V6(network) => IpAddr::V6(
+                (u128::from(network)
+                    & u128::MAX
+                        .checked_shl(128 - u32::from(self.prefix))
+                        .unwrap_or(0))
+                .into(),
+            ),
+        }
+    }
+
+    /// How many leading bits of an address the range fixes.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     pub fn contains(&self, address: IpAddr) -> bool {
         // An IPv4 client seen on an IPv6 socket (::ffff:a.b.c.d) is that IPv4 client.
         let address = match address {

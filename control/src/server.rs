@@ -1,0 +1,317 @@
+//! Control's HTTP service: edge reports in, viewers redirected out, decisions explained.
+//!
+//! - `POST /api/v1/reports`: an edge's report (JSON); `400` with the reason, and nothing
+//!   changed, for one that does not parse or names an unknown site.
+//! - `GET /live/…`, `GET /vod/…` (the public URL layout): `302` to the chosen edge's URL for
+//!   the same path, with a fresh keycard for the channel when keycards are configured; `503`
+//!   with the reasons when no site can take the viewer.
+//! - `GET /api/v1/route?ip=ADDRESS&path=PATH`: the decision for that viewer, as JSON.
+//! - `GET /api/v1/edges`: every edge heard from, its last report and its mood now.
+//! - `GET /healthz`: control's own mood.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use estuary_proto::Mood;
+use estuary_proto::keycard::{self, KeycardKey, KeycardRequest};
+use estuary_proto::net::{self, Cidr};
+use estuary_proto::report::{EdgeReport, REPORTS_PATH};
+use estuary_proto::url::ChannelName;
+
+use crate::config::Config;
+use crate::coverage::{self, Coverage};
+use crate::geo::GeoDatabase;
+use crate::registry::Registry;
+use crate::routing::{Decision, Request, Router};
+
+/// Everything control knows and decides with.
+pub struct Control {
+    router: Router,
+    registry: Registry,
+    /// The first key signs keycards.
+    keys: Vec<KeycardKey>,
+    lifetime: Duration,
+    trusted_proxies: Vec<Cidr>,
+}
+
+impl Control {
+    /// Opens what the configuration names (GeoIP database, coverage-zone file, key file);
+    /// an unusable file is an error that names it.
+    pub fn new(config: &Config) -> Result<Arc<Control>, String> {
+        let geo = config.geoip.as_deref().map(GeoDatabase::open).transpose()?;
+        let mut zones = config.zones.clone();
+        if let Some(path) = &config.coverage_zones {
+            zones.extend(coverage::read_traffic_control(path)?);
+        }
+        let (keys, lifetime) = match &config.keycards {
+            Some(keycards) => {
+                let text = std::fs::read_to_string(&keycards.key_file)
+                    .map_err(|error| format!("{}: {error}", keycards.key_file.display()))?;
+                let keys = keycard::parse_key_file(&text)
+                    .map_err(|error| format!("{}: {error}", keycards.key_file.display()))?;
+                (keys, keycards.lifetime)
+            }
+            None => (Vec::new(), Duration::ZERO),
+        };
+        Ok(Arc::new(Control {
+            router: Router::new(config, Coverage::new(zones), geo),
+            registry: Registry::default(),
+            keys,
+            lifetime,
+            trusted_proxies: config.trusted_proxies.clone(),
+        }))
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Takes an edge's report.
+    pub fn hear(&self, report: EdgeReport) -> Result<(), String> {
+        let known = |site: &str| self.router.sites.iter().any(|s| s.name == site);
+        self.registry.hear(report, known, Instant::now())
+    }
+
+    /// Where `client` asking for `channel` goes now.
+    pub fn decide(&self, client: IpAddr, channel: &str) -> Decision {
+        let snapshot = self.registry.snapshot(Instant::now());
+        self.router.route(Request { client, channel }, &snapshot)
+    }
+
+    /// A keycard for the paths of `channel` under `root` (`live` or `vod`), if keycards are on.
+    fn keycard(&self, root: &str, channel: &str) -> Option<String> {
+        let key = self.keys.first()?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let request = KeycardRequest {
+            start: None,
+            expires: now + self.lifetime.as_secs().max(1),
+            acl: format!("/{root}/{channel}/*"),
+            id: None,
+            data: None,
+        };
+        Some(keycard::sign(&request, key))
+    }
+}
+
+/// The HTTP routes.
+pub fn app(control: Arc<Control>) -> axum::Router {
+    axum::Router::new()
+        .route(REPORTS_PATH, post(report))
+        .route("/api/v1/route", get(route))
+        .route("/api/v1/edges", get(edges))
+        .route("/healthz", get(healthz))
+        .route("/live/{*rest}", get(redirect))
+        .route("/vod/{*rest}", get(redirect))
+        .with_state(control)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    control: Arc<Control>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(control).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+fn problem(status: StatusCode, reason: impl Into<String>) -> Response {
+    let mut text = reason.into();
+    text.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+fn json(value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
+async fn report(State(control): State<Arc<Control>>, body: Bytes) -> Response {
+    let report: EdgeReport = match serde_json::from_slice(&body) {
+        Ok(report) => report,
+        Err(error) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!("not an edge report: {error}"),
+            );
+        }
+    };
+    match control.hear(report) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(reason) => problem(StatusCode::BAD_REQUEST, reason),
+    }
+}
+
+/// `live` or `vod`, and the channel, of a path of the public layout.
+fn channel_of(path: &str) -> Result<(&str, &str), String> {
+    let mut segments = path.trim_start_matches('/').split('/');
+    let (Some(root @ ("live" | "vod")), Some(channel)) = (segments.next(), segments.next()) else {
+        return Err(format!(
+            "{path:?} is not a path of the public layout (/live/CHANNEL/…)"
+        ));
+    };
+    ChannelName::new(channel).map_err(|error| error.to_string())?;
+    Ok((root, channel))
+}
+
+async fn route(
+    State(control): State<Arc<Control>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(ip) = query.get("ip") else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "give the viewer's address: ?ip=…&path=…",
+        );
+    };
+    let Ok(client) = ip.trim().parse::<IpAddr>() else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!("{ip:?} is not an IP address"),
+        );
+    };
+    let path = query
+        .get("path")
+        .map_or("/live/demo/master.m3u8", String::as_str);
+    match channel_of(path) {
+        Ok((_, channel)) => json(&control.decide(client, channel)),
+        Err(reason) => problem(StatusCode::BAD_REQUEST, reason),
+    }
+}
+
+async fn edges(State(control): State<Arc<Control>>) -> Response {
+    json(&control.registry.snapshot(Instant::now()))
+}
+
+async fn healthz(State(control): State<Arc<Control>>) -> Response {
+    let snapshot = control.registry.snapshot(Instant::now());
+    let live = snapshot.edges.iter().filter(|edge| edge.is_live()).count();
+    let (mood, reason) = if live > 0 {
+        (Mood::Happy, None)
+    } else if snapshot.edges.is_empty() {
+        (Mood::Waking, Some("no edge has reported yet"))
+    } else {
+        (Mood::Hungry, Some("no edge is live"))
+    };
+    json(&serde_json::json!({
+        "role": "control",
+        "mood": mood,
+        "reason": reason,
+        "edges": snapshot.edges.len(),
+        "live_edges": live,
+    }))
+}
+
+async fn redirect(
+    State(control): State<Arc<Control>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let (root, channel) = match channel_of(uri.path()) {
+        Ok(found) => found,
+        Err(reason) => return problem(StatusCode::BAD_REQUEST, reason),
+    };
+    let forwarded_for = headers
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok());
+    let client = net::client_address(peer.ip(), forwarded_for, &control.trusted_proxies);
+    let decision = control.decide(client, channel);
+    let Some(edge) = &decision.edge else {
+        let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, decision.reason.clone());
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+        return response;
+    };
+    let mut location = format!("{}{}", edge.url.trim_end_matches('/'), uri.path());
+    let kept: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or("");
+            !pair.is_empty() && name != "keycard" && name != "__token__"
+        })
+        .collect();
+    let keycard = control.keycard(root, channel);
+    let mut separator = '?';
+    for pair in kept {
+        location.push(separator);
+        location.push_str(pair);
+        separator = '&';
+    }
+    if let Some(keycard) = keycard {
+        location.push(separator);
+        location.push_str("keycard=");
+        location.push_str(&keycard);
+    }
+    let Ok(location) = HeaderValue::try_from(location) else {
+        return problem(
+            StatusCode::BAD_GATEWAY,
+            "the edge's URL is not a usable Location",
+        );
+    };
+    tracing::debug!(%client, channel, edge = %edge.id, reason = %decision.reason, "redirect");
+    (
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_come_from_the_public_layout() {
+        assert_eq!(channel_of("/live/demo/master.m3u8"), Ok(("live", "demo")));
+        assert_eq!(
+            channel_of("/vod/demo/0-60/master.m3u8"),
+            Ok(("vod", "demo"))
+        );
+        assert!(channel_of("/other/demo/x").is_err());
+        assert!(channel_of("/live/../x").is_err());
+        assert!(channel_of("/live").is_err());
+    }
+}

@@ -1,0 +1,363 @@
+//! End to end: `estuary control` in front of three edges (lon, fra, nyc), each its own process
+//! reporting to it, before a packager fed by an ingest. Viewers are placed by a GeoIP city
+//! database written by the test (the same addresses and places as MaxMind's test database),
+//! redirected with keycards the edges accept, and followed by ffmpeg.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Running, estuary, free_port, http_get, require_tool};
+
+const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+const SITES: [(&str, f64, f64, f64); 3] = [
+    ("lon", 51.5, -0.13, 0.02),
+    ("fra", 50.1, 8.7, 0.01),
+    ("nyc", 40.7, -74.0, 0.03),
+];
+const LONDON: &str = "81.2.69.142";
+const MILTON_WA: &str = "216.160.83.56";
+const ZONE_CLIENT: &str = "198.51.100.7";
+
+/// Writes control's configuration (with a coverage zone for 198.51.100.0/24 placed in New
+/// York), its key file and GeoIP database into `dir`.
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    std::fs::write(dir.join("keys.txt"), format!("{KEY}\n")).unwrap();
+    std::fs::write(
+        dir.join("city.mmdb"),
+        estuary_control::geo::test_database(&[
+            ("81.2.69.142/31", "GB", "London", 51.5142, -0.0931),
+            ("216.160.83.56/29", "US", "Milton", 47.2513, -122.3149),
+        ]),
+    )
+    .unwrap();
+    let mut text = String::from(
+        "geoip = \"city.mmdb\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n\
+         [keycards]\nkey_file = \"keys.txt\"\nlifetime = \"5m\"\n\n\
+         [policy]\ndefault = \"closest\"\nchannels = { cheap = \"least_cost\" }\n",
+    );
+    for (name, latitude, longitude, cost) in SITES {
+        text.push_str(&format!(
+            "\n[[sites]]\nname = \"{name}\"\nlatitude = {latitude}\nlongitude = {longitude}\n\
+             cost_per_gb = {cost}\ncapacity_mbps = 1000\n"
+        ));
+    }
+    text.push_str(
+        "\n[[zones]]\nname = \"campus\"\nnetworks = [\"198.51.100.0/24\"]\n\
+         latitude = 40.7\nlongitude = -74.0\n",
+    );
+    let path = dir.join("control.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_edge(
+    site: &str,
+    address: SocketAddr,
+    packager: SocketAddr,
+    control: SocketAddr,
+    keys: &Path,
+) -> Running {
+    Running(
+        estuary()
+            .args(["edge", "--listen", &address.to_string()])
+            .arg("--upstream")
+            .arg(format!("http://{packager}"))
+            .arg("--key-file")
+            .arg(keys)
+            .arg("--control")
+            .arg(format!("http://{control}"))
+            .args(["--site", site, "--id", &format!("{site}-1")])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Asks control for `path` as `client` (X-Forwarded-For from the trusted 127.0.0.1): the
+/// status and the Location.
+fn redirect(control: SocketAddr, client: &str, path: &str) -> (u16, String) {
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
+        .args(["-H", &format!("X-Forwarded-For: {client}")])
+        .arg(format!("http://{control}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (status, location) = text.split_once(' ').unwrap_or((&text, ""));
+    (status.parse().unwrap_or(0), location.to_owned())
+}
+
+async fn decision(control: SocketAddr, client: &str, path: &str) -> serde_json::Value {
+    let (status, body) = http_get(control, &format!("/api/v1/route?ip={client}&path={path}")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+async fn site_for(control: SocketAddr, client: &str, path: &str) -> Option<String> {
+    decision(control, client, path).await["site"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_go_to_the_best_edge_and_players_follow() {
+    require_tool("curl", "curl");
+    require_tool("ffmpeg", "ffmpeg");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let keys = dir.path().join("keys.txt");
+
+    let packager = local(free_port());
+    let _packager = Running(
+        estuary()
+            .args(["packager", "--listen", &packager.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _ingest = Running(
+        estuary()
+            .args([
+                "ingest",
+                "--source",
+                "test",
+                "--channel",
+                "demo",
+                "--renditions",
+                "360",
+            ])
+            .arg("--to")
+            .arg(format!("http://{packager}/ingest"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let control = local(free_port());
+    let _control = Running(
+        estuary()
+            .args(["control", "--listen", &control.to_string()])
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let edges: Vec<SocketAddr> = SITES.iter().map(|_| local(free_port())).collect();
+    let mut running: Vec<Running> = SITES
+        .iter()
+        .zip(&edges)
+        .map(|((site, ..), address)| start_edge(site, *address, packager, control, &keys))
+        .collect();
+
+    // Every edge reports within a few seconds.
+    let started = Instant::now();
+    loop {
+        if let Ok(stream) = tokio::net::TcpStream::connect(control).await {
+            drop(stream);
+            let (_, body) = http_get(control, "/healthz").await;
+            if body.contains("\"live_edges\":3") {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the edges never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // London goes to lon when closest counts, to fra when cost does; Milton (WA) to nyc; the
+    // campus zone, placed in New York, beats GeoIP.
+    let master = "/live/demo/master.m3u8";
+    assert_eq!(
+        site_for(control, LONDON, master).await.as_deref(),
+        Some("lon")
+    );
+    assert_eq!(
+        site_for(control, LONDON, "/live/cheap/master.m3u8")
+            .await
+            .as_deref(),
+        Some("fra")
+    );
+    assert_eq!(
+        site_for(control, MILTON_WA, master).await.as_deref(),
+        Some("nyc")
+    );
+    let zone = decision(control, ZONE_CLIENT, master).await;
+    assert_eq!(zone["group"]["source"], "zone", "{zone}");
+    assert_eq!(zone["site"], "nyc", "{zone}");
+
+    // The redirect names the edge and carries a keycard for the channel, which the edge
+    // accepts; without it the edge says 403.
+    let (status, location) = redirect(control, LONDON, &format!("{master}?x=1"));
+    assert_eq!(status, 302);
+    let lon_edge = format!("http://{}{master}?x=1&keycard=", edges[0]);
+    assert!(location.starts_with(&lon_edge), "{location}");
+    assert!(location.contains("acl=/live/demo/*"), "{location}");
+    let status_of = |url: &str| {
+        let output = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let started = Instant::now();
+    while status_of(&location) != "200" {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the edge never served {location}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status_of(&format!("http://{}{master}", edges[0])), "403");
+
+    // ffmpeg asks control, follows the redirect, and plays 20 s from the edge.
+    let played = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin"])
+        .arg("-i")
+        .arg(format!("http://{control}{master}"))
+        .args(["-t", "20", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        played.status.success() && played.stderr.is_empty(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&played.stderr)
+    );
+
+    // Stop lon's edge: within 3 s (and a report interval) London is sent elsewhere.
+    running[0].terminate(Duration::from_secs(10));
+    let stopped = Instant::now();
+    while site_for(control, LONDON, master).await.as_deref() == Some("lon") {
+        assert!(
+            stopped.elapsed() < Duration::from_millis(4500),
+            "decisions still name the stopped edge after {:?}",
+            stopped.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let moved = stopped.elapsed();
+    let elsewhere = decision(control, LONDON, master).await;
+    assert_eq!(elsewhere["site"], "fra", "{elsewhere}");
+    assert_eq!(
+        elsewhere["candidates"][0]["skipped"], "no live edge",
+        "{elsewhere}"
+    );
+    println!("the stopped edge got no more viewers after {moved:?}");
+    let (_, edges_now) = http_get(control, "/api/v1/edges").await;
+    assert!(edges_now.contains("\"mood\":\"lost\""), "{edges_now}");
+
+    // Start it again: it gets viewers again.
+    running[0] = start_edge("lon", edges[0], packager, control, &keys);
+    let restarted = Instant::now();
+    while site_for(control, LONDON, master).await.as_deref() != Some("lon") {
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "the edge never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "the restarted edge got viewers after {:?}",
+        restarted.elapsed()
+    );
+}
+
+/// Bad input: reports that do not parse, addresses that are not addresses, paths outside the
+/// layout; at start, a corrupt GeoIP file and an unknown key in the configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_with_reasons() {
+    require_tool("curl", "curl");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let control = local(free_port());
+    let _control = Running(
+        estuary()
+            .args(["control", "--listen", &control.to_string()])
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(control).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let post = |body: &str| {
+        let output = Command::new("curl")
+            .args(["-s", "-w", " %{http_code}", "-X", "POST", "-d", body])
+            .arg(format!("http://{control}/api/v1/reports"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let answer = post("{\"id\": 3");
+    assert!(
+        answer.ends_with(" 400") && answer.contains("not an edge report"),
+        "{answer}"
+    );
+    let unknown_site = "{\"id\":\"x\",\"site\":\"mars\",\"url\":\"http://127.0.0.1:1\",\"clients\":0,\
+        \"egress_bps\":0,\"cache_hit_ratio\":1,\"cpu\":0,\"mood\":\"happy\"}";
+    let answer = post(unknown_site);
+    assert!(
+        answer.ends_with(" 400") && answer.contains("mars"),
+        "{answer}"
+    );
+    let (_, edges) = http_get(control, "/api/v1/edges").await;
+    assert_eq!(edges, "{\"edges\":[]}", "nothing changed");
+
+    let (status, body) = http_get(control, "/api/v1/route?ip=not-an-ip&path=/live/demo/x").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("not an IP address"), "{body}");
+    let (status, body) = http_get(control, "/api/v1/route?ip=192.0.2.1&path=/elsewhere").await;
+    assert_eq!(status, 400, "{body}");
+    // No edge has reported: a viewer is told to come back, with the reason.
+    let (status, body) = http_get(control, "/live/demo/master.m3u8").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("no site can take viewers"), "{body}");
+
+    // At start: a corrupt GeoIP file is named, and so is an unknown key, with its line.
+    std::fs::write(dir.path().join("city.mmdb"), b"not a database").unwrap();
+    let output = estuary()
+        .arg("control")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(error.contains("city.mmdb"), "{error}");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("capacity_mbps = 1000\n", "capacity_mbps = 1000\nsped = 3\n");
+    std::fs::write(&config, text).unwrap();
+    let output = estuary()
+        .arg("control")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        error.contains("line 18") && error.contains("unknown field `sped`"),
+        "{error}"
+    );
+}
