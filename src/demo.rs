@@ -1,6 +1,7 @@
 //! `estuary demo`: every role that exists, in one process, on a test pattern. The ingest sends
-//! its CMAF over loopback HTTP to the packager, and viewers reach the packager through an edge,
-//! exactly as separate processes would.
+//! its CMAF over loopback HTTP to the packager, viewers reach the packager through an edge, and
+//! the edge reports to a control with one site, which redirects viewers to it, exactly as
+//! separate processes would.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +47,7 @@ pub async fn run(
 
     let mut edge = EdgeConfig::new(config.listen, vec![origin.clone()]);
     let mut keycard = None;
+    let mut keys = Vec::new();
     if config.keycards {
         let (key, _) = KeycardKey::generate(Some("demo"));
         let now = std::time::SystemTime::now()
@@ -62,29 +64,59 @@ pub async fn run(
             },
             &key,
         ));
+        keys.push(key.clone());
         edge.bouncer = Some(Bouncer::Token(vec![key]));
     }
     let edge_listener = estuary_edge::server::bind(&edge).await?;
     let address = edge_listener
         .local_addr()
         .context("reading the bound address")?;
-    tokio::spawn(estuary_edge::server::serve(
-        edge_listener,
-        estuary_edge::Edge::new(edge)?,
+    let base = format!("http://{address}");
+
+    // Control, with one site: the edge reports to it, and it sends viewers there.
+    let control_config = estuary_control::Config::parse(
+        "[[sites]]\nname = \"local\"\nlatitude = 0\nlongitude = 0\ncost_per_gb = 0\ncapacity_mbps = 10000\n",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let control = estuary_control::Control::with_keys(&control_config, keys, KEYCARD_LIFETIME)
+        .map_err(anyhow::Error::msg)?;
+    let control_listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .context("binding control's listener")?;
+    let control_url = format!(
+        "http://{}",
+        control_listener
+            .local_addr()
+            .context("reading the bound address")?
+    );
+    tokio::spawn(estuary_control::server::serve(
+        control_listener,
+        control,
+        std::future::pending(),
     ));
+    let edge = estuary_edge::Edge::new(edge)?;
+    tokio::spawn(estuary_edge::report::run(
+        edge.clone(),
+        control_url.clone(),
+        estuary_edge::report::Identity {
+            id: "demo-edge".into(),
+            site: "local".into(),
+            url: base.clone(),
+        },
+    ));
+    tokio::spawn(estuary_edge::server::serve(edge_listener, edge));
 
     let channel = ChannelSpec {
         text: Some("Estuary demo".into()),
         ..Default::default()
     }
     .validate()?;
-    let base = format!("http://{address}");
     let signed = |url: String| match &keycard {
         Some(card) => format!("{url}?keycard={card}"),
         None => url,
     };
     println!(
-        "Estuary demo: a test channel (720p and 360p H.264, AAC) through ingest, packager and edge."
+        "Estuary demo: a test channel (720p and 360p H.264, AAC) through ingest, packager, edge and control."
     );
     println!("  player:  {}", signed(format!("{base}/play/demo")));
     println!(
@@ -102,6 +134,14 @@ pub async fn run(
     if keycard.is_some() {
         println!("  (the edge wants a keycard for /live/demo/*: these URLs carry one for 24 h)");
     }
+    println!(
+        "  control: {control_url}/live/demo/master.m3u8 (redirects to the edge{}; why: {control_url}/api/v1/route?ip=127.0.0.1&path=/live/demo/master.m3u8)",
+        if keycard.is_some() {
+            ", with a fresh keycard"
+        } else {
+            ""
+        }
+    );
     println!("  health:  {base}/healthz   metrics: {base}/metrics   origin: {origin}");
     println!("The first segment is ready about 3 s after start. Ctrl-C stops.");
     let run = IngestRun {

@@ -1,6 +1,7 @@
 //! End to end in a browser: `estuary demo --keycards` played through its edge by the player
 //! page in headless Chromium, driven by playwright-core (web/tests/play.mjs): LL-HLS with
-//! hls.js, then DASH with dash.js.
+//! hls.js, then DASH with dash.js, then LL-HLS again asked of control, which redirects to the
+//! edge.
 
 mod support;
 
@@ -34,16 +35,22 @@ fn the_player_page_plays_ll_hls_and_dash_in_chromium() {
             .unwrap(),
     );
     let mut printed = std::io::BufReader::new(demo.0.stdout.take().unwrap());
-    let player = loop {
+    let (mut player, mut control) = (None, None);
+    while player.is_none() || control.is_none() {
         let mut line = String::new();
         assert!(
             printed.read_line(&mut line).unwrap() > 0,
-            "the demo printed no player URL"
+            "the demo printed no player or control URL"
         );
         if let Some(url) = line.trim().strip_prefix("player:") {
-            break url.trim().to_owned();
+            player = Some(url.trim().to_owned());
         }
-    };
+        if let Some(url) = line.trim().strip_prefix("control:") {
+            let url = url.split_whitespace().next().unwrap_or("");
+            control = url.split("/live/").next().map(str::to_owned);
+        }
+    }
+    let (player, control) = (player.unwrap(), control.unwrap());
     let keycard = player
         .split_once("?keycard=")
         .expect("a signed player URL")
@@ -64,6 +71,12 @@ fn the_player_page_plays_ll_hls_and_dash_in_chromium() {
 
     let dash = play(&web, &format!("{player}&format=dash"));
     println!("Chromium + dash.js: {dash}");
+
+    // Asking control instead: hls.js follows its redirect to the edge, with the keycard
+    // control signed.
+    let page = player.split('?').next().unwrap();
+    let redirected = play(&web, &format!("{page}?control={control}"));
+    println!("Chromium + hls.js through control's redirect: {redirected}");
     assert!(demo.terminate(Duration::from_secs(15)).success());
 }
 

@@ -45,11 +45,6 @@ impl Control {
     /// Opens what the configuration names (GeoIP database, coverage-zone file, key file);
     /// an unusable file is an error that names it.
     pub fn new(config: &Config) -> Result<Arc<Control>, String> {
-        let geo = config.geoip.as_deref().map(GeoDatabase::open).transpose()?;
-        let mut zones = config.zones.clone();
-        if let Some(path) = &config.coverage_zones {
-            zones.extend(coverage::read_traffic_control(path)?);
-        }
         let (keys, lifetime) = match &config.keycards {
             Some(keycards) => {
                 let text = std::fs::read_to_string(&keycards.key_file)
@@ -60,6 +55,21 @@ impl Control {
             }
             None => (Vec::new(), Duration::ZERO),
         };
+        Control::with_keys(config, keys, lifetime)
+    }
+
+    /// As [`Control::new`], with the keycard keys given rather than read from the key file
+    /// (the first signs; none turns keycards off).
+    pub fn with_keys(
+        config: &Config,
+        keys: Vec<KeycardKey>,
+        lifetime: Duration,
+    ) -> Result<Arc<Control>, String> {
+        let geo = config.geoip.as_deref().map(GeoDatabase::open).transpose()?;
+        let mut zones = config.zones.clone();
+        if let Some(path) = &config.coverage_zones {
+            zones.extend(coverage::read_traffic_control(path)?);
+        }
         Ok(Arc::new(Control {
             router: Router::new(config, Coverage::new(zones), geo),
             registry: Registry::default(),
