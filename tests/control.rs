@@ -35,7 +35,7 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     )
     .unwrap();
     let mut text = String::from(
-        "geoip = \"city.mmdb\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n\
+        "geoip = \"city.mmdb\"\ntrusted_proxies = [\"127.0.0.1/32\"]\nadmin_token = \"let-me-in\"\n\n\
          [keycards]\nkey_file = \"keys.txt\"\nlifetime = \"5m\"\n\n\
          [policy]\ndefault = \"closest\"\nchannels = { cheap = \"least_cost\" }\n",
     );
@@ -240,6 +240,71 @@ async fn viewers_go_to_the_best_edge_and_players_follow() {
         String::from_utf8_lossy(&played.stderr)
     );
 
+    // The operator changes the default policy to least_cost (with the admin token): London now
+    // goes to fra; without the token, or with a wrong one, nothing changes.
+    let put_policy = |token: Option<&str>, body: &str| {
+        let mut command = Command::new("curl");
+        command.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "PUT",
+            "-d",
+            body,
+        ]);
+        if let Some(token) = token {
+            command.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        let output = command
+            .arg(format!("http://{control}/api/v1/policy"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let cheapest = "{\"default\": \"least_cost\"}";
+    assert_eq!(put_policy(None, cheapest), "401");
+    assert_eq!(put_policy(Some("guess"), cheapest), "401");
+    assert_eq!(
+        site_for(control, LONDON, master).await.as_deref(),
+        Some("lon")
+    );
+    assert_eq!(
+        put_policy(Some("let-me-in"), "{\"default\": \"cheapest\"}"),
+        "400"
+    );
+    assert_eq!(put_policy(Some("let-me-in"), cheapest), "200");
+    assert_eq!(
+        site_for(control, LONDON, master).await.as_deref(),
+        Some("fra")
+    );
+    assert_eq!(
+        put_policy(
+            Some("let-me-in"),
+            "{\"default\": \"closest\", \"channels\": {\"cheap\": \"least_cost\"}}"
+        ),
+        "200"
+    );
+    assert_eq!(
+        site_for(control, LONDON, master).await.as_deref(),
+        Some("lon")
+    );
+
+    // The admin API's views: the redirects so far are there, per group and per channel.
+    let (_, sites) = http_get(control, "/api/v1/sites").await;
+    let sites: serde_json::Value = serde_json::from_str(&sites).unwrap();
+    assert_eq!(sites["sites"].as_array().unwrap().len(), 3, "{sites}");
+    let (_, decisions) = http_get(control, "/api/v1/decisions").await;
+    assert!(decisions.contains("\"GB\""), "{decisions}");
+    let (_, channels) = http_get(control, "/api/v1/channels").await;
+    assert!(channels.contains("\"demo\""), "{channels}");
+    let (status, openapi) = http_get(control, "/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    let openapi: serde_json::Value = serde_json::from_str(&openapi).unwrap();
+    assert!(openapi["paths"]["/api/v1/policy"]["put"]["security"].is_array());
+
     // Stop lon's edge: within 3 s (and a report interval) London is sent elsewhere.
     running[0].terminate(Duration::from_secs(10));
     let stopped = Instant::now();
@@ -357,7 +422,58 @@ async fn bad_input_is_refused_with_reasons() {
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
-        error.contains("line 18") && error.contains("unknown field `sped`"),
+        error.contains("line 19") && error.contains("unknown field `sped`"),
         "{error}"
+    );
+}
+
+/// The dashboard loads in headless Chromium with no console error and shows a change in a
+/// site's egress within 2 s of the report that made it, without reloading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_follows_reports_live() {
+    require_tool("node", "nodejs");
+    require_tool("chromium", "chromium");
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    assert!(
+        web.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci` in web/ (scripts/setup does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let control = local(free_port());
+    let _control = Running(
+        estuary()
+            .args(["control", "--listen", &control.to_string()])
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(control).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = Command::new("node")
+        .arg(web.join("tests/dashboard.mjs"))
+        .arg(format!("http://{control}"))
+        .arg("fra")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the dashboard run failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(output.stdout.trim_ascii()).unwrap();
+    println!("dashboard: {report}");
+    assert_eq!(report["consoleErrors"], serde_json::json!([]), "{report}");
+    assert_eq!(report["pageErrors"], serde_json::json!([]), "{report}");
+    assert_eq!(report["reloads"], 0, "{report}");
+    let shown = report["shownAfterMs"].as_f64();
+    assert!(
+        shown.is_some_and(|ms| ms <= 2000.0),
+        "the change was not shown within 2 s: {report}"
     );
 }

@@ -26,6 +26,9 @@ pub struct Config {
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
     pub keycards: Option<KeycardConfig>,
+    /// The bearer token that the admin API's changes (policy, forgetting an edge) need;
+    /// without one, the admin API is read-only.
+    pub admin_token: Option<String>,
     #[serde(default)]
     pub policy: PolicyConfig,
     #[serde(default)]
@@ -76,7 +79,7 @@ fn default_lifetime() -> Duration {
     Duration::from_secs(300)
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
     /// The policy for channels `channels` does not name.
@@ -203,11 +206,14 @@ impl Config {
 
     /// The policy for `channel`.
     pub fn policy_for(&self, channel: &str) -> Policy {
-        self.policy
-            .channels
-            .get(channel)
-            .copied()
-            .unwrap_or(self.policy.default)
+        self.policy.policy_for(channel)
+    }
+}
+
+impl PolicyConfig {
+    /// The policy for `channel`.
+    pub fn policy_for(&self, channel: &str) -> Policy {
+        self.channels.get(channel).copied().unwrap_or(self.default)
     }
 }
 

@@ -3,6 +3,7 @@
 //! site by the channel's policy and an edge in it by consistent hashing with bounded loads, and
 //! redirects the viewer there with a fresh keycard, explaining every decision.
 
+pub mod admin;
 pub mod config;
 pub mod coverage;
 pub mod geo;

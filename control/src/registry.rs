@@ -93,6 +93,11 @@ impl Registry {
         Snapshot { edges }
     }
 
+    /// Forgets an edge (until it reports again); whether it was known.
+    pub fn forget(&self, id: &str) -> bool {
+        self.lock().remove(id).is_some()
+    }
+
     /// The sites with at least one edge heard from, ever.
     pub fn sites(&self) -> BTreeSet<String> {
         self.lock()

@@ -1,5 +1,6 @@
 //! Routing: which edge a viewer is sent to, as a pure function of the request, a snapshot of
-//! the registry and the configuration (the load-test simulator calls it too). Every decision
+//! the registry and the policy, given the sites, zones and GeoIP database (the load-test
+//! simulator calls it too). Every decision
 //! says why: the client group and how it was found, each candidate site in the policy's order
 //! with its distance, cost and load, and why a site was passed over.
 //!
@@ -36,8 +37,6 @@ pub struct Router {
     pub coverage: Coverage,
     pub geo: Option<GeoDatabase>,
     pub default_group: String,
-    pub default_policy: Policy,
-    pub channel_policies: std::collections::BTreeMap<String, Policy>,
 }
 
 /// Who asks for what.
@@ -101,16 +100,7 @@ impl Router {
             coverage,
             geo,
             default_group: config.default_group.clone(),
-            default_policy: config.policy.default,
-            channel_policies: config.policy.channels.clone(),
         }
-    }
-
-    pub fn policy_for(&self, channel: &str) -> Policy {
-        self.channel_policies
-            .get(channel)
-            .copied()
-            .unwrap_or(self.default_policy)
     }
 
     /// The client group of `client`.
@@ -148,10 +138,9 @@ impl Router {
         }
     }
 
-    /// Where `request` goes, given what the registry knows now.
-    pub fn route(&self, request: Request<'_>, snapshot: &Snapshot) -> Decision {
+    /// Where `request` goes by `policy`, given what the registry knows now.
+    pub fn route(&self, request: Request<'_>, snapshot: &Snapshot, policy: Policy) -> Decision {
         let group = self.group(request.client);
-        let policy = self.policy_for(request.channel);
         let location = group.latitude.zip(group.longitude);
         let mut candidates: Vec<(Candidate, Vec<&EdgeState>)> = self
             .sites
@@ -346,7 +335,7 @@ mod tests {
 
     /// The three sites of the acceptance criteria, a GeoIP database that places London and
     /// Milton (WA) as MaxMind's test database does, and a coverage zone.
-    fn router(policy: Policy, dir: &std::path::Path) -> Router {
+    fn router(dir: &std::path::Path) -> Router {
         let path = dir.join("city.mmdb");
         std::fs::write(
             &path,
@@ -370,18 +359,17 @@ mod tests {
             }]),
             geo: Some(GeoDatabase::open(&path).unwrap()),
             default_group: "default".into(),
-            default_policy: policy,
-            channel_policies: Default::default(),
         }
     }
 
-    fn ask(router: &Router, client: &str, snapshot: &Snapshot) -> Decision {
+    fn ask(router: &Router, policy: Policy, client: &str, snapshot: &Snapshot) -> Decision {
         router.route(
             Request {
                 client: client.parse().unwrap(),
                 channel: "demo",
             },
             snapshot,
+            policy,
         )
     }
 
@@ -395,26 +383,28 @@ mod tests {
                 edge("nyc-1", "nyc", 0, 0),
             ],
         };
-        let closest = router(Policy::Closest, dir.path());
-        let cheapest = router(Policy::LeastCost, dir.path());
+        let router = router(dir.path());
+        let (closest, cheapest) = (Policy::Closest, Policy::LeastCost);
         let london = "81.2.69.143";
-        let decision = ask(&closest, london, &snapshot);
+        let decision = ask(&router, closest, london, &snapshot);
         assert_eq!(decision.group.source, "geoip");
         assert_eq!(decision.group.city.as_deref(), Some("London"));
         assert_eq!(decision.site.as_deref(), Some("lon"), "{}", decision.reason);
         assert_eq!(decision.edge.as_ref().unwrap().id, "lon-1");
         assert_eq!(
-            ask(&cheapest, london, &snapshot).site.as_deref(),
+            ask(&router, cheapest, london, &snapshot).site.as_deref(),
             Some("fra")
         );
         assert_eq!(
-            ask(&closest, "216.160.83.58", &snapshot).site.as_deref(),
+            ask(&router, closest, "216.160.83.58", &snapshot)
+                .site
+                .as_deref(),
             Some("nyc")
         );
 
         // fra reports more than its capacity: least_cost overflows to the next cheapest.
         snapshot.edges[1].report.egress_bps = 1_200_000_000;
-        let decision = ask(&cheapest, london, &snapshot);
+        let decision = ask(&router, cheapest, london, &snapshot);
         assert_eq!(decision.site.as_deref(), Some("lon"), "{}", decision.reason);
         assert_eq!(decision.candidates[0].site, "fra");
         assert!(
@@ -433,7 +423,7 @@ mod tests {
         // A lost edge gets nobody.
         snapshot.edges[1].report.egress_bps = 0;
         snapshot.edges[0].mood = Mood::Lost;
-        let decision = ask(&closest, london, &snapshot);
+        let decision = ask(&router, closest, london, &snapshot);
         assert_eq!(decision.site.as_deref(), Some("fra"), "{}", decision.reason);
         assert_eq!(
             decision.candidates[0].skipped.as_deref(),
@@ -448,7 +438,8 @@ mod tests {
             edges: vec![edge("lon-1", "lon", 0, 0), edge("nyc-1", "nyc", 0, 0)],
         };
         let decision = ask(
-            &router(Policy::Closest, dir.path()),
+            &router(dir.path()),
+            Policy::Closest,
             "81.2.69.142",
             &snapshot,
         );
@@ -458,7 +449,7 @@ mod tests {
         );
         assert_eq!(decision.site.as_deref(), Some("nyc"));
         // Unplaced clients have no distance: the cheapest site with room takes them.
-        let decision = ask(&router(Policy::Closest, dir.path()), "192.0.2.1", &snapshot);
+        let decision = ask(&router(dir.path()), Policy::Closest, "192.0.2.1", &snapshot);
         assert_eq!(decision.group.source, "default");
         assert_eq!(decision.site.as_deref(), Some("lon"));
         assert!(decision.candidates.iter().all(|c| c.distance_km.is_none()));
@@ -468,7 +459,8 @@ mod tests {
     fn nobody_is_sent_anywhere_when_no_site_can_take_them() {
         let dir = tempfile::tempdir().unwrap();
         let decision = ask(
-            &router(Policy::LeastLoaded, dir.path()),
+            &router(dir.path()),
+            Policy::LeastLoaded,
             "81.2.69.143",
             &Snapshot::default(),
         );

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
@@ -25,7 +25,8 @@ use estuary_proto::net::{self, Cidr};
 use estuary_proto::report::{EdgeReport, REPORTS_PATH};
 use estuary_proto::url::ChannelName;
 
-use crate::config::Config;
+use crate::admin::Activity;
+use crate::config::{Config, PolicyConfig};
 use crate::coverage::{self, Coverage};
 use crate::geo::GeoDatabase;
 use crate::registry::Registry;
@@ -35,10 +36,14 @@ use crate::routing::{Decision, Request, Router};
 pub struct Control {
     router: Router,
     registry: Registry,
+    /// The policies now (the admin API may change them).
+    policies: RwLock<PolicyConfig>,
     /// The first key signs keycards.
     keys: Vec<KeycardKey>,
     lifetime: Duration,
     trusted_proxies: Vec<Cidr>,
+    pub(crate) admin_token: Option<String>,
+    pub(crate) activity: Activity,
 }
 
 impl Control {
@@ -73,9 +78,12 @@ impl Control {
         Ok(Arc::new(Control {
             router: Router::new(config, Coverage::new(zones), geo),
             registry: Registry::default(),
+            policies: RwLock::new(config.policy.clone()),
             keys,
             lifetime,
             trusted_proxies: config.trusted_proxies.clone(),
+            admin_token: config.admin_token.clone().filter(|token| !token.is_empty()),
+            activity: Activity::default(),
         }))
     }
 
@@ -87,16 +95,38 @@ impl Control {
         &self.registry
     }
 
-    /// Takes an edge's report.
+    /// Takes an edge's report, and tells the event stream.
     pub fn hear(&self, report: EdgeReport) -> Result<(), String> {
         let known = |site: &str| self.router.sites.iter().any(|s| s.name == site);
-        self.registry.hear(report, known, Instant::now())
+        let id = report.id.clone();
+        self.registry.hear(report, known, Instant::now())?;
+        if self.activity.watched() {
+            let snapshot = self.registry.snapshot(Instant::now());
+            if let Some(edge) = snapshot.edges.iter().find(|edge| edge.report.id == id) {
+                self.activity.announce("edge", edge);
+            }
+        }
+        Ok(())
     }
 
-    /// Where `client` asking for `channel` goes now.
+    /// Where `client` asking for `channel` would go now.
     pub fn decide(&self, client: IpAddr, channel: &str) -> Decision {
         let snapshot = self.registry.snapshot(Instant::now());
-        self.router.route(Request { client, channel }, &snapshot)
+        let policy = self.policies().policy_for(channel);
+        self.router
+            .route(Request { client, channel }, &snapshot, policy)
+    }
+
+    pub fn policies(&self) -> PolicyConfig {
+        self.policies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_policies(&self, policies: PolicyConfig) {
+        *self.policies.write().unwrap_or_else(|e| e.into_inner()) = policies.clone();
+        self.activity.announce("policy", &policies);
     }
 
     /// A keycard for the paths of `channel` under `root` (`live` or `vod`), if keycards are on.
@@ -126,6 +156,7 @@ pub fn app(control: Arc<Control>) -> axum::Router {
         .route("/healthz", get(healthz))
         .route("/live/{*rest}", get(redirect))
         .route("/vod/{*rest}", get(redirect))
+        .merge(crate::admin::routes())
         .with_state(control)
 }
 
@@ -143,7 +174,7 @@ pub async fn serve(
     .await
 }
 
-fn problem(status: StatusCode, reason: impl Into<String>) -> Response {
+pub(crate) fn problem(status: StatusCode, reason: impl Into<String>) -> Response {
     let mut text = reason.into();
     text.push('\n');
     (
@@ -154,7 +185,7 @@ fn problem(status: StatusCode, reason: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn json(value: &impl serde::Serialize) -> Response {
+pub(crate) fn json(value: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => (
             [
@@ -225,6 +256,17 @@ async fn edges(State(control): State<Arc<Control>>) -> Response {
     json(&control.registry.snapshot(Instant::now()))
 }
 
+impl Control {
+    pub(crate) fn forget(&self, id: &str) -> bool {
+        let forgotten = self.registry.forget(id);
+        if forgotten {
+            self.activity
+                .announce("forgotten", &serde_json::json!({ "id": id }));
+        }
+        forgotten
+    }
+}
+
 async fn healthz(State(control): State<Arc<Control>>) -> Response {
     let snapshot = control.registry.snapshot(Instant::now());
     let live = snapshot.edges.iter().filter(|edge| edge.is_live()).count();
@@ -259,6 +301,7 @@ async fn redirect(
         .and_then(|value| value.to_str().ok());
     let client = net::client_address(peer.ip(), forwarded_for, &control.trusted_proxies);
     let decision = control.decide(client, channel);
+    control.activity.record(&decision);
     let Some(edge) = &decision.edge else {
         let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, decision.reason.clone());
         response
