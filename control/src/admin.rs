@@ -23,33 +23,83 @@ use crate::server::{Control, json, problem};
 
 /// Decisions kept per client group.
 const RECENT_PER_GROUP: usize = 20;
-/// The window over which redirects per group are counted.
-const ARRIVALS_WINDOW: Duration = Duration::from_secs(60);
-/// The most redirects remembered in that window (older ones are dropped first).
-const ARRIVALS_LIMIT: usize = 100_000;
+/// Redirects per group and per site are counted over this many seconds.
+const ARRIVALS_SECONDS: u64 = 60;
 
 /// What control has done lately, and who is watching.
 pub struct Activity {
     state: Mutex<Recorded>,
     events: broadcast::Sender<String>,
+    started: Instant,
 }
 
 #[derive(Default)]
 struct Recorded {
-    recent: BTreeMap<String, VecDeque<Recent>>,
+    recent: BTreeMap<String, VecDeque<(f64, Arc<Decision>)>>,
     channels: BTreeMap<String, ChannelSeen>,
-    /// When each redirect of the last minute was, and its group and site.
-    arrivals: VecDeque<(Instant, String, Option<String>)>,
+    /// Redirects per second of the last minute, per group and per site.
+    group_arrivals: BTreeMap<String, Arrivals>,
+    site_arrivals: BTreeMap<String, Arrivals>,
 }
 
+/// Counts per second, the newest last, for the last [`ARRIVALS_SECONDS`].
+#[derive(Default)]
+struct Arrivals(VecDeque<(u64, u64)>);
+
+impl Arrivals {
+    fn add(&mut self, second: u64) {
+        match self.0.back_mut() {
+            Some((last, count)) if *last == second => *count += 1,
+            _ => self.0.push_back((second, 1)),
+        }
+        while self
+            .0
+            .front()
+            .is_some_and(|(first, _)| first + ARRIVALS_SECONDS <= second)
+        {
+            self.0.pop_front();
+        }
+    }
+
+    fn count(&self, second: u64) -> u64 {
+        self.0
+            .iter()
+            .filter(|(at, _)| at + ARRIVALS_SECONDS > second)
+            .map(|(_, count)| count)
+            .sum()
+    }
+}
+
+/// Counts one more in `map[key]`, allocating the key only the first time.
+fn count_in(map: &mut BTreeMap<String, Arrivals>, key: &str, second: u64) {
+    match map.get_mut(key) {
+        Some(arrivals) => arrivals.add(second),
+        None => map.entry(key.to_owned()).or_default().add(second),
+    }
+}
+
+/// A decision as the admin API shows it.
 #[derive(Clone, Debug, Serialize)]
-pub struct Recent {
+pub struct Recent<'a> {
     pub unix_seconds: f64,
-    pub client: String,
-    pub channel: String,
-    pub site: Option<String>,
-    pub edge: Option<String>,
+    pub client: std::net::IpAddr,
+    pub channel: &'a str,
+    pub site: Option<&'a str>,
+    pub edge: Option<&'a str>,
     pub reason: String,
+}
+
+impl<'a> Recent<'a> {
+    fn of(unix_seconds: f64, decision: &'a Decision) -> Recent<'a> {
+        Recent {
+            unix_seconds,
+            client: decision.client,
+            channel: &decision.channel,
+            site: decision.site.as_deref(),
+            edge: decision.edge.as_ref().map(|edge| edge.id.as_str()),
+            reason: decision.reason(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -63,6 +113,7 @@ impl Default for Activity {
         Activity {
             state: Mutex::default(),
             events: broadcast::channel(1024).0,
+            started: Instant::now(),
         }
     }
 }
@@ -70,6 +121,10 @@ impl Default for Activity {
 impl Activity {
     fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn second(&self) -> u64 {
+        self.started.elapsed().as_secs()
     }
 
     /// Whether anyone follows the event stream.
@@ -88,59 +143,52 @@ impl Activity {
     }
 
     /// Remembers a redirect's decision.
-    pub fn record(&self, decision: &Decision) {
+    pub fn record(&self, decision: &Arc<Decision>) {
         let now = unix_seconds();
-        let recent = Recent {
-            unix_seconds: now,
-            client: decision.client.to_string(),
-            channel: decision.channel.clone(),
-            site: decision.site.clone(),
-            edge: decision.edge.as_ref().map(|edge| edge.id.clone()),
-            reason: decision.reason.clone(),
-        };
+        let second = self.second();
         {
             let mut state = self.lock();
-            let list = state.recent.entry(decision.group.name.clone()).or_default();
-            if list.len() == RECENT_PER_GROUP {
-                list.pop_back();
+            let group = decision.group.name.as_str();
+            let recent = match state.recent.get_mut(group) {
+                Some(recent) => recent,
+                None => state.recent.entry(group.to_owned()).or_default(),
+            };
+            if recent.len() == RECENT_PER_GROUP {
+                recent.pop_back();
             }
-            list.push_front(recent.clone());
-            let seen = state.channels.entry(decision.channel.clone()).or_default();
+            recent.push_front((now, decision.clone()));
+            let seen = match state.channels.get_mut(&decision.channel) {
+                Some(seen) => seen,
+                None => state.channels.entry(decision.channel.clone()).or_default(),
+            };
             seen.redirects += 1;
             seen.last_unix_seconds = now;
-            let instant = Instant::now();
-            while state.arrivals.len() >= ARRIVALS_LIMIT
-                || state
-                    .arrivals
-                    .front()
-                    .is_some_and(|(at, ..)| instant.duration_since(*at) > ARRIVALS_WINDOW)
-            {
-                state.arrivals.pop_front();
+            count_in(&mut state.group_arrivals, group, second);
+            if let Some(site) = &decision.site {
+                count_in(&mut state.site_arrivals, site, second);
             }
-            state
-                .arrivals
-                .push_back((instant, decision.group.name.clone(), decision.site.clone()));
         }
-        self.announce(
-            "decision",
-            &serde_json::json!({ "group": decision.group.name, "decision": recent }),
-        );
+        if self.watched() {
+            self.announce(
+                "decision",
+                &serde_json::json!({
+                    "group": decision.group.name,
+                    "decision": Recent::of(now, decision),
+                }),
+            );
+        }
     }
 
     /// Redirects of the last minute, per group and per site.
     fn arrivals(&self) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
         let state = self.lock();
-        let now = Instant::now();
-        let (mut groups, mut sites) = (BTreeMap::new(), BTreeMap::new());
-        for (at, group, site) in &state.arrivals {
-            if now.duration_since(*at) <= ARRIVALS_WINDOW {
-                *groups.entry(group.clone()).or_insert(0) += 1;
-                if let Some(site) = site {
-                    *sites.entry(site.clone()).or_insert(0) += 1;
-                }
-            }
-        }
-        (groups, sites)
+        let second = self.second();
+        let counts = |map: &BTreeMap<String, Arrivals>| {
+            map.iter()
+                .map(|(key, arrivals)| (key.clone(), arrivals.count(second)))
+                .collect()
+        };
+        (counts(&state.group_arrivals), counts(&state.site_arrivals))
     }
 }
 
@@ -241,6 +289,10 @@ async fn decisions(State(control): State<Arc<Control>>) -> Response {
         .recent
         .iter()
         .map(|(group, recent)| {
+            let recent: Vec<Recent> = recent
+                .iter()
+                .map(|(at, decision)| Recent::of(*at, decision))
+                .collect();
             (
                 group,
                 serde_json::json!({
@@ -464,5 +516,18 @@ mod tests {
             assert!(document["paths"][path].is_object(), "{path}");
         }
         assert_eq!(document["openapi"], "3.1.0");
+    }
+
+    #[test]
+    fn arrivals_count_the_last_minute() {
+        let mut arrivals = Arrivals::default();
+        for second in [0, 0, 1, 30, 59] {
+            arrivals.add(second);
+        }
+        assert_eq!(arrivals.count(59), 5);
+        assert_eq!(arrivals.count(60), 3);
+        arrivals.add(90);
+        assert_eq!(arrivals.count(90), 2);
+        assert_eq!(arrivals.0.len(), 2, "older seconds are dropped");
     }
 }

@@ -2,7 +2,6 @@
 //! a city and a location; country databases (MaxMind's `country.iso_code`, or the plain
 //! `country_code` of free ones) give the country alone.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -41,7 +40,13 @@ struct Country<'a> {
 #[derive(Deserialize)]
 struct City<'a> {
     #[serde(borrow)]
-    names: Option<BTreeMap<&'a str, &'a str>>,
+    names: Option<Names<'a>>,
+}
+
+/// The city's name in English; the other languages are skipped, not decoded.
+#[derive(Deserialize)]
+struct Names<'a> {
+    en: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -80,7 +85,7 @@ impl GeoDatabase {
             city: record
                 .city
                 .and_then(|city| city.names)
-                .and_then(|names| names.get("en").map(|name| (*name).to_owned())),
+                .and_then(|names| names.en.map(str::to_owned)),
             latitude: location.and_then(|l| l.latitude),
             longitude: location.and_then(|l| l.longitude),
         };

@@ -2,7 +2,7 @@
 //! [`LOST_AFTER`] is `lost` and gets no viewers; it comes back with its next report.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use estuary_proto::Mood;
@@ -12,9 +12,15 @@ use serde::Serialize;
 /// How long an edge may stay silent before it is lost.
 pub const LOST_AFTER: Duration = Duration::from_secs(3);
 
+/// How long routing may reuse a snapshot when no report has come since: this much later than
+/// [`LOST_AFTER`] a silent edge may still be given viewers.
+pub const SNAPSHOT_REUSE: Duration = Duration::from_millis(100);
+
 #[derive(Debug, Default)]
 pub struct Registry {
     edges: Mutex<BTreeMap<String, (EdgeReport, Instant)>>,
+    /// The snapshot routing last used, and when it was taken; dropped by every change.
+    shared: Mutex<Option<(Instant, Arc<Snapshot>)>>,
 }
 
 /// The registry at one moment: every edge ever heard, with its last report and its mood now.
@@ -70,7 +76,26 @@ impl Registry {
             return Err("cache_hit_ratio and cpu must be numbers".into());
         }
         self.lock().insert(report.id.clone(), (report, now));
+        self.changed();
         Ok(())
+    }
+
+    fn changed(&self) {
+        *self.shared.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// A snapshot for routing: the one taken less than [`SNAPSHOT_REUSE`] ago if nothing has
+    /// changed since, else a new one. Routing a viewer then copies nothing.
+    pub fn shared(&self, now: Instant) -> Arc<Snapshot> {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((taken, snapshot)) = shared.as_ref()
+            && now.saturating_duration_since(*taken) < SNAPSHOT_REUSE
+        {
+            return snapshot.clone();
+        }
+        let snapshot = Arc::new(self.snapshot(now));
+        *shared = Some((now, snapshot.clone()));
+        snapshot
     }
 
     pub fn snapshot(&self, now: Instant) -> Snapshot {
@@ -95,7 +120,9 @@ impl Registry {
 
     /// Forgets an edge (until it reports again); whether it was known.
     pub fn forget(&self, id: &str) -> bool {
-        self.lock().remove(id).is_some()
+        let forgotten = self.lock().remove(id).is_some();
+        self.changed();
+        forgotten
     }
 
     /// The sites with at least one edge heard from, ever.
@@ -149,6 +176,19 @@ mod tests {
             )
             .unwrap();
         assert!(live(start + Duration::from_secs(11)));
+
+        // Routing's shared snapshot is reused for a moment, and renewed by a report.
+        let at = start + Duration::from_secs(12);
+        let first = registry.shared(at);
+        assert!(Arc::ptr_eq(
+            &first,
+            &registry.shared(at + Duration::from_millis(50))
+        ));
+        assert!(!Arc::ptr_eq(&first, &registry.shared(at + SNAPSHOT_REUSE)));
+        let before = registry.shared(at + SNAPSHOT_REUSE);
+        registry.hear(report("b", "lon"), |_| true, at).unwrap();
+        let after = registry.shared(at + SNAPSHOT_REUSE);
+        assert_eq!((before.edges.len(), after.edges.len()), (1, 2));
     }
 
     #[test]

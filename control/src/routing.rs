@@ -56,8 +56,6 @@ pub struct Decision {
     pub candidates: Vec<Candidate>,
     pub site: Option<String>,
     pub edge: Option<Chosen>,
-    /// The decision in a sentence.
-    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -204,33 +202,6 @@ impl Router {
             }
             None => (None, None),
         };
-        let reason = match (&site, &edge, chosen) {
-            (Some(site), Some(edge), Some(index)) => {
-                let passed: Vec<String> = candidates[..index]
-                    .iter()
-                    .map(|(c, _)| format!("{} ({})", c.site, c.skipped.as_deref().unwrap_or("")))
-                    .collect();
-                let overflow = if passed.is_empty() {
-                    String::new()
-                } else {
-                    format!(", after passing over {}", passed.join(", "))
-                };
-                format!(
-                    "group {} ({}) by {}: site {site}{overflow}; edge {} for channel {}",
-                    group.name,
-                    group.source,
-                    policy.as_str(),
-                    edge.id,
-                    request.channel
-                )
-            }
-            _ => format!(
-                "group {} ({}) by {}: no site can take viewers",
-                group.name,
-                group.source,
-                policy.as_str()
-            ),
-        };
         Decision {
             client: request.client,
             channel: request.channel.to_owned(),
@@ -242,7 +213,54 @@ impl Router {
                 .collect(),
             site,
             edge,
-            reason,
+        }
+    }
+}
+
+impl Decision {
+    /// The decision in a sentence: the group, the policy, the sites passed over and why, the
+    /// site and the edge. Made when asked for, not for every redirect.
+    pub fn reason(&self) -> String {
+        let group = format!(
+            "group {} ({}) by {}",
+            self.group.name,
+            self.group.source,
+            self.policy.as_str()
+        );
+        let (Some(site), Some(edge)) = (&self.site, &self.edge) else {
+            return format!("{group}: no site can take viewers");
+        };
+        let passed: Vec<String> = self
+            .candidates
+            .iter()
+            .take_while(|candidate| &candidate.site != site)
+            .map(|c| format!("{} ({})", c.site, c.skipped.as_deref().unwrap_or("")))
+            .collect();
+        let overflow = if passed.is_empty() {
+            String::new()
+        } else {
+            format!(", after passing over {}", passed.join(", "))
+        };
+        format!(
+            "{group}: site {site}{overflow}; edge {} for channel {}",
+            edge.id, self.channel
+        )
+    }
+}
+
+/// A decision with its reason, as the route API and the admin API show it.
+#[derive(Serialize)]
+pub struct Explained<'a> {
+    #[serde(flatten)]
+    pub decision: &'a Decision,
+    pub reason: String,
+}
+
+impl<'a> From<&'a Decision> for Explained<'a> {
+    fn from(decision: &'a Decision) -> Explained<'a> {
+        Explained {
+            reason: decision.reason(),
+            decision,
         }
     }
 }
@@ -389,7 +407,12 @@ mod tests {
         let decision = ask(&router, closest, london, &snapshot);
         assert_eq!(decision.group.source, "geoip");
         assert_eq!(decision.group.city.as_deref(), Some("London"));
-        assert_eq!(decision.site.as_deref(), Some("lon"), "{}", decision.reason);
+        assert_eq!(
+            decision.site.as_deref(),
+            Some("lon"),
+            "{}",
+            decision.reason()
+        );
         assert_eq!(decision.edge.as_ref().unwrap().id, "lon-1");
         assert_eq!(
             ask(&router, cheapest, london, &snapshot).site.as_deref(),
@@ -405,7 +428,12 @@ mod tests {
         // fra reports more than its capacity: least_cost overflows to the next cheapest.
         snapshot.edges[1].report.egress_bps = 1_200_000_000;
         let decision = ask(&router, cheapest, london, &snapshot);
-        assert_eq!(decision.site.as_deref(), Some("lon"), "{}", decision.reason);
+        assert_eq!(
+            decision.site.as_deref(),
+            Some("lon"),
+            "{}",
+            decision.reason()
+        );
         assert_eq!(decision.candidates[0].site, "fra");
         assert!(
             decision.candidates[0]
@@ -415,16 +443,21 @@ mod tests {
                 .starts_with("full")
         );
         assert!(
-            decision.reason.contains("passing over fra"),
+            decision.reason().contains("passing over fra"),
             "{}",
-            decision.reason
+            decision.reason()
         );
 
         // A lost edge gets nobody.
         snapshot.edges[1].report.egress_bps = 0;
         snapshot.edges[0].mood = Mood::Lost;
         let decision = ask(&router, closest, london, &snapshot);
-        assert_eq!(decision.site.as_deref(), Some("fra"), "{}", decision.reason);
+        assert_eq!(
+            decision.site.as_deref(),
+            Some("fra"),
+            "{}",
+            decision.reason()
+        );
         assert_eq!(
             decision.candidates[0].skipped.as_deref(),
             Some("no live edge")
@@ -464,8 +497,12 @@ mod tests {
             "81.2.69.143",
             &Snapshot::default(),
         );
-        assert_eq!((decision.site, decision.edge), (None, None));
-        assert!(decision.reason.contains("no site"), "{}", decision.reason);
+        assert_eq!((&decision.site, &decision.edge), (&None, &None));
+        assert!(
+            decision.reason().contains("no site"),
+            "{}",
+            decision.reason()
+        );
         assert_eq!(decision.candidates.len(), 3);
     }
 

@@ -11,12 +11,12 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use estuary_proto::Mood;
@@ -30,7 +30,7 @@ use crate::config::{Config, PolicyConfig};
 use crate::coverage::{self, Coverage};
 use crate::geo::GeoDatabase;
 use crate::registry::Registry;
-use crate::routing::{Decision, Request, Router};
+use crate::routing::{Decision, Explained, Request, Router};
 
 /// Everything control knows and decides with.
 pub struct Control {
@@ -41,6 +41,8 @@ pub struct Control {
     /// The first key signs keycards.
     keys: Vec<KeycardKey>,
     lifetime: Duration,
+    /// The keycard last signed for each ACL, and the second it was signed in.
+    signed: Mutex<HashMap<String, (u64, Arc<str>)>>,
     trusted_proxies: Vec<Cidr>,
     pub(crate) admin_token: Option<String>,
     pub(crate) activity: Activity,
@@ -81,6 +83,7 @@ impl Control {
             policies: RwLock::new(config.policy.clone()),
             keys,
             lifetime,
+            signed: Mutex::default(),
             trusted_proxies: config.trusted_proxies.clone(),
             admin_token: config.admin_token.clone().filter(|token| !token.is_empty()),
             activity: Activity::default(),
@@ -111,7 +114,7 @@ impl Control {
 
     /// Where `client` asking for `channel` would go now.
     pub fn decide(&self, client: IpAddr, channel: &str) -> Decision {
-        let snapshot = self.registry.snapshot(Instant::now());
+        let snapshot = self.registry.shared(Instant::now());
         let policy = self.policies().policy_for(channel);
         self.router
             .route(Request { client, channel }, &snapshot, policy)
@@ -130,20 +133,34 @@ impl Control {
     }
 
     /// A keycard for the paths of `channel` under `root` (`live` or `vod`), if keycards are on.
-    fn keycard(&self, root: &str, channel: &str) -> Option<String> {
+    /// Keycards made in the same second for the same channel are the same text, so each is
+    /// signed once and handed to everyone who asks within that second.
+    fn keycard(&self, root: &str, channel: &str) -> Option<Arc<str>> {
         let key = self.keys.first()?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
+        let acl = format!("/{root}/{channel}/*");
+        let mut signed = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((second, keycard)) = signed.get(&acl)
+            && *second == now
+        {
+            return Some(keycard.clone());
+        }
         let request = KeycardRequest {
             start: None,
             expires: now + self.lifetime.as_secs().max(1),
-            acl: format!("/{root}/{channel}/*"),
+            acl: acl.clone(),
             id: None,
             data: None,
         };
-        Some(keycard::sign(&request, key))
+        let keycard: Arc<str> = keycard::sign(&request, key).into();
+        if signed.len() > 10_000 {
+            signed.retain(|_, (second, _)| *second == now);
+        }
+        signed.insert(acl, (now, keycard.clone()));
+        Some(keycard)
     }
 }
 
@@ -247,7 +264,7 @@ async fn route(
         .get("path")
         .map_or("/live/demo/master.m3u8", String::as_str);
     match channel_of(path) {
-        Ok((_, channel)) => json(&control.decide(client, channel)),
+        Ok((_, channel)) => json(&Explained::from(&control.decide(client, channel))),
         Err(reason) => problem(StatusCode::BAD_REQUEST, reason),
     }
 }
@@ -289,9 +306,9 @@ async fn healthz(State(control): State<Arc<Control>>) -> Response {
 async fn redirect(
     State(control): State<Arc<Control>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    uri: Uri,
+    request: axum::extract::Request,
 ) -> Response {
+    let (uri, headers) = (request.uri(), request.headers());
     let (root, channel) = match channel_of(uri.path()) {
         Ok(found) => found,
         Err(reason) => return problem(StatusCode::BAD_REQUEST, reason),
@@ -300,10 +317,10 @@ async fn redirect(
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok());
     let client = net::client_address(peer.ip(), forwarded_for, &control.trusted_proxies);
-    let decision = control.decide(client, channel);
+    let decision = Arc::new(control.decide(client, channel));
     control.activity.record(&decision);
     let Some(edge) = &decision.edge else {
-        let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, decision.reason.clone());
+        let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, decision.reason());
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
@@ -337,7 +354,7 @@ async fn redirect(
             "the edge's URL is not a usable Location",
         );
     };
-    tracing::debug!(%client, channel, edge = %edge.id, reason = %decision.reason, "redirect");
+    tracing::debug!(%client, channel, edge = %edge.id, site = ?decision.site, "redirect");
     (
         StatusCode::FOUND,
         [
