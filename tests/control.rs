@@ -77,6 +77,29 @@ fn start_edge(
     )
 }
 
+/// `estuary control` with `config`, once it listens: its address and the process.
+async fn start_control(config: &Path) -> (SocketAddr, Running) {
+    let control = local(free_port());
+    let process = Running(
+        estuary()
+            .args(["control", "--listen", &control.to_string()])
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(control).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "control never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (control, process)
+}
+
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -147,16 +170,7 @@ async fn viewers_go_to_the_best_edge_and_players_follow() {
             .spawn()
             .unwrap(),
     );
-    let control = local(free_port());
-    let _control = Running(
-        estuary()
-            .args(["control", "--listen", &control.to_string()])
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (control, _control) = start_control(&config).await;
     let edges: Vec<SocketAddr> = SITES.iter().map(|_| local(free_port())).collect();
     let mut running: Vec<Running> = SITES
         .iter()
@@ -167,12 +181,9 @@ async fn viewers_go_to_the_best_edge_and_players_follow() {
     // Every edge reports within a few seconds.
     let started = Instant::now();
     loop {
-        if let Ok(stream) = tokio::net::TcpStream::connect(control).await {
-            drop(stream);
-            let (_, body) = http_get(control, "/healthz").await;
-            if body.contains("\"live_edges\":3") {
-                break;
-            }
+        let (_, body) = http_get(control, "/healthz").await;
+        if body.contains("\"live_edges\":3") {
+            break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(15),
@@ -350,21 +361,7 @@ async fn bad_input_is_refused_with_reasons() {
     require_tool("curl", "curl");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
-    let control = local(free_port());
-    let _control = Running(
-        estuary()
-            .args(["control", "--listen", &control.to_string()])
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(control).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (control, _control) = start_control(&config).await;
     let post = |body: &str| {
         let output = Command::new("curl")
             .args(["-s", "-w", " %{http_code}", "-X", "POST", "-d", body])
@@ -399,28 +396,24 @@ async fn bad_input_is_refused_with_reasons() {
     assert!(body.contains("no site can take viewers"), "{body}");
 
     // At start: a corrupt GeoIP file is named, and so is an unknown key, with its line.
+    let refusal = || {
+        let output = estuary()
+            .arg("control")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
     std::fs::write(dir.path().join("city.mmdb"), b"not a database").unwrap();
-    let output = estuary()
-        .arg("control")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let error = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let error = refusal();
     assert!(error.contains("city.mmdb"), "{error}");
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("capacity_mbps = 1000\n", "capacity_mbps = 1000\nsped = 3\n");
     std::fs::write(&config, text).unwrap();
-    let output = estuary()
-        .arg("control")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let error = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let error = refusal();
     assert!(
         error.contains("line 19") && error.contains("unknown field `sped`"),
         "{error}"
@@ -431,30 +424,10 @@ async fn bad_input_is_refused_with_reasons() {
 /// site's egress within 2 s of the report that made it, without reloading.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_follows_reports_live() {
-    require_tool("node", "nodejs");
-    require_tool("chromium", "chromium");
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
-    assert!(
-        web.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: run `npm ci` in web/ (scripts/setup does)"
-    );
+    let web = support::require_browser();
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
-    let control = local(free_port());
-    let _control = Running(
-        estuary()
-            .args(["control", "--listen", &control.to_string()])
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(control).await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (control, _control) = start_control(&config).await;
     let output = Command::new("node")
         .arg(web.join("tests/dashboard.mjs"))
         .arg(format!("http://{control}"))

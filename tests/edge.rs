@@ -1035,13 +1035,7 @@ async fn https_serves_the_same_bytes() {
 /// serves over HTTP/1.1, and the edge advertises its HTTP/3 endpoint in Alt-Svc.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http3_in_chromium_gets_the_same_bytes_as_http1() {
-    require_tool("node", "nodejs");
-    require_tool("chromium", "chromium");
-    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
-    assert!(
-        web.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: run `npm ci` in web/ (scripts/setup does)"
-    );
+    let web = support::require_browser();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let edge_options = ["--tls-self-signed", "--playlist-ttl", "60s"];

@@ -1,66 +1,8 @@
 //! Countries of addresses, from a MaxMind DB file (GeoIP2/GeoLite2 country or city databases,
 //! whose records say `country.iso_code`, and the plain `country_code` of free databases such
-//! as geo-whois-asn-country).
+//! as geo-whois-asn-country). The reader is shared with control, in proto.
 
-use std::net::IpAddr;
-use std::path::Path;
-
-use serde::Deserialize;
-
-pub struct CountryDatabase {
-    reader: maxminddb::Reader<Vec<u8>>,
-    description: String,
-}
-
-#[derive(Deserialize)]
-struct Record<'a> {
-    #[serde(borrow)]
-    country: Option<Country<'a>>,
-    #[serde(borrow)]
-    country_code: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-struct Country<'a> {
-    iso_code: Option<&'a str>,
-}
-
-impl CountryDatabase {
-    pub fn open(path: &Path) -> Result<CountryDatabase, String> {
-        let reader = maxminddb::Reader::open_readfile(path)
-            .map_err(|error| format!("{}: {error}", path.display()))?;
-        let description = format!("{} ({})", path.display(), reader.metadata.database_type);
-        Ok(CountryDatabase {
-            reader,
-            description,
-        })
-    }
-
-    /// The ISO 3166-1 code of the country `address` is in, if the database knows it.
-    pub fn country(&self, address: IpAddr) -> Option<String> {
-        let address = match address {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-            v4 => v4,
-        };
-        let found = self.reader.lookup(address).ok()?;
-        let record: Record = found.decode().ok()??;
-        record
-            .country
-            .and_then(|country| country.iso_code)
-            .or(record.country_code)
-            .map(str::to_ascii_uppercase)
-    }
-
-    pub fn description(&self) -> &str {
-        &self.description
-    }
-}
-
-impl std::fmt::Debug for CountryDatabase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.description)
-    }
-}
+pub use estuary_proto::geo::GeoDatabase as CountryDatabase;
 
 /// GeoIP databases written for tests, in both schemas.
 #[cfg(test)]
@@ -97,6 +39,8 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]

@@ -3,6 +3,8 @@
 //! the reports edges send to control, and address ranges and client addresses.
 
 pub mod duration;
+#[cfg(feature = "geo")]
+pub mod geo;
 pub mod keycard;
 pub mod mood;
 pub mod net;

@@ -26,6 +26,19 @@ pub fn require_tool(tool: &str, debian_package: &str) {
     );
 }
 
+/// The web folder, after checking that node, Chromium and playwright-core are there to drive
+/// a headless browser.
+pub fn require_browser() -> std::path::PathBuf {
+    require_tool("node", "nodejs");
+    require_tool("chromium", "chromium");
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    assert!(
+        web.join("node_modules/playwright-core").is_dir(),
+        "playwright-core is missing: run `npm ci` in web/ (scripts/setup does)"
+    );
+    web
+}
+
 /// ffmpeg reading a 640x360, 30 fps test pattern and a 48 kHz tone for `seconds`, at their
 /// real pace when `realtime`; the caller adds the codecs and the output.
 pub fn ffmpeg_test_pattern(seconds: u32, realtime: bool) -> Command {
