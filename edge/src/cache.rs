@@ -89,7 +89,8 @@ impl Growing {
                 state.pieces = vec![sealed.bytes().clone()];
                 state.sealed = Some(Arc::new(sealed));
             }
-            Err(error) => tracing::warn!(%error, "cannot seal a body in a memory file"),
+            // The body is served from memory as it came.
+            Err(error) => tracing::debug!(%error, "body not sealed"),
         }
     }
 

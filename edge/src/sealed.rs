@@ -7,6 +7,8 @@
 use std::fs::File;
 use std::io::{self, Write as _};
 use std::os::fd::{AsRawFd as _, FromRawFd as _};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
@@ -20,6 +22,61 @@ pub struct Sealed {
     bytes: Bytes,
 }
 
+/// Sealed bodies open now: each holds a file descriptor.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Raises the soft limit on open files to the hard one, as servers do, and gives the limit
+/// then in force.
+pub fn raise_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write a valid rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// How many bodies may be sealed at once: half the open-file limit, so that sockets always
+/// have the other half. Past it, bodies stay in memory as they came.
+fn budget() -> usize {
+    static BUDGET: OnceLock<usize> = OnceLock::new();
+    *BUDGET.get_or_init(|| {
+        usize::try_from(raise_file_limit() / 2)
+            .unwrap_or(usize::MAX)
+            .max(16)
+    })
+}
+
+/// Takes one of `budget` places counted by `open`, if one is free.
+fn reserve(open: &AtomicUsize, budget: usize) -> bool {
+    if open.fetch_add(1, Ordering::Relaxed) < budget {
+        true
+    } else {
+        open.fetch_sub(1, Ordering::Relaxed);
+        false
+    }
+}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Sealed {
     /// Writes `pieces` into a new memory file, seals it against any change, and maps it.
     pub fn new(pieces: &[Bytes]) -> io::Result<Sealed> {
@@ -27,6 +84,21 @@ impl Sealed {
         if length == 0 {
             return Err(io::Error::other("an empty body is not sealed"));
         }
+        if !reserve(&OPEN, budget()) {
+            return Err(io::Error::other(
+                "as many bodies are sealed as the open-file limit allows",
+            ));
+        }
+        // From here on, a failure gives the place back.
+        struct Reserved(bool);
+        impl Drop for Reserved {
+            fn drop(&mut self) {
+                if !self.0 {
+                    OPEN.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut reserved = Reserved(false);
         // SAFETY: the name is a NUL-terminated string; the descriptor returned, if any, is new
         // and owned by the `File` from here on.
         let file = unsafe {
@@ -50,6 +122,7 @@ impl Sealed {
             return Err(io::Error::last_os_error());
         }
         let mapping = Mapping::new(&file, length)?;
+        reserved.0 = true;
         Ok(Sealed {
             file,
             bytes: Bytes::from_owner(mapping),
@@ -174,23 +247,19 @@ mod tests {
     }
 
     #[test]
-    fn send_file_moves_the_bytes_to_a_socket() {
-        let sealed = Sealed::new(&[Bytes::from(
-            (0..=255u8).cycle().take(70_000).collect::<Vec<_>>(),
-        )])
-        .unwrap();
-        let (mut reader, writer) = std::os::unix::net::UnixStream::pair().unwrap();
-        let copy = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            reader.read_to_end(&mut got).unwrap();
-            got
-        });
-        let mut offset = 1_000;
-        while (offset as usize) < sealed.len() {
-            let left = sealed.len() - offset as usize;
-            send_file(&writer, sealed.file(), &mut offset, left).unwrap();
-        }
-        drop(writer);
-        assert_eq!(copy.join().unwrap(), &sealed.bytes()[1_000..]);
+    fn places_are_taken_within_the_budget_and_given_back() {
+        let open = AtomicUsize::new(0);
+        assert!(reserve(&open, 2) && reserve(&open, 2));
+        assert!(!reserve(&open, 2), "past the budget");
+        assert_eq!(open.load(Ordering::Relaxed), 2);
+        open.fetch_sub(1, Ordering::Relaxed);
+        assert!(reserve(&open, 2), "a place given back is usable again");
+        // Sealing counts its files: one more open while a body is held, none after.
+        let before = OPEN.load(Ordering::Relaxed);
+        let sealed = Sealed::new(&[Bytes::from_static(b"x")]).unwrap();
+        assert!(OPEN.load(Ordering::Relaxed) >= 1);
+        drop(sealed);
+        assert!(OPEN.load(Ordering::Relaxed) <= before.max(1));
+        assert!(budget() >= 16);
     }
 }
