@@ -563,32 +563,6 @@ async fn bad_requests_are_refused_in_bounded_time() {
     );
 }
 
-/// A GeoIP database written for the test: MaxMind's schema (`country.iso_code`) with
-/// 81.2.69.0/24 in GB and 89.160.20.0/24 in SE, or the plain one (`country_code`) with
-/// 8.8.8.0/24 in US, the shapes of ../shared/geoip's GeoIP2-Country-Test and
-/// geo-whois-asn-country databases.
-fn geoip_database(maxmind_schema: bool) -> Vec<u8> {
-    use mmdb_writer::ipnet::IpNet;
-    use mmdb_writer::{Value, Writer};
-    let mut writer = Writer::new("Estuary-Test-Country");
-    let entries: &[(&str, &str)] = if maxmind_schema {
-        &[("81.2.69.0/24", "GB"), ("89.160.20.0/24", "SE")]
-    } else {
-        &[("8.8.8.0/24", "US")]
-    };
-    for (network, code) in entries {
-        let record = if maxmind_schema {
-            Value::map([("country", Value::map([("iso_code", Value::from(*code))]))])
-        } else {
-            Value::map([("country_code", Value::from(*code))])
-        };
-        writer
-            .insert_value(network.parse::<IpNet>().unwrap(), record)
-            .unwrap();
-    }
-    writer.to_bytes().unwrap()
-}
-
 /// GeoIP: the client address comes from X-Forwarded-For only when the peer (127.0.0.1) is a
 /// trusted proxy; countries are let in or turned away as configured, in both database schemas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,7 +616,11 @@ async fn countries_are_let_in_or_turned_away() {
         ),
     ] {
         let database = dir.path().join(format!("{maxmind_schema}.mmdb"));
-        std::fs::write(&database, geoip_database(maxmind_schema)).unwrap();
+        std::fs::write(
+            &database,
+            estuary_edge::geo::testing::database(maxmind_schema),
+        )
+        .unwrap();
         let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let _edge = Running(
             estuary()

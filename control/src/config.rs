@@ -203,11 +203,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// The policy for `channel`.
-    pub fn policy_for(&self, channel: &str) -> Policy {
-        self.policy.policy_for(channel)
-    }
 }
 
 impl PolicyConfig {
@@ -262,8 +257,8 @@ longitude = 2.35
         let config = Config::parse(EXAMPLE).unwrap();
         assert_eq!(config.sites[0].name, "lon");
         assert_eq!(config.zones[0].networks.len(), 2);
-        assert_eq!(config.policy_for("news"), Policy::LeastCost);
-        assert_eq!(config.policy_for("sport"), Policy::Closest);
+        assert_eq!(config.policy.policy_for("news"), Policy::LeastCost);
+        assert_eq!(config.policy.policy_for("sport"), Policy::Closest);
         assert_eq!(config.keycards.unwrap().lifetime, Duration::from_secs(600));
         assert_eq!(config.default_group, "default");
     }

@@ -1,7 +1,7 @@
 //! The registry: what control last heard from each edge. An edge that has not reported for
 //! [`LOST_AFTER`] is `lost` and gets no viewers; it comes back with its next report.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,14 +123,6 @@ impl Registry {
         let forgotten = self.lock().remove(id).is_some();
         self.changed();
         forgotten
-    }
-
-    /// The sites with at least one edge heard from, ever.
-    pub fn sites(&self) -> BTreeSet<String> {
-        self.lock()
-            .values()
-            .map(|(report, _)| report.site.clone())
-            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (EdgeReport, Instant)>> {

@@ -95,17 +95,20 @@ impl Body {
         }
     }
 
-    /// Takes the sealed file of a whole body, for a connection that sends it itself; the body
-    /// counts it as sent and has nothing left.
+    /// Takes the sealed file of a whole body, for a connection that sends it itself (and says
+    /// how much it sent with [`Body::count_sent`]); the body has nothing left.
     pub fn take_sealed(&mut self) -> Option<Arc<Sealed>> {
         let Source::Sealed(sealed) = &mut self.source else {
             return None;
         };
-        let sealed = sealed.take()?;
+        sealed.take()
+    }
+
+    /// Counts bytes the connection sent itself, for the metrics and the access log.
+    pub fn count_sent(&mut self, bytes: u64) {
         if let Some(tally) = &mut self.tally {
-            tally.bytes += sealed.len() as u64;
+            tally.bytes += bytes;
         }
-        Some(sealed)
     }
 
     pub fn tallied(mut self, tally: Tally) -> Body {

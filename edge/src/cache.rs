@@ -120,11 +120,6 @@ impl Growing {
         }
     }
 
-    /// The sealed memory file of a whole body, if it was sealed.
-    pub fn sealed(&self) -> Option<Arc<Sealed>> {
-        self.lock().sealed.clone()
-    }
-
     pub fn subscribe(&self) -> watch::Receiver<()> {
         self.changed.subscribe()
     }
@@ -522,7 +517,7 @@ mod tests {
         );
         assert_eq!(body.len(), 4);
         body.seal();
-        assert!(body.sealed().is_none(), "too short to seal");
+        assert!(matches!(body.now(), Now::Whole(_)), "too short to seal");
     }
 
     #[test]
@@ -535,7 +530,9 @@ mod tests {
         let before: Vec<u8> = body.read(12_345).0.concat();
         body.seal();
         body.finish(Ok(()));
-        let sealed = body.sealed().expect("40 kB is sealed");
+        let Now::Sealed(sealed) = body.now() else {
+            panic!("40 kB is sealed");
+        };
         assert_eq!(sealed.bytes()[..], pieces.concat()[..]);
         let (after, end) = body.read(12_345);
         assert_eq!((after.len(), end), (1, Some(Ok(()))));

@@ -4,9 +4,10 @@
 
 pub use estuary_proto::geo::GeoDatabase as CountryDatabase;
 
-/// GeoIP databases written for tests, in both schemas.
-#[cfg(test)]
-pub(crate) mod testing {
+/// GeoIP databases written for tests, in both schemas (also for other crates' tests, with the
+/// `testing` feature).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
     use mmdb_writer::ipnet::IpNet;
     use mmdb_writer::{Value, Writer};
 

@@ -287,7 +287,10 @@ async fn respond(
     }
     if let Some(sealed) = body.take_sealed() {
         send_more(stream, out).await?;
-        send_sealed(stream, &sealed).await?;
+        let mut sent = 0;
+        let outcome = send_sealed(stream, &sealed, &mut sent).await;
+        body.count_sent(sent);
+        outcome?;
         return Ok(keep_alive);
     }
     if let Some(length) = length {
@@ -366,15 +369,19 @@ async fn send_more(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Has the kernel send a sealed body from its memory file to the socket.
-async fn send_sealed(stream: &TcpStream, body: &sealed::Sealed) -> io::Result<()> {
-    let mut offset = 0u64;
+/// Has the kernel send a sealed body from its memory file to the socket; `offset` says how far
+/// it got, also when it fails.
+async fn send_sealed(
+    stream: &TcpStream,
+    body: &sealed::Sealed,
+    offset: &mut u64,
+) -> io::Result<()> {
     let length = body.len() as u64;
-    while offset < length {
+    while *offset < length {
         stream.writable().await?;
-        let left = (length - offset) as usize;
+        let left = (length - *offset) as usize;
         match stream.try_io(Interest::WRITABLE, || {
-            sealed::send_file(stream, body.file(), &mut offset, left)
+            sealed::send_file(stream, body.file(), offset, left)
         }) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(_) => {}

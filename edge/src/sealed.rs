@@ -254,12 +254,10 @@ mod tests {
         assert_eq!(open.load(Ordering::Relaxed), 2);
         open.fetch_sub(1, Ordering::Relaxed);
         assert!(reserve(&open, 2), "a place given back is usable again");
-        // Sealing counts its files: one more open while a body is held, none after.
-        let before = OPEN.load(Ordering::Relaxed);
+        // Sealing counts its files while the body is held (other tests seal at the same time,
+        // so only this much can be said of the shared count).
         let sealed = Sealed::new(&[Bytes::from_static(b"x")]).unwrap();
         assert!(OPEN.load(Ordering::Relaxed) >= 1);
         drop(sealed);
-        assert!(OPEN.load(Ordering::Relaxed) <= before.max(1));
-        assert!(budget() >= 16);
     }
 }
