@@ -73,10 +73,11 @@ pub async fn run(
         .context("reading the bound address")?;
     let base = format!("http://{address}");
 
-    // Control, with one site: the edge reports to it, and it sends viewers there.
-    let control_config = estuary_control::Config::parse(
-        "[[sites]]\nname = \"local\"\nlatitude = 0\nlongitude = 0\ncost_per_gb = 0\ncapacity_mbps = 10000\n",
-    )
+    // Control, with one site: the edge reports to it, and it sends viewers there; it asks the
+    // packager which channels exist.
+    let control_config = estuary_control::Config::parse(&format!(
+        "origins = [\"{origin}\"]\n\n[[sites]]\nname = \"local\"\nlatitude = 0\nlongitude = 0\ncost_per_gb = 0\ncapacity_mbps = 10000\n",
+    ))
     .map_err(anyhow::Error::msg)?;
     let control = estuary_control::Control::with_keys(&control_config, keys, KEYCARD_LIFETIME)
         .map_err(anyhow::Error::msg)?;

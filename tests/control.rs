@@ -23,8 +23,9 @@ const MILTON_WA: &str = "216.160.83.56";
 const ZONE_CLIENT: &str = "198.51.100.7";
 
 /// Writes control's configuration (with a coverage zone for 198.51.100.0/24 placed in New
-/// York), its key file and GeoIP database into `dir`.
-fn write_config(dir: &Path) -> std::path::PathBuf {
+/// York, and the packager as the origin that says which channels exist), its key file and
+/// GeoIP database into `dir`.
+fn write_config(dir: &Path, origin: Option<SocketAddr>) -> std::path::PathBuf {
     std::fs::write(dir.join("keys.txt"), format!("{KEY}\n")).unwrap();
     std::fs::write(
         dir.join("city.mmdb"),
@@ -39,6 +40,9 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
          [keycards]\nkey_file = \"keys.txt\"\nlifetime = \"5m\"\n\n\
          [policy]\ndefault = \"closest\"\nchannels = { cheap = \"least_cost\" }\n",
     );
+    if let Some(origin) = origin {
+        text.insert_str(0, &format!("origins = [\"http://{origin}\"]\n"));
+    }
     for (name, latitude, longitude, cost) in SITES {
         text.push_str(&format!(
             "\n[[sites]]\nname = \"{name}\"\nlatitude = {latitude}\nlongitude = {longitude}\n\
@@ -141,10 +145,10 @@ async fn viewers_go_to_the_best_edge_and_players_follow() {
     require_tool("curl", "curl");
     require_tool("ffmpeg", "ffmpeg");
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let packager = local(free_port());
+    let config = write_config(dir.path(), Some(packager));
     let keys = dir.path().join("keys.txt");
 
-    let packager = local(free_port());
     let _packager = Running(
         estuary()
             .args(["packager", "--listen", &packager.to_string()])
@@ -192,9 +196,22 @@ async fn viewers_go_to_the_best_edge_and_players_follow() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // Control asks the packager which channels exist: the demo channel is redirected once the
+    // packager has it; a channel it does not have is answered 404 by control itself.
+    let master = "/live/demo/master.m3u8";
+    let started = Instant::now();
+    while redirect(control, LONDON, master).0 != 302 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "control never redirected to the demo channel"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, _) = redirect(control, LONDON, "/live/nosuch/master.m3u8");
+    assert_eq!(status, 404, "a channel no origin has");
+
     // London goes to lon when closest counts, to fra when cost does; Milton (WA) to nyc; the
     // campus zone, placed in New York, beats GeoIP.
-    let master = "/live/demo/master.m3u8";
     assert_eq!(
         site_for(control, LONDON, master).await.as_deref(),
         Some("lon")
@@ -360,7 +377,7 @@ async fn viewers_go_to_the_best_edge_and_players_follow() {
 async fn bad_input_is_refused_with_reasons() {
     require_tool("curl", "curl");
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = write_config(dir.path(), None);
     let (control, _control) = start_control(&config).await;
     let post = |body: &str| {
         let output = Command::new("curl")
@@ -426,7 +443,7 @@ async fn bad_input_is_refused_with_reasons() {
 async fn the_dashboard_follows_reports_live() {
     let web = support::require_browser();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
+    let config = write_config(dir.path(), None);
     let (control, _control) = start_control(&config).await;
     let output = Command::new("node")
         .arg(web.join("tests/dashboard.mjs"))

@@ -279,7 +279,8 @@ async fn sites(State(control): State<Arc<Control>>) -> Response {
 }
 
 async fn channels(State(control): State<Arc<Control>>) -> Response {
-    json(&serde_json::json!({ "channels": control.activity.lock().channels }))
+    let live = control.origins().channels();
+    json(&serde_json::json!({ "channels": control.activity.lock().channels, "live": live }))
 }
 
 async fn decisions(State(control): State<Arc<Control>>) -> Response {
@@ -470,7 +471,7 @@ pub fn openapi_document() -> serde_json::Value {
                 "responses": { "204": { "description": "forgotten" }, "401": text("no or wrong admin token"), "403": text("no admin token configured"), "404": text("unknown edge") }
             }},
             "/api/v1/sites": { "get": { "summary": "Sites with their load, viewers, redirects in the last minute and edges", "responses": { "200": object("sites") } } },
-            "/api/v1/channels": { "get": { "summary": "Channels viewers asked for", "responses": { "200": object("channels") } } },
+            "/api/v1/channels": { "get": { "summary": "Channels viewers asked for, and the live channels the origins have", "responses": { "200": object("channels") } } },
             "/api/v1/decisions": { "get": { "summary": "Recent decisions per client group", "responses": { "200": object("groups") } } },
             "/api/v1/events": { "get": { "summary": "Server-sent events: edge, decision, policy, forgotten", "responses": { "200": { "description": "an event stream", "content": { "text/event-stream": {} } } } } },
             "/api/v1/policy": {

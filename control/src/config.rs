@@ -25,6 +25,10 @@ pub struct Config {
     /// Peers whose X-Forwarded-For names the client.
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
+    /// The packagers (`http://host:port`), asked every second which live channels exist; a
+    /// viewer asking for another gets `404`. None: every channel is redirected.
+    #[serde(default)]
+    pub origins: Vec<String>,
     pub keycards: Option<KeycardConfig>,
     /// The bearer token that the admin API's changes (policy, forgetting an edge) need;
     /// without one, the admin API is read-only.
@@ -165,6 +169,9 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), String> {
+        for url in &self.origins {
+            crate::origins::base_of(url)?;
+        }
         let mut names = std::collections::HashSet::new();
         for site in &self.sites {
             if site.name.is_empty() || !names.insert(site.name.as_str()) {
@@ -229,6 +236,7 @@ mod tests {
     const EXAMPLE: &str = r#"
 geoip = "GeoIP2-City-Test.mmdb"
 trusted_proxies = ["127.0.0.1/32"]
+origins = ["http://127.0.0.1:8080"]
 
 [keycards]
 key_file = "keys.txt"
@@ -267,7 +275,7 @@ longitude = 2.35
     fn errors_name_the_line_and_what_was_expected() {
         let unknown = EXAMPLE.replace("cost_per_gb = 0.02", "cost_per_gb = 0.02\nspeed = 3");
         let error = Config::parse(&unknown).unwrap_err();
-        assert!(error.contains("line 18"), "{error}");
+        assert!(error.contains("line 19"), "{error}");
         assert!(error.contains("unknown field `speed`"), "{error}");
         assert!(
             error.contains("capacity_mbps"),
@@ -277,19 +285,21 @@ longitude = 2.35
         let bad_range = EXAMPLE.replace("192.0.2.0/24", "192.0.2.0/33");
         let error = Config::parse(&bad_range).unwrap_err();
         assert!(
-            error.contains("line 22") && error.contains("prefix length"),
+            error.contains("line 23") && error.contains("prefix length"),
             "{error}"
         );
 
         let bad_policy = EXAMPLE.replace("\"least_cost\"", "\"cheapest\"");
         let error = Config::parse(&bad_policy).unwrap_err();
         assert!(
-            error.contains("line 11") && error.contains("least_loaded"),
+            error.contains("line 12") && error.contains("least_loaded"),
             "{error}"
         );
 
         let far = EXAMPLE.replace("latitude = 51.5", "latitude = 151.5");
         assert!(Config::parse(&far).unwrap_err().contains("latitude"));
+        let https = EXAMPLE.replace("http://127.0.0.1:8080", "https://packager");
+        assert!(Config::parse(&https).unwrap_err().contains("origin"));
         let twice = format!(
             "{EXAMPLE}\n[[sites]]\nname = \"lon\"\nlatitude = 1\nlongitude = 1\ncost_per_gb = 1\ncapacity_mbps = 1\n"
         );

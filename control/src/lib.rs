@@ -7,6 +7,7 @@ pub mod admin;
 pub mod config;
 pub mod coverage;
 pub mod geo;
+pub mod origins;
 pub mod registry;
 pub mod routing;
 pub mod server;

@@ -29,6 +29,7 @@ use crate::admin::Activity;
 use crate::config::{Config, PolicyConfig};
 use crate::coverage::{self, Coverage};
 use crate::geo::GeoDatabase;
+use crate::origins::{Origins, Presence};
 use crate::registry::Registry;
 use crate::routing::{Decision, Explained, Request, Router};
 
@@ -44,6 +45,7 @@ pub struct Control {
     /// The keycard last signed for each ACL, and the second it was signed in.
     signed: Mutex<HashMap<String, (u64, Arc<str>)>>,
     trusted_proxies: Vec<Cidr>,
+    origins: Origins,
     pub(crate) admin_token: Option<String>,
     pub(crate) activity: Activity,
 }
@@ -85,6 +87,7 @@ impl Control {
             lifetime,
             signed: Mutex::default(),
             trusted_proxies: config.trusted_proxies.clone(),
+            origins: Origins::new(&config.origins)?,
             admin_token: config.admin_token.clone().filter(|token| !token.is_empty()),
             activity: Activity::default(),
         }))
@@ -96,6 +99,10 @@ impl Control {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    pub fn origins(&self) -> &Origins {
+        &self.origins
     }
 
     /// Takes an edge's report, and tells the event stream.
@@ -183,12 +190,18 @@ pub async fn serve(
     control: Arc<Control>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let watcher = tokio::spawn({
+        let control = control.clone();
+        async move { control.origins.watch().await }
+    });
+    let served = axum::serve(
         listener,
         app(control).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .await;
+    watcher.abort();
+    served
 }
 
 pub(crate) fn problem(status: StatusCode, reason: impl Into<String>) -> Response {
@@ -313,6 +326,12 @@ async fn redirect(
         Ok(found) => found,
         Err(reason) => return problem(StatusCode::BAD_REQUEST, reason),
     };
+    if root == "live" && control.origins.presence(channel, Instant::now()) == Presence::Absent {
+        return problem(
+            StatusCode::NOT_FOUND,
+            format!("no origin has a live channel {channel:?}"),
+        );
+    }
     let forwarded_for = headers
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok());
