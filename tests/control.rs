@@ -411,6 +411,27 @@ async fn bad_input_is_refused_with_reasons() {
     let (status, body) = http_get(control, "/live/demo/master.m3u8").await;
     assert_eq!(status, 503);
     assert!(body.contains("no site can take viewers"), "{body}");
+    // Redirects and the admin API on one kept-alive connection, in either order.
+    let output = Command::new("curl")
+        .args(["-s", "-w", "%{http_code} %{num_connects}\\n"])
+        .args([
+            "-o",
+            "/dev/null",
+            &format!("http://{control}/live/demo/master.m3u8"),
+        ])
+        .args(["-o", "/dev/null", &format!("http://{control}/api/v1/edges")])
+        .args([
+            "-o",
+            "/dev/null",
+            &format!("http://{control}/live/demo/master.m3u8"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "503 1\n200 0\n503 0\n",
+        "one connection"
+    );
 
     // At start: a corrupt GeoIP file is named, and so is an unknown key, with its line.
     let refusal = || {

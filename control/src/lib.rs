@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod config;
 pub mod coverage;
+pub mod front;
 pub mod geo;
 pub mod origins;
 pub mod registry;

@@ -131,7 +131,7 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub fn report(id: &str, site: &str) -> EdgeReport {

@@ -184,7 +184,8 @@ pub fn app(control: Arc<Control>) -> axum::Router {
         .with_state(control)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves.
+/// Serves control on `listener` until `shutdown` resolves: redirects at the front door, the
+/// rest by axum (see [`crate::front`]); the origins are asked for their channels meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     control: Arc<Control>,
@@ -194,14 +195,9 @@ pub async fn serve(
         let control = control.clone();
         async move { control.origins.watch().await }
     });
-    let served = axum::serve(
-        listener,
-        app(control).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    crate::front::serve(listener, control.clone(), app(control), shutdown).await;
     watcher.abort();
-    served
+    Ok(())
 }
 
 pub(crate) fn problem(status: StatusCode, reason: impl Into<String>) -> Response {
@@ -316,76 +312,113 @@ async fn healthz(State(control): State<Arc<Control>>) -> Response {
     }))
 }
 
+/// What control answers a viewer asking for a path of the public layout: a redirect, or a
+/// problem with its reason. Both HTTP engines (the front door and axum) write it.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    /// `302` to this Location.
+    Redirect(String),
+    /// This status, with the reason as the body.
+    Problem(StatusCode, String),
+}
+
+impl Control {
+    /// Where the viewer at `peer` (or the client its `X-Forwarded-For` names, from a trusted
+    /// proxy) asking for `path?query` goes, with a fresh keycard for the channel.
+    pub fn answer(
+        &self,
+        peer: IpAddr,
+        path: &str,
+        query: Option<&str>,
+        forwarded_for: Option<&str>,
+    ) -> Answer {
+        let (root, channel) = match channel_of(path) {
+            Ok(found) => found,
+            Err(reason) => return Answer::Problem(StatusCode::BAD_REQUEST, reason),
+        };
+        if root == "live" && self.origins.presence(channel, Instant::now()) == Presence::Absent {
+            return Answer::Problem(
+                StatusCode::NOT_FOUND,
+                format!("no origin has a live channel {channel:?}"),
+            );
+        }
+        let client = net::client_address(peer, forwarded_for, &self.trusted_proxies);
+        let decision = Arc::new(self.decide(client, channel));
+        self.activity.record(&decision);
+        let Some(edge) = &decision.edge else {
+            return Answer::Problem(StatusCode::SERVICE_UNAVAILABLE, decision.reason());
+        };
+        let mut location = String::with_capacity(edge.url.len() + path.len() + 160);
+        location.push_str(edge.url.trim_end_matches('/'));
+        location.push_str(path);
+        let mut separator = '?';
+        let kept = query.unwrap_or("").split('&').filter(|pair| {
+            let name = pair.split('=').next().unwrap_or("");
+            !pair.is_empty() && name != "keycard" && name != "__token__"
+        });
+        for pair in kept {
+            location.push(separator);
+            location.push_str(pair);
+            separator = '&';
+        }
+        if let Some(keycard) = self.keycard(root, channel) {
+            location.push(separator);
+            location.push_str("keycard=");
+            location.push_str(&keycard);
+        }
+        // A Location is one header line: visible ASCII (and tabs) only.
+        if !location
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        {
+            return Answer::Problem(
+                StatusCode::BAD_GATEWAY,
+                "the edge's URL is not a usable Location".into(),
+            );
+        }
+        tracing::debug!(%client, channel, edge = %edge.id, site = ?decision.site, "redirect");
+        Answer::Redirect(location)
+    }
+}
+
+/// Redirects that reach axum: requests after another kind on the same connection.
 async fn redirect(
     State(control): State<Arc<Control>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: axum::extract::Request,
 ) -> Response {
     let (uri, headers) = (request.uri(), request.headers());
-    let (root, channel) = match channel_of(uri.path()) {
-        Ok(found) => found,
-        Err(reason) => return problem(StatusCode::BAD_REQUEST, reason),
-    };
-    if root == "live" && control.origins.presence(channel, Instant::now()) == Presence::Absent {
-        return problem(
-            StatusCode::NOT_FOUND,
-            format!("no origin has a live channel {channel:?}"),
-        );
-    }
     let forwarded_for = headers
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok());
-    let client = net::client_address(peer.ip(), forwarded_for, &control.trusted_proxies);
-    let decision = Arc::new(control.decide(client, channel));
-    control.activity.record(&decision);
-    let Some(edge) = &decision.edge else {
-        let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, decision.reason());
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-        return response;
-    };
-    let mut location = format!("{}{}", edge.url.trim_end_matches('/'), uri.path());
-    let kept: Vec<&str> = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
-            !pair.is_empty() && name != "keycard" && name != "__token__"
-        })
-        .collect();
-    let keycard = control.keycard(root, channel);
-    let mut separator = '?';
-    for pair in kept {
-        location.push(separator);
-        location.push_str(pair);
-        separator = '&';
-    }
-    if let Some(keycard) = keycard {
-        location.push(separator);
-        location.push_str("keycard=");
-        location.push_str(&keycard);
-    }
-    let Ok(location) = HeaderValue::try_from(location) else {
-        return problem(
-            StatusCode::BAD_GATEWAY,
-            "the edge's URL is not a usable Location",
-        );
-    };
-    tracing::debug!(%client, channel, edge = %edge.id, site = ?decision.site, "redirect");
-    (
-        StatusCode::FOUND,
-        [
-            (header::LOCATION, location),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    match control.answer(peer.ip(), uri.path(), uri.query(), forwarded_for) {
+        Answer::Redirect(location) => {
+            let Ok(location) = HeaderValue::try_from(location) else {
+                return problem(StatusCode::BAD_GATEWAY, "not a usable Location");
+            };
             (
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            ),
-        ],
-    )
-        .into_response()
+                StatusCode::FOUND,
+                [
+                    (header::LOCATION, location),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                    (
+                        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                        HeaderValue::from_static("*"),
+                    ),
+                ],
+            )
+                .into_response()
+        }
+        Answer::Problem(status, reason) => {
+            let mut response = problem(status, reason);
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            }
+            response
+        }
+    }
 }
 
 #[cfg(test)]
