@@ -1,6 +1,6 @@
 //! Routing: which edge a viewer is sent to, as a pure function of the request, a snapshot of
-//! the registry and the policy, given the sites, zones and GeoIP database (the load-test
-//! simulator calls it too). Every decision
+//! the registry and the policy, given the sites, zones and GeoIP database. The load-test
+//! simulator shares its core: [`Router::group`] and [`rank_sites`]. Every decision
 //! says why: the client group and how it was found, each candidate site in the policy's order
 //! with its distance, cost and load, and why a site was passed over.
 //!
@@ -140,64 +140,57 @@ impl Router {
     pub fn route(&self, request: Request<'_>, snapshot: &Snapshot, policy: Policy) -> Decision {
         let group = self.group(request.client);
         let location = group.latitude.zip(group.longitude);
-        let mut candidates: Vec<(Candidate, Vec<&EdgeState>)> = self
+        let edges: Vec<Vec<&EdgeState>> = self
             .sites
             .iter()
             .map(|site| {
-                let edges: Vec<&EdgeState> = snapshot
+                snapshot
                     .edges
                     .iter()
                     .filter(|edge| edge.report.site == site.name && edge.is_live())
-                    .collect();
-                let egress: u64 = edges.iter().map(|edge| edge.report.egress_bps).sum();
-                let load = egress as f64 / (site.capacity_mbps * 1e6);
-                let skipped = if edges.is_empty() {
-                    Some("no live edge".to_owned())
-                } else if load >= 1.0 {
-                    Some(format!("full: egress at {:.0} % of capacity", load * 100.0))
-                } else {
-                    None
-                };
-                let candidate = Candidate {
-                    site: site.name.clone(),
-                    distance_km: location.map(|(latitude, longitude)| {
-                        great_circle_km(latitude, longitude, site.latitude, site.longitude)
-                    }),
-                    cost_per_gb: site.cost_per_gb,
-                    load,
-                    live_edges: edges.len(),
-                    skipped,
-                };
-                (candidate, edges)
+                    .collect()
             })
             .collect();
-        let distance = |c: &Candidate| c.distance_km.unwrap_or(f64::INFINITY);
-        candidates.sort_by(|(a, _), (b, _)| {
-            let (first, second) = match policy {
-                Policy::Closest => (
-                    distance(a).total_cmp(&distance(b)),
-                    a.cost_per_gb.total_cmp(&b.cost_per_gb),
-                ),
-                Policy::LeastCost => (
-                    a.cost_per_gb.total_cmp(&b.cost_per_gb),
-                    distance(a).total_cmp(&distance(b)),
-                ),
-                Policy::LeastLoaded => (
-                    a.load.total_cmp(&b.load),
-                    distance(a).total_cmp(&distance(b)),
-                ),
-            };
-            first.then(second).then_with(|| a.site.cmp(&b.site))
-        });
-        let chosen = candidates
+        let states: Vec<SiteState> = self
+            .sites
             .iter()
-            .position(|(candidate, _)| candidate.skipped.is_none());
+            .zip(&edges)
+            .map(|(site, edges)| {
+                let egress: u64 = edges.iter().map(|edge| edge.report.egress_bps).sum();
+                SiteState {
+                    live_edges: edges.len(),
+                    load: egress as f64 / (site.capacity_mbps * 1e6),
+                }
+            })
+            .collect();
+        let distances: Vec<Option<f64>> = self.distances(location).collect();
+        let mut order: Vec<usize> = (0..self.sites.len()).collect();
+        let chosen = rank_sites(&self.sites, &distances, &states, policy, &mut order);
+        let candidates: Vec<Candidate> = order
+            .iter()
+            .map(|&index| {
+                let (site, state) = (&self.sites[index], states[index]);
+                Candidate {
+                    site: site.name.clone(),
+                    distance_km: distances[index],
+                    cost_per_gb: site.cost_per_gb,
+                    load: state.load,
+                    live_edges: state.live_edges,
+                    skipped: state.unusable().map(|why| match why {
+                        Unusable::NoLiveEdge => "no live edge".to_owned(),
+                        Unusable::Full => {
+                            format!("full: egress at {:.0} % of capacity", state.load * 100.0)
+                        }
+                    }),
+                }
+            })
+            .collect();
         let (site, edge) = match chosen {
-            Some(index) => {
-                let (candidate, edges) = &candidates[index];
+            Some(position) => {
+                let index = order[position];
                 (
-                    Some(candidate.site.clone()),
-                    Some(pick_edge(request.channel, edges)),
+                    Some(self.sites[index].name.clone()),
+                    Some(pick_edge(request.channel, &edges[index])),
                 )
             }
             None => (None, None),
@@ -207,14 +200,92 @@ impl Router {
             channel: request.channel.to_owned(),
             policy,
             group,
-            candidates: candidates
-                .into_iter()
-                .map(|(candidate, _)| candidate)
-                .collect(),
+            candidates,
             site,
             edge,
         }
     }
+
+    /// The great-circle distance from `location` to each site, in the order of `sites`; none
+    /// when there is no location.
+    pub fn distances(
+        &self,
+        location: Option<(f64, f64)>,
+    ) -> impl Iterator<Item = Option<f64>> + '_ {
+        self.sites.iter().map(move |site| {
+            location.map(|(latitude, longitude)| {
+                great_circle_km(latitude, longitude, site.latitude, site.longitude)
+            })
+        })
+    }
+}
+
+/// What site ranking needs to know about a site now.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SiteState {
+    pub live_edges: usize,
+    /// Egress of the site's live edges over its capacity.
+    pub load: f64,
+}
+
+/// Why a site cannot take a viewer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unusable {
+    NoLiveEdge,
+    /// Its egress is at or above its capacity.
+    Full,
+}
+
+impl SiteState {
+    pub fn unusable(self) -> Option<Unusable> {
+        if self.live_edges == 0 {
+            Some(Unusable::NoLiveEdge)
+        } else if self.load >= 1.0 {
+            Some(Unusable::Full)
+        } else {
+            None
+        }
+    }
+}
+
+/// The site choice at the heart of routing, shared by [`Router::route`] and the load-test
+/// simulator, and allocation-free so that the simulator can call it for every logged request.
+/// Sorts `order` (indices into `sites`, `distances` and `states`, one each per site) by
+/// `policy`, ties broken by the other criterion, then by name and index; returns the position
+/// in `order` of the first site that can take the viewer, if any. Every site before it was
+/// skipped: an overflow when the first was full.
+pub fn rank_sites(
+    sites: &[Site],
+    distances: &[Option<f64>],
+    states: &[SiteState],
+    policy: Policy,
+    order: &mut [usize],
+) -> Option<usize> {
+    let distance = |index: usize| distances[index].unwrap_or(f64::INFINITY);
+    // An unstable sort does not allocate; the index makes the order total, as stable.
+    order.sort_unstable_by(|&a, &b| {
+        let (first, second) = match policy {
+            Policy::Closest => (
+                distance(a).total_cmp(&distance(b)),
+                sites[a].cost_per_gb.total_cmp(&sites[b].cost_per_gb),
+            ),
+            Policy::LeastCost => (
+                sites[a].cost_per_gb.total_cmp(&sites[b].cost_per_gb),
+                distance(a).total_cmp(&distance(b)),
+            ),
+            Policy::LeastLoaded => (
+                states[a].load.total_cmp(&states[b].load),
+                distance(a).total_cmp(&distance(b)),
+            ),
+        };
+        first
+            .then(second)
+            .then_with(|| sites[a].name.cmp(&sites[b].name))
+            .then(a.cmp(&b))
+    });
+    order
+        .iter()
+        .position(|&index| states[index].unusable().is_none())
 }
 
 impl Decision {
@@ -546,6 +617,98 @@ mod tests {
         }
         let most = edges.iter().map(|e| e.report.clients).max().unwrap();
         assert!(most as f64 <= LOAD_BOUND * 200.0 / 4.0 + 1.0, "{most}");
+    }
+
+    #[test]
+    fn the_shared_ranking_is_the_order_route_explains() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = router(dir.path());
+        let mut snapshot = Snapshot {
+            edges: vec![
+                edge("lon-1", "lon", 0, 0),
+                edge("fra-1", "fra", 0, 900_000_000),
+                edge("nyc-1", "nyc", 0, 1_000_000_000),
+            ],
+        };
+        let london = "81.2.69.143".parse().unwrap();
+        let location = Some((51.5142, -0.0931));
+        let distances: Vec<Option<f64>> = router.distances(location).collect();
+        for policy in [Policy::Closest, Policy::LeastCost, Policy::LeastLoaded] {
+            for fra_egress in [0, 1_000_000_000] {
+                snapshot.edges[1].report.egress_bps = fra_egress;
+                let states: Vec<SiteState> = snapshot
+                    .edges
+                    .iter()
+                    .map(|edge| SiteState {
+                        live_edges: 1,
+                        load: edge.report.egress_bps as f64 / 1e9,
+                    })
+                    .collect();
+                let mut order = [0, 1, 2];
+                let chosen = rank_sites(&router.sites, &distances, &states, policy, &mut order);
+                let decision = router.route(
+                    Request {
+                        client: london,
+                        channel: "demo",
+                    },
+                    &snapshot,
+                    policy,
+                );
+                let ranked: Vec<&str> = order
+                    .iter()
+                    .map(|&index| router.sites[index].name.as_str())
+                    .collect();
+                let explained: Vec<&str> = decision
+                    .candidates
+                    .iter()
+                    .map(|c| c.site.as_str())
+                    .collect();
+                assert_eq!(ranked, explained, "{policy:?}");
+                assert_eq!(
+                    chosen.map(|position| router.sites[order[position]].name.as_str()),
+                    decision.site.as_deref(),
+                    "{policy:?}"
+                );
+            }
+        }
+        // nyc is full in every case above; with fra full too, least_cost overflows to lon.
+        let states = [
+            SiteState {
+                live_edges: 1,
+                load: 0.2,
+            },
+            SiteState {
+                live_edges: 1,
+                load: 1.0,
+            },
+            SiteState {
+                live_edges: 1,
+                load: 1.5,
+            },
+        ];
+        let mut order = [0, 1, 2];
+        let chosen = rank_sites(
+            &router.sites,
+            &distances,
+            &states,
+            Policy::LeastCost,
+            &mut order,
+        );
+        assert_eq!((order, chosen), ([1, 0, 2], Some(1)));
+        let full = [SiteState {
+            live_edges: 1,
+            load: 1.0,
+        }; 3];
+        assert_eq!(
+            rank_sites(
+                &router.sites,
+                &distances,
+                &full,
+                Policy::Closest,
+                &mut order
+            ),
+            None
+        );
     }
 
     #[test]
