@@ -39,6 +39,75 @@ enum Role {
     /// Sign or check keycards (EdgeAuth 2.0 tokens).
     #[command(subcommand)]
     Keycard(keycards::KeycardCommand),
+    /// Measure the system: simulate a request log through control's routing, or make one.
+    #[command(subcommand)]
+    Loadtest(LoadtestCommand),
+}
+
+#[derive(Subcommand)]
+enum LoadtestCommand {
+    /// Send every request of a log through control's routing and write bandwidth per site
+    /// and per client group over time (summary, JSON, CSV, PNG and SVG plots).
+    Simulate(SimulateArgs),
+    /// Write a synthetic day of viewers' requests in the combined log format.
+    GenLog(GenLogArgs),
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// The request log: common, combined (Apache, nginx, Estuary's edge) or nginx JSON lines;
+    /// gzip-compressed or not.
+    #[arg(long)]
+    log: PathBuf,
+    /// Control's configuration (TOML), as `estuary control` reads it: sites, zones, GeoIP,
+    /// policies.
+    #[arg(long)]
+    config: PathBuf,
+    /// Policies to compare, comma-separated (closest, least_cost, least_loaded), each
+    /// simulated over the whole log [default: the configuration's policies per channel].
+    #[arg(long, value_delimiter = ',')]
+    policy: Vec<estuary_control::config::Policy>,
+    /// The length of a time bucket, e.g. 60s or 5m: rates, loads and the 95th percentile are
+    /// taken per bucket.
+    #[arg(long, default_value = "60s")]
+    bucket: String,
+    /// The folder to write summary.txt, summary.json, series.json, sites.csv, groups.csv and
+    /// the plots (sites.png, sites.svg, groups.png, groups.svg) into; made if missing.
+    #[arg(long)]
+    out: PathBuf,
+    /// The log's format: common, combined, estuary (the edge's access log, combined) or json
+    /// [default: found from its first lines].
+    #[arg(long)]
+    format: Option<estuary_loadtest::log::Format>,
+    /// How many threads read a plain (not compressed) log [default: one per CPU].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// The TrueType font for the plots' text.
+    #[arg(long, default_value = estuary_loadtest::plot::DEFAULT_FONT)]
+    font: PathBuf,
+}
+
+#[derive(Args)]
+struct GenLogArgs {
+    /// How many request lines to write.
+    #[arg(long)]
+    lines: u64,
+    /// The file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// A MaxMind DB (city or country) whose IPv4 networks the clients come from [default: a
+    /// built-in spread of public ranges].
+    #[arg(long)]
+    geoip: Option<PathBuf>,
+    /// How many channels viewers watch (popularity follows a Zipf law).
+    #[arg(long, default_value_t = 50)]
+    channels: u32,
+    /// The seed of the draws: the same seed gives the same file.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The day the log covers (UTC).
+    #[arg(long, default_value = "2026-11-21")]
+    date: String,
 }
 
 #[derive(Args)]
@@ -255,6 +324,8 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(error) => Err(error),
         },
+        Role::Loadtest(LoadtestCommand::Simulate(args)) => simulate(args),
+        Role::Loadtest(LoadtestCommand::GenLog(args)) => gen_log(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -321,6 +392,51 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
 
 fn parse_duration(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
     estuary_proto::duration::parse_duration(text).with_context(|| flag.to_owned())
+}
+
+fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let bucket = parse_duration("--bucket", &args.bucket)?;
+    if bucket.as_secs() == 0 || bucket.subsec_nanos() != 0 {
+        bail!("--bucket must be a whole number of seconds, at least 1 s");
+    }
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let options = estuary_loadtest::simulate::Options {
+        log: args.log,
+        config: args.config,
+        policies: args.policy,
+        bucket: bucket.as_secs() as i64,
+        out: args.out,
+        format: args.format,
+        threads,
+        font: args.font,
+    };
+    let report = estuary_loadtest::simulate::run(&options)?;
+    print!("{}", report.text());
+    println!("written to {}", options.out.display());
+    Ok(())
+}
+
+fn gen_log(args: GenLogArgs) -> anyhow::Result<()> {
+    let day = estuary_loadtest::generate::parse_day(&args.date)
+        .map_err(anyhow::Error::msg)
+        .context("--date")?;
+    let options = estuary_loadtest::generate::Options {
+        lines: args.lines,
+        out: args.out,
+        geoip: args.geoip,
+        channels: args.channels,
+        seed: args.seed,
+        day,
+    };
+    let bytes = estuary_loadtest::generate::generate(&options)?;
+    println!(
+        "{} lines, {bytes} body bytes, written to {}",
+        options.lines,
+        options.out.display()
+    );
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -1,3 +1,11 @@
-//! Loadtest will own measuring the system: streaming request-log parsing, log replay against a
-//! live system, virtual viewers, the offline simulator over control's routing, plots, and the
-//! side-by-side benchmarks against peers.
+//! Loadtest measures the system: streaming request-log reading ([`log`]), the offline
+//! simulator that sends every logged request through control's routing ([`simulate`]), and
+//! synthetic logs of a day of viewers ([`generate`]). Replay against a live system and virtual
+//! viewers build on the same log reader.
+
+pub mod clock;
+pub mod generate;
+pub mod log;
+pub mod plot;
+pub mod progress;
+pub mod simulate;
