@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use bytes::{Buf as _, BytesMut};
-use estuary_proto::prefixed::Prefixed;
+use estuary_proto::io::{Prefixed, read_request_bytes};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 
@@ -140,9 +140,8 @@ async fn connection(
                     deadline.as_mut().reset(Instant::now() + wait);
                     waiting_for_head = !buffer.is_empty();
                 }
-                buffer.reserve(4096);
                 tokio::select! {
-                    read = stream.read_buf(&mut buffer) => match read {
+                    read = read_request_bytes(&mut stream, &mut buffer) => match read {
                         Ok(0) | Err(_) => return,
                         Ok(_) => {
                             if !waiting_for_head {

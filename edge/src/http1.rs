@@ -22,6 +22,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 
 use crate::body::Body;
+use estuary_proto::io::read_request_bytes;
+
 use crate::porter::{HEAD_TIMEOUT, HeadError, MAX_HEAD};
 use crate::sealed;
 use crate::server::{Edge, handle};
@@ -105,10 +107,9 @@ async fn next_request(
         return Ok(Some(parsed));
     }
     if buffer.is_empty() {
-        buffer.reserve(4096);
         idle.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
         tokio::select! {
-            read = stream.read_buf(buffer) => match read {
+            read = read_request_bytes(stream, buffer) => match read {
                 Ok(0) | Err(_) => return Ok(None),
                 Ok(_) => {}
             },
@@ -121,9 +122,8 @@ async fn next_request(
     // The head came in pieces: the rest must come within the head timeout.
     idle.as_mut().reset(Instant::now() + HEAD_TIMEOUT);
     loop {
-        buffer.reserve(4096);
         tokio::select! {
-            read = stream.read_buf(buffer) => match read {
+            read = read_request_bytes(stream, buffer) => match read {
                 Ok(0) | Err(_) => return Err(HeadError::Closed),
                 Ok(_) => {}
             },

@@ -1,16 +1,16 @@
 //! What crosses a process boundary in Estuary: the public and ingest URL layout, keycards (the
 //! EdgeAuth 2.0 compatible tokens every role checks), moods (how a component says how it is),
 //! the reports edges send to control, and address ranges and client addresses; behind the `io`
-//! feature, a connection helper the HTTP servers share.
+//! feature, connection helpers the HTTP servers share.
 
 pub mod duration;
 #[cfg(feature = "geo")]
 pub mod geo;
+#[cfg(feature = "io")]
+pub mod io;
 pub mod keycard;
 pub mod mood;
 pub mod net;
-#[cfg(feature = "io")]
-pub mod prefixed;
 pub mod report;
 pub mod url;
 pub mod utc;
