@@ -79,7 +79,7 @@ pub enum GenerateError {
     Geo { path: PathBuf, reason: String },
     #[error("the GeoIP database {path} has no IPv4 network to draw clients from")]
     NoNetworks { path: PathBuf },
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,

@@ -123,7 +123,7 @@ impl Tally {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("cannot read the log {path}: {source}")]
+    #[error("cannot read the log {path}")]
     Read { path: PathBuf, source: io::Error },
     #[error(
         "{path}: no line of the first {SNIFF_LINES} looks like a request log (common, combined \
@@ -450,6 +450,7 @@ pub fn line_boundaries(path: &Path, parts: usize) -> io::Result<Vec<u64>> {
 
 /// Parses one line (without its end) in `format`; the record's `line` is 0.
 pub fn parse(format: Format, line: &[u8]) -> Result<Record<'_>, &'static str> {
+    let line = std::str::from_utf8(line).map_err(|_| "not UTF-8")?;
     match format {
         Format::Common => parse_clf(line, false),
         Format::Combined => parse_clf(line, true),
@@ -458,7 +459,8 @@ pub fn parse(format: Format, line: &[u8]) -> Result<Record<'_>, &'static str> {
 }
 
 /// The common and combined formats.
-fn parse_clf(line: &[u8], combined: bool) -> Result<Record<'_>, &'static str> {
+fn parse_clf(text_line: &str, combined: bool) -> Result<Record<'_>, &'static str> {
+    let line = text_line.as_bytes();
     let space = memchr::memchr(b' ', line).ok_or("no client address")?;
     let client = parse_address(&line[..space]).ok_or("the client is not an IP address")?;
     let open = memchr::memchr(b'[', &line[space..]).ok_or("no [time]")? + space;
@@ -469,7 +471,7 @@ fn parse_clf(line: &[u8], combined: bool) -> Result<Record<'_>, &'static str> {
         .strip_prefix(b" \"")
         .ok_or("no quoted request line")?;
     let (request, rest) = quoted(rest).ok_or("the request line is not closed")?;
-    let (method, target) = split_request(request)?;
+    let (method, target) = split_request(text_line, request)?;
     let rest = rest.strip_prefix(b" ").ok_or("no status")?;
     let (status, rest) = split_field(rest);
     let status = parse_status(status).ok_or("the status is not a number")?;
@@ -483,7 +485,7 @@ fn parse_clf(line: &[u8], combined: bool) -> Result<Record<'_>, &'static str> {
         let (_referer, rest) = quoted(rest).unwrap_or((rest, &[]));
         if let Some(rest) = rest.strip_prefix(b" \"") {
             let (agent, _) = quoted(rest).unwrap_or((rest, &[]));
-            user_agent = Some(text(agent)?);
+            user_agent = Some(text(text_line, agent)?);
         }
     }
     Ok(Record {
@@ -499,19 +501,22 @@ fn parse_clf(line: &[u8], combined: bool) -> Result<Record<'_>, &'static str> {
 }
 
 /// Splits `"METHOD TARGET PROTOCOL"`; `-` or an empty line gives empty strings.
-fn split_request(request: &[u8]) -> Result<(&str, &str), &'static str> {
-    let request = text(request)?;
-    if request == "-" {
+fn split_request<'a>(line: &'a str, request: &'a [u8]) -> Result<(&'a str, &'a str), &'static str> {
+    if request == b"-" {
         return Ok(("", ""));
     }
-    let mut parts = request.splitn(3, ' ');
-    let method = parts.next().unwrap_or_default();
-    let target = parts.next().unwrap_or_default();
-    Ok((method, target))
+    let (method, rest) = split_field(request);
+    let rest = rest.strip_prefix(b" ").unwrap_or_default();
+    let (target, _) = split_field(rest);
+    Ok((text(line, method)?, text(line, target)?))
 }
 
-fn text(bytes: &[u8]) -> Result<&str, &'static str> {
-    std::str::from_utf8(bytes).map_err(|_| "not UTF-8")
+/// `part` (a slice of `line`'s bytes that starts and ends at ASCII delimiters) as text: the
+/// line is checked to be UTF-8 once, not field by field.
+fn text<'a>(line: &'a str, part: &'a [u8]) -> Result<&'a str, &'static str> {
+    let start = (part.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
+    line.get(start..start.wrapping_add(part.len()))
+        .ok_or("a field is not within its line")
 }
 
 /// The field up to the next space, and what follows it (starting with the space).
@@ -616,12 +621,21 @@ fn zone_offset(text: &[u8]) -> Option<i64> {
 }
 
 fn month(name: &[u8]) -> Option<i64> {
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
-    let index = MONTHS.iter().position(|month| month.as_slice() == name)?;
-    Some(index as i64 + 1)
+    Some(match name {
+        b"Jan" => 1,
+        b"Feb" => 2,
+        b"Mar" => 3,
+        b"Apr" => 4,
+        b"May" => 5,
+        b"Jun" => 6,
+        b"Jul" => 7,
+        b"Aug" => 8,
+        b"Sep" => 9,
+        b"Oct" => 10,
+        b"Nov" => 11,
+        b"Dec" => 12,
+        _ => return None,
+    })
 }
 
 /// `2000-10-10T13:55:36-07:00` (a fraction of a second and `Z` allowed) in seconds since the
@@ -654,7 +668,8 @@ fn parse_msec(text: &[u8]) -> Option<i64> {
 }
 
 /// One JSON object of flat fields, as nginx writes them. Values may be strings or numbers.
-fn parse_json(line: &[u8]) -> Result<Record<'_>, &'static str> {
+fn parse_json(text_line: &str) -> Result<Record<'_>, &'static str> {
+    let line = text_line.as_bytes();
     let mut rest = line
         .trim_ascii()
         .strip_prefix(b"{")
@@ -719,8 +734,8 @@ fn parse_json(line: &[u8]) -> Result<Record<'_>, &'static str> {
         parse_address(client.ok_or("no remote_addr")?).ok_or("remote_addr is not an IP address")?;
     let time = time.ok_or("no time_local, time_iso8601 or msec")?;
     let (method, target) = match (request, method, uri) {
-        (_, Some(method), Some(uri)) => (text(method)?, text(uri)?),
-        (Some(request), _, _) => split_request(request)?,
+        (_, Some(method), Some(uri)) => (text(text_line, method)?, text(text_line, uri)?),
+        (Some(request), _, _) => split_request(text_line, request)?,
         _ => return Err("no request, or request_method and request_uri"),
     };
     let status = parse_status(status.ok_or("no status")?).ok_or("the status is not a number")?;
@@ -728,7 +743,7 @@ fn parse_json(line: &[u8]) -> Result<Record<'_>, &'static str> {
         .ok_or("the byte count is not a number")?;
     let user_agent = user_agent
         .filter(|agent| !agent.is_empty() && *agent != b"-")
-        .map(text)
+        .map(|agent| text(text_line, agent))
         .transpose()?;
     Ok(Record {
         line: 0,

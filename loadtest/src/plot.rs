@@ -112,7 +112,21 @@ fn draw<DB: DrawingBackend>(
         .flat_map(|line| &line.mbps)
         .copied()
         .fold(0.0, f64::max);
-    let top = if highest > 0.0 { highest * 1.25 } else { 1.0 };
+    // Room above the highest point for the legend, a line of it per series.
+    let entries = panels
+        .iter()
+        .map(|panel| panel.lines.len())
+        .max()
+        .unwrap_or(0);
+    let headroom = 1.1 + 0.045 * entries as f64;
+    let top = if highest > 0.0 {
+        highest * headroom
+    } else {
+        1.0
+    };
+    // x is in hours from the first day's midnight, so that ticks fall on whole hours.
+    let midnight = first.div_euclid(86_400) * 86_400;
+    let hours = |seconds: i64| (seconds - midnight) as f64 / 3600.0;
     let span = (last - first) as f64;
     let areas = root.split_evenly((1, panels.len().max(1)));
     // Thick lines draw spikes badly when buckets are denser than pixels.
@@ -123,9 +137,9 @@ fn draw<DB: DrawingBackend>(
             .margin(12)
             .x_label_area_size(48)
             .y_label_area_size(72)
-            .build_cartesian_2d(0.0..span, 0.0..top)
+            .build_cartesian_2d(hours(first)..hours(last), 0.0..top)
             .map_err(error)?;
-        let clock = |x: &f64| clock_label(first + *x as i64, span);
+        let clock = |x: &f64| clock_label(midnight + (x * 3600.0).round() as i64, span);
         let rate = |y: &f64| rate_label(*y, top);
         chart
             .configure_mesh()
@@ -145,7 +159,7 @@ fn draw<DB: DrawingBackend>(
             let points = starts
                 .iter()
                 .zip(&line.mbps)
-                .map(|(&start, &mbps)| ((start - first) as f64, mbps));
+                .map(|(&start, &mbps)| (hours(start), mbps));
             chart
                 .draw_series(LineSeries::new(points, colour.stroke_width(stroke)))
                 .map_err(error)?

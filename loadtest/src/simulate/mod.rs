@@ -42,7 +42,7 @@ pub enum SimulateError {
          give a larger --bucket"
     )]
     TooLong { first: i64, last: i64, bucket: i64 },
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Write {
         what: &'static str,
         path: PathBuf,
@@ -235,7 +235,12 @@ impl<'a> Simulation<'a> {
         let sites = setup.sites();
         let distances = &self.distances[place.distances as usize..][..sites];
         let cells = self.sites.at(bucket)?;
-        let channel = channel_of(record.target);
+        // Only the configured policies depend on the channel.
+        let channel = if setup.choices.contains(&Choice::Configured) {
+            channel_of(record.target)
+        } else {
+            ""
+        };
         for (choice_index, choice) in setup.choices.iter().enumerate() {
             let policy = match choice {
                 Choice::Fixed(policy) => *policy,
@@ -359,12 +364,17 @@ impl<'a> Simulation<'a> {
 /// The channel of a path of the public layout (`/live/CHANNEL/…`, `/vod/CHANNEL/…`); empty
 /// for any other path, which gets the default policy.
 pub fn channel_of(target: &str) -> &str {
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    let mut segments = path.trim_start_matches('/').split('/');
-    match (segments.next(), segments.next()) {
-        (Some("live" | "vod"), Some(channel)) => channel,
-        _ => "",
-    }
+    let Some(rest) = target
+        .strip_prefix("/live/")
+        .or_else(|| target.strip_prefix("/vod/"))
+    else {
+        return "";
+    };
+    let end = rest
+        .bytes()
+        .position(|byte| matches!(byte, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    &rest[..end]
 }
 
 /// A fast hash for client addresses (FxHash's mixing): they are not chosen by an adversary
@@ -426,6 +436,11 @@ pub struct Options {
 
 /// Runs the simulation and writes its outputs; returns the report.
 pub fn run(options: &Options) -> Result<Report, SimulateError> {
+    // A missing font is found before the log is read, not after.
+    crate::plot::register_font(&options.font).map_err(|reason| SimulateError::Plot {
+        path: options.font.clone(),
+        reason,
+    })?;
     let setup = Setup::load(&options.config, &options.policies, options.bucket)?;
     let simulation = simulate(&setup, &options.log, options.format, options.threads)?;
     let report = Report::new(&setup, &options.log, simulation);
