@@ -51,6 +51,45 @@ enum LoadtestCommand {
     Simulate(SimulateArgs),
     /// Write a synthetic day of viewers' requests in the combined log format.
     GenLog(GenLogArgs),
+    /// Send a log's requests to a live system at their logged times (scaled by --speed),
+    /// whether or not earlier ones were answered, and report statuses and latencies.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The request log: common, combined (Apache, nginx, Estuary's edge) or nginx JSON lines;
+    /// gzip-compressed or not.
+    #[arg(long)]
+    log: PathBuf,
+    /// The system to send the requests to, e.g. http://127.0.0.1:8090 (an edge, control or a
+    /// packager).
+    #[arg(long)]
+    target: String,
+    /// How many times faster than logged to send the requests (50 sends an hour of log in
+    /// 72 s).
+    #[arg(long, default_value_t = 1.0)]
+    speed: f64,
+    /// Move the log's paths onto the target's content, tried in order, first match wins:
+    /// `FROM=TO` replaces the path prefix FROM with TO; `FROM=live:CHANNEL` sends a request
+    /// for the channel's media playlist (logged answer under 16 KiB) or its newest segment
+    /// (larger), as a viewer of it would now. E.g. `--map /=live:demo`.
+    #[arg(long = "map")]
+    maps: Vec<estuary_loadtest::replay::Map>,
+    /// Stop sending after this long, e.g. 60s [default: at the end of the log].
+    #[arg(long)]
+    duration: Option<String>,
+    /// The most requests waiting for an answer at once; a request past it is not sent and
+    /// counts as a client-side failure, so that the arrivals stay the log's.
+    #[arg(long, default_value_t = 10_000)]
+    max_in_flight: usize,
+    /// The log's format: common, combined, estuary or json [default: found from its first
+    /// lines].
+    #[arg(long)]
+    format: Option<estuary_loadtest::log::Format>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -326,6 +365,7 @@ fn main() -> ExitCode {
         },
         Role::Loadtest(LoadtestCommand::Simulate(args)) => simulate(args),
         Role::Loadtest(LoadtestCommand::GenLog(args)) => gen_log(args),
+        Role::Loadtest(LoadtestCommand::Replay(args)) => replay(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -436,6 +476,37 @@ fn gen_log(args: GenLogArgs) -> anyhow::Result<()> {
         options.lines,
         options.out.display()
     );
+    Ok(())
+}
+
+fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let duration = args
+        .duration
+        .as_deref()
+        .map(|d| parse_duration("--duration", d))
+        .transpose()?;
+    let options = estuary_loadtest::replay::Options {
+        log: args.log,
+        format: args.format,
+        target: args.target,
+        speed: args.speed,
+        maps: args.maps,
+        duration,
+        max_in_flight: args.max_in_flight.max(1),
+    };
+    let spinner = estuary_loadtest::progress::spinner("replaying");
+    let report = runtime()?.block_on(estuary_loadtest::replay::run(&options, |sent, logged| {
+        spinner.set_message(format!(
+            "replaying: {sent} requests sent, log at +{logged} s"
+        ));
+        spinner.tick();
+    }))?;
+    spinner.finish_and_clear();
+    print!("{}", report.text());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 

@@ -1,11 +1,12 @@
 //! Loadtest measures the system: streaming request-log reading ([`log`]), the offline
 //! simulator that sends every logged request through control's routing ([`simulate`]), and
-//! synthetic logs of a day of viewers ([`generate`]). Replay against a live system and virtual
-//! viewers build on the same log reader.
+//! synthetic logs of a day of viewers ([`generate`]), and replay of a log against a live
+//! system as an open model ([`replay`]).
 
 pub mod clock;
 pub mod generate;
 pub mod log;
 pub mod plot;
 pub mod progress;
+pub mod replay;
 pub mod simulate;

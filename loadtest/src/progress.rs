@@ -22,6 +22,16 @@ pub fn counter(total: u64, what: &str) -> ProgressBar {
     )
 }
 
+/// A line that says what is happening, for work whose end is not known in advance.
+pub fn spinner(what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_message(what.to_owned());
+    bar
+}
+
 fn styled(total: u64, what: &str, template: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
