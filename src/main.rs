@@ -54,6 +54,32 @@ enum LoadtestCommand {
     /// Send a log's requests to a live system at their logged times (scaled by --speed),
     /// whether or not earlier ones were answered, and report statuses and latencies.
     Replay(ReplayArgs),
+    /// Run virtual players of a live stream and report their start-up time, stalls, live
+    /// latency and bytes, as percentiles.
+    Viewers(ViewersArgs),
+}
+
+#[derive(Args)]
+struct ViewersArgs {
+    /// The stream: a multivariant playlist (hls, llhls) or an MPD (dash), on an edge or on
+    /// control (its redirect is followed, as players do).
+    #[arg(long)]
+    url: String,
+    /// How many viewers.
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    /// What they play: hls (whole segments), llhls (parts, blocking playlist reloads) or dash.
+    #[arg(long, default_value = "llhls")]
+    kind: estuary_loadtest::viewers::Kind,
+    /// How long each viewer watches, e.g. 60s.
+    #[arg(long, default_value = "30s")]
+    duration: String,
+    /// Start the viewers spread evenly over this long, e.g. 10s, rather than all at once.
+    #[arg(long, default_value = "0s")]
+    ramp: String,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -366,6 +392,7 @@ fn main() -> ExitCode {
         Role::Loadtest(LoadtestCommand::Simulate(args)) => simulate(args),
         Role::Loadtest(LoadtestCommand::GenLog(args)) => gen_log(args),
         Role::Loadtest(LoadtestCommand::Replay(args)) => replay(args),
+        Role::Loadtest(LoadtestCommand::Viewers(args)) => viewers(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -506,6 +533,34 @@ fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn viewers(args: ViewersArgs) -> anyhow::Result<()> {
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let options = estuary_loadtest::viewers::Options {
+        url: args.url,
+        kind: args.kind,
+        count: args.count,
+        duration: parse_duration("--duration", &args.duration)?,
+        ramp: parse_duration("--ramp", &args.ramp)?,
+    };
+    let bar = estuary_loadtest::progress::counter(options.count as u64, "viewers done");
+    let report = runtime()?.block_on(estuary_loadtest::viewers::run(&options, {
+        let bar = bar.clone();
+        move |done| bar.set_position(done as u64)
+    }));
+    bar.finish_and_clear();
+    print!("{}", report.text());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if report.started == 0 {
+        bail!("no viewer started playing");
     }
     Ok(())
 }

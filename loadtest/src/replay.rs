@@ -197,8 +197,10 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(histogram: &Histogram<u64>) -> Percentiles {
-        let ms = |micros: u64| micros as f64 / 1000.0;
+    /// The histogram's percentiles, each value divided by `unit` (1000 makes microseconds
+    /// milliseconds).
+    pub fn of(histogram: &Histogram<u64>, unit: f64) -> Percentiles {
+        let ms = |value: u64| value as f64 / unit;
         if histogram.is_empty() {
             return Percentiles::default();
         }
@@ -547,8 +549,9 @@ pub async fn run(
                 .latency
                 .into_inner()
                 .unwrap_or_else(|e| e.into_inner()),
+            1000.0,
         ),
-        late_ms: Percentiles::of(&late),
+        late_ms: Percentiles::of(&late, 1000.0),
         cut_short,
     })
 }

@@ -1,8 +1,10 @@
-//! End to end: `estuary loadtest replay` sends a log's requests at their logged times, scaled,
-//! as an open model: against a server that takes a second over every answer, the requests
-//! still leave on the log's schedule, each with its logged client in X-Forwarded-For; against
-//! a live channel (ingest, packager, edge), `--map /=live:demo` turns every logged request into
-//! a playlist or segment request that the edge answers with 200.
+//! End to end, the load-test commands that talk to live servers. `estuary loadtest replay`
+//! sends a log's requests at their logged times, scaled, as an open model: against a server
+//! that takes a second and a half over every answer, the requests still leave on the log's
+//! schedule, each with its logged client in X-Forwarded-For; against a live channel (ingest,
+//! packager, edge), `--map /=live:demo` turns every logged request into a playlist or segment
+//! request that the edge answers with 200. `estuary loadtest viewers` plays the same channel
+//! as HLS, LL-HLS and DASH viewers would.
 
 mod support;
 
@@ -136,20 +138,20 @@ async fn a_slow_server_does_not_slow_the_arrivals() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_is_mapped_onto_a_live_channel_through_the_edge() {
+/// A live channel `demo` (one 360p rendition) through an edge: the edge's address and the
+/// processes, which stop when dropped.
+async fn live_channel() -> (SocketAddr, Vec<Running>) {
     support::require_tool("gst-launch-1.0", "gstreamer1.0-tools");
-    let dir = tempfile::tempdir().unwrap();
     let packager = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let edge = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let _packager = Running(
+    let packager_process = Running(
         estuary()
             .args(["packager", "--listen", &packager.to_string()])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let _ingest = Running(
+    let ingest = Running(
         estuary()
             .args(["ingest", "--source", "test", "--channel", "demo"])
             .args(["--renditions", "360", "--to"])
@@ -159,7 +161,7 @@ async fn a_log_is_mapped_onto_a_live_channel_through_the_edge() {
             .spawn()
             .unwrap(),
     );
-    let _edge = Running(
+    let edge_process = Running(
         estuary()
             .args(["edge", "--listen", &edge.to_string(), "--upstream"])
             .arg(format!("http://{packager}"))
@@ -167,10 +169,17 @@ async fn a_log_is_mapped_onto_a_live_channel_through_the_edge() {
             .spawn()
             .unwrap(),
     );
-    let playlist = format!("http://{edge}/live/demo/master.m3u8");
-    tokio::task::spawn_blocking(move || wait_until_served(&playlist, Duration::from_secs(30)))
+    let master = format!("http://{edge}/live/demo/master.m3u8");
+    tokio::task::spawn_blocking(move || wait_until_served(&master, Duration::from_secs(30)))
         .await
         .unwrap();
+    (edge, vec![edge_process, ingest, packager_process])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_is_mapped_onto_a_live_channel_through_the_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, _running) = live_channel().await;
 
     // A web site's log: pages (small) and pictures (large), and a path the map sends on.
     let mut log = String::new();
@@ -203,4 +212,43 @@ async fn a_log_is_mapped_onto_a_live_channel_through_the_edge() {
         .and_then(|mb| mb.parse().ok())
         .unwrap();
     assert!(received > 0.05, "{report}");
+}
+
+/// The report's line `label: p50 N, …` as its p50.
+fn p50(report: &str, label: &str) -> f64 {
+    report
+        .lines()
+        .find_map(|line| line.strip_prefix(label))
+        .and_then(|rest| rest.trim_start_matches(": p50 ").split(',').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {label} in {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_play_a_live_channel_as_hls_llhls_and_dash() {
+    let (edge, _running) = live_channel().await;
+    let mut latencies = Vec::new();
+    for (kind, path) in [
+        ("llhls", "master.m3u8"),
+        ("hls", "master.m3u8"),
+        ("dash", "manifest.mpd"),
+    ] {
+        let mut command = estuary();
+        command
+            .args(["loadtest", "viewers", "--count", "4", "--duration", "8s"])
+            .args(["--kind", kind, "--url"])
+            .arg(format!("http://{edge}/live/demo/{path}"));
+        let report = tokio::task::spawn_blocking(move || run(&mut command))
+            .await
+            .unwrap();
+        assert!(report.contains(": 4 started playing"), "{kind}: {report}");
+        assert!(report.contains("failures: none"), "{kind}: {report}");
+        let startup = p50(&report, "start-up ms");
+        assert!(startup > 0.0 && startup < 5000.0, "{kind}: {report}");
+        latencies.push((kind, p50(&report, "live latency ms")));
+    }
+    // LL-HLS plays closest to real time: a few parts behind, where HLS plays segments behind.
+    let (llhls, hls) = (latencies[0].1, latencies[1].1);
+    assert!(llhls > 0.0 && llhls < 4000.0, "{latencies:?}");
+    assert!(llhls < hls, "{latencies:?}");
 }
