@@ -104,6 +104,15 @@ impl Body {
         sealed.take()
     }
 
+    /// Takes the pieces of a body that is all here, for a connection that writes them itself
+    /// (and says how much it sent with [`Body::count_sent`]); the body has nothing left.
+    pub fn take_ready(&mut self) -> Option<VecDeque<Bytes>> {
+        let Source::Ready(pieces) = &mut self.source else {
+            return None;
+        };
+        Some(std::mem::take(pieces))
+    }
+
     /// Counts bytes the connection sent itself, for the metrics and the access log.
     pub fn count_sent(&mut self, bytes: u64) {
         if let Some(tally) = &mut self.tally {

@@ -5,6 +5,7 @@
 //! sent chunked as they grow. TLS and HTTP/2 connections go to hyper instead.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -34,9 +35,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_HEADERS: usize = 64;
 /// The largest request body read (and thrown away: the edge serves GET and HEAD).
 const MAX_REQUEST_BODY: u64 = 64 * 1024;
-/// Bodies up to this long are copied behind the head; longer ones are written from where they
-/// are, in one writev with the head.
-const COPY_LIMIT: usize = 1024;
+/// Bodies up to this long are copied behind the head (a copy costs less than the allocations
+/// and the longer writev it saves); longer ones are written from where they are, in one writev
+/// with the head.
+const COPY_LIMIT: usize = 16 * 1024;
 
 /// A request as read off the connection, and what the connection does after it.
 pub struct ParsedRequest {
@@ -293,24 +295,20 @@ async fn respond(
         outcome?;
         return Ok(keep_alive);
     }
-    if let Some(length) = length {
-        // Whole bodies that were not sealed (short ones) are here already: copy the short ones
-        // behind the head, write the rest from where they are.
-        let mut pieces = Vec::new();
-        while let Some(frame) = body.frame().await {
-            if let Ok(data) = frame?.into_data() {
-                pieces.push(data);
-            }
-        }
-        if length as usize <= COPY_LIMIT {
+    if let Some(pieces) = body.take_ready() {
+        // A whole body that was not sealed (a short one): short ones are copied behind the
+        // head and go in one write; longer ones go from where they are, with the head, in one
+        // writev.
+        let length: usize = pieces.iter().map(Bytes::len).sum();
+        if length <= COPY_LIMIT {
             for piece in &pieces {
                 out.extend_from_slice(piece);
             }
             stream.write_all(out).await?;
         } else {
-            pieces.insert(0, Bytes::copy_from_slice(out));
-            write_all_vectored(stream, &mut pieces).await?;
+            write_all_vectored(stream, out, pieces).await?;
         }
+        body.count_sent(length as u64);
         return Ok(keep_alive);
     }
     stream.write_all(out).await?;
@@ -325,8 +323,8 @@ async fn respond(
         }
         if chunked {
             let size = format!("{:x}\r\n", data.len());
-            let mut pieces = vec![Bytes::from(size), data, Bytes::from_static(b"\r\n")];
-            write_all_vectored(stream, &mut pieces).await?;
+            let pieces = [data, Bytes::from_static(b"\r\n")].into();
+            write_all_vectored(stream, size.as_bytes(), pieces).await?;
         } else {
             stream.write_all(&data).await?;
         }
@@ -392,25 +390,37 @@ async fn send_sealed(
     Ok(())
 }
 
-/// Writes every piece, with as few system calls as the socket allows.
-async fn write_all_vectored(stream: &mut TcpStream, pieces: &mut [Bytes]) -> io::Result<()> {
-    let mut first = 0;
-    while first < pieces.len() {
-        let slices: Vec<IoSlice<'_>> = pieces[first..]
-            .iter()
-            .take(64)
-            .map(|piece| IoSlice::new(piece))
-            .collect();
-        let mut written = stream.write_vectored(&slices).await?;
+/// Writes `head`, then every piece, with as few system calls as the socket allows.
+async fn write_all_vectored(
+    stream: &mut TcpStream,
+    mut head: &[u8],
+    mut pieces: VecDeque<Bytes>,
+) -> io::Result<()> {
+    while !head.is_empty() || !pieces.is_empty() {
+        let mut slices = [IoSlice::new(&[]); 64];
+        let mut count = 0;
+        if !head.is_empty() {
+            slices[0] = IoSlice::new(head);
+            count = 1;
+        }
+        for piece in pieces.iter().take(slices.len() - count) {
+            slices[count] = IoSlice::new(piece);
+            count += 1;
+        }
+        let mut written = stream.write_vectored(&slices[..count]).await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        while first < pieces.len() && written >= pieces[first].len() {
-            written -= pieces[first].len();
-            first += 1;
-        }
-        if written > 0 {
-            pieces[first].advance(written);
+        let from_head = written.min(head.len());
+        head = &head[from_head..];
+        written -= from_head;
+        while let Some(piece) = pieces.front_mut() {
+            if written < piece.len() {
+                piece.advance(written);
+                break;
+            }
+            written -= piece.len();
+            pieces.pop_front();
         }
     }
     Ok(())
