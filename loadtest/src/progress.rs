@@ -9,7 +9,7 @@ pub fn bar(total: u64, what: &str) -> ProgressBar {
     styled(
         total,
         what,
-        "{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        "{msg} [{bar:30}] {bytes}/{total_bytes} ({binary_bytes_per_sec}, {eta} left)",
     )
 }
 
@@ -18,7 +18,7 @@ pub fn counter(total: u64, what: &str) -> ProgressBar {
     styled(
         total,
         what,
-        "{msg} [{bar:40}] {human_pos}/{human_len} ({per_sec}, {eta})",
+        "{msg} [{bar:30}] {human_pos}/{human_len} ({eta} left)",
     )
 }
 
