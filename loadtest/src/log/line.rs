@@ -319,6 +319,77 @@ fn parse_json(text_line: &str) -> Result<Record<'_>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::rfc3339;
+    use proptest::prelude::*;
+
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+
+    /// `seconds` as the combined format writes a time in UTC.
+    fn clf_time(seconds: i64) -> String {
+        let text = rfc3339(seconds);
+        let month: usize = text[5..7].parse().unwrap();
+        format!(
+            "{}/{}/{}:{} +0000",
+            &text[8..10],
+            MONTHS[month - 1],
+            &text[..4],
+            &text[11..19]
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn no_line_makes_the_parsers_panic(line in proptest::collection::vec(any::<u8>(), 0..300)) {
+            for format in [Format::Common, Format::Combined, Format::NginxJson] {
+                let _ = parse(format, &line);
+            }
+        }
+
+        #[test]
+        fn near_lines_make_no_parser_panic(
+            cut in 0usize..200,
+            noise in any::<u8>(),
+            at in 0usize..200,
+        ) {
+            let lines = [
+                r#"1.2.3.4 - - [10/Oct/2000:13:55:36 -0700] "GET /a\"b HTTP/1.0" 200 5 "-" "x\\""#,
+                r#"{"remote_addr":"1.2.3.4","time_iso8601":"2000-10-10T13:55:36Z","request":"GET / HTTP/1.1","status":200,"body_bytes_sent":"5"}"#,
+            ];
+            for line in lines {
+                let mut bytes = line.as_bytes()[..cut.min(line.len())].to_vec();
+                if !bytes.is_empty() {
+                    let at = at % bytes.len();
+                    bytes[at] = noise;
+                }
+                for format in [Format::Common, Format::Combined, Format::NginxJson] {
+                    let _ = parse(format, &bytes);
+                }
+            }
+        }
+
+        #[test]
+        fn combined_lines_read_back_what_was_written(
+            address in any::<std::net::IpAddr>(),
+            time in 0i64..4_102_444_800,
+            path in "/[a-zA-Z0-9._~/-]{0,40}(\\?[a-z0-9=&]{1,20})?",
+            status in 100u16..600,
+            bytes in any::<u32>(),
+            agent in "[ -~&&[^\"\\\\]]{1,60}",
+        ) {
+            let line = format!(
+                "{address} - - [{}] \"GET {path} HTTP/1.1\" {status} {bytes} \"-\" \"{agent}\"",
+                clf_time(time)
+            );
+            let record = parse(Format::Combined, line.as_bytes()).unwrap();
+            prop_assert_eq!(record.client, address);
+            prop_assert_eq!(record.time, time);
+            prop_assert_eq!((record.method, record.target), ("GET", path.as_str()));
+            prop_assert_eq!((record.status, record.bytes), (status, u64::from(bytes)));
+            prop_assert_eq!(record.user_agent, Some(agent.as_str()));
+        }
+    }
 
     #[test]
     fn times_are_exact() {
