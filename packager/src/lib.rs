@@ -2,12 +2,14 @@
 //! "packager"). So far it holds its sans-IO core: reading CMAF (cutting an ingest stream into
 //! the header and chunks, and parsing each) and the window of recent segments and parts that
 //! those chunks build, with the events that tell what changed, and what is written from that
-//! window: LL-HLS playlists, the DASH manifest, and HLS with MPEG-TS segments remuxed from the
-//! same samples. Around it: the ingest receiver, the origin HTTP server, the archive on disk
-//! with its VOD playlists, and the player page. The continuous-stream muxers are still to come.
+//! window: LL-HLS playlists, the DASH manifest, HLS with MPEG-TS segments remuxed from the same
+//! samples, and the continuous streams (MPEG-TS, fragmented MP4, ADTS). Around it: the ingest
+//! receiver, the origin HTTP server, the archive on disk with its VOD playlists, and the player
+//! page.
 
 pub mod archive;
 pub mod cmaf;
+pub mod continuous;
 pub mod dash;
 pub mod hls;
 pub mod hls_ts;

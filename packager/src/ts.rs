@@ -1,29 +1,30 @@
 //! MPEG-2 transport stream segments (ISO/IEC 13818-1) for players that cannot read CMAF: the
 //! same samples as the CMAF segment, H.264 in Annex B form and AAC in ADTS frames, one program
 //! with a video and an audio stream. Each segment starts with its own PAT and PMT and a
-//! keyframe, so any segment can be played on its own.
+//! keyframe, so any segment can be played on its own. The packet writer and the PES framing are
+//! shared with the continuous MPEG-TS stream (`continuous::ts`).
 
 use bytes::Bytes;
 
 use crate::cmaf::{CodecConfig, Sample};
 
-const PACKET: usize = 188;
-const PAT_PID: u16 = 0;
-const PMT_PID: u16 = 0x1000;
-const VIDEO_PID: u16 = 0x100;
-const AUDIO_PID: u16 = 0x101;
+pub(crate) const PACKET: usize = 188;
+pub(crate) const PAT_PID: u16 = 0;
+pub(crate) const PMT_PID: u16 = 0x1000;
+pub(crate) const VIDEO_PID: u16 = 0x100;
+pub(crate) const AUDIO_PID: u16 = 0x101;
 const PROGRAM: u16 = 1;
 /// ISO/IEC 13818-1 stream types: H.264, and AAC with ADTS framing.
 const STREAM_TYPE_H264: u8 = 0x1b;
 const STREAM_TYPE_AAC: u8 = 0x0f;
-const STREAM_ID_VIDEO: u8 = 0xe0;
-const STREAM_ID_AUDIO: u8 = 0xc0;
+pub(crate) const STREAM_ID_VIDEO: u8 = 0xe0;
+pub(crate) const STREAM_ID_AUDIO: u8 = 0xc0;
 /// 90 kHz timestamps are 33 bits wide and wrap (every 26.5 hours).
 const TIMESTAMP_MASK: u64 = (1 << 33) - 1;
 /// The program clock runs this far (100 ms) ahead of the decode time of the video it carries.
-const PCR_LEAD: u64 = 9_000;
+pub(crate) const PCR_LEAD: u64 = 9_000;
 /// AAC frames per audio PES packet (about 85 ms at 48 kHz).
-const AUDIO_FRAMES_PER_PES: usize = 4;
+pub(crate) const AUDIO_FRAMES_PER_PES: usize = 4;
 /// H.264 access unit delimiter, primary_pic_type 7 (any slice type).
 const ACCESS_UNIT_DELIMITER: [u8; 6] = [0, 0, 0, 1, 0x09, 0xf0];
 
@@ -43,14 +44,14 @@ pub struct Elementary<'a> {
 }
 
 /// One PES packet waiting to be written, ordered by decode time.
-struct Pes {
-    pid: u16,
-    stream_id: u8,
+pub(crate) struct Pes {
+    pub pid: u16,
+    pub stream_id: u8,
     /// 90 kHz, not yet wrapped.
-    decode: u64,
-    presentation: u64,
-    payload: Vec<u8>,
-    random_access: bool,
+    pub decode: u64,
+    pub presentation: u64,
+    pub payload: Vec<u8>,
+    pub random_access: bool,
 }
 
 /// Writes segment `msn` of one program: the video (if any) and the audio (if any), interleaved
@@ -141,13 +142,17 @@ pub fn segment(
     Ok(Bytes::from(writer.out))
 }
 
-fn to_90khz(ticks: u64, timescale: u32) -> u64 {
+pub(crate) fn to_90khz(ticks: u64, timescale: u32) -> u64 {
     (u128::from(ticks) * 90_000 / u128::from(timescale.max(1))) as u64
 }
 
 /// An H.264 sample (length-prefixed NAL units) as an Annex B access unit: a delimiter, the
 /// parameter sets before a keyframe, then each NAL unit after a start code.
-fn annex_b(sample: &Sample, length_size: u8, parameter_sets: &[Bytes]) -> Result<Vec<u8>, TsError> {
+pub(crate) fn annex_b(
+    sample: &Sample,
+    length_size: u8,
+    parameter_sets: &[Bytes],
+) -> Result<Vec<u8>, TsError> {
     let length_size = usize::from(length_size.clamp(1, 4));
     let mut out = Vec::with_capacity(sample.data.len() + 64);
     out.extend_from_slice(&ACCESS_UNIT_DELIMITER);
@@ -180,7 +185,12 @@ fn annex_b(sample: &Sample, length_size: u8, parameter_sets: &[Bytes]) -> Result
 }
 
 /// The 7-byte ADTS header (no CRC) of an AAC frame of `length` bytes.
-fn adts_header(object_type: u8, frequency_index: u8, channels: u8, length: usize) -> [u8; 7] {
+pub(crate) fn adts_header(
+    object_type: u8,
+    frequency_index: u8,
+    channels: u8,
+    length: usize,
+) -> [u8; 7] {
     let frame_length = length + 7;
     let profile = object_type.saturating_sub(1) & 0x03;
     [
@@ -194,14 +204,14 @@ fn adts_header(object_type: u8, frequency_index: u8, channels: u8, length: usize
     ]
 }
 
-fn pat() -> Vec<u8> {
+pub(crate) fn pat() -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&PROGRAM.to_be_bytes());
     body.extend_from_slice(&(0xe000 | PMT_PID).to_be_bytes());
     psi_section(0x00, 1, &body)
 }
 
-fn pmt(pcr_pid: u16, video: bool, audio: bool) -> Vec<u8> {
+pub(crate) fn pmt(pcr_pid: u16, video: bool, audio: bool) -> Vec<u8> {
     let mut body = Vec::new();
     body.extend_from_slice(&(0xe000 | pcr_pid).to_be_bytes());
     body.extend_from_slice(&0xf000u16.to_be_bytes()); // no program descriptors
@@ -247,7 +257,7 @@ fn crc32_mpeg2(data: &[u8]) -> u32 {
 
 /// Writes 188-byte packets, keeping each PID's continuity counter.
 #[derive(Default)]
-struct Writer {
+pub(crate) struct Writer {
     out: Vec<u8>,
     continuity: std::collections::HashMap<u16, u8>,
 }
@@ -262,8 +272,21 @@ impl Writer {
         self.packet(pid, true, None, false, &payload);
     }
 
+    /// Writes a table in one packet, its continuity counter going on from the last one (a
+    /// continuous stream repeats its tables).
+    pub(crate) fn table(&mut self, pid: u16, section: &[u8]) {
+        let mut payload = vec![0]; // pointer_field
+        payload.extend_from_slice(section);
+        self.packet(pid, true, None, false, &payload);
+    }
+
+    /// The packets written since the last call.
+    pub(crate) fn take(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.out))
+    }
+
     /// Writes a PES packet; `end_cycle` pads the stream's packet count to a multiple of 16.
-    fn pes(&mut self, pes: &Pes, pcr: Option<u64>, end_cycle: bool) {
+    pub(crate) fn pes(&mut self, pes: &Pes, pcr: Option<u64>, end_cycle: bool) {
         let with_decode = pes.decode != pes.presentation;
         let mut header = vec![0, 0, 1, pes.stream_id];
         let header_data = if with_decode { 10 } else { 5 };

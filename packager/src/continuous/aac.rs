@@ -1,0 +1,92 @@
+//! `stream.aac`: the channel's AAC track as ADTS frames, each with its 7-byte header, which is
+//! all a player needs to start at any frame (the radio format Icecast serves).
+
+use bytes::Bytes;
+
+use super::{ContinuousError, Format, Role};
+use crate::cmaf::{self, Chunk, CodecConfig, TrackHeader};
+use crate::ts::adts_header;
+
+pub struct AdtsStream {
+    header: TrackHeader,
+    object_type: u8,
+    frequency_index: u8,
+    channel_configuration: u8,
+}
+
+impl AdtsStream {
+    pub fn new(audio: &TrackHeader) -> Result<AdtsStream, ContinuousError> {
+        let CodecConfig::Aac {
+            object_type,
+            frequency_index,
+            channel_configuration,
+        } = audio.config
+        else {
+            return Err(ContinuousError::Unsupported {
+                format: Format::Aac,
+                what: format!("audio in {}", audio.media.codec()),
+            });
+        };
+        Ok(AdtsStream {
+            header: audio.clone(),
+            object_type,
+            frequency_index,
+            channel_configuration,
+        })
+    }
+
+    /// The frames of one chunk.
+    pub fn push(&mut self, chunk: &Chunk) -> Result<Bytes, ContinuousError> {
+        let samples = cmaf::samples(&chunk.bytes, &self.header).map_err(|error| {
+            ContinuousError::BadChunk {
+                role: Role::Audio,
+                error,
+            }
+        })?;
+        let mut out = Vec::with_capacity(samples.iter().map(|s| s.data.len() + 7).sum());
+        for frame in &samples {
+            out.extend(adts_header(
+                self.object_type,
+                self.frequency_index,
+                self.channel_configuration,
+                frame.data.len(),
+            ));
+            out.extend_from_slice(&frame.data);
+        }
+        Ok(Bytes::from(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{self, TrackSpec};
+
+    #[test]
+    fn every_frame_gets_its_header() {
+        let spec = TrackSpec::audio();
+        let header = cmaf::parse_header(Bytes::from(testing::header(&spec))).unwrap();
+        let mut stream = AdtsStream::new(&header).unwrap();
+        let bytes = testing::chunk(&spec, 7, 0, spec.samples_per_chunk);
+        let chunk = cmaf::parse_chunk(Bytes::from(bytes), &header).unwrap();
+        let out = stream.push(&chunk).unwrap();
+        // 16 frames of 50 bytes, each after a 7-byte header.
+        assert_eq!(out.len(), 16 * 57);
+        for frame in out.chunks(57) {
+            assert_eq!(&frame[..2], &[0xff, 0xf1]);
+            // AAC LC (profile 1), 48 kHz (index 3), stereo.
+            assert_eq!(frame[2] >> 6, 1);
+            assert_eq!((frame[2] >> 2) & 0x0f, 3);
+            let channels = ((frame[2] & 1) << 2) | (frame[3] >> 6);
+            assert_eq!(channels, 2);
+            let length = (usize::from(frame[3] & 3) << 11)
+                | (usize::from(frame[4]) << 3)
+                | usize::from(frame[5] >> 5);
+            assert_eq!(length, 57);
+            assert!(frame[7..].iter().all(|byte| *byte == 7));
+        }
+        let mut opus = header.clone();
+        opus.config = CodecConfig::Opus;
+        assert!(AdtsStream::new(&opus).is_err());
+    }
+}

@@ -1,0 +1,446 @@
+//! Continuous HTTP streams (`/live/{channel}/stream.{ts,mp4,aac}`), sans IO: the window's
+//! chunks in, as they arrive, the bytes of one never-ending response out. A [`Feed`] muxes each
+//! chunk once for every viewer of a stream and keeps what a viewer joining now needs: the
+//! stream's header, then everything since the newest point a decoder can start from.
+
+pub mod aac;
+pub mod mp4;
+pub mod ts;
+
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::cmaf::{Chunk, CmafError, Media, TrackHeader};
+use crate::window::TrackWindow;
+
+/// Pieces kept for joining viewers before a stream gives up waiting for a join point (a
+/// keyframe every few seconds keeps it to a few dozen).
+const MAX_JOIN_PIECES: usize = 512;
+
+/// The container of a continuous stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Format {
+    /// MPEG-TS: the video and its audio, one program.
+    Ts,
+    /// Fragmented MP4: one header with both tracks, then `moof` + `mdat` per chunk.
+    Mp4,
+    /// ADTS: the audio alone.
+    Aac,
+}
+
+impl Format {
+    /// The format served at `stream.{extension}`.
+    pub fn from_extension(extension: &str) -> Option<Format> {
+        match extension {
+            "ts" => Some(Format::Ts),
+            "mp4" => Some(Format::Mp4),
+            "aac" => Some(Format::Aac),
+            _ => None,
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Ts => "ts",
+            Format::Mp4 => "mp4",
+            Format::Aac => "aac",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Ts => "video/mp2t",
+            Format::Mp4 => "video/mp4",
+            Format::Aac => "audio/aac",
+        }
+    }
+
+    /// Whether the stream carries a video track when the channel has one.
+    pub fn has_video(self) -> bool {
+        self != Format::Aac
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stream.{}", self.extension())
+    }
+}
+
+/// Which of a stream's tracks a chunk belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Video,
+    Audio,
+}
+
+impl Role {
+    fn index(self) -> usize {
+        match self {
+            Role::Video => 0,
+            Role::Audio => 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ContinuousError {
+    #[error("{format} cannot carry {what}")]
+    Unsupported { format: Format, what: String },
+    #[error("{format} needs {what} and the channel has none")]
+    NothingToCarry { format: Format, what: &'static str },
+    #[error("a chunk of the {role:?} track does not parse: {error}")]
+    BadChunk { role: Role, error: CmafError },
+    #[error("the {role:?} track's header does not parse as MP4: {reason}")]
+    BadHeader { role: Role, reason: String },
+    #[error("a chunk of the {role:?} track does not parse as MP4: {reason}")]
+    BadFragment { role: Role, reason: String },
+    #[error("an H.264 sample's NAL unit lengths run past its end")]
+    BadNalUnits,
+}
+
+/// One muxer per container.
+enum Muxer {
+    Ts(ts::TsStream),
+    Mp4(mp4::Mp4Stream),
+    Aac(aac::AdtsStream),
+}
+
+/// What pushing a chunk gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pushed {
+    /// The stream's bytes for the chunk, in order (shared by every viewer).
+    pub pieces: Vec<Bytes>,
+    /// A decoder can start here: viewers still waiting for a start begin with these pieces.
+    pub join_point: bool,
+}
+
+/// A continuous stream of one channel in one format: the muxer, and what a joining viewer is
+/// sent.
+pub struct Feed {
+    format: Format,
+    muxer: Muxer,
+    /// The track whose independent chunks are join points: the video when there is one.
+    lead: Role,
+    has_video: bool,
+    /// Pieces from the newest join point on; `None` until the first one.
+    since_join: Option<Vec<Bytes>>,
+    /// The newest `(segment, part)` pushed per role, so that nothing is muxed twice.
+    fed: [Option<(u64, usize)>; 2],
+}
+
+impl Feed {
+    /// A stream of `video` and/or `audio`, as the format carries them.
+    pub fn new(
+        format: Format,
+        video: Option<&TrackHeader>,
+        audio: Option<&TrackHeader>,
+    ) -> Result<Feed, ContinuousError> {
+        let video = video.filter(|_| format.has_video());
+        let muxer = match format {
+            Format::Ts => Muxer::Ts(ts::TsStream::new(video, audio)?),
+            Format::Mp4 => Muxer::Mp4(mp4::Mp4Stream::new(video, audio)?),
+            Format::Aac => Muxer::Aac(aac::AdtsStream::new(audio.ok_or(
+                ContinuousError::NothingToCarry {
+                    format,
+                    what: "an audio track",
+                },
+            )?)?),
+        };
+        let has_video = match &muxer {
+            Muxer::Ts(stream) => stream.has_video(),
+            Muxer::Mp4(stream) => stream.has_video(),
+            Muxer::Aac(_) => false,
+        };
+        Ok(Feed {
+            format,
+            muxer,
+            lead: if has_video { Role::Video } else { Role::Audio },
+            has_video,
+            since_join: None,
+            fed: [None, None],
+        })
+    }
+
+    /// A stream fed from the window as it is now: from the newest join point of the lead
+    /// track, with the other track's chunks interleaved by time from there on. Later chunks
+    /// are pushed as they arrive.
+    pub fn from_window(
+        format: Format,
+        video: Option<&TrackWindow>,
+        audio: Option<&TrackWindow>,
+    ) -> Result<Feed, ContinuousError> {
+        let video = video.filter(|_| format.has_video());
+        let mut feed = Feed::new(
+            format,
+            video.map(|track| &track.header),
+            audio.map(|track| &track.header),
+        )?;
+        let (lead, other) = match feed.lead {
+            Role::Video => (video, audio.filter(|_| feed.carries(Role::Audio))),
+            Role::Audio => (audio, None),
+        };
+        let Some(lead) = lead else {
+            return Ok(feed);
+        };
+        let lead_parts = parts_of(lead);
+        let Some(join) = lead_parts
+            .iter()
+            .rposition(|(_, index, part)| feed.is_join_point(feed.lead, *index, part))
+        else {
+            return Ok(feed);
+        };
+        let nanos = |ticks: u64, track: &TrackWindow| {
+            u128::from(ticks) * 1_000_000_000 / u128::from(track.header.timescale.max(1))
+        };
+        let join_at = nanos(lead_parts[join].2.start, lead);
+        let mut queue: Vec<(u128, Role, u64, usize, &Chunk)> = lead_parts[join..]
+            .iter()
+            .map(|(segment, index, part)| {
+                (nanos(part.start, lead), feed.lead, *segment, *index, *part)
+            })
+            .collect();
+        if let Some(other) = other {
+            // The other track from the chunk playing at the join point on.
+            queue.extend(
+                parts_of(other)
+                    .into_iter()
+                    .filter(|(_, _, part)| nanos(part.start + part.duration, other) > join_at)
+                    .map(|(segment, index, part)| {
+                        (
+                            nanos(part.start, other).max(join_at),
+                            Role::Audio,
+                            segment,
+                            index,
+                            part,
+                        )
+                    }),
+            );
+        }
+        // Stable: at equal times the lead (first in the queue) goes first.
+        queue.sort_by_key(|(at, ..)| *at);
+        for (_, role, segment, index, part) in queue {
+            feed.push(role, segment, index, part)?;
+        }
+        Ok(feed)
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Whether chunks of `role` go into this stream.
+    pub fn carries(&self, role: Role) -> bool {
+        match &self.muxer {
+            Muxer::Ts(stream) => stream.carries(role),
+            Muxer::Mp4(stream) => stream.carries(role),
+            Muxer::Aac(_) => role == Role::Audio,
+        }
+    }
+
+    /// The MSE type of an MP4 stream, e.g. `video/mp4; codecs="avc1.64001f,mp4a.40.2"`.
+    pub fn mime(&self) -> String {
+        match &self.muxer {
+            Muxer::Mp4(stream) => stream.mime(),
+            _ => self.format.content_type().to_owned(),
+        }
+    }
+
+    /// A viewer starts at a sync chunk of the lead track; for an audio-only stream, where every
+    /// chunk is one, at the first chunk of a segment.
+    fn is_join_point(&self, role: Role, part_index: usize, chunk: &Chunk) -> bool {
+        role == self.lead && chunk.independent && (self.has_video || part_index == 0)
+    }
+
+    /// Muxes part `part` of segment `segment` of the `role` track. A part pushed before (or an
+    /// older one) gives `None`, as does a track the stream does not carry.
+    pub fn push(
+        &mut self,
+        role: Role,
+        segment: u64,
+        part: usize,
+        chunk: &Chunk,
+    ) -> Result<Option<Pushed>, ContinuousError> {
+        if !self.carries(role) || self.fed[role.index()].is_some_and(|fed| fed >= (segment, part)) {
+            return Ok(None);
+        }
+        self.fed[role.index()] = Some((segment, part));
+        let join_point = self.is_join_point(role, part, chunk);
+        let pieces = match &mut self.muxer {
+            Muxer::Ts(stream) => vec![stream.push(role, chunk, join_point)?],
+            Muxer::Mp4(stream) => stream.push(role, chunk)?,
+            Muxer::Aac(stream) => vec![stream.push(chunk)?],
+        };
+        if join_point {
+            self.since_join = Some(pieces.clone());
+        } else if let Some(since_join) = &mut self.since_join {
+            since_join.extend(pieces.iter().cloned());
+            if since_join.len() > MAX_JOIN_PIECES {
+                // No join point for too long: joining viewers wait for the next one.
+                self.since_join = None;
+            }
+        }
+        Ok(Some(Pushed { pieces, join_point }))
+    }
+
+    /// What a viewer joining now is sent first: the header (MP4's init), then everything from
+    /// the newest join point, or `None` when there is no join point yet (the viewer gets the
+    /// header and waits for the next one).
+    pub fn join(&self) -> (Vec<Bytes>, bool) {
+        let mut pieces = match &self.muxer {
+            Muxer::Mp4(stream) => vec![stream.init()],
+            _ => Vec::new(),
+        };
+        let started = self.since_join.is_some();
+        pieces.extend(self.since_join.iter().flatten().cloned());
+        (pieces, started)
+    }
+}
+
+/// A track's kind, from its header.
+pub fn role_of(header: &TrackHeader) -> Role {
+    match header.media {
+        Media::Video { .. } => Role::Video,
+        Media::Audio { .. } => Role::Audio,
+    }
+}
+
+/// A track's parts in order, with their segment numbers and indexes.
+fn parts_of(track: &TrackWindow) -> Vec<(u64, usize, &Chunk)> {
+    track
+        .segments()
+        .flat_map(|segment| {
+            segment
+                .parts
+                .iter()
+                .enumerate()
+                .map(move |(index, part)| (segment.number, index, part))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Channel, TrackSpec};
+    use crate::ts::{PACKET, PAT_PID};
+    use estuary_proto::url::TrackName;
+
+    fn track<'a>(channel: &'a Channel, name: &str) -> &'a TrackWindow {
+        channel
+            .window
+            .track(&channel.name, &TrackName::new(name).unwrap())
+            .unwrap()
+    }
+
+    /// A channel two and a half segments in: video and audio, 6 parts a segment.
+    fn channel() -> Channel {
+        let mut channel = Channel::new(60);
+        channel.feed("v720", &TrackSpec::video(), 0..15);
+        channel.feed("a128", &TrackSpec::audio(), 0..15);
+        channel
+    }
+
+    #[test]
+    fn a_joining_viewer_starts_at_the_newest_keyframe() {
+        let channel = channel();
+        let (video, audio) = (track(&channel, "v720"), track(&channel, "a128"));
+        let feed = Feed::from_window(Format::Ts, Some(video), Some(audio)).unwrap();
+        let (pieces, started) = feed.join();
+        assert!(started);
+        // The third segment has three parts so far: the keyframe's part and two more, each
+        // with the audio chunk of its time (audio chunks of 16 frames are about a part long).
+        assert!(pieces[0].len() > 2 * PACKET);
+        let pid = |packet: &[u8]| u16::from(packet[1] & 0x1f) << 8 | u16::from(packet[2]);
+        assert_eq!(pid(&pieces[0]), PAT_PID);
+        let video_pieces = pieces
+            .iter()
+            .filter(|piece| piece.chunks(PACKET).any(|p| pid(p) == crate::ts::VIDEO_PID))
+            .count();
+        assert_eq!(video_pieces, 3);
+        assert!(pieces.len() >= 5, "{} pieces", pieces.len());
+
+        let feed = Feed::from_window(Format::Mp4, Some(video), Some(audio)).unwrap();
+        let (pieces, _) = feed.join();
+        assert_eq!(&pieces[0][4..8], b"ftyp");
+        assert_eq!(&pieces[1][4..8], b"moof");
+        // The first fragment is the keyframe's: track 1, and its first sample is a sync one.
+        let segment = video.segments().next_back().unwrap();
+        let first = &segment.parts[0];
+        assert!(first.independent);
+        assert!(first.bytes.ends_with(&pieces[2]));
+    }
+
+    #[test]
+    fn later_chunks_are_pushed_once_and_move_the_join_point() {
+        let mut channel = channel();
+        let mut feed = {
+            let (video, audio) = (track(&channel, "v720"), track(&channel, "a128"));
+            Feed::from_window(Format::Mp4, Some(video), Some(audio)).unwrap()
+        };
+        let (before, _) = feed.join();
+        // The same part again is not muxed twice.
+        let newest = track(&channel, "v720")
+            .segments()
+            .next_back()
+            .unwrap()
+            .clone();
+        let last = newest.parts.len() - 1;
+        assert_eq!(
+            feed.push(Role::Video, newest.number, last, &newest.parts[last])
+                .unwrap(),
+            None
+        );
+        // The next segment's first part is a join point: a viewer now starts there.
+        channel.feed("v720", &TrackSpec::video(), 15..19);
+        let video = track(&channel, "v720");
+        let mut join_points = Vec::new();
+        for segment in video.segments().filter(|s| s.number >= newest.number) {
+            for (index, part) in segment.parts.iter().enumerate() {
+                if let Some(pushed) = feed.push(Role::Video, segment.number, index, part).unwrap() {
+                    join_points.push(pushed.join_point);
+                }
+            }
+        }
+        assert_eq!(join_points, [false, false, false, true]);
+        let (after, started) = feed.join();
+        assert!(started);
+        assert_eq!(after[0], before[0], "the same init");
+        assert_eq!(
+            after.len(),
+            3,
+            "init, then the keyframe part's moof and mdat"
+        );
+        let sequence = u32::from_be_bytes(after[1][20..24].try_into().unwrap());
+        assert!(sequence > 3, "sequence numbers run on: {sequence}");
+    }
+
+    #[test]
+    fn audio_alone_joins_at_segment_starts() {
+        let mut channel = Channel::new(60);
+        channel.feed("a128", &TrackSpec::audio(), 0..9);
+        let audio = track(&channel, "a128");
+        let feed = Feed::from_window(Format::Aac, None, Some(audio)).unwrap();
+        let (pieces, started) = feed.join();
+        assert!(started);
+        // Segment two has three chunks so far; a viewer gets all three.
+        assert_eq!(pieces.len(), 3);
+        let no_audio = Feed::from_window(Format::Aac, Some(track(&channel, "a128")), None);
+        assert!(matches!(
+            no_audio,
+            Err(ContinuousError::NothingToCarry { .. })
+        ));
+    }
+
+    #[test]
+    fn a_stream_without_a_keyframe_yet_makes_viewers_wait() {
+        let mut channel = Channel::new(60);
+        // Parts 1 to 4 of the first segment: its keyframe part never came.
+        channel.feed("v720", &TrackSpec::video(), 1..5);
+        let feed = Feed::from_window(Format::Mp4, Some(track(&channel, "v720")), None).unwrap();
+        let (pieces, started) = feed.join();
+        assert!(!started);
+        assert_eq!(pieces.len(), 1, "the init alone");
+    }
+}
