@@ -79,6 +79,9 @@ struct Unit {
     /// UTC seconds of its first sample.
     start: f64,
     duration: f64,
+    /// For the first unit: where playback starts when that is later than the unit's start (an
+    /// LL-HLS player loads from a keyframe, then seeks to its target latency).
+    play_from: Option<f64>,
 }
 
 /// The account of one viewer's buffer and playback.
@@ -87,6 +90,8 @@ struct Playback {
     /// When the viewer started, and when playback did.
     began: Option<Instant>,
     started: Option<Instant>,
+    /// Where playback starts, once the first unit has said.
+    play_from: Option<f64>,
     /// Media time (UTC seconds) played up to, as of `updated`.
     position: f64,
     buffered_until: f64,
@@ -97,12 +102,19 @@ struct Playback {
 
 impl Playback {
     /// A unit arrived at `now`: playback runs from its last account to now (stalling where
-    /// the buffer ran out), then the unit is buffered. Gives the live latency at `now`.
-    fn arrived(&mut self, unit: &Unit, now: Instant, utc_now: f64) -> f64 {
+    /// the buffer ran out), then the unit is buffered. Gives the live latency at `now`, once
+    /// playback has started: when the buffer holds a unit's length past where it starts.
+    fn arrived(&mut self, unit: &Unit, now: Instant, utc_now: f64) -> Option<f64> {
         if self.started.is_none() {
+            let from = *self
+                .play_from
+                .get_or_insert(unit.play_from.unwrap_or(unit.start).max(unit.start));
+            self.buffered_until = self.buffered_until.max(unit.start) + unit.duration;
+            if self.buffered_until < from + unit.duration {
+                return None;
+            }
             self.started = Some(now);
-            self.position = unit.start;
-            self.buffered_until = unit.start + unit.duration;
+            self.position = from;
         } else {
             self.play_until(now);
             if unit.start > self.buffered_until {
@@ -116,7 +128,7 @@ impl Playback {
             self.buffered_until += unit.duration;
         }
         self.updated = Some(now);
-        utc_now - self.position
+        Some(utc_now - self.position)
     }
 
     /// Plays from the last account to `now`; where the buffer ran out part-way, the rest of
@@ -501,7 +513,7 @@ async fn view(url: &str, kind: Kind, stop: Instant) -> Outcome {
     let mut latencies = Vec::new();
     let played = async {
         let mut on_unit = |unit: &Unit| {
-            latencies.push(playback.arrived(unit, Instant::now(), utc_now()));
+            latencies.extend(playback.arrived(unit, Instant::now(), utc_now()));
         };
         match kind {
             Kind::Hls => play_hls(&mut fetcher, url, false, &mut on_unit).await,
@@ -553,8 +565,9 @@ async fn play_hls(
             return Err(format!("{media_url}: no parts: not a low-latency playlist"));
         }
         let hold_back = playlist.part_hold_back.unwrap_or(3.0 * target / 6.0);
-        // The live edge: the end of the newest part. Start on the newest independent part
-        // at least PART-HOLD-BACK behind it.
+        // The live edge: the end of the newest part. Load from the newest independent part
+        // at least PART-HOLD-BACK behind it, and start playing PART-HOLD-BACK behind it, as
+        // players seek to their target latency once they hold a keyframe before it.
         let unit_of = |(msn, index, uri, duration, _): &(u64, u32, String, f64, bool),
                        playlist: &MediaPlaylist| {
             let offset: f64 = playlist
@@ -567,6 +580,7 @@ async fn play_hls(
                 url: resolve(&media_url, uri),
                 start: *msn as f64 * target + offset,
                 duration: *duration,
+                play_from: None,
             }
         };
         let last = playlist.parts.last().cloned().ok_or("no parts")?;
@@ -589,7 +603,8 @@ async fn play_hls(
                 .cloned();
             match found {
                 Some(part) => {
-                    let unit = unit_of(&part, &playlist);
+                    let mut unit = unit_of(&part, &playlist);
+                    unit.play_from = Some(live_edge - hold_back);
                     fetcher.get(&unit.url).await?;
                     on_unit(&unit);
                     index += 1;
@@ -626,6 +641,7 @@ async fn play_hls(
                     url: resolve(&media_url, &uri),
                     start: msn as f64 * target,
                     duration,
+                    play_from: None,
                 };
                 fetcher.get(&unit.url).await?;
                 on_unit(&unit);
@@ -754,6 +770,7 @@ async fn play_dash(
             ),
             start,
             duration: manifest.duration,
+            play_from: None,
         };
         fetcher.get(&unit.url).await?;
         on_unit(&unit);
@@ -819,20 +836,21 @@ mod tests {
             url: String::new(),
             start,
             duration: 2.0,
+            play_from: None,
         };
         let t0 = Instant::now();
         let mut playback = Playback::default();
         // Segment 100 (UTC 200-202 s) arrives when the clock says 203.5: 3.5 s behind.
-        assert_eq!(playback.arrived(&unit(200.0), t0, 203.5), 3.5);
+        assert_eq!(playback.arrived(&unit(200.0), t0, 203.5), Some(3.5));
         // The next arrives 1.5 s later: no stall, 1.5 s played.
         let latency = playback.arrived(&unit(202.0), t0 + Duration::from_millis(1500), 205.0);
-        assert!((latency - 3.5).abs() < 1e-9);
+        assert!((latency.unwrap() - 3.5).abs() < 1e-9);
         assert_eq!(playback.stalls, 0);
         // The next only 4 s later: the buffer (to 204) ran out after 2.5 s; 1.5 s stalled.
         let latency = playback.arrived(&unit(204.0), t0 + Duration::from_millis(5500), 209.0);
         assert_eq!(playback.stalls, 1);
         assert_eq!(playback.stalled_for, Duration::from_millis(1500));
-        assert!((latency - 5.0).abs() < 1e-9, "{latency}");
+        assert!((latency.unwrap() - 5.0).abs() < 1e-9, "{latency:?}");
         playback.play_until(t0 + Duration::from_millis(6500));
         assert_eq!(playback.stalls, 1);
         // Nothing more comes: a second stall, counted once however long it lasts.
@@ -840,5 +858,28 @@ mod tests {
         playback.play_until(t0 + Duration::from_millis(9500));
         assert_eq!(playback.stalls, 2);
         assert_eq!(playback.stalled_for, Duration::from_millis(3500));
+    }
+
+    #[test]
+    fn playback_can_start_past_the_keyframe_it_loaded_from() {
+        let part = |start: f64| Unit {
+            url: String::new(),
+            start,
+            duration: 0.5,
+            play_from: Some(201.2),
+        };
+        let t0 = Instant::now();
+        let mut playback = Playback::default();
+        // Parts from the keyframe at 200, playback from 201.2, once the buffer holds a
+        // part's length past it.
+        assert_eq!(playback.arrived(&part(200.0), t0, 201.6), None);
+        assert_eq!(playback.arrived(&part(200.5), t0, 201.6), None);
+        assert_eq!(playback.arrived(&part(201.0), t0, 201.6), None);
+        assert_eq!(
+            playback.arrived(&part(201.5), t0, 202.1),
+            Some(202.1 - 201.2)
+        );
+        assert_eq!(playback.started, Some(t0));
+        assert_eq!(playback.buffered_until, 202.0);
     }
 }
