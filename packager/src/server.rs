@@ -69,6 +69,8 @@ pub struct Shared {
     last_part: Mutex<BTreeMap<ChannelName, Instant>>,
     /// TS segments written lately, served again without a remux.
     pub remuxed: crate::origin::Remuxed,
+    /// Continuous streams being watched, fed from here as parts land.
+    pub continuous: crate::origin::Streams,
     /// Requests for media and playlists, by kind (what an edge in front saves shows here).
     requests: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -98,6 +100,7 @@ impl Shared {
             counters: Mutex::default(),
             last_part: Mutex::default(),
             remuxed: Default::default(),
+            continuous: Default::default(),
             requests: Mutex::default(),
         }))
     }
@@ -147,8 +150,16 @@ impl Shared {
         }
         for event in events {
             match event {
-                Event::PartAdded { channel, track, .. } => {
+                Event::PartAdded {
+                    channel,
+                    track,
+                    segment,
+                    part,
+                    ..
+                } => {
                     self.count(channel, track, |c| c.parts += 1);
+                    self.continuous
+                        .part_added(self, channel, track, *segment, *part);
                     self.last_part
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -163,10 +174,12 @@ impl Shared {
                     self.count(channel, track, |c| c.gaps += 1);
                 }
                 Event::TrackStarted { channel, track } => {
-                    tracing::info!(%channel, %track, "track started")
+                    tracing::info!(%channel, %track, "track started");
+                    self.continuous.track_changed(self, channel, track);
                 }
                 Event::HeaderChanged { channel, track } => {
-                    tracing::info!(%channel, %track, "track header changed")
+                    tracing::info!(%channel, %track, "track header changed");
+                    self.continuous.track_changed(self, channel, track);
                 }
                 Event::SegmentCompleted {
                     channel,

@@ -1,11 +1,13 @@
 //! The origin: every request to the packager goes through [`handle`]. Ingest goes to the
 //! receiver; `/live/…` is answered from the window at the paths of DESIGN.md (LL-HLS here,
-//! segments and parts in `media`, HLS-TS in `ts`, the MPD here too), `/vod/…` from the
+//! segments and parts in `media`, HLS-TS in `ts`, continuous streams in `continuous`, the MPD
+//! here too), `/vod/…` from the
 //! archive (`vod`), with the Cache-Control the design gives each kind of object, CORS for
 //! browser players, and blocking playlist reload and part requests that answer the moment the
 //! part lands.
 
 mod body;
+mod continuous;
 mod media;
 mod ts;
 mod vod;
@@ -28,6 +30,7 @@ use crate::server::{Shared, TrackCounters};
 use crate::window::Window;
 
 pub use body::Body;
+pub use continuous::{Streams, VIEWER_QUEUE};
 pub use ts::Remuxed;
 
 pub(crate) const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -92,7 +95,10 @@ pub async fn handle(
         }
         (&Method::GET | &Method::HEAD, ["live", channel, rest @ ..]) => {
             match ChannelName::new(channel) {
-                Ok(channel) => live(&shared, &channel, rest, request.uri().query()).await,
+                Ok(channel) => {
+                    let head = request.method() == Method::HEAD;
+                    live(&shared, &channel, rest, request.uri().query(), head).await
+                }
                 Err(error) => problem(StatusCode::NOT_FOUND, error.to_string()),
             }
         }
@@ -131,6 +137,9 @@ fn request_kind(path: &str, query: Option<&str>) -> Option<&'static str> {
     }
     let blocking = query.is_some_and(|q| q.contains("_HLS_msn"));
     let name = path.rsplit('/').next().unwrap_or("");
+    if continuous_format(name).is_some() {
+        return Some("continuous");
+    }
     Some(
         match name.rsplit_once('.').map(|(_, extension)| extension) {
             Some("m3u8") if blocking => "blocking_playlist",
@@ -252,8 +261,12 @@ async fn live(
     channel: &ChannelName,
     rest: &[&str],
     query: Option<&str>,
+    head: bool,
 ) -> Response<Body> {
     match rest {
+        [name] if let Some(format) = continuous_format(name) => {
+            continuous::serve(shared, channel, format, query, head)
+        }
         ["master.m3u8"] => {
             let text = shared.read(|window| {
                 is_playable(window, channel)
@@ -323,6 +336,12 @@ async fn live(
         }
         _ => problem(StatusCode::NOT_FOUND, "not part of the live layout"),
     }
+}
+
+/// `stream.ts`, `stream.mp4`, `stream.aac`.
+fn continuous_format(name: &str) -> Option<crate::continuous::Format> {
+    name.strip_prefix("stream.")
+        .and_then(crate::continuous::Format::from_extension)
 }
 
 /// `1234.m4s` is segment 1234; `1234.5.m4s` is its part 5.
@@ -557,6 +576,10 @@ mod tests {
         assert_eq!(
             request_kind("/live/demo/manifest.mpd", None),
             Some("manifest")
+        );
+        assert_eq!(
+            request_kind("/live/demo/stream.mp4", None),
+            Some("continuous")
         );
         assert_eq!(request_kind("/metrics", None), None);
     }

@@ -1,0 +1,409 @@
+//! `/live/{channel}/stream.{ts,mp4,aac}`: never-ending chunked responses. One [`Feed`] per
+//! stream (channel, format and tracks) is fed by the window's events as parts land, on the
+//! ingest's task, and its pieces go to every viewer's queue. A viewer whose queue is full is
+//! too slow to keep up: it is dropped (its response ends with an error) rather than buffered
+//! without bound.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use estuary_proto::url::{ChannelName, TrackName};
+use hyper::{Response, StatusCode};
+use tokio::sync::mpsc;
+
+use super::{Body, problem, respond};
+use crate::cmaf::Media;
+use crate::continuous::{Feed, Format, Role, role_of};
+use crate::server::Shared;
+use crate::window::{TrackWindow, Window};
+
+/// Pieces a viewer's queue holds beyond what it is sent on joining. A piece is one chunk of
+/// one track (two `Bytes` for MP4): with the ingest's three parts a second per track, 64 are
+/// about ten seconds of media. The bytes are shared with every other viewer, so a full queue
+/// costs little memory; it is time that is bounded.
+pub const VIEWER_QUEUE: usize = 64;
+
+/// A stream: one channel, one format, its tracks.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct StreamKey {
+    channel: ChannelName,
+    format: Format,
+    video: Option<TrackName>,
+    audio: Option<TrackName>,
+}
+
+impl StreamKey {
+    fn role_of(&self, track: &TrackName) -> Option<Role> {
+        if self.video.as_ref() == Some(track) {
+            Some(Role::Video)
+        } else if self.audio.as_ref() == Some(track) {
+            Some(Role::Audio)
+        } else {
+            None
+        }
+    }
+}
+
+struct Viewer {
+    queue: mpsc::Sender<io::Result<Bytes>>,
+    /// It has had a join point; until then it waits for one.
+    started: bool,
+}
+
+impl Viewer {
+    /// Queues `pieces`, keeping one slot for the error that ends a viewer too slow to keep up.
+    /// Says whether the viewer is still there.
+    fn send(&mut self, pieces: &[Bytes], format: Format) -> bool {
+        if self.queue.is_closed() {
+            return false;
+        }
+        if self.queue.capacity() <= pieces.len() {
+            tracing::info!(%format, "viewer too slow for the live stream: dropped");
+            let reason = format!("{format}: the viewer fell {VIEWER_QUEUE} pieces behind");
+            let _ = self.queue.try_send(Err(io::Error::other(reason)));
+            return false;
+        }
+        pieces
+            .iter()
+            .all(|piece| self.queue.try_send(Ok(piece.clone())).is_ok())
+    }
+}
+
+struct Live {
+    feed: Feed,
+    viewers: Vec<Viewer>,
+}
+
+/// Every continuous stream being watched.
+#[derive(Default)]
+pub struct Streams {
+    live: Mutex<BTreeMap<StreamKey, Arc<Mutex<Live>>>>,
+}
+
+impl Streams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<StreamKey, Arc<Mutex<Live>>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Part `part` of segment `segment` of `track` landed in the window: every stream of the
+    /// channel that carries the track muxes it and sends it to its viewers. Called after the
+    /// window's lock is released.
+    pub fn part_added(
+        &self,
+        shared: &Shared,
+        channel: &ChannelName,
+        track: &TrackName,
+        segment: u64,
+        part: usize,
+    ) {
+        let streams: Vec<(StreamKey, Arc<Mutex<Live>>)> = self
+            .lock()
+            .iter()
+            .filter(|(key, _)| &key.channel == channel && key.role_of(track).is_some())
+            .map(|(key, live)| (key.clone(), live.clone()))
+            .collect();
+        if streams.is_empty() {
+            return;
+        }
+        let Some(chunk) =
+            shared.read(|window| window.track(channel, track)?.part(segment, part).cloned())
+        else {
+            return;
+        };
+        for (key, live) in streams {
+            let Some(role) = key.role_of(track) else {
+                continue;
+            };
+            let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+            let format = key.format;
+            let pushed = match live.feed.push(role, segment, part, &chunk) {
+                Ok(Some(pushed)) => pushed,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(%channel, %track, %format, %error, "continuous stream stopped");
+                    close(&mut live.viewers, &error.to_string());
+                    drop(live);
+                    self.lock().remove(&key);
+                    continue;
+                }
+            };
+            live.viewers.retain_mut(|viewer| {
+                if !viewer.started && !pushed.join_point {
+                    return !viewer.queue.is_closed();
+                }
+                viewer.started = true;
+                viewer.send(&pushed.pieces, format)
+            });
+            if live.viewers.is_empty() {
+                drop(live);
+                let mut streams = self.lock();
+                // A viewer may have joined since: only a stream still without any goes.
+                let idle = streams.get(&key).is_some_and(|live| {
+                    live.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .viewers
+                        .is_empty()
+                });
+                if idle {
+                    streams.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// A track of `channel` started or changed its header: streams that use it, or that lack
+    /// the audio a new track brings, end, and their viewers reconnect to a new one.
+    pub fn track_changed(&self, shared: &Shared, channel: &ChannelName, track: &TrackName) {
+        // The window first, then the streams: never the window while holding the streams.
+        let is_audio = shared.read(|window| {
+            window
+                .track(channel, track)
+                .is_some_and(|t| role_of(&t.header) == Role::Audio)
+        });
+        let mut streams = self.lock();
+        let ended: Vec<StreamKey> = streams
+            .keys()
+            .filter(|key| &key.channel == channel)
+            .filter(|key| key.role_of(track).is_some() || (is_audio && key.audio.is_none()))
+            .cloned()
+            .collect();
+        for key in ended {
+            if let Some(live) = streams.remove(&key) {
+                let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+                tracing::info!(%channel, %track, format = %key.format, "continuous stream restarts");
+                close(
+                    &mut live.viewers,
+                    &format!("track {track} of channel {channel} changed"),
+                );
+            }
+        }
+    }
+
+    /// Viewers of every stream.
+    pub fn viewers(&self) -> usize {
+        self.lock()
+            .values()
+            .map(|live| live.lock().unwrap_or_else(|e| e.into_inner()).viewers.len())
+            .sum()
+    }
+}
+
+/// Ends every viewer's response with an error (so that none takes it for a finished file).
+fn close(viewers: &mut Vec<Viewer>, reason: &str) {
+    for viewer in viewers.drain(..) {
+        let _ = viewer
+            .queue
+            .try_send(Err(io::Error::other(reason.to_owned())));
+    }
+}
+
+/// The tracks of the stream `format` of `channel`: the video named by `?track=` or the highest
+/// one, and the channel's first audio track (for `stream.aac`, `?track=` names the audio).
+fn pick_tracks(
+    window: &Window,
+    channel: &ChannelName,
+    format: Format,
+    wanted: Option<&str>,
+) -> Result<(Option<TrackName>, Option<TrackName>), String> {
+    let tracks: Vec<(&TrackName, &TrackWindow)> = window.tracks(channel).collect();
+    if tracks.is_empty() {
+        return Err(format!("no channel {channel}"));
+    }
+    let of_role = |role: Role| {
+        tracks
+            .iter()
+            .filter(move |(_, t)| role_of(&t.header) == role)
+            .map(|(name, t)| (*name, *t))
+    };
+    let pick = |role: Role, wanted: Option<&str>| -> Result<Option<TrackName>, String> {
+        let found = match wanted {
+            Some(name) => Some(
+                of_role(role)
+                    .find(|(track, _)| track.as_str() == name)
+                    .ok_or_else(|| format!("channel {channel} has no {role:?} track {name}"))?,
+            ),
+            // The highest video; the first audio track.
+            None => match role {
+                Role::Video => of_role(role).max_by_key(|(_, t)| match t.header.media {
+                    Media::Video { height, .. } => height,
+                    Media::Audio { .. } => 0,
+                }),
+                Role::Audio => of_role(role).next(),
+            },
+        };
+        Ok(found.map(|(track, _)| track.clone()))
+    };
+    if format.has_video() {
+        let video = pick(Role::Video, wanted)?;
+        let audio = pick(Role::Audio, None)?;
+        Ok((video, audio))
+    } else {
+        Ok((None, pick(Role::Audio, wanted)?))
+    }
+}
+
+/// The value of `name` in a query string.
+fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+pub fn serve(
+    shared: &Shared,
+    channel: &ChannelName,
+    format: Format,
+    query: Option<&str>,
+    head: bool,
+) -> Response<Body> {
+    let wanted = query_value(query, "track");
+    let picked = shared.read(|window| pick_tracks(window, channel, format, wanted));
+    let (video, audio) = match picked {
+        Ok(tracks) => tracks,
+        Err(reason) => return problem(StatusCode::NOT_FOUND, reason),
+    };
+    let key = StreamKey {
+        channel: channel.clone(),
+        format,
+        video,
+        audio,
+    };
+    let (pieces, started, queue) = {
+        let mut streams = shared.continuous.lock();
+        let live = match streams.get(&key) {
+            Some(live) => live.clone(),
+            None => {
+                let feed = shared.read(|window| {
+                    let track = |name: &Option<TrackName>| {
+                        name.as_ref().and_then(|name| window.track(channel, name))
+                    };
+                    Feed::from_window(format, track(&key.video), track(&key.audio))
+                });
+                let feed = match feed {
+                    Ok(feed) => feed,
+                    Err(error) => return problem(StatusCode::NOT_FOUND, error.to_string()),
+                };
+                if head {
+                    return headers(format, Body::text(""));
+                }
+                let live = Arc::new(Mutex::new(Live {
+                    feed,
+                    viewers: Vec::new(),
+                }));
+                streams.insert(key.clone(), live.clone());
+                live
+            }
+        };
+        if head {
+            return headers(format, Body::text(""));
+        }
+        let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+        let (pieces, started) = live.feed.join();
+        let (queue, receiver) = mpsc::channel(pieces.len() + VIEWER_QUEUE + 1);
+        for piece in &pieces {
+            // The queue has room for all of them: it was made that size.
+            let _ = queue.try_send(Ok(piece.clone()));
+        }
+        live.viewers.push(Viewer {
+            queue: queue.clone(),
+            started,
+        });
+        (pieces.len(), started, receiver)
+    };
+    tracing::info!(%channel, %format, pieces, started, video = ?key.video, audio = ?key.audio, "viewer joined a continuous stream");
+    headers(format, Body::Growing(queue))
+}
+
+fn headers(format: Format, body: Body) -> Response<Body> {
+    respond(StatusCode::OK, format.content_type(), "no-store", body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{Channel, TrackSpec};
+
+    #[test]
+    fn the_highest_video_and_the_first_audio_unless_asked() {
+        let mut channel = Channel::new(60);
+        channel.feed("v720", &TrackSpec::video(), 0..2);
+        channel.feed("a128", &TrackSpec::audio(), 0..2);
+        channel.feed("a64", &TrackSpec::audio(), 0..2);
+        // v360 (which sorts before v720 by name) is lower.
+        let bytes = Bytes::from(crate::testing::header(&TrackSpec::video()));
+        let mut low = crate::cmaf::parse_header(bytes).unwrap();
+        low.media = Media::Video {
+            codec: "avc1.64001e".into(),
+            width: 640,
+            height: 360,
+        };
+        let v360 = TrackName::new("v360").unwrap();
+        channel.window.push_header(&channel.name, &v360, low);
+        let name = |n: &str| Some(TrackName::new(n).unwrap());
+        let window = &channel.window;
+        let (video, audio) = pick_tracks(window, &channel.name, Format::Ts, None).unwrap();
+        assert_eq!(video, name("v720"));
+        assert_eq!(audio, name("a128"), "the first audio track by name");
+        assert_eq!(
+            pick_tracks(window, &channel.name, Format::Mp4, Some("v360")).unwrap(),
+            (name("v360"), name("a128"))
+        );
+        assert_eq!(
+            pick_tracks(window, &channel.name, Format::Aac, None).unwrap(),
+            (None, name("a128"))
+        );
+        assert_eq!(
+            pick_tracks(window, &channel.name, Format::Aac, Some("a64")).unwrap(),
+            (None, name("a64"))
+        );
+        let error = pick_tracks(window, &channel.name, Format::Ts, Some("a128")).unwrap_err();
+        assert!(error.contains("no Video track a128"), "{error}");
+        let other = ChannelName::new("other").unwrap();
+        let error = pick_tracks(window, &other, Format::Ts, None).unwrap_err();
+        assert_eq!(error, "no channel other");
+    }
+
+    #[test]
+    fn a_viewer_that_falls_behind_is_dropped_with_an_error() {
+        let (queue, mut receiver) = mpsc::channel(4);
+        let mut viewer = Viewer {
+            queue,
+            started: true,
+        };
+        let piece = Bytes::from_static(b"chunk");
+        // Three pieces fit; the fourth slot is kept for the error.
+        for _ in 0..3 {
+            assert!(viewer.send(std::slice::from_ref(&piece), Format::Ts));
+        }
+        assert!(!viewer.send(std::slice::from_ref(&piece), Format::Ts));
+        for _ in 0..3 {
+            assert_eq!(receiver.try_recv().unwrap().unwrap(), piece);
+        }
+        let error = receiver.try_recv().unwrap().unwrap_err();
+        assert!(
+            error.to_string().contains("fell 64 pieces behind"),
+            "{error}"
+        );
+
+        // A viewer that hung up is gone at the next piece.
+        let (queue, receiver) = mpsc::channel(4);
+        drop(receiver);
+        let mut gone = Viewer {
+            queue,
+            started: true,
+        };
+        assert!(!gone.send(&[piece], Format::Mp4));
+    }
+
+    #[test]
+    fn queries_name_the_track() {
+        assert_eq!(query_value(Some("track=v360"), "track"), Some("v360"));
+        assert_eq!(query_value(Some("a=1&track=v720"), "track"), Some("v720"));
+        assert_eq!(query_value(Some("tracks=v720"), "track"), None);
+        assert_eq!(query_value(None, "track"), None);
+    }
+}
