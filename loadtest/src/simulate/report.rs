@@ -405,27 +405,19 @@ pub fn write_outputs(report: &Report, out: &Path, font: &Path) -> Result<(), Sim
         source,
     })?;
     write("summary.txt", report.text().as_bytes())?;
-    let json = |value: &dyn erased::Json| value.to_json();
-    write("summary.json", &json(report))?;
-    write("series.json", &json(&report.series))?;
+    write("summary.json", &pretty_json(report))?;
+    // The series are long arrays of numbers: one line, not one number a line.
+    let series = serde_json::to_vec(&report.series).expect("plain data serializes");
+    write("series.json", &series)?;
     write("sites.csv", &sites_csv(&report.series))?;
     write("groups.csv", &groups_csv(&report.series))?;
     plots(report, out, font)
 }
 
-/// serde_json on a trait object, so that one closure writes both files.
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> Vec<u8>;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> Vec<u8> {
-            let mut text = serde_json::to_vec_pretty(self).expect("plain data serializes");
-            text.push(b'\n');
-            text
-        }
-    }
+fn pretty_json(value: &impl Serialize) -> Vec<u8> {
+    let mut text = serde_json::to_vec_pretty(value).expect("plain data serializes");
+    text.push(b'\n');
+    text
 }
 
 fn sites_csv(series: &Series) -> Vec<u8> {
