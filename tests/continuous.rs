@@ -124,6 +124,7 @@ fn wait_for_mid_segment() {
 async fn continuous_streams_play_from_the_packager() {
     require_tool("ffprobe", "ffmpeg");
     require_tool("ffmpeg", "ffmpeg");
+    require_tool("curl", "curl");
     let test_started = Instant::now();
     let (mut packager, address) = packager().await;
     let ingest = Running(
@@ -171,7 +172,7 @@ async fn continuous_streams_play_from_the_packager() {
         "PAT, then PMT"
     );
 
-    let (status, headers, mp4) = first_bytes(address, "/live/demo/stream.mp4", 64 << 10).await;
+    let (status, headers, mp4) = first_bytes(address, "/live/demo/stream.mp4", 256 << 10).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "video/mp4");
     assert_eq!(headers["cache-control"], "no-store");
@@ -198,6 +199,7 @@ async fn continuous_streams_play_from_the_packager() {
     assert!(!kinds[2..].contains(&"moov"), "one header: {kinds:?}");
     assert_eq!(track_ids, [1, 2], "video and audio in one moov");
     assert_eq!(fragment_ids[0], 1, "the video's keyframe first");
+    // Audio comes in the order it lands, a part or so either side of the video.
     assert!(
         fragment_ids.contains(&2),
         "audio fragments too: {fragment_ids:?}"
@@ -232,6 +234,22 @@ async fn continuous_streams_play_from_the_packager() {
                 })
             })
             .collect();
+        // While they play, /metrics counts a viewer of each format.
+        std::thread::sleep(Duration::from_secs(6));
+        let metrics = Command::new("curl")
+            .args(["-s", &format!("http://{address}/metrics")])
+            .output()
+            .unwrap();
+        let metrics = String::from_utf8_lossy(&metrics.stdout);
+        for extension in ["ts", "mp4", "aac"] {
+            let line = format!("estuary_packager_continuous_viewers{{format=\"{extension}\"}} ");
+            let viewers: usize = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .and_then(|count| count.parse().ok())
+                .unwrap_or_else(|| panic!("no {line} in /metrics:\n{metrics}"));
+            assert!(viewers >= 1, "{line}{viewers}");
+        }
         for run in runs {
             if let Err(panic) = run.join() {
                 std::panic::resume_unwind(panic);

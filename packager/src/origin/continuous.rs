@@ -181,12 +181,14 @@ impl Streams {
         }
     }
 
-    /// Viewers of every stream.
-    pub fn viewers(&self) -> usize {
-        self.lock()
-            .values()
-            .map(|live| live.lock().unwrap_or_else(|e| e.into_inner()).viewers.len())
-            .sum()
+    /// Viewers now, per format.
+    pub fn viewers(&self) -> BTreeMap<Format, usize> {
+        let mut viewers = BTreeMap::new();
+        for (key, live) in self.lock().iter() {
+            let live = live.lock().unwrap_or_else(|e| e.into_inner());
+            *viewers.entry(key.format).or_default() += live.viewers.len();
+        }
+        viewers
     }
 }
 

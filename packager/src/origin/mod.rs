@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use crate::continuous::Format;
 use crate::dash::Manifest;
 use crate::hls::{MasterPlaylist, MediaPlaylist, RenditionReport};
 use crate::receiver;
@@ -339,9 +340,9 @@ async fn live(
 }
 
 /// `stream.ts`, `stream.mp4`, `stream.aac`.
-fn continuous_format(name: &str) -> Option<crate::continuous::Format> {
+fn continuous_format(name: &str) -> Option<Format> {
     name.strip_prefix("stream.")
-        .and_then(crate::continuous::Format::from_extension)
+        .and_then(Format::from_extension)
 }
 
 /// `1234.m4s` is segment 1234; `1234.5.m4s` is its part 5.
@@ -535,6 +536,19 @@ fn metrics(shared: &Shared) -> Response<Body> {
         let _ = writeln!(
             text,
             "estuary_packager_requests_total{{kind=\"{kind}\"}} {count}"
+        );
+    }
+    let _ = writeln!(
+        text,
+        "# HELP estuary_packager_continuous_viewers Viewers of continuous streams now, by format.\n# TYPE estuary_packager_continuous_viewers gauge"
+    );
+    let viewers = shared.continuous.viewers();
+    for format in [Format::Ts, Format::Mp4, Format::Aac] {
+        let _ = writeln!(
+            text,
+            "estuary_packager_continuous_viewers{{format=\"{}\"}} {}",
+            format.extension(),
+            viewers.get(&format).copied().unwrap_or(0)
         );
     }
     let _ = writeln!(
