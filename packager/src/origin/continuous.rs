@@ -19,10 +19,11 @@ use crate::continuous::{Feed, Format, Role, role_of};
 use crate::server::Shared;
 use crate::window::{TrackWindow, Window};
 
-/// Pieces a viewer's queue holds beyond what it is sent on joining. A piece is one chunk of
-/// one track (two `Bytes` for MP4): with the ingest's three parts a second per track, 64 are
-/// about ten seconds of media. The bytes are shared with every other viewer, so a full queue
-/// costs little memory; it is time that is bounded.
+/// Chunks a viewer's queue holds beyond what it is sent on joining. A chunk is one part of one
+/// track (a queue entry in TS and AAC, two in MP4: the `moof` and the `mdat`): with the
+/// ingest's three parts a second per track, 64 are about ten seconds of media. The bytes are
+/// shared with every other viewer, so a full queue costs little memory; it is time that is
+/// bounded.
 pub const VIEWER_QUEUE: usize = 64;
 
 /// A stream: one channel, one format, its tracks.
@@ -61,7 +62,7 @@ impl Viewer {
         }
         if self.queue.capacity() <= pieces.len() {
             tracing::info!(%format, "viewer too slow for the live stream: dropped");
-            let reason = format!("{format}: the viewer fell {VIEWER_QUEUE} pieces behind");
+            let reason = format!("{format}: the viewer fell {VIEWER_QUEUE} chunks behind");
             let _ = self.queue.try_send(Err(io::Error::other(reason)));
             return false;
         }
@@ -305,7 +306,8 @@ pub fn serve(
         }
         let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
         let (pieces, started) = live.feed.join();
-        let (queue, receiver) = mpsc::channel(pieces.len() + VIEWER_QUEUE + 1);
+        let entries = VIEWER_QUEUE * entries_per_chunk(format);
+        let (queue, receiver) = mpsc::channel(pieces.len() + entries + 1);
         for piece in &pieces {
             // The queue has room for all of them: it was made that size.
             let _ = queue.try_send(Ok(piece.clone()));
@@ -318,6 +320,11 @@ pub fn serve(
     };
     tracing::info!(%channel, %format, pieces, started, video = ?key.video, audio = ?key.audio, "viewer joined a continuous stream");
     headers(format, Body::Growing(queue))
+}
+
+/// Queue entries per chunk: the MP4 `moof` and `mdat` go as two shared pieces.
+fn entries_per_chunk(format: Format) -> usize {
+    if format == Format::Mp4 { 2 } else { 1 }
 }
 
 fn headers(format: Format, body: Body) -> Response<Body> {
@@ -387,7 +394,7 @@ mod tests {
         }
         let error = receiver.try_recv().unwrap().unwrap_err();
         assert!(
-            error.to_string().contains("fell 64 pieces behind"),
+            error.to_string().contains("fell 64 chunks behind"),
             "{error}"
         );
 
