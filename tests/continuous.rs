@@ -12,30 +12,10 @@ use http_body_util::BodyExt;
 use hyper::{HeaderMap, StatusCode};
 use hyper_util::rt::TokioIo;
 use mp4_atom::{Any, DecodeMaybe};
-use support::{Running, estuary, free_port, require_tool};
+use support::{Running, estuary, require_tool, start_packager};
 
 /// The 2 s segments of the ingest's default.
 const SEGMENT_SECONDS: f64 = 2.0;
-
-/// Starts a packager on a free port and waits until it answers.
-async fn packager() -> (Running, SocketAddr) {
-    let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = estuary()
-        .args(["packager", "--listen", &address.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let running = Running(child);
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(address).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the packager did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (running, address)
-}
 
 /// GETs `path` and reads its body until at least `bytes` have come (or it ends), then hangs
 /// up: the status, the headers and what was read.
@@ -126,7 +106,7 @@ async fn continuous_streams_play_from_the_packager() {
     require_tool("ffmpeg", "ffmpeg");
     require_tool("curl", "curl");
     let test_started = Instant::now();
-    let (mut packager, address) = packager().await;
+    let (mut packager, address) = start_packager(&[]).await;
     let ingest = Running(
         estuary()
             .args(["ingest", "--source", "test", "--channel", "demo"])

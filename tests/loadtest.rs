@@ -7,7 +7,7 @@ mod support;
 
 use std::path::Path;
 
-use support::estuary;
+use support::{estuary, run_ok};
 
 const SITES: [(&str, f64, f64, f64); 3] = [
     ("lon", 51.5, -0.13, 0.02),
@@ -39,16 +39,6 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-fn run(command: &mut std::process::Command) -> String {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap())
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
@@ -59,25 +49,29 @@ fn a_generated_day_is_simulated_through_controls_routing() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let log = dir.path().join("day.log");
-    let said = run(estuary()
-        .args(["loadtest", "gen-log", "--lines", "40000", "--channels", "8"])
-        .arg("--out")
-        .arg(&log)
-        .arg("--geoip")
-        .arg(dir.path().join("city.mmdb")));
+    let said = run_ok(
+        estuary()
+            .args(["loadtest", "gen-log", "--lines", "40000", "--channels", "8"])
+            .arg("--out")
+            .arg(&log)
+            .arg("--geoip")
+            .arg(dir.path().join("city.mmdb")),
+    );
     // "40000 lines, N body bytes, written to …"
     let logged: u64 = said.split(' ').nth(2).unwrap().parse().unwrap();
     assert!(logged > 0, "{said}");
 
     let out = dir.path().join("out");
-    let summary = run(estuary()
-        .args(["loadtest", "simulate", "--policy", "closest,least_cost"])
-        .arg("--log")
-        .arg(&log)
-        .arg("--config")
-        .arg(&config)
-        .arg("--out")
-        .arg(&out));
+    let summary = run_ok(
+        estuary()
+            .args(["loadtest", "simulate", "--policy", "closest,least_cost"])
+            .arg("--log")
+            .arg(&log)
+            .arg("--config")
+            .arg(&config)
+            .arg("--out")
+            .arg(&out),
+    );
     assert!(summary.contains("sites + refused = log"), "{summary}");
 
     let report = json(&out.join("summary.json"));

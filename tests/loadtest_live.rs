@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Running, estuary, free_port, wait_until_served};
+use support::{Running, estuary, free_port, run_ok, wait_until_served};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A combined-format line for `client` asking for `path` at `second` past 10:00:00.
@@ -23,16 +23,6 @@ fn line(client: &str, second: u32, path: &str, bytes: u64) -> String {
         second / 60,
         second % 60
     )
-}
-
-fn run(command: &mut std::process::Command) -> String {
-    let output = command.output().unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
 }
 
 /// A server that waits `delay` before each answer, noting when each request arrived and the
@@ -100,7 +90,7 @@ async fn a_slow_server_does_not_slow_the_arrivals() {
         .arg(format!("http://{server}"))
         .arg("--json")
         .arg(dir.path().join("report.json"));
-    let report = tokio::task::spawn_blocking(move || run(&mut command))
+    let report = tokio::task::spawn_blocking(move || run_ok(&mut command))
         .await
         .unwrap();
     let took = started.elapsed();
@@ -199,7 +189,7 @@ async fn a_log_is_mapped_onto_a_live_channel_through_the_edge() {
         .arg(dir.path().join("site.log"))
         .arg("--target")
         .arg(format!("http://{edge}"));
-    let report = tokio::task::spawn_blocking(move || run(&mut command))
+    let report = tokio::task::spawn_blocking(move || run_ok(&mut command))
         .await
         .unwrap();
     assert!(report.contains("answers by status: 200: 40"), "{report}");
@@ -238,7 +228,7 @@ async fn viewers_play_a_live_channel_as_hls_llhls_and_dash() {
             .args(["loadtest", "viewers", "--count", "4", "--duration", "8s"])
             .args(["--kind", kind, "--url"])
             .arg(format!("http://{edge}/live/demo/{path}"));
-        let report = tokio::task::spawn_blocking(move || run(&mut command))
+        let report = tokio::task::spawn_blocking(move || run_ok(&mut command))
             .await
             .unwrap();
         assert!(report.contains(": 4 started playing"), "{kind}: {report}");

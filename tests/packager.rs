@@ -7,7 +7,6 @@ mod support;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::process::Stdio;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use support::{Running, estuary, free_port, http_get, require_tool};
+use support::{estuary, http_get, require_tool, start_packager};
 use tokio::sync::mpsc;
 
 /// A request body fed chunk by chunk (sent chunked, as an ingest does).
@@ -35,27 +34,6 @@ impl http_body::Body for ChannelBody {
             .poll_recv(context)
             .map(|chunk| chunk.map(|data| Ok(Frame::data(data))))
     }
-}
-
-/// Starts a packager on a free port and waits until it answers.
-async fn packager(extra: &[&str]) -> (Running, SocketAddr) {
-    let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = estuary()
-        .args(["packager", "--listen", &address.to_string()])
-        .args(extra)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let running = Running(child);
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(address).await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the packager did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (running, address)
 }
 
 /// Starts one long chunked POST to `path`, as an ingest does: what is sent on the returned
@@ -165,7 +143,7 @@ async fn blocked_playlist_requests_answer_as_soon_as_the_part_lands() {
     let (header, chunks) = ffmpeg_cmaf(dir.path());
     let parsed_header = cmaf::parse_header(header.clone()).unwrap();
     assert!(chunks.len() >= 70, "ffmpeg made {} chunks", chunks.len());
-    let (mut packager, address) = packager(&[]).await;
+    let (mut packager, address) = start_packager(&[]).await;
 
     // The ingest: one long chunked POST.
     let (body, ingest) = open_ingest(address, "/ingest/demo/v180").await;
@@ -274,7 +252,7 @@ async fn blocked_playlist_requests_answer_as_soon_as_the_part_lands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_keycards_are_checked() {
     const KEY: &str = "00112233445566778899aabbccddeeff";
-    let (mut packager, address) = packager(&["--keycard-secret", KEY]).await;
+    let (mut packager, address) = start_packager(&["--keycard-secret", KEY]).await;
     let (status, reason) = post(address, "/ingest/demo/v720", b"....ftyp".to_vec(), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{reason}");
     let other_key =
@@ -325,7 +303,7 @@ async fn a_segment_in_progress_streams_as_its_chunks_arrive() {
             .start
             / segment_ticks
     };
-    let (mut packager, address) = packager(&[]).await;
+    let (mut packager, address) = start_packager(&[]).await;
 
     let (ingest, posted) = open_ingest(address, "/ingest/demo/v180").await;
     ingest.send(header).await.unwrap();
@@ -429,7 +407,7 @@ async fn the_archive_serves_what_left_the_window_as_vod() {
     let archive = tempfile::tempdir().unwrap();
     let archive_path = archive.path().to_str().unwrap().to_owned();
     let (mut packager, address) =
-        packager(&["--window", "4s", "--archive", archive_path.as_str()]).await;
+        start_packager(&["--window", "4s", "--archive", archive_path.as_str()]).await;
     let started = support::unix_now();
     let ingest = estuary()
         .args(["ingest", "--source", "test", "--channel", "vodtest"])

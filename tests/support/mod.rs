@@ -280,3 +280,36 @@ pub fn unix_now() -> f64 {
         .expect("after 1970")
         .as_secs_f64()
 }
+
+/// Starts `estuary packager` (with `extra` arguments) on a free port and waits until it
+/// answers.
+pub async fn start_packager(extra: &[&str]) -> (Running, std::net::SocketAddr) {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let child = estuary()
+        .args(["packager", "--listen", &address.to_string()])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    let started = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(address).await.is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the packager did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    (running, address)
+}
+
+/// Runs `command` to its end; it must succeed. Its standard output.
+pub fn run_ok(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
