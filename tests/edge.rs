@@ -491,6 +491,10 @@ async fn a_blocking_request_the_packager_gives_up_on_gets_its_503() {
         "{}",
         text(&health)
     );
+    // Continuous streams are the packager's, not yet the edge's: a clear answer at once
+    // rather than a never-ending body held in the cache.
+    let (status, _, body) = get(stack.edge, "/live/demo/stream.ts").await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{}", text(&body));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

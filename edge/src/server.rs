@@ -311,6 +311,16 @@ impl Edge {
 }
 
 /// Playlists and manifests: short-lived, rewritten to carry keycards, served stale on failure.
+/// A continuous stream of the public layout (`/live/{channel}/stream.{ext}`): a response that
+/// never ends, for the fan-out engine rather than the cache.
+fn is_continuous_stream(path: &str) -> bool {
+    let mut segments = path.trim_start_matches('/').split('/');
+    matches!(
+        (segments.next(), segments.next(), segments.next(), segments.next()),
+        (Some("live"), Some(_), Some(name), None) if name.starts_with("stream.")
+    )
+}
+
 fn is_playlist(key: &str) -> bool {
     let path = key.split('?').next().unwrap_or(key);
     path.ends_with(".m3u8") || path.ends_with(".mpd")
@@ -525,6 +535,14 @@ async fn proxy(edge: &Edge, client: IpAddr, request: &Request<()>) -> Response<B
                 return response;
             }
         }
+    }
+    if is_continuous_stream(path) {
+        // Passed through the cache, a never-ending body would be held whole in memory for as
+        // long as its viewer stays.
+        return problem(
+            StatusCode::NOT_IMPLEMENTED,
+            "continuous streams are served by the packager; the edge does not serve them yet",
+        );
     }
     let rest = query.map(carry::without_keycard).unwrap_or_default();
     let key = if rest.is_empty() {
@@ -749,5 +767,14 @@ mod tests {
         assert!(!is_safe_path("/live/a\\..\\b"));
         assert!(!is_safe_path("live/demo"));
         assert!(is_safe_path("/live/demo/v720/1795219200.3.m4s"));
+    }
+
+    #[test]
+    fn continuous_streams_are_told_apart_from_segments() {
+        assert!(is_continuous_stream("/live/demo/stream.ts"));
+        assert!(is_continuous_stream("/live/demo/stream.mp4"));
+        assert!(!is_continuous_stream("/live/demo/v720/stream.m4s"));
+        assert!(!is_continuous_stream("/live/demo/master.m3u8"));
+        assert!(!is_continuous_stream("/vod/demo/stream.ts"));
     }
 }
