@@ -19,7 +19,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("audioresample", "gstreamer1.0-plugins-base"),
     ("audiorate", "gstreamer1.0-plugins-base"),
     ("volume", "gstreamer1.0-plugins-base"),
-    ("textoverlay", "gstreamer1.0-plugins-base"),
+    ("textoverlay", "gstreamer1.0-x"),
     ("opusenc", "gstreamer1.0-plugins-base"),
     ("appsink", "gstreamer1.0-plugins-base"),
     ("alsasrc", "gstreamer1.0-alsa"),
