@@ -1,8 +1,10 @@
 //! What crosses a process boundary in Estuary: the public and ingest URL layout, keycards (the
 //! EdgeAuth 2.0 compatible tokens every role checks), moods (how a component says how it is),
-//! the reports edges send to control, and address ranges and client addresses; behind the `io`
-//! feature, connection helpers the HTTP servers share.
+//! the reports edges send to control, address ranges and client addresses, and the framing of
+//! continuous streams between packager and edge; behind the `io` feature, connection helpers
+//! the HTTP servers share.
 
+pub mod chunks;
 pub mod duration;
 #[cfg(feature = "geo")]
 pub mod geo;

@@ -114,6 +114,18 @@ pub struct Pushed {
     pub pieces: Vec<Bytes>,
     /// A decoder can start here: viewers still waiting for a start begin with these pieces.
     pub join_point: bool,
+    /// When the chunk's first sample was captured: UTC, in microseconds since 1970 (the
+    /// ingest's media time is UTC).
+    pub capture_micros: u64,
+}
+
+/// What a viewer joining now is sent.
+pub struct Joining {
+    /// The stream's header (MP4's init), sent first; TS and ADTS need none.
+    pub header: Option<Bytes>,
+    /// Everything from the newest join point on, and when that join point was captured;
+    /// `None` before the first join point (the viewer waits for one).
+    pub since_join: Option<(u64, Vec<Bytes>)>,
 }
 
 /// A continuous stream of one channel in one format: the muxer, and what a joining viewer is
@@ -124,8 +136,10 @@ pub struct Feed {
     /// The track whose independent chunks are join points: the video when there is one.
     lead: Role,
     has_video: bool,
-    /// Pieces from the newest join point on; `None` until the first one.
-    since_join: Option<Vec<Bytes>>,
+    /// Pieces from the newest join point on, and its capture time; `None` until the first.
+    since_join: Option<(u64, Vec<Bytes>)>,
+    /// The timescale of each role's track, to turn decode times into capture times.
+    timescales: [u32; 2],
     /// The newest `(segment, part)` pushed per role, so that nothing is muxed twice.
     fed: [Option<(u64, usize)>; 2],
 }
@@ -138,6 +152,7 @@ impl Feed {
         audio: Option<&TrackHeader>,
     ) -> Result<Feed, ContinuousError> {
         let video = video.filter(|_| format.has_video());
+        let timescales = [video, audio].map(|track| track.map_or(1, |t| t.timescale.max(1)));
         let muxer = match format {
             Format::Ts => Muxer::Ts(ts::TsStream::new(video, audio)?),
             Format::Mp4 => Muxer::Mp4(mp4::Mp4Stream::new(video, audio)?),
@@ -159,6 +174,7 @@ impl Feed {
             lead: if has_video { Role::Video } else { Role::Audio },
             has_video,
             since_join: None,
+            timescales,
             fed: [None, None],
         })
     }
@@ -267,33 +283,47 @@ impl Feed {
         }
         self.fed[role.index()] = Some((segment, part));
         let join_point = self.is_join_point(role, part, chunk);
+        let capture_micros = (u128::from(chunk.start) * 1_000_000
+            / u128::from(self.timescales[role.index()])) as u64;
         let pieces = match &mut self.muxer {
             Muxer::Ts(stream) => vec![stream.push(role, chunk, join_point)?],
             Muxer::Mp4(stream) => stream.push(role, chunk)?,
             Muxer::Aac(stream) => vec![stream.push(chunk)?],
         };
         if join_point {
-            self.since_join = Some(pieces.clone());
-        } else if let Some(since_join) = &mut self.since_join {
+            self.since_join = Some((capture_micros, pieces.clone()));
+        } else if let Some((_, since_join)) = &mut self.since_join {
             since_join.extend(pieces.iter().cloned());
             if since_join.len() > MAX_JOIN_PIECES {
                 // No join point for too long: joining viewers wait for the next one.
                 self.since_join = None;
             }
         }
-        Ok(Some(Pushed { pieces, join_point }))
+        Ok(Some(Pushed {
+            pieces,
+            join_point,
+            capture_micros,
+        }))
     }
 
-    /// What a viewer joining now is sent first: the header (MP4's init), then everything from
-    /// the newest join point, or `None` when there is no join point yet (the viewer gets the
-    /// header and waits for the next one).
+    /// What a viewer joining now is sent: the header, then everything from the newest join
+    /// point (none when there is no join point yet: the viewer waits for the next one).
+    pub fn joining(&self) -> Joining {
+        Joining {
+            header: match &self.muxer {
+                Muxer::Mp4(stream) => Some(stream.init()),
+                _ => None,
+            },
+            since_join: self.since_join.clone(),
+        }
+    }
+
+    /// [`Feed::joining`] as one list of pieces, and whether it reaches a join point.
     pub fn join(&self) -> (Vec<Bytes>, bool) {
-        let mut pieces = match &self.muxer {
-            Muxer::Mp4(stream) => vec![stream.init()],
-            _ => Vec::new(),
-        };
-        let started = self.since_join.is_some();
-        pieces.extend(self.since_join.iter().flatten().cloned());
+        let Joining { header, since_join } = self.joining();
+        let started = since_join.is_some();
+        let mut pieces: Vec<Bytes> = header.into_iter().collect();
+        pieces.extend(since_join.into_iter().flat_map(|(_, pieces)| pieces));
         (pieces, started)
     }
 }

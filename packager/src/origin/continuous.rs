@@ -2,20 +2,23 @@
 //! stream (channel, format and tracks) is fed by the window's events as parts land, on the
 //! ingest's task, and its pieces go to every viewer's queue. A viewer whose queue is full is
 //! too slow to keep up: it is dropped (its response ends with an error) rather than buffered
-//! without bound.
+//! without bound. An edge asks for the stream framed (`estuary_proto::chunks`): the same bytes,
+//! each chunk behind a head that says whether a viewer may start there and when it was
+//! captured.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use estuary_proto::chunks::{self, Kind};
 use estuary_proto::url::{ChannelName, TrackName};
 use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
 use super::{Body, problem, respond};
 use crate::cmaf::Media;
-use crate::continuous::{Feed, Format, Role, role_of};
+use crate::continuous::{Feed, Format, Joining, Pushed, Role, role_of};
 use crate::server::Shared;
 use crate::window::{TrackWindow, Window};
 
@@ -51,6 +54,8 @@ struct Viewer {
     queue: mpsc::Sender<io::Result<Bytes>>,
     /// It has had a join point; until then it waits for one.
     started: bool,
+    /// An edge: each chunk goes behind a frame head.
+    framed: bool,
 }
 
 impl Viewer {
@@ -130,12 +135,18 @@ impl Streams {
                     continue;
                 }
             };
+            let framed = frame(&pushed);
             live.viewers.retain_mut(|viewer| {
                 if !viewer.started && !pushed.join_point {
                     return !viewer.queue.is_closed();
                 }
                 viewer.started = true;
-                viewer.send(&pushed.pieces, format)
+                let pieces = if viewer.framed {
+                    &framed
+                } else {
+                    &pushed.pieces
+                };
+                viewer.send(pieces, format)
             });
             if live.viewers.is_empty() {
                 drop(live);
@@ -191,6 +202,38 @@ impl Streams {
         }
         viewers
     }
+}
+
+/// A chunk's pieces behind the head of its frame.
+fn frame(pushed: &Pushed) -> Vec<Bytes> {
+    let kind = Kind::Chunk {
+        join: pushed.join_point,
+    };
+    let length = pushed.pieces.iter().map(Bytes::len).sum();
+    let head = chunks::head(kind, pushed.capture_micros, length);
+    let mut framed = Vec::with_capacity(pushed.pieces.len() + 1);
+    framed.push(Bytes::copy_from_slice(&head));
+    framed.extend(pushed.pieces.iter().cloned());
+    framed
+}
+
+/// What a joining viewer is sent first, as frames: the header (empty for TS and ADTS), then
+/// everything from the newest join point as one chunk.
+fn framed_joining(joining: Joining) -> (Vec<Bytes>, bool) {
+    let header = joining.header.unwrap_or_default();
+    let mut pieces = vec![
+        Bytes::copy_from_slice(&chunks::head(Kind::Header, 0, header.len())),
+        header,
+    ];
+    let started = joining.since_join.is_some();
+    if let Some((capture_micros, since_join)) = joining.since_join {
+        pieces.extend(frame(&Pushed {
+            pieces: since_join,
+            join_point: true,
+            capture_micros,
+        }));
+    }
+    (pieces, started)
 }
 
 /// Ends every viewer's response with an error (so that none takes it for a finished file).
@@ -256,12 +299,15 @@ fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
+/// Answers a viewer of the stream `format` of `channel`; `framed` for an edge, which asked for
+/// [`chunks::CONTENT_TYPE`].
 pub fn serve(
     shared: &Shared,
     channel: &ChannelName,
     format: Format,
     query: Option<&str>,
     head: bool,
+    framed: bool,
 ) -> Response<Body> {
     let wanted = query_value(query, "track");
     let picked = shared.read(|window| pick_tracks(window, channel, format, wanted));
@@ -291,7 +337,7 @@ pub fn serve(
                     Err(error) => return problem(StatusCode::NOT_FOUND, error.to_string()),
                 };
                 if head {
-                    return headers(format, Body::text(""));
+                    return headers(format, framed, Body::text(""));
                 }
                 let live = Arc::new(Mutex::new(Live {
                     feed,
@@ -302,11 +348,15 @@ pub fn serve(
             }
         };
         if head {
-            return headers(format, Body::text(""));
+            return headers(format, framed, Body::text(""));
         }
         let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
-        let (pieces, started) = live.feed.join();
-        let entries = VIEWER_QUEUE * entries_per_chunk(format);
+        let (pieces, started) = if framed {
+            framed_joining(live.feed.joining())
+        } else {
+            live.feed.join()
+        };
+        let entries = VIEWER_QUEUE * (entries_per_chunk(format) + usize::from(framed));
         let (queue, receiver) = mpsc::channel(pieces.len() + entries + 1);
         for piece in &pieces {
             // The queue has room for all of them: it was made that size.
@@ -315,11 +365,12 @@ pub fn serve(
         live.viewers.push(Viewer {
             queue: queue.clone(),
             started,
+            framed,
         });
         (pieces.len(), started, receiver)
     };
-    tracing::info!(%channel, %format, pieces, started, video = ?key.video, audio = ?key.audio, "viewer joined a continuous stream");
-    headers(format, Body::Growing(queue))
+    tracing::info!(%channel, %format, pieces, started, framed, video = ?key.video, audio = ?key.audio, "viewer joined a continuous stream");
+    headers(format, framed, Body::Growing(queue))
 }
 
 /// Queue entries per chunk: the MP4 `moof` and `mdat` go as two shared pieces.
@@ -327,8 +378,16 @@ fn entries_per_chunk(format: Format) -> usize {
     if format == Format::Mp4 { 2 } else { 1 }
 }
 
-fn headers(format: Format, body: Body) -> Response<Body> {
-    respond(StatusCode::OK, format.content_type(), "no-store", body)
+fn headers(format: Format, framed: bool, body: Body) -> Response<Body> {
+    if !framed {
+        return respond(StatusCode::OK, format.content_type(), "no-store", body);
+    }
+    let mut response = respond(StatusCode::OK, chunks::CONTENT_TYPE, "no-store", body);
+    response.headers_mut().insert(
+        chunks::STREAM_TYPE,
+        hyper::header::HeaderValue::from_static(format.content_type()),
+    );
+    response
 }
 
 #[cfg(test)]
@@ -382,6 +441,7 @@ mod tests {
         let mut viewer = Viewer {
             queue,
             started: true,
+            framed: false,
         };
         let piece = Bytes::from_static(b"chunk");
         // Three pieces fit; the fourth slot is kept for the error.
@@ -404,8 +464,44 @@ mod tests {
         let mut gone = Viewer {
             queue,
             started: true,
+            framed: false,
         };
         assert!(!gone.send(&[piece], Format::Mp4));
+    }
+
+    #[test]
+    fn an_edge_gets_the_header_then_the_join_point_as_frames() {
+        let mut channel = Channel::new(60);
+        channel.feed("v720", &TrackSpec::video(), 0..9);
+        channel.feed("a128", &TrackSpec::audio(), 0..9);
+        let name = |n: &str| TrackName::new(n).unwrap();
+        let video = channel.window.track(&channel.name, &name("v720")).unwrap();
+        let audio = channel.window.track(&channel.name, &name("a128")).unwrap();
+        let feed = Feed::from_window(Format::Mp4, Some(video), Some(audio)).unwrap();
+        let (pieces, started) = framed_joining(feed.joining());
+        assert!(started);
+        let mut decoder = chunks::Decoder::new();
+        for piece in &pieces {
+            decoder.extend(piece);
+        }
+        let header = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(header.kind, Kind::Header);
+        assert_eq!(&header.bytes[4..8], b"ftyp");
+        let join = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(join.kind, Kind::Chunk { join: true });
+        assert_eq!(&join.bytes[4..8], b"moof");
+        // The join point is the newest segment's first part; its capture time is its decode
+        // time, which is UTC.
+        let segment = video.segments().next_back().unwrap();
+        let start = segment.parts[0].start;
+        let expected = start * 1_000_000 / u64::from(video.header.timescale);
+        assert_eq!(join.capture_micros, expected);
+        assert_eq!(decoder.next_frame(), Ok(None), "nothing else");
+
+        // TS has no header of its own: an empty one says where the stream starts.
+        let feed = Feed::from_window(Format::Ts, Some(video), Some(audio)).unwrap();
+        let (pieces, _) = framed_joining(feed.joining());
+        assert_eq!(&pieces[0][..], &chunks::head(Kind::Header, 0, 0));
     }
 
     #[test]

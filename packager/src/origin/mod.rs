@@ -98,7 +98,12 @@ pub async fn handle(
             match ChannelName::new(channel) {
                 Ok(channel) => {
                     let head = request.method() == Method::HEAD;
-                    live(&shared, &channel, rest, request.uri().query(), head).await
+                    let framed = request
+                        .headers()
+                        .get(header::ACCEPT)
+                        .is_some_and(|accept| accept == estuary_proto::chunks::CONTENT_TYPE);
+                    let query = request.uri().query();
+                    live(&shared, &channel, rest, query, head, framed).await
                 }
                 Err(error) => problem(StatusCode::NOT_FOUND, error.to_string()),
             }
@@ -263,10 +268,11 @@ async fn live(
     rest: &[&str],
     query: Option<&str>,
     head: bool,
+    framed: bool,
 ) -> Response<Body> {
     match rest {
         [name] if let Some(format) = continuous_format(name) => {
-            continuous::serve(shared, channel, format, query, head)
+            continuous::serve(shared, channel, format, query, head, framed)
         }
         ["master.m3u8"] => {
             let text = shared.read(|window| {
