@@ -132,6 +132,10 @@ pub async fn run(
         "  HLS-TS:  {}",
         signed(format!("{base}/live/demo/ts/master.m3u8"))
     );
+    println!(
+        "  stream:  {} (also stream.mp4, stream.aac: one endless response)",
+        signed(format!("{base}/live/demo/stream.ts"))
+    );
     if keycard.is_some() {
         println!("  (the edge wants a keycard for /live/demo/*: these URLs carry one for 24 h)");
     }

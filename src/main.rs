@@ -281,6 +281,28 @@ struct EdgeArgs {
     /// How old a playlist may be and still be served when every upstream fails.
     #[arg(long, env = "ESTUARY_EDGE_STALE_LIMIT", default_value = "60s")]
     stale_limit: String,
+    /// What happens to a viewer of a continuous stream that falls behind: skip (moved on to
+    /// the newest keyframe) or drop (disconnected).
+    #[arg(long, env = "ESTUARY_EDGE_SLOW_CLIENTS", default_value = "skip")]
+    slow_clients: estuary_edge::fanout::SlowPolicy,
+    /// A continuous-stream viewer this far behind the newest chunk (media time), or whose
+    /// socket takes no data for this long, is slow.
+    #[arg(long, env = "ESTUARY_EDGE_MAX_LAG", default_value = "5s")]
+    max_lag: String,
+    /// A continuous-stream viewer this many bytes behind is slow, e.g. 8MiB.
+    #[arg(long, env = "ESTUARY_EDGE_MAX_LAG_BYTES", default_value = "8MiB")]
+    max_lag_bytes: String,
+    /// Bytes of recent stream a new continuous-stream viewer gets at once, from a keyframe
+    /// (0: start on the newest keyframe), e.g. 256KiB.
+    #[arg(long, env = "ESTUARY_EDGE_BURST", default_value = "0")]
+    burst: String,
+    /// Viewers per continuous stream beyond which new ones are turned away [default: no limit].
+    #[arg(long, env = "ESTUARY_EDGE_STREAM_VIEWERS")]
+    stream_viewers: Option<usize>,
+    /// Where viewers beyond --stream-viewers are redirected (a base URL: the same path there);
+    /// without it they get 503.
+    #[arg(long, env = "ESTUARY_EDGE_OVERFLOW", requires = "stream_viewers")]
+    overflow: Option<String>,
 }
 
 #[derive(Args)]
@@ -620,6 +642,15 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.cache_bytes = parse_size("--cache-size", &args.cache_size)?;
     config.playlist_floor = parse_duration("--playlist-ttl", &args.playlist_ttl)?;
     config.stale_limit = parse_duration("--stale-limit", &args.stale_limit)?;
+    config.fanout = estuary_edge::fanout::FanoutConfig {
+        slow: args.slow_clients,
+        max_lag: parse_duration("--max-lag", &args.max_lag)?,
+        max_lag_bytes: parse_size("--max-lag-bytes", &args.max_lag_bytes)?,
+        burst_bytes: parse_size("--burst", &args.burst)?,
+        max_viewers: args.stream_viewers,
+        overflow: args.overflow.clone(),
+        ..estuary_edge::fanout::FanoutConfig::default()
+    };
     config.access_log = args.access_log.clone();
     config.trusted_proxies = cidrs("--trusted-proxies", &args.trusted_proxies)?;
     config.proxy_protocol = args.proxy_protocol;

@@ -1,6 +1,8 @@
-//! End to end: `estuary ingest --source test` into `estuary packager`, and the packager's
-//! continuous streams (`/live/{channel}/stream.{ts,mp4,aac}`) read by ffprobe and decoded by
-//! ffmpeg, as a viewer's player would, including one that joins in the middle of a segment.
+//! End to end: `estuary ingest --source test` into `estuary packager`, with `estuary edge` in
+//! front, and the continuous streams (`/live/{channel}/stream.{ts,mp4,aac}`) read by ffprobe and
+//! decoded by ffmpeg through the edge, as a viewer's player would, including one that joins in
+//! the middle of a segment; many viewers of the edge cost the packager one; a viewer that stops
+//! reading is dropped while the others play on.
 
 mod support;
 
@@ -93,6 +95,42 @@ fn probe(url: &str) -> (Vec<String>, f64) {
     (codecs, seconds)
 }
 
+/// A metric's value in a Prometheus text page (the first sample whose name and labels are
+/// `series`).
+fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+/// Opens a viewer of `path` on `address` with a plain socket and reads the response head; a
+/// receive buffer of `receive_buffer` bytes when given (set before connecting).
+async fn open_viewer(
+    address: SocketAddr,
+    path: &str,
+    receive_buffer: Option<u32>,
+) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    let mut stream = socket.connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut byte))
+            .await
+            .expect("a response head within 15 s")
+            .unwrap();
+        assert_eq!(read, 1, "{path}: closed inside the head");
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8_lossy(&head).into_owned())
+}
+
 /// Sleeps until the middle of a segment (UTC seconds, as the ingest's media time).
 fn wait_for_mid_segment() {
     let into = support::unix_now() % SEGMENT_SECONDS;
@@ -113,6 +151,17 @@ async fn continuous_streams_play_from_the_packager() {
             .args(["--renditions", "360", "--duration", "60s"])
             .arg("--to")
             .arg(format!("http://{address}/ingest"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let edge = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let _edge = Running(
+        estuary()
+            .args(["edge", "--listen", &edge.to_string()])
+            .arg("--upstream")
+            .arg(format!("http://{address}"))
+            .args(["--max-lag", "2s"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -190,8 +239,8 @@ async fn continuous_streams_play_from_the_packager() {
     assert_eq!(headers["content-type"], "audio/aac");
     assert_eq!((aac[0], aac[1] & 0xf6), (0xff, 0xf0), "an ADTS sync word");
 
-    // ffprobe finds the codecs, and ffmpeg decodes ten seconds of each without an error; all
-    // three at once, as three viewers.
+    // Through the edge: ffprobe finds the codecs, and ffmpeg decodes ten seconds of each
+    // without an error; all three at once, as three viewers.
     let formats = [
         ("ts", vec!["h264", "aac"]),
         ("mp4", vec!["h264", "aac"]),
@@ -201,7 +250,7 @@ async fn continuous_streams_play_from_the_packager() {
         let runs: Vec<_> = formats
             .iter()
             .map(|(extension, expected)| {
-                let url = format!("http://{address}/live/demo/stream.{extension}");
+                let url = format!("http://{edge}/live/demo/stream.{extension}");
                 scope.spawn(move || {
                     let (codecs, probe_seconds) = probe(&url);
                     assert_eq!(&codecs, expected, "ffprobe {url}");
@@ -214,21 +263,30 @@ async fn continuous_streams_play_from_the_packager() {
                 })
             })
             .collect();
-        // While they play, /metrics counts a viewer of each format.
+        // While they play, the edge's /metrics counts a viewer of each stream, and the
+        // packager's one (the edge) of each format.
         std::thread::sleep(Duration::from_secs(6));
-        let metrics = Command::new("curl")
-            .args(["-s", &format!("http://{address}/metrics")])
-            .output()
-            .unwrap();
-        let metrics = String::from_utf8_lossy(&metrics.stdout);
+        let page = |address: SocketAddr| {
+            let output = Command::new("curl")
+                .args(["-s", &format!("http://{address}/metrics")])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        let (packager_page, edge_page) = (page(address), page(edge));
         for extension in ["ts", "mp4", "aac"] {
-            let line = format!("estuary_packager_continuous_viewers{{format=\"{extension}\"}} ");
-            let viewers: usize = metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(&line))
-                .and_then(|count| count.parse().ok())
-                .unwrap_or_else(|| panic!("no {line} in /metrics:\n{metrics}"));
-            assert!(viewers >= 1, "{line}{viewers}");
+            let series = format!("estuary_packager_continuous_viewers{{format=\"{extension}\"}}");
+            assert_eq!(
+                metric(&packager_page, &series),
+                Some(1.0),
+                "{packager_page}"
+            );
+            let series =
+                format!("estuary_edge_stream_viewers{{path=\"/live/demo/stream.{extension}\"}}");
+            assert!(
+                metric(&edge_page, &series).is_some_and(|n| n >= 1.0),
+                "{edge_page}"
+            );
         }
         for run in runs {
             if let Err(panic) = run.join() {
@@ -241,7 +299,7 @@ async fn continuous_streams_play_from_the_packager() {
     // packet is flagged as one, and its first frame decodes as an I frame.
     for extension in ["ts", "mp4"] {
         wait_for_mid_segment();
-        let url = format!("http://{address}/live/demo/stream.{extension}");
+        let url = format!("http://{edge}/live/demo/stream.{extension}");
         let (ok, out, errors, _) = run(
             "ffprobe",
             &["-select_streams", "v:0"],
@@ -272,10 +330,100 @@ async fn continuous_streams_play_from_the_packager() {
             "stream.{extension} joined mid-segment begins with the frame {frame}"
         );
     }
+    fan_out_and_slow_viewers(address, edge).await;
     println!(
         "the whole test took {:.1} s",
         test_started.elapsed().as_secs_f64()
     );
     drop(ingest);
     assert!(packager.terminate(Duration::from_secs(10)).success());
+}
+
+/// Fifty viewers of the edge cost the packager one viewer; one of them that stops reading is
+/// dropped (the edge runs with `--max-lag 2s`) while the others keep getting the stream.
+async fn fan_out_and_slow_viewers(packager: SocketAddr, edge: SocketAddr) {
+    use tokio::io::AsyncReadExt;
+    const VIEWERS: usize = 50;
+    let path = "/live/demo/stream.ts";
+    let mut readers = Vec::new();
+    for _ in 0..VIEWERS {
+        let (mut stream, head) = open_viewer(edge, path, None).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.contains("content-type: video/mp2t"), "{head}");
+        readers.push(tokio::spawn(async move {
+            // Reads for as long as the test runs: the bytes read and the longest wait.
+            let mut buffer = vec![0u8; 64 << 10];
+            let (mut read, mut longest) = (0usize, Duration::ZERO);
+            let mut first = Vec::new();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(8) {
+                let waited = Instant::now();
+                let count =
+                    match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer))
+                        .await
+                    {
+                        Ok(Ok(count)) if count > 0 => count,
+                        _ => break,
+                    };
+                longest = longest.max(waited.elapsed());
+                if first.len() < 188 {
+                    first.extend_from_slice(&buffer[..count.min(188 - first.len())]);
+                }
+                read += count;
+            }
+            (read, longest, first)
+        }));
+    }
+    // The stalled viewer: a small receive buffer, and it never reads.
+    let (_stalled, head) = open_viewer(edge, "/live/demo/stream.mp4", Some(4096)).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, packager_page) = support::http_get(packager, "/metrics").await;
+    let (_, edge_page) = support::http_get(edge, "/metrics").await;
+    let series = |name: &str| format!("{name}{{path=\"{path}\"}}");
+    assert_eq!(
+        metric(&edge_page, &series("estuary_edge_stream_viewers")),
+        Some(VIEWERS as f64),
+        "{edge_page}"
+    );
+    assert_eq!(
+        metric(
+            &packager_page,
+            "estuary_packager_continuous_viewers{format=\"ts\"}"
+        ),
+        Some(1.0),
+        "{VIEWERS} viewers of the edge are one of the packager: {packager_page}"
+    );
+    let mut total = 0;
+    for reader in readers {
+        let (read, longest, first) = reader.await.unwrap();
+        assert_eq!(first.first(), Some(&0x47), "a TS packet first");
+        assert!(read > 100_000, "a viewer read only {read} bytes in 8 s");
+        assert!(
+            longest < Duration::from_secs(2),
+            "a viewer waited {longest:?}"
+        );
+        total += read;
+    }
+    println!(
+        "{VIEWERS} viewers of {path} through the edge: {total} bytes in 8 s, one upstream viewer"
+    );
+    // By now the stalled viewer has filled its buffers and been dropped.
+    let started = Instant::now();
+    let drops = series("estuary_edge_stream_drops_total").replace(path, "/live/demo/stream.mp4");
+    loop {
+        let (_, edge_page) = support::http_get(edge, "/metrics").await;
+        if metric(&edge_page, &drops).is_some_and(|n| n >= 1.0) {
+            println!(
+                "the viewer that stopped reading was dropped {:.1} s after the readers ended",
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the stalled viewer was not dropped: {edge_page}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -76,7 +76,19 @@ pub async fn serve(edge: &Arc<Edge>, mut stream: TcpStream, mut buffer: BytesMut
         }
         let head_only = incoming.request.method() == Method::HEAD;
         let http10 = incoming.request.version() == Version::HTTP_10;
-        let response = handle(edge.clone(), client, incoming.request).await;
+        let response = if crate::server::is_continuous_request(&incoming.request) {
+            // The fan-out engine takes the socket for good, unless the bouncers say no.
+            match crate::server::serve_continuous(edge, stream, client, incoming.request).await {
+                Ok(()) => return,
+                Err(refused) => {
+                    let (socket, refusal) = *refused;
+                    stream = socket;
+                    refusal
+                }
+            }
+        } else {
+            handle(edge.clone(), client, incoming.request).await
+        };
         match respond(
             &mut stream,
             &mut out,

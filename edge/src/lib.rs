@@ -4,15 +4,16 @@
 //! TLS); with TLS, a QUIC endpoint on the same port number serves HTTP/3. All of them answer
 //! through one handler. Requests for `/live/…` and `/vod/…` meet the bouncers, then the
 //! pull-through cache, which coalesces however many viewers miss at once into one upstream
-//! fetch and serves stale playlists when the upstream fails. Everything an edge knows comes
-//! from its upstreams and its configuration.
-//!
-//! Still to come: the fan-out engine for continuous streams.
+//! fetch and serves stale playlists when the upstream fails. Continuous streams
+//! (`/live/{channel}/stream.{ext}`) go from the HTTP/1 engine to the fan-out engine, which
+//! relays each stream from one upstream connection to all its viewers. Everything an edge
+//! knows comes from its upstreams and its configuration.
 
 pub mod body;
 pub mod bouncer;
 pub mod cache;
 pub mod carry;
+pub mod fanout;
 pub mod geo;
 pub mod htpasswd;
 pub mod http1;

@@ -53,6 +53,8 @@ pub struct EdgeConfig {
     pub tls: Option<crate::tls::TlsSource>,
     /// With HTTPS, also serve HTTP/3 on the same port number over UDP, and say so in Alt-Svc.
     pub http3: bool,
+    /// Continuous streams: slow viewers, bursts, limits.
+    pub fanout: crate::fanout::FanoutConfig,
 }
 
 impl EdgeConfig {
@@ -70,6 +72,7 @@ impl EdgeConfig {
             control: None,
             tls: None,
             http3: true,
+            fanout: crate::fanout::FanoutConfig::default(),
         }
     }
 }
@@ -90,6 +93,7 @@ pub struct Edge {
     config: EdgeConfig,
     cache: Arc<Cache>,
     upstreams: Upstreams,
+    fanout: crate::fanout::Fanout,
     metrics: Arc<Metrics>,
     access_log: Option<AccessLog>,
     tls: Option<crate::tls::Tls>,
@@ -124,6 +128,7 @@ impl Edge {
         Ok(Arc::new(Edge {
             cache: Arc::new(Cache::new(config.cache_bytes)),
             upstreams: Upstreams::new(&config.upstreams)?,
+            fanout: crate::fanout::Fanout::new(config.fanout.clone()),
             metrics: Arc::default(),
             access_log,
             tls,
@@ -140,6 +145,14 @@ impl Edge {
 
     pub fn config(&self) -> &EdgeConfig {
         &self.config
+    }
+
+    pub(crate) fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
+    pub(crate) fn fanout(&self) -> &crate::fanout::Fanout {
+        &self.fanout
     }
 
     pub fn tls(&self) -> Option<&crate::tls::Tls> {
@@ -310,10 +323,9 @@ impl Edge {
     }
 }
 
-/// Playlists and manifests: short-lived, rewritten to carry keycards, served stale on failure.
 /// A continuous stream of the public layout (`/live/{channel}/stream.{ext}`): a response that
 /// never ends, for the fan-out engine rather than the cache.
-fn is_continuous_stream(path: &str) -> bool {
+pub(crate) fn is_continuous_stream(path: &str) -> bool {
     let mut segments = path.trim_start_matches('/').split('/');
     matches!(
         (segments.next(), segments.next(), segments.next(), segments.next()),
@@ -321,6 +333,7 @@ fn is_continuous_stream(path: &str) -> bool {
     )
 }
 
+/// Playlists and manifests: short-lived, rewritten to carry keycards, served stale on failure.
 fn is_playlist(key: &str) -> bool {
     let path = key.split('?').next().unwrap_or(key);
     path.ends_with(".m3u8") || path.ends_with(".mpd")
@@ -375,7 +388,7 @@ fn problem(status: StatusCode, reason: impl Into<String>) -> Response<Body> {
     response
 }
 
-fn unix_now() -> Duration {
+pub(crate) fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -388,7 +401,87 @@ pub async fn handle(edge: Arc<Edge>, peer: IpAddr, request: Request<()>) -> Resp
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok());
     let client = net::client_address(peer, forwarded_for, &edge.config.trusted_proxies);
-    let log = edge.access_log.clone().map(|log| {
+    let log = log_start(&edge, client, &request);
+    let mut response = answer(&edge, client, &request).await;
+    if let Some(alt_svc) = edge.alt_svc.get() {
+        response
+            .headers_mut()
+            .insert(header::ALT_SVC, alt_svc.clone());
+    }
+    let status = response.status().as_u16();
+    edge.metrics.count_request(status);
+    let body = std::mem::replace(response.body_mut(), Body::empty());
+    let mut body = body.tallied(Tally {
+        metrics: edge.metrics.clone(),
+        log,
+        bytes: 0,
+    });
+    body.set_status(status);
+    *response.body_mut() = body;
+    response
+}
+
+/// Whether a request on a plain HTTP/1 connection is for the fan-out engine.
+pub(crate) fn is_continuous_request(request: &Request<()>) -> bool {
+    matches!(*request.method(), Method::GET | Method::HEAD)
+        && is_continuous_stream(request.uri().path())
+        && is_safe_path(request.uri().path())
+}
+
+/// Hands a continuous-stream request and its socket to the fan-out engine once the bouncers
+/// let the viewer in, and logs it when the viewer leaves; a refused viewer's socket comes back
+/// with the refusal, to be answered as any other request.
+pub(crate) async fn serve_continuous(
+    edge: &Arc<Edge>,
+    socket: tokio::net::TcpStream,
+    peer: IpAddr,
+    request: Request<()>,
+) -> Result<(), Box<(tokio::net::TcpStream, Response<Body>)>> {
+    let forwarded_for = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok());
+    let client = net::client_address(peer, forwarded_for, &edge.config.trusted_proxies);
+    let until = match admit(edge, client, &request) {
+        Ok(admitted) => admitted.until,
+        Err(refusal) => return Err(Box::new((socket, *refusal))),
+    };
+    let log = log_start(edge, client, &request);
+    let rest = request
+        .uri()
+        .query()
+        .map(carry::without_keycard)
+        .unwrap_or_default();
+    let path = request.uri().path();
+    let arrival = crate::fanout::Arrival {
+        key: if rest.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{rest}")
+        },
+        head_only: request.method() == Method::HEAD,
+        until,
+    };
+    let (status, bytes) = crate::fanout::serve_viewer(edge, socket, arrival).await;
+    edge.metrics.count_request(status);
+    drop(Tally {
+        metrics: edge.metrics.clone(),
+        log: log.map(|(log, mut line)| {
+            line.status = status;
+            (log, line)
+        }),
+        bytes,
+    });
+    Ok(())
+}
+
+/// The access log's line for `request`, as far as it is known before the answer.
+fn log_start(
+    edge: &Edge,
+    client: IpAddr,
+    request: &Request<()>,
+) -> Option<(crate::metrics::AccessLog, OwnedLogLine)> {
+    edge.access_log.clone().map(|log| {
         let text = |name: header::HeaderName| {
             request
                 .headers()
@@ -416,24 +509,7 @@ pub async fn handle(edge: Arc<Edge>, peer: IpAddr, request: Request<()>) -> Resp
                 user_agent: text(header::USER_AGENT),
             },
         )
-    });
-    let mut response = answer(&edge, client, &request).await;
-    if let Some(alt_svc) = edge.alt_svc.get() {
-        response
-            .headers_mut()
-            .insert(header::ALT_SVC, alt_svc.clone());
-    }
-    let status = response.status().as_u16();
-    edge.metrics.count_request(status);
-    let body = std::mem::replace(response.body_mut(), Body::empty());
-    let mut body = body.tallied(Tally {
-        metrics: edge.metrics.clone(),
-        log,
-        bytes: 0,
-    });
-    body.set_status(status);
-    *response.body_mut() = body;
-    response
+    })
 }
 
 async fn answer(edge: &Edge, client: IpAddr, request: &Request<()>) -> Response<Body> {
@@ -457,10 +533,11 @@ async fn answer(edge: &Edge, client: IpAddr, request: &Request<()>) -> Response<
         }
         (&Method::GET | &Method::HEAD, "/healthz") => healthz(edge),
         (&Method::GET | &Method::HEAD, "/metrics") => {
-            let text = edge.metrics.render(
+            let mut text = edge.metrics.render(
                 edge.cache.counts(),
                 edge.upstream_requests.load(Ordering::Relaxed),
             );
+            text.push_str(&edge.fanout.render_metrics());
             respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
@@ -489,14 +566,27 @@ fn healthz(edge: &Edge) -> Response<Body> {
         StatusCode::OK,
         "application/json",
         Body::text(format!(
-            "{{\"role\":\"edge\",\"mood\":\"{mood}\"{reason}}}\n"
+            "{{\"role\":\"edge\",\"mood\":\"{mood}\"{reason},\"fanout\":\"{}\"}}\n",
+            edge.fanout.engine()
         )),
     )
 }
 
-async fn proxy(edge: &Edge, client: IpAddr, request: &Request<()>) -> Response<Body> {
+/// A viewer the bouncers let in.
+pub(crate) struct Admitted {
+    /// The keycard that let the viewer in, to carry into the URIs of a playlist.
+    carried: Option<String>,
+    /// When the viewer's credentials stop working (Unix seconds).
+    until: Option<u64>,
+}
+
+/// Who may come in: the viewer as admitted, else the refusal.
+pub(crate) fn admit(
+    edge: &Edge,
+    client: IpAddr,
+    request: &Request<()>,
+) -> Result<Admitted, Box<Response<Body>>> {
     let path = request.uri().path();
-    let query = request.uri().query();
     let header_text = |name: header::HeaderName| {
         request
             .headers()
@@ -504,12 +594,11 @@ async fn proxy(edge: &Edge, client: IpAddr, request: &Request<()>) -> Response<B
             .and_then(|value| value.to_str().ok())
     };
     let keycard = carry::find_keycard(
-        query,
+        request.uri().query(),
         header_text(header::COOKIE),
         header_text(header::AUTHORIZATION),
     );
     let guarded = path.starts_with("/live/") || path.starts_with("/vod/");
-    let mut carried = None;
     if guarded && let Some(bouncer) = &edge.config.bouncer {
         let basic = header_text(header::AUTHORIZATION).and_then(htpasswd::basic_credentials);
         let visitor = Visitor {
@@ -522,7 +611,12 @@ async fn proxy(edge: &Edge, client: IpAddr, request: &Request<()>) -> Response<B
             now: unix_now().as_secs(),
         };
         match bouncer.judge(&visitor) {
-            Verdict::Allow { .. } => carried = keycard,
+            Verdict::Allow { until } => {
+                return Ok(Admitted {
+                    carried: keycard,
+                    until,
+                });
+            }
             Verdict::Deny { status, reason } => {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
                 let mut response = problem(status, reason);
@@ -532,16 +626,30 @@ async fn proxy(edge: &Edge, client: IpAddr, request: &Request<()>) -> Response<B
                         HeaderValue::from_static("Basic realm=\"estuary\", charset=\"UTF-8\""),
                     );
                 }
-                return response;
+                return Err(Box::new(response));
             }
         }
     }
+    Ok(Admitted {
+        carried: None,
+        until: None,
+    })
+}
+
+async fn proxy(edge: &Edge, client: IpAddr, request: &Request<()>) -> Response<Body> {
+    let path = request.uri().path();
+    let query = request.uri().query();
+    let carried = match admit(edge, client, request) {
+        Ok(admitted) => admitted.carried,
+        Err(refusal) => return *refusal,
+    };
     if is_continuous_stream(path) {
-        // Passed through the cache, a never-ending body would be held whole in memory for as
-        // long as its viewer stays.
+        // The fan-out engine takes plain HTTP/1 sockets; through hyper (HTTP/2, TLS, HTTP/3)
+        // or the cache, a never-ending body would be held whole in memory for as long as its
+        // viewer stays.
         return problem(
             StatusCode::NOT_IMPLEMENTED,
-            "continuous streams are served by the packager; the edge does not serve them yet",
+            "continuous streams are served over plain HTTP/1.1 (http://), not yet over HTTPS, HTTP/2 or HTTP/3",
         );
     }
     let rest = query.map(carry::without_keycard).unwrap_or_default();

@@ -70,6 +70,24 @@ impl Upstreams {
         &self,
         path_and_query: &str,
     ) -> Result<(Response<Incoming>, Duration), UpstreamError> {
+        self.fetch(path_and_query, None).await
+    }
+
+    /// GETs the continuous stream at `path_and_query` framed for an edge
+    /// (`estuary_proto::chunks`), with the same failover as [`Upstreams::get`].
+    pub async fn get_framed(
+        &self,
+        path_and_query: &str,
+    ) -> Result<(Response<Incoming>, Duration), UpstreamError> {
+        self.fetch(path_and_query, Some(estuary_proto::chunks::CONTENT_TYPE))
+            .await
+    }
+
+    async fn fetch(
+        &self,
+        path_and_query: &str,
+        accept: Option<&'static str>,
+    ) -> Result<(Response<Incoming>, Duration), UpstreamError> {
         let blocking = path_and_query.contains("_HLS_msn=");
         let answers = |status: StatusCode| {
             !status.is_server_error() || (blocking && status == StatusCode::SERVICE_UNAVAILABLE)
@@ -80,7 +98,11 @@ impl Upstreams {
             let index = (first + offset) % self.bases.len();
             let base = &self.bases[index];
             let uri = format!("{base}{path_and_query}");
-            let request = match Request::get(&uri).body(Empty::new()) {
+            let mut request = Request::get(&uri);
+            if let Some(accept) = accept {
+                request = request.header(hyper::header::ACCEPT, accept);
+            }
+            let request = match request.body(Empty::new()) {
                 Ok(request) => request,
                 Err(error) => return Err(UpstreamError::Unreachable(error.to_string())),
             };

@@ -1,0 +1,699 @@
+//! The fan-out engine: continuous streams (`/live/{channel}/stream.{ext}`) to many viewers from
+//! one upstream connection each. The HTTP/1 engine hands a viewer's socket here once the
+//! bouncers have let it in; the engine writes the response head itself, then the stream's
+//! header and chunks from the stream's [`ring::Ring`], starting on a chunk a decoder can start
+//! from. One task per stream reads the packager's framed stream (`estuary_proto::chunks`) into
+//! the ring; one task per viewer holds the viewer's cursor and writes with `writev`, woken by
+//! tokio's epoll reactor when a chunk arrives or the socket can take more. A viewer that falls
+//! behind is moved to the newest join point or dropped, as configured.
+
+pub mod ring;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::IoSlice;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes};
+use estuary_proto::chunks::{self, Decoder, Kind};
+use http_body_util::BodyExt as _;
+use hyper::StatusCode;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::server::Edge;
+use ring::{Entry, Lag, Limits, Read, Ring};
+
+/// How long a viewer waits for a new stream's upstream to answer.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a stream keeps trying its upstreams, its viewers waiting, before it ends.
+const UPSTREAM_PATIENCE: Duration = Duration::from_secs(20);
+/// How long a stream with no viewer keeps its upstream connection, for the next one.
+const IDLE_LINGER: Duration = Duration::from_secs(5);
+/// The most bytes one `writev` to a viewer carries.
+const WRITE_BUDGET: usize = 256 * 1024;
+/// A viewer's socket send buffer (the kernel doubles it for its bookkeeping). Fixed rather
+/// than grown by the kernel up to megabytes, so that memory per viewer is bounded and a viewer
+/// that stops reading is found out within the lag allowed rather than after seconds of
+/// buffering.
+const SEND_BUFFER: libc::c_int = 128 * 1024;
+
+/// What happens to a viewer that falls behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlowPolicy {
+    /// Moved on to the newest join point (what it missed is skipped).
+    Skip,
+    /// Disconnected.
+    Drop,
+}
+
+impl std::str::FromStr for SlowPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "skip" => Ok(SlowPolicy::Skip),
+            "drop" => Ok(SlowPolicy::Drop),
+            _ => Err(format!("{text:?} is neither skip nor drop")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FanoutConfig {
+    pub slow: SlowPolicy,
+    /// A viewer further behind than this (media time from its next chunk to the newest), or
+    /// whose socket takes longer than this to accept one write, is slow.
+    pub max_lag: Duration,
+    /// A viewer further behind than this many bytes is slow.
+    pub max_lag_bytes: usize,
+    /// A new viewer is sent at least this many bytes of recent stream at once (from a join
+    /// point), as Flumotion's burst-on-connect did; 0 starts on the newest join point.
+    pub burst_bytes: usize,
+    /// Viewers per stream beyond which new ones are turned away (redirected to `overflow`,
+    /// else 503).
+    pub max_viewers: Option<usize>,
+    /// Base URL that viewers beyond `max_viewers` are redirected to (the same path there).
+    pub overflow: Option<String>,
+    /// What a stream's ring keeps.
+    pub ring: Limits,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig {
+            slow: SlowPolicy::Skip,
+            max_lag: Duration::from_secs(5),
+            max_lag_bytes: 8 << 20,
+            burst_bytes: 0,
+            max_viewers: None,
+            overflow: None,
+            ring: Limits {
+                bytes: 32 << 20,
+                micros: 10_000_000,
+            },
+        }
+    }
+}
+
+/// Where a stream stands, as its viewers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for the upstream's answer.
+    Connecting,
+    /// Chunks up to (not including) `end` are in the ring; `generation` counts header changes.
+    Live { end: u64, generation: u64 },
+    /// Over: the upstream refused it, or stayed away too long.
+    Ended { status: u16, reason: String },
+}
+
+/// Counts of one stream, for `/metrics`.
+#[derive(Default)]
+struct Counters {
+    viewers: AtomicUsize,
+    bytes_out: AtomicU64,
+    skips: AtomicU64,
+    drops: AtomicU64,
+    refused: AtomicU64,
+    upstream_connections: AtomicU64,
+}
+
+struct Stream {
+    /// The upstream path (and query, keycard removed).
+    key: String,
+    ring: Mutex<Option<Ring>>,
+    /// The stream's own media type, from the upstream.
+    media_type: Mutex<String>,
+    state: watch::Sender<State>,
+    counters: Counters,
+}
+
+impl Stream {
+    fn ring(&self) -> std::sync::MutexGuard<'_, Option<Ring>> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Every continuous stream the edge is relaying.
+pub struct Fanout {
+    config: FanoutConfig,
+    streams: Mutex<HashMap<String, Arc<Stream>>>,
+    /// Streams ended, kept for their counters in `/metrics`.
+    finished: Mutex<HashMap<String, [u64; 5]>>,
+}
+
+/// What a viewer presents on arrival.
+pub struct Arrival {
+    /// The stream's path and query, keycard removed: one stream per key.
+    pub key: String,
+    /// Only the response head is wanted.
+    pub head_only: bool,
+    /// When the viewer's credentials stop working (Unix seconds): it is disconnected then.
+    pub until: Option<u64>,
+}
+
+impl Fanout {
+    pub fn new(config: FanoutConfig) -> Fanout {
+        Fanout {
+            config,
+            streams: Mutex::default(),
+            finished: Mutex::default(),
+        }
+    }
+
+    /// The name `/healthz` gives the engine.
+    pub fn engine(&self) -> &'static str {
+        "epoll"
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Stream>>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a viewer in on the stream `key`, starting the stream when it is the first:
+    /// `Err` when the stream is full.
+    fn attach(&self, edge: &Arc<Edge>, key: &str) -> Result<Arc<Stream>, Arc<Stream>> {
+        let mut streams = self.streams();
+        if let Some(stream) = streams.get(key) {
+            let viewers = stream.counters.viewers.load(Ordering::Relaxed);
+            if self.config.max_viewers.is_some_and(|max| viewers >= max) {
+                stream.counters.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(stream.clone());
+            }
+            stream.counters.viewers.fetch_add(1, Ordering::Relaxed);
+            return Ok(stream.clone());
+        }
+        let stream = Arc::new(Stream {
+            key: key.to_owned(),
+            ring: Mutex::new(None),
+            media_type: Mutex::new("application/octet-stream".into()),
+            state: watch::Sender::new(State::Connecting),
+            counters: Counters::default(),
+        });
+        stream.counters.viewers.store(1, Ordering::Relaxed);
+        streams.insert(key.to_owned(), stream.clone());
+        tokio::spawn(feed(edge.clone(), stream.clone()));
+        Ok(stream)
+    }
+
+    /// Takes `stream` out of the registry if nobody watches it; says whether it did.
+    fn retire_if_idle(&self, stream: &Arc<Stream>) -> bool {
+        let mut streams = self.streams();
+        if stream.counters.viewers.load(Ordering::Relaxed) > 0 {
+            return false;
+        }
+        if streams
+            .get(&stream.key)
+            .is_some_and(|current| Arc::ptr_eq(current, stream))
+        {
+            streams.remove(&stream.key);
+        }
+        self.remember(stream);
+        true
+    }
+
+    /// Takes `stream` out of the registry whoever watches it.
+    fn retire(&self, stream: &Arc<Stream>) {
+        let mut streams = self.streams();
+        if streams
+            .get(&stream.key)
+            .is_some_and(|current| Arc::ptr_eq(current, stream))
+        {
+            streams.remove(&stream.key);
+        }
+        self.remember(stream);
+    }
+
+    fn remember(&self, stream: &Stream) {
+        let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        let totals = finished.entry(stream.key.clone()).or_default();
+        for (total, counter) in totals.iter_mut().zip(totals_of(&stream.counters)) {
+            *total += counter;
+        }
+    }
+
+    /// The engine's families in the Prometheus text format, per stream.
+    pub fn render_metrics(&self) -> String {
+        let mut rows: std::collections::BTreeMap<String, (usize, [u64; 5])> = self
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(key, totals)| (key.clone(), (0, *totals)))
+            .collect();
+        for (key, stream) in self.streams().iter() {
+            let row = rows.entry(key.clone()).or_default();
+            row.0 = stream.counters.viewers.load(Ordering::Relaxed);
+            for (total, counter) in row.1.iter_mut().zip(totals_of(&stream.counters)) {
+                *total += counter;
+            }
+        }
+        let mut out = String::new();
+        let families: [(&str, &str, &str); 6] = [
+            (
+                "estuary_edge_stream_viewers",
+                "gauge",
+                "Viewers of a continuous stream now.",
+            ),
+            (
+                "estuary_edge_stream_bytes_out_total",
+                "counter",
+                "Bytes of a continuous stream sent to viewers.",
+            ),
+            (
+                "estuary_edge_stream_skips_total",
+                "counter",
+                "Times a slow viewer was moved on to the newest join point.",
+            ),
+            (
+                "estuary_edge_stream_drops_total",
+                "counter",
+                "Slow viewers disconnected.",
+            ),
+            (
+                "estuary_edge_stream_refused_total",
+                "counter",
+                "Viewers turned away because the stream was full.",
+            ),
+            (
+                "estuary_edge_stream_upstream_connections_total",
+                "counter",
+                "Connections to an upstream for a continuous stream.",
+            ),
+        ];
+        for (index, (name, kind, help)) in families.iter().enumerate() {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (key, (viewers, totals)) in &rows {
+                let value = if index == 0 {
+                    *viewers as u64
+                } else {
+                    totals[index - 1]
+                };
+                let path = key.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(out, "{name}{{path=\"{path}\"}} {value}");
+            }
+        }
+        out
+    }
+}
+
+fn totals_of(counters: &Counters) -> [u64; 5] {
+    [
+        &counters.bytes_out,
+        &counters.skips,
+        &counters.drops,
+        &counters.refused,
+        &counters.upstream_connections,
+    ]
+    .map(|counter| counter.load(Ordering::Relaxed))
+}
+
+/// The stream's upstream connection: fetches the framed stream and fills the ring, connecting
+/// again when the upstream breaks off, until nobody watches or the upstreams stay away.
+async fn feed(edge: Arc<Edge>, stream: Arc<Stream>) {
+    let fanout = edge.fanout();
+    let limits = fanout.config.ring;
+    let mut generation = 0u64;
+    let mut failing_since: Option<Instant> = None;
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let failure = match edge.upstreams().get_framed(&stream.key).await {
+            Ok((response, _)) if response.status() == StatusCode::OK => {
+                stream
+                    .counters
+                    .upstream_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(media_type) = response
+                    .headers()
+                    .get(chunks::STREAM_TYPE)
+                    .and_then(|value| value.to_str().ok())
+                {
+                    *stream.media_type.lock().unwrap_or_else(|e| e.into_inner()) =
+                        media_type.to_owned();
+                }
+                let mut body = response.into_body();
+                let mut decoder = Decoder::new();
+                loop {
+                    let piece = match body.frame().await {
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(data) => data,
+                            Err(_) => continue,
+                        },
+                        Some(Err(error)) => break format!("the upstream broke off: {error}"),
+                        None => break "the upstream ended the stream".to_owned(),
+                    };
+                    decoder.extend(&piece);
+                    let mut added = false;
+                    let bad = loop {
+                        match decoder.next_frame() {
+                            Ok(Some(frame)) => {
+                                added |= take(&stream, frame, limits, &mut generation);
+                            }
+                            Ok(None) => break None,
+                            Err(error) => break Some(error.to_string()),
+                        }
+                    };
+                    if added {
+                        failing_since = None;
+                        let end = stream.ring().as_ref().map_or(0, Ring::end);
+                        stream.state.send_replace(State::Live { end, generation });
+                    }
+                    if let Some(bad) = bad {
+                        break format!("the upstream's stream does not parse: {bad}");
+                    }
+                    if stream.counters.viewers.load(Ordering::Relaxed) == 0 {
+                        let since = *idle_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= IDLE_LINGER && fanout.retire_if_idle(&stream) {
+                            tracing::debug!(
+                                path = stream.key,
+                                "continuous stream closed: no viewers"
+                            );
+                            return;
+                        }
+                    } else {
+                        idle_since = None;
+                    }
+                }
+            }
+            Ok((response, _)) => {
+                let status = response.status();
+                let text = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|body| String::from_utf8_lossy(&body.to_bytes()).trim().to_owned())
+                    .unwrap_or_default();
+                if stream.ring().is_none() {
+                    // Never started: the viewers get the upstream's answer.
+                    fanout.retire(&stream);
+                    stream.state.send_replace(State::Ended {
+                        status: status.as_u16(),
+                        reason: text,
+                    });
+                    return;
+                }
+                format!("the upstream answered {status}: {text}")
+            }
+            Err(error) => error.to_string(),
+        };
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        tracing::warn!(path = stream.key, %failure, "continuous stream: upstream lost, trying again");
+        let never_started = stream.ring().is_none();
+        if never_started || since.elapsed() >= UPSTREAM_PATIENCE {
+            fanout.retire(&stream);
+            stream.state.send_replace(State::Ended {
+                status: StatusCode::BAD_GATEWAY.as_u16(),
+                reason: failure,
+            });
+            return;
+        }
+        if stream.counters.viewers.load(Ordering::Relaxed) == 0 && fanout.retire_if_idle(&stream) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Puts one frame from the upstream into the ring; says whether a chunk was added. A header
+/// unlike the one before starts a new generation: viewers of the old one are ended (their
+/// players connect again and start on the new header).
+fn take(stream: &Stream, frame: chunks::Frame, limits: Limits, generation: &mut u64) -> bool {
+    let mut ring = stream.ring();
+    match frame.kind {
+        Kind::Header => {
+            if ring
+                .as_ref()
+                .is_some_and(|ring| *ring.header() != frame.bytes)
+            {
+                *generation += 1;
+                tracing::info!(path = stream.key, "continuous stream: the header changed");
+            }
+            if ring
+                .as_ref()
+                .is_none_or(|ring| *ring.header() != frame.bytes)
+            {
+                // The numbering runs on, so that no viewer mistakes new chunks for old ones.
+                let end = ring.as_ref().map_or(0, Ring::end);
+                *ring = Some(Ring::starting_at(frame.bytes, limits, end));
+                return true;
+            }
+            false
+        }
+        Kind::Chunk { join } => {
+            let Some(ring) = ring.as_mut() else {
+                return false;
+            };
+            ring.push(Entry {
+                bytes: frame.bytes,
+                join,
+                capture_micros: frame.capture_micros,
+            });
+            true
+        }
+    }
+}
+
+/// Serves one viewer of a continuous stream on `socket` (whose request was read and let in)
+/// until it leaves, falls behind past its policy, its credentials expire, or the stream ends.
+/// Gives the bytes of stream sent.
+pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arrival) -> (u16, u64) {
+    let fanout = edge.fanout();
+    let stream = match fanout.attach(edge, &arrival.key) {
+        Ok(stream) => stream,
+        Err(_full) => {
+            let answer = match &fanout.config.overflow {
+                Some(base) => format!(
+                    "HTTP/1.1 302 Found\r\nlocation: {}{}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    base.trim_end_matches('/'),
+                    arrival.key
+                ),
+                None => "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 20\r\nretry-after: 5\r\nconnection: close\r\n\r\nthe stream is full.\n".to_owned(),
+            };
+            let _ = socket.write_all(answer.as_bytes()).await;
+            let status = if fanout.config.overflow.is_some() {
+                302
+            } else {
+                503
+            };
+            return (status, 0);
+        }
+    };
+    set_send_buffer(&socket, SEND_BUFFER);
+    let outcome = watch_stream(fanout, &stream, &mut socket, &arrival).await;
+    stream.counters.viewers.fetch_sub(1, Ordering::Relaxed);
+    let _ = socket.shutdown().await;
+    stream
+        .counters
+        .bytes_out
+        .fetch_add(outcome.1, Ordering::Relaxed);
+    outcome
+}
+
+async fn watch_stream(
+    fanout: &Fanout,
+    stream: &Stream,
+    socket: &mut TcpStream,
+    arrival: &Arrival,
+) -> (u16, u64) {
+    let mut state = stream.state.subscribe();
+    let started = state.wait_for(|state| *state != State::Connecting);
+    let first = match tokio::time::timeout(CONNECT_PATIENCE, started).await {
+        Ok(Ok(state)) => state.clone(),
+        _ => State::Ended {
+            status: 504,
+            reason: "the upstream did not answer in time".into(),
+        },
+    };
+    let generation = match first {
+        State::Live { generation, .. } => generation,
+        State::Ended { status, reason } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body = format!("{reason}\n");
+            let answer = format!(
+                "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or(""),
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+            return (status.as_u16(), 0);
+        }
+        State::Connecting => unreachable!("waited for another state"),
+    };
+    let media_type = stream
+        .media_type
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {media_type}\r\ncache-control: no-store\r\naccess-control-allow-origin: *\r\nconnection: close\r\n\r\n"
+    );
+    if socket.write_all(head.as_bytes()).await.is_err() || arrival.head_only {
+        return (200, 0);
+    }
+    let config = &fanout.config;
+    let deadline = arrival.until.map(|until| {
+        let now = crate::server::unix_now().as_secs();
+        tokio::time::Instant::now() + Duration::from_secs(until.saturating_sub(now))
+    });
+    let mut sent = 0u64;
+    // `None` until the viewer has been given the header and a join point.
+    let mut cursor: Option<u64> = None;
+    let mut out: Vec<Bytes> = Vec::with_capacity(16);
+    loop {
+        out.clear();
+        {
+            let ring = stream.ring();
+            let Some(ring) = ring.as_ref() else {
+                return (200, sent);
+            };
+            match cursor {
+                None => {
+                    if let Some(start) = ring.start(config.burst_bytes) {
+                        out.push(ring.header().clone());
+                        cursor = Some(start);
+                    }
+                }
+                Some(at) => {
+                    let Lag { bytes, micros } = ring.lag(at);
+                    let slow =
+                        micros > config.max_lag.as_micros() as u64 || bytes > config.max_lag_bytes;
+                    if slow {
+                        match (config.slow, ring.newest_join()) {
+                            (SlowPolicy::Skip, Some(join)) if join > at => {
+                                stream.counters.skips.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(
+                                    path = stream.key,
+                                    lag_bytes = bytes,
+                                    "slow viewer moved to the newest join point"
+                                );
+                                cursor = Some(join);
+                            }
+                            _ => {
+                                stream.counters.drops.fetch_add(1, Ordering::Relaxed);
+                                tracing::info!(
+                                    path = stream.key,
+                                    lag_bytes = bytes,
+                                    "slow viewer dropped"
+                                );
+                                return (200, sent);
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(at) = cursor {
+                match ring.read(at, WRITE_BUDGET, &mut out) {
+                    Read::Chunks { next } => cursor = Some(next),
+                    Read::Nothing => {}
+                    // The lag checks above catch a viewer before the ring lets go of its
+                    // chunk, unless the ring's limits are tighter than the lag allowed.
+                    Read::Lost if config.slow == SlowPolicy::Skip => {
+                        stream.counters.skips.fetch_add(1, Ordering::Relaxed);
+                        cursor = ring.newest_join();
+                    }
+                    Read::Lost => {
+                        stream.counters.drops.fetch_add(1, Ordering::Relaxed);
+                        return (200, sent);
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            match write_all(socket, &mut out, config.max_lag).await {
+                Ok(bytes) => sent += bytes as u64,
+                Err(error) => {
+                    if error.kind() == std::io::ErrorKind::TimedOut {
+                        stream.counters.drops.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            path = stream.key,
+                            "viewer took no data for the lag allowed: dropped"
+                        );
+                    }
+                    return (200, sent);
+                }
+            }
+            continue;
+        }
+        // Nothing to send: wait for the next chunk, the end of the stream, or the deadline.
+        let expired = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = state.changed() => {
+                if changed.is_err() {
+                    return (200, sent);
+                }
+                match &*state.borrow_and_update() {
+                    // A new header: this viewer's decoder cannot go on.
+                    State::Live { generation: now, .. } if *now != generation => {
+                        return (200, sent);
+                    }
+                    State::Ended { .. } => return (200, sent),
+                    _ => {}
+                }
+            }
+            () = expired => {
+                tracing::info!(path = stream.key, "viewer's keycard expired: disconnected");
+                return (200, sent);
+            }
+        }
+    }
+}
+
+/// Sets `SO_SNDBUF` on a viewer's socket (best effort: the kernel's default stays otherwise).
+fn set_send_buffer(socket: &TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: a plain setsockopt on a socket this process owns, with an int it points to.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Writes every piece of `pieces`, in as few `writev` calls as the socket allows; gives the
+/// bytes written. A socket that takes nothing for `patience` is a timeout: a viewer that
+/// reads slowly gets there, one that stopped reading does not.
+async fn write_all(
+    socket: &mut TcpStream,
+    pieces: &mut [Bytes],
+    patience: Duration,
+) -> std::io::Result<usize> {
+    let total = pieces.iter().map(Bytes::len).sum();
+    let mut from = 0;
+    while from < pieces.len() {
+        let slices: Vec<IoSlice<'_>> = pieces[from..]
+            .iter()
+            .take(64)
+            .map(|piece| IoSlice::new(piece))
+            .collect();
+        let mut written = tokio::time::timeout(patience, socket.write_vectored(&slices))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 && from < pieces.len() {
+            let piece = &mut pieces[from];
+            if written < piece.len() {
+                piece.advance(written);
+                written = 0;
+            } else {
+                written -= piece.len();
+                from += 1;
+            }
+        }
+    }
+    Ok(total)
+}
