@@ -61,14 +61,16 @@ enum LoadtestCommand {
 
 #[derive(Args)]
 struct ViewersArgs {
-    /// The stream: a multivariant playlist (hls, llhls) or an MPD (dash), on an edge or on
-    /// control (its redirect is followed, as players do).
+    /// The stream: a multivariant playlist (hls, llhls), an MPD (dash) or a continuous stream
+    /// (continuous: stream.ts, stream.mp4, stream.aac), on an edge or on control (its redirect
+    /// is followed, as players do).
     #[arg(long)]
     url: String,
     /// How many viewers.
     #[arg(long, default_value_t = 10)]
     count: usize,
-    /// What they play: hls (whole segments), llhls (parts, blocking playlist reloads) or dash.
+    /// What they play: hls (whole segments), llhls (parts, blocking playlist reloads), dash, or
+    /// continuous (one endless response read as it comes).
     #[arg(long, default_value = "llhls")]
     kind: estuary_loadtest::viewers::Kind,
     /// How long each viewer watches, e.g. 60s.

@@ -2,7 +2,8 @@
 //! simulator that sends every logged request through control's routing ([`simulate`]), and
 //! synthetic logs of a day of viewers ([`generate`]), replay of a log against a live system as
 //! an open model ([`replay`]), and virtual viewers that play a live stream as players do and
-//! report start-up, stalls and latency ([`viewers`]).
+//! report start-up, stalls and latency ([`viewers`]; of continuous streams:
+//! [`stream_viewer`]).
 
 pub mod clock;
 pub mod generate;
@@ -11,4 +12,5 @@ pub mod plot;
 pub mod progress;
 pub mod replay;
 pub mod simulate;
+pub mod stream_viewer;
 pub mod viewers;

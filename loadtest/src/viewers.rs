@@ -12,6 +12,9 @@
 //!   playlist reload (`_HLS_msn`, `_HLS_part`).
 //! - `dash`: the first video representation of the MPD's number template; starts
 //!   `suggestedPresentationDelay` behind now and loads each segment once it is whole.
+//! - `continuous`: a continuous stream (`stream.ts`, `stream.mp4`, `stream.aac`) read as it
+//!   comes by a plain socket ([`crate::stream_viewer`]): a wait of over a second between
+//!   reads counts as a stall; `stream.mp4` also gives each chunk's live latency.
 //!
 //! Only the video rendition is loaded (players load audio beside it; the edge's answers for
 //! it are the same kind of request).
@@ -45,6 +48,7 @@ pub enum Kind {
     Hls,
     Llhls,
     Dash,
+    Continuous,
 }
 
 impl std::str::FromStr for Kind {
@@ -55,8 +59,9 @@ impl std::str::FromStr for Kind {
             "hls" => Ok(Kind::Hls),
             "llhls" => Ok(Kind::Llhls),
             "dash" => Ok(Kind::Dash),
+            "continuous" => Ok(Kind::Continuous),
             _ => Err(format!(
-                "unknown kind {text:?}: expected hls, llhls or dash"
+                "unknown kind {text:?}: expected hls, llhls, dash or continuous"
             )),
         }
     }
@@ -196,14 +201,29 @@ impl Report {
             s.p50, s.p90, s.p99, s.max
         );
         let l = &self.latency_ms;
-        text += &format!(
-            "live latency ms: p50 {:.0}, p90 {:.0}, p99 {:.0}, max {:.0}\n",
-            l.p50, l.p90, l.p99, l.max
-        );
-        text += &format!(
-            "stalls: {} in {} viewers, {:.1} s stalled in all\n",
-            self.stalls, self.viewers_with_stalls, self.stalled_seconds
-        );
+        if self.kind == Kind::Continuous && l.max == 0.0 {
+            text +=
+                "live latency: not measured (stream.mp4 carries capture times, this does not)\n";
+        } else {
+            text += &format!(
+                "live latency ms: p50 {:.0}, p90 {:.0}, p99 {:.0}, max {:.0}\n",
+                l.p50, l.p90, l.p99, l.max
+            );
+        }
+        if self.kind == Kind::Continuous {
+            text += &format!(
+                "gaps (over {} s without data): {} in {} viewers, {:.1} s in all\n",
+                crate::stream_viewer::GAP.as_secs_f64(),
+                self.stalls,
+                self.viewers_with_stalls,
+                self.stalled_seconds
+            );
+        } else {
+            text += &format!(
+                "stalls: {} in {} viewers, {:.1} s stalled in all\n",
+                self.stalls, self.viewers_with_stalls, self.stalled_seconds
+            );
+        }
         let k = &self.kilobytes_per_viewer;
         text += &format!(
             "{} requests, {:.1} MB; per viewer kB: p50 {:.0}, p90 {:.0}, max {:.0}\n",
@@ -505,6 +525,18 @@ fn summarize(options: &Options, outcomes: &[Outcome], seconds: f64) -> Report {
 
 /// One viewer, until `stop`.
 async fn view(url: &str, kind: Kind, stop: Instant) -> Outcome {
+    if kind == Kind::Continuous {
+        let watched = crate::stream_viewer::watch(url, stop, utc_now).await;
+        return Outcome {
+            startup: watched.startup,
+            latencies: watched.latencies,
+            stalls: watched.gaps,
+            stalled_for: watched.gap_time,
+            requests: watched.requests,
+            bytes: watched.bytes,
+            failure: watched.failure,
+        };
+    }
     let mut fetcher = Fetcher::new();
     let mut playback = Playback {
         began: Some(Instant::now()),
@@ -519,6 +551,7 @@ async fn view(url: &str, kind: Kind, stop: Instant) -> Outcome {
             Kind::Hls => play_hls(&mut fetcher, url, false, &mut on_unit).await,
             Kind::Llhls => play_hls(&mut fetcher, url, true, &mut on_unit).await,
             Kind::Dash => play_dash(&mut fetcher, url, &mut on_unit).await,
+            Kind::Continuous => unreachable!("watched above"),
         }
     };
     let failure = match tokio::time::timeout_at(stop, played).await {
