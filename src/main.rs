@@ -287,10 +287,13 @@ struct EdgeArgs {
     /// the newest keyframe) or drop (disconnected).
     #[arg(long, env = "ESTUARY_EDGE_SLOW_CLIENTS", default_value = "skip")]
     slow_clients: estuary_edge::fanout::SlowPolicy,
-    /// A continuous-stream viewer this far behind the newest chunk (media time), or whose
-    /// socket takes no data for this long, is slow.
+    /// A continuous-stream viewer this far behind the newest chunk (media time) is slow.
     #[arg(long, env = "ESTUARY_EDGE_MAX_LAG", default_value = "5s")]
     max_lag: String,
+    /// A continuous-stream viewer whose reader takes nothing for this long is disconnected,
+    /// whatever --slow-clients says.
+    #[arg(long, env = "ESTUARY_EDGE_CLIENT_TIMEOUT", default_value = "30s")]
+    client_timeout: String,
     /// A continuous-stream viewer this many bytes behind is slow, e.g. 8MiB.
     #[arg(long, env = "ESTUARY_EDGE_MAX_LAG_BYTES", default_value = "8MiB")]
     max_lag_bytes: String,
@@ -647,6 +650,7 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.fanout = estuary_edge::fanout::FanoutConfig {
         slow: args.slow_clients,
         max_lag: parse_duration("--max-lag", &args.max_lag)?,
+        client_timeout: parse_duration("--client-timeout", &args.client_timeout)?,
         max_lag_bytes: parse_size("--max-lag-bytes", &args.max_lag_bytes)?,
         burst_bytes: parse_size("--burst", &args.burst)?,
         max_viewers: args.stream_viewers,

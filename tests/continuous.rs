@@ -162,7 +162,7 @@ async fn continuous_streams_play_from_the_packager() {
             .args(["edge", "--listen", &edge.to_string()])
             .arg("--upstream")
             .arg(format!("http://{address}"))
-            .args(["--max-lag", "2s"])
+            .args(["--max-lag", "2s", "--client-timeout", "3s"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -342,7 +342,8 @@ async fn continuous_streams_play_from_the_packager() {
 }
 
 /// Fifty viewers of the edge cost the packager one viewer; one of them that stops reading is
-/// dropped (the edge runs with `--max-lag 2s`) while the others keep getting the stream.
+/// dropped (the edge runs with `--client-timeout 3s`) while the others keep getting the
+/// stream.
 async fn fan_out_and_slow_viewers(packager: SocketAddr, edge: SocketAddr) {
     use tokio::io::AsyncReadExt;
     const VIEWERS: usize = 50;

@@ -8,38 +8,28 @@
 //! behind is moved to the newest join point or dropped, as configured.
 
 pub mod ring;
+mod viewer;
+
+pub use viewer::serve_viewer;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
 use estuary_proto::chunks::{self, Decoder, Kind};
 use http_body_util::BodyExt as _;
 use hyper::StatusCode;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::server::Edge;
-use ring::{Entry, Lag, Limits, Read, Ring};
+use ring::{Entry, Limits, Ring};
 
-/// How long a viewer waits for a new stream's upstream to answer.
-const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 /// How long a stream keeps trying its upstreams, its viewers waiting, before it ends.
 const UPSTREAM_PATIENCE: Duration = Duration::from_secs(20);
 /// How long a stream with no viewer keeps its upstream connection, for the next one.
 const IDLE_LINGER: Duration = Duration::from_secs(5);
-/// The most bytes one `writev` to a viewer carries.
-const WRITE_BUDGET: usize = 256 * 1024;
-/// A viewer's socket send buffer (the kernel doubles it for its bookkeeping). Fixed rather
-/// than grown by the kernel up to megabytes, so that memory per viewer is bounded and a viewer
-/// that stops reading is found out within the lag allowed rather than after seconds of
-/// buffering.
-const SEND_BUFFER: libc::c_int = 128 * 1024;
 
 /// What happens to a viewer that falls behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,9 +55,12 @@ impl std::str::FromStr for SlowPolicy {
 #[derive(Clone, Debug)]
 pub struct FanoutConfig {
     pub slow: SlowPolicy,
-    /// A viewer further behind than this (media time from its next chunk to the newest), or
-    /// whose socket takes longer than this to accept one write, is slow.
+    /// A viewer further behind than this (media time from the oldest chunk queued for it to
+    /// the newest) is slow.
     pub max_lag: Duration,
+    /// A viewer whose reader takes nothing for this long (no write accepted, and the kernel's
+    /// unsent bytes not going down) is gone, whatever the policy.
+    pub client_timeout: Duration,
     /// A viewer further behind than this many bytes is slow.
     pub max_lag_bytes: usize,
     /// A new viewer is sent at least this many bytes of recent stream at once (from a join
@@ -87,6 +80,7 @@ impl Default for FanoutConfig {
         FanoutConfig {
             slow: SlowPolicy::Skip,
             max_lag: Duration::from_secs(5),
+            client_timeout: Duration::from_secs(30),
             max_lag_bytes: 8 << 20,
             burst_bytes: 0,
             max_viewers: None,
@@ -132,6 +126,16 @@ struct Stream {
 }
 
 impl Stream {
+    fn new(key: &str) -> Stream {
+        Stream {
+            key: key.to_owned(),
+            ring: Mutex::new(None),
+            media_type: Mutex::new("application/octet-stream".into()),
+            state: watch::Sender::new(State::Connecting),
+            counters: Counters::default(),
+        }
+    }
+
     fn ring(&self) -> std::sync::MutexGuard<'_, Option<Ring>> {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -186,13 +190,7 @@ impl Fanout {
             stream.counters.viewers.fetch_add(1, Ordering::Relaxed);
             return Ok(stream.clone());
         }
-        let stream = Arc::new(Stream {
-            key: key.to_owned(),
-            ring: Mutex::new(None),
-            media_type: Mutex::new("application/octet-stream".into()),
-            state: watch::Sender::new(State::Connecting),
-            counters: Counters::default(),
-        });
+        let stream = Arc::new(Stream::new(key));
         stream.counters.viewers.store(1, Ordering::Relaxed);
         streams.insert(key.to_owned(), stream.clone());
         tokio::spawn(feed(edge.clone(), stream.clone()));
@@ -454,246 +452,4 @@ fn take(stream: &Stream, frame: chunks::Frame, limits: Limits, generation: &mut 
             true
         }
     }
-}
-
-/// Serves one viewer of a continuous stream on `socket` (whose request was read and let in)
-/// until it leaves, falls behind past its policy, its credentials expire, or the stream ends.
-/// Gives the bytes of stream sent.
-pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arrival) -> (u16, u64) {
-    let fanout = edge.fanout();
-    let stream = match fanout.attach(edge, &arrival.key) {
-        Ok(stream) => stream,
-        Err(_full) => {
-            let answer = match &fanout.config.overflow {
-                Some(base) => format!(
-                    "HTTP/1.1 302 Found\r\nlocation: {}{}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    base.trim_end_matches('/'),
-                    arrival.key
-                ),
-                None => "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 20\r\nretry-after: 5\r\nconnection: close\r\n\r\nthe stream is full.\n".to_owned(),
-            };
-            let _ = socket.write_all(answer.as_bytes()).await;
-            let status = if fanout.config.overflow.is_some() {
-                302
-            } else {
-                503
-            };
-            return (status, 0);
-        }
-    };
-    set_send_buffer(&socket, SEND_BUFFER);
-    let outcome = watch_stream(fanout, &stream, &mut socket, &arrival).await;
-    stream.counters.viewers.fetch_sub(1, Ordering::Relaxed);
-    let _ = socket.shutdown().await;
-    stream
-        .counters
-        .bytes_out
-        .fetch_add(outcome.1, Ordering::Relaxed);
-    outcome
-}
-
-async fn watch_stream(
-    fanout: &Fanout,
-    stream: &Stream,
-    socket: &mut TcpStream,
-    arrival: &Arrival,
-) -> (u16, u64) {
-    let mut state = stream.state.subscribe();
-    let started = state.wait_for(|state| *state != State::Connecting);
-    let first = match tokio::time::timeout(CONNECT_PATIENCE, started).await {
-        Ok(Ok(state)) => state.clone(),
-        _ => State::Ended {
-            status: 504,
-            reason: "the upstream did not answer in time".into(),
-        },
-    };
-    let generation = match first {
-        State::Live { generation, .. } => generation,
-        State::Ended { status, reason } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let body = format!("{reason}\n");
-            let answer = format!(
-                "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or(""),
-                body.len()
-            );
-            let _ = socket.write_all(answer.as_bytes()).await;
-            return (status.as_u16(), 0);
-        }
-        State::Connecting => unreachable!("waited for another state"),
-    };
-    let media_type = stream
-        .media_type
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: {media_type}\r\ncache-control: no-store\r\naccess-control-allow-origin: *\r\nconnection: close\r\n\r\n"
-    );
-    if socket.write_all(head.as_bytes()).await.is_err() || arrival.head_only {
-        return (200, 0);
-    }
-    let config = &fanout.config;
-    let deadline = arrival.until.map(|until| {
-        let now = crate::server::unix_now().as_secs();
-        tokio::time::Instant::now() + Duration::from_secs(until.saturating_sub(now))
-    });
-    let mut sent = 0u64;
-    // `None` until the viewer has been given the header and a join point.
-    let mut cursor: Option<u64> = None;
-    let mut out: Vec<Bytes> = Vec::with_capacity(16);
-    loop {
-        out.clear();
-        {
-            let ring = stream.ring();
-            let Some(ring) = ring.as_ref() else {
-                return (200, sent);
-            };
-            match cursor {
-                None => {
-                    if let Some(start) = ring.start(config.burst_bytes) {
-                        out.push(ring.header().clone());
-                        cursor = Some(start);
-                    }
-                }
-                Some(at) => {
-                    let Lag { bytes, micros } = ring.lag(at);
-                    let slow =
-                        micros > config.max_lag.as_micros() as u64 || bytes > config.max_lag_bytes;
-                    if slow {
-                        match (config.slow, ring.newest_join()) {
-                            (SlowPolicy::Skip, Some(join)) if join > at => {
-                                stream.counters.skips.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!(
-                                    path = stream.key,
-                                    lag_bytes = bytes,
-                                    "slow viewer moved to the newest join point"
-                                );
-                                cursor = Some(join);
-                            }
-                            _ => {
-                                stream.counters.drops.fetch_add(1, Ordering::Relaxed);
-                                tracing::info!(
-                                    path = stream.key,
-                                    lag_bytes = bytes,
-                                    "slow viewer dropped"
-                                );
-                                return (200, sent);
-                            }
-                        }
-                    }
-                }
-            }
-            if let Some(at) = cursor {
-                match ring.read(at, WRITE_BUDGET, &mut out) {
-                    Read::Chunks { next } => cursor = Some(next),
-                    Read::Nothing => {}
-                    // The lag checks above catch a viewer before the ring lets go of its
-                    // chunk, unless the ring's limits are tighter than the lag allowed.
-                    Read::Lost if config.slow == SlowPolicy::Skip => {
-                        stream.counters.skips.fetch_add(1, Ordering::Relaxed);
-                        cursor = ring.newest_join();
-                    }
-                    Read::Lost => {
-                        stream.counters.drops.fetch_add(1, Ordering::Relaxed);
-                        return (200, sent);
-                    }
-                }
-            }
-        }
-        if !out.is_empty() {
-            match write_all(socket, &mut out, config.max_lag).await {
-                Ok(bytes) => sent += bytes as u64,
-                Err(error) => {
-                    if error.kind() == std::io::ErrorKind::TimedOut {
-                        stream.counters.drops.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(
-                            path = stream.key,
-                            "viewer took no data for the lag allowed: dropped"
-                        );
-                    }
-                    return (200, sent);
-                }
-            }
-            continue;
-        }
-        // Nothing to send: wait for the next chunk, the end of the stream, or the deadline.
-        let expired = async {
-            match deadline {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            changed = state.changed() => {
-                if changed.is_err() {
-                    return (200, sent);
-                }
-                match &*state.borrow_and_update() {
-                    // A new header: this viewer's decoder cannot go on.
-                    State::Live { generation: now, .. } if *now != generation => {
-                        return (200, sent);
-                    }
-                    State::Ended { .. } => return (200, sent),
-                    _ => {}
-                }
-            }
-            () = expired => {
-                tracing::info!(path = stream.key, "viewer's keycard expired: disconnected");
-                return (200, sent);
-            }
-        }
-    }
-}
-
-/// Sets `SO_SNDBUF` on a viewer's socket (best effort: the kernel's default stays otherwise).
-fn set_send_buffer(socket: &TcpStream, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: a plain setsockopt on a socket this process owns, with an int it points to.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-/// Writes every piece of `pieces`, in as few `writev` calls as the socket allows; gives the
-/// bytes written. A socket that takes nothing for `patience` is a timeout: a viewer that
-/// reads slowly gets there, one that stopped reading does not.
-async fn write_all(
-    socket: &mut TcpStream,
-    pieces: &mut [Bytes],
-    patience: Duration,
-) -> std::io::Result<usize> {
-    let total = pieces.iter().map(Bytes::len).sum();
-    let mut from = 0;
-    while from < pieces.len() {
-        let slices: Vec<IoSlice<'_>> = pieces[from..]
-            .iter()
-            .take(64)
-            .map(|piece| IoSlice::new(piece))
-            .collect();
-        let mut written = tokio::time::timeout(patience, socket.write_vectored(&slices))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 && from < pieces.len() {
-            let piece = &mut pieces[from];
-            if written < piece.len() {
-                piece.advance(written);
-                written = 0;
-            } else {
-                written -= piece.len();
-                from += 1;
-            }
-        }
-    }
-    Ok(total)
 }

@@ -153,9 +153,14 @@ impl Ring {
         lag
     }
 
+    /// When the newest chunk was captured (0 for an empty ring).
+    pub fn newest_capture(&self) -> u64 {
+        self.chunks.back().map_or(0, |entry| entry.capture_micros)
+    }
+
     /// Adds the chunks from `cursor` on to `out`, up to about `budget` bytes (at least one
     /// chunk when there is one).
-    pub fn read(&self, cursor: u64, budget: usize, out: &mut Vec<Bytes>) -> Read {
+    pub fn read(&self, cursor: u64, budget: usize, out: &mut Vec<Entry>) -> Read {
         let Some(index) = cursor.checked_sub(self.first) else {
             return Read::Lost;
         };
@@ -166,7 +171,7 @@ impl Ring {
                 break;
             }
             taken += entry.bytes.len();
-            out.push(entry.bytes.clone());
+            out.push(entry.clone());
             next += 1;
         }
         if next == cursor {

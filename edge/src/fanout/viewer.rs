@@ -1,0 +1,476 @@
+//! One viewer of a continuous stream: its socket, the chunks queued for it, and its cursor into
+//! the stream's ring. It writes as much as the socket takes, whenever it takes more; it is
+//! judged whenever a chunk lands: a viewer that has fallen behind by more than its policy
+//! allows is moved on to the newest join point (once the chunk it is part-way through is out,
+//! so that its decoder only ever sees whole chunks) or disconnected. A viewer whose reader took
+//! nothing for the client timeout is disconnected whatever the policy: its reader is gone.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use hyper::StatusCode;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::ring::{Read, Ring};
+use super::{Arrival, Fanout, SlowPolicy, State, Stream};
+use crate::server::Edge;
+
+/// How long a viewer waits for a new stream's upstream to answer.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+/// Bytes of chunks a viewer takes from the ring at once.
+const QUEUE_BUDGET: usize = 256 * 1024;
+/// A viewer's socket send buffer (the kernel doubles it for its bookkeeping): a third of a
+/// second of a 2 Mbit/s stream, twenty of a 128 kbit/s one. Fixed rather than grown by the
+/// kernel up to megabytes, so that memory per viewer is bounded and a viewer that falls behind
+/// is seen to within a second or two rather than after megabytes of buffering.
+const SEND_BUFFER: libc::c_int = 64 * 1024;
+
+/// Serves one viewer of a continuous stream on `socket` (whose request was read and let in)
+/// until it leaves, falls behind past its policy, its credentials expire, or the stream ends.
+/// Gives the status answered and the bytes of stream sent.
+pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arrival) -> (u16, u64) {
+    let fanout = edge.fanout();
+    let stream = match fanout.attach(edge, &arrival.key) {
+        Ok(stream) => stream,
+        Err(_full) => {
+            let answer = match &fanout.config.overflow {
+                Some(base) => format!(
+                    "HTTP/1.1 302 Found\r\nlocation: {}{}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    base.trim_end_matches('/'),
+                    arrival.key
+                ),
+                None => "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 20\r\nretry-after: 5\r\nconnection: close\r\n\r\nthe stream is full.\n".to_owned(),
+            };
+            let _ = socket.write_all(answer.as_bytes()).await;
+            let status = if fanout.config.overflow.is_some() {
+                302
+            } else {
+                503
+            };
+            return (status, 0);
+        }
+    };
+    set_send_buffer(&socket, SEND_BUFFER);
+    let outcome = watch(fanout, &stream, &mut socket, &arrival).await;
+    stream.counters.viewers.fetch_sub(1, Ordering::Relaxed);
+    let _ = socket.shutdown().await;
+    stream
+        .counters
+        .bytes_out
+        .fetch_add(outcome.1, Ordering::Relaxed);
+    outcome
+}
+
+/// What woke a viewer.
+enum Event {
+    Wrote(std::io::Result<usize>),
+    /// The stream moved on (`false`: it is gone).
+    Changed(bool),
+    Stalled,
+    Expired,
+}
+
+/// What a viewer has been given and what is queued for it.
+struct Place {
+    /// The next chunk to take from the ring; `None` until the viewer has had the header and a
+    /// join point.
+    cursor: Option<u64>,
+    /// Chunks taken from the ring and not yet written, each with its capture time; the first
+    /// may be partly written.
+    queue: VecDeque<(Bytes, u64)>,
+    queued_bytes: usize,
+    partly_written: bool,
+}
+
+impl Place {
+    /// Judges the viewer against `ring` and tops its queue up. `Err` when it is to be dropped.
+    fn top_up(&mut self, ring: &Ring, fanout: &Fanout, stream: &Stream) -> Result<(), ()> {
+        let config = &fanout.config;
+        let Some(at) = self.cursor else {
+            if let Some(start) = ring.start(config.burst_bytes) {
+                let capture = ring.capture_micros(start).unwrap_or_default();
+                self.push(ring.header().clone(), capture);
+                self.cursor = Some(start);
+                self.take(ring, fanout, stream)?;
+            }
+            return Ok(());
+        };
+        let unread = ring.lag(at);
+        // How far behind: from the oldest chunk not yet begun (the one part-way out is the
+        // socket's), queued or still in the ring.
+        let oldest = self
+            .queue
+            .get(usize::from(self.partly_written))
+            .map(|(_, capture)| *capture)
+            .or_else(|| ring.capture_micros(at));
+        let behind_micros = oldest.map_or(0, |oldest| ring.newest_capture().saturating_sub(oldest));
+        let behind_bytes = self.queued_bytes + unread.bytes;
+        if behind_micros > config.max_lag.as_micros() as u64 || behind_bytes > config.max_lag_bytes
+        {
+            match (config.slow, ring.newest_join()) {
+                (SlowPolicy::Skip, Some(join)) if join > at => {
+                    stream.counters.skips.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        path = stream.key,
+                        behind_bytes,
+                        "slow viewer moved to the newest join point"
+                    );
+                    self.skip_to(join);
+                }
+                // Nothing newer to start from yet: it waits for the next join point.
+                (SlowPolicy::Skip, _) => {}
+                _ => {
+                    stream.counters.drops.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(path = stream.key, behind_bytes, "slow viewer dropped");
+                    return Err(());
+                }
+            }
+        }
+        self.read(ring, fanout, stream)
+    }
+
+    /// Takes chunks from the ring once the queue holds no whole chunk: the cursor stays where
+    /// the viewer is, so that a viewer behind has chunks to skip.
+    fn read(&mut self, ring: &Ring, fanout: &Fanout, stream: &Stream) -> Result<(), ()> {
+        if self.queue.len() > usize::from(self.partly_written) {
+            return Ok(());
+        }
+        self.take(ring, fanout, stream)
+    }
+
+    /// Takes the chunks from the cursor on (up to [`QUEUE_BUDGET`]) into the queue.
+    fn take(&mut self, ring: &Ring, fanout: &Fanout, stream: &Stream) -> Result<(), ()> {
+        let Some(at) = self.cursor else {
+            return Ok(());
+        };
+        let mut taken = Vec::new();
+        match ring.read(at, QUEUE_BUDGET, &mut taken) {
+            Read::Chunks { next } => {
+                self.cursor = Some(next);
+                for entry in taken {
+                    self.push(entry.bytes, entry.capture_micros);
+                }
+            }
+            Read::Nothing => {}
+            // The lag checks catch a viewer before the ring lets go of its chunk, unless the
+            // ring's limits are tighter than the lag allowed.
+            Read::Lost => match (fanout.config.slow, ring.newest_join()) {
+                (SlowPolicy::Skip, Some(join)) => {
+                    stream.counters.skips.fetch_add(1, Ordering::Relaxed);
+                    self.skip_to(join);
+                    return self.read(ring, fanout, stream);
+                }
+                _ => {
+                    stream.counters.drops.fetch_add(1, Ordering::Relaxed);
+                    return Err(());
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Drops what is queued but the chunk being written, and goes on from chunk `join`.
+    fn skip_to(&mut self, join: u64) {
+        let keep = usize::from(self.partly_written).min(self.queue.len());
+        self.queue.truncate(keep);
+        self.queued_bytes = self.queue.iter().map(|(bytes, _)| bytes.len()).sum();
+        self.cursor = Some(join);
+    }
+
+    fn push(&mut self, bytes: Bytes, capture: u64) {
+        self.queued_bytes += bytes.len();
+        self.queue.push_back((bytes, capture));
+    }
+
+    /// `written` bytes of the queue went out.
+    fn wrote(&mut self, mut written: usize) {
+        self.queued_bytes -= written;
+        while written > 0 {
+            let Some((front, _)) = self.queue.front_mut() else {
+                break;
+            };
+            if written < front.len() {
+                front.advance(written);
+                self.partly_written = true;
+                return;
+            }
+            written -= front.len();
+            self.queue.pop_front();
+            self.partly_written = false;
+        }
+    }
+}
+
+/// The viewer's response: the head, then the stream. Gives the status and the body bytes sent.
+async fn watch(
+    fanout: &Fanout,
+    stream: &Stream,
+    socket: &mut TcpStream,
+    arrival: &Arrival,
+) -> (u16, u64) {
+    let mut state = stream.state.subscribe();
+    let started = state.wait_for(|state| *state != State::Connecting);
+    let first = match tokio::time::timeout(CONNECT_PATIENCE, started).await {
+        Ok(Ok(state)) => state.clone(),
+        _ => State::Ended {
+            status: 504,
+            reason: "the upstream did not answer in time".into(),
+        },
+    };
+    let generation = match first {
+        State::Live { generation, .. } => generation,
+        State::Ended { status, reason } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let body = format!("{reason}\n");
+            let answer = format!(
+                "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or(""),
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+            return (status.as_u16(), 0);
+        }
+        State::Connecting => unreachable!("waited for another state"),
+    };
+    let media_type = stream
+        .media_type
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {media_type}\r\ncache-control: no-store\r\naccess-control-allow-origin: *\r\nconnection: close\r\n\r\n"
+    );
+    if socket.write_all(head.as_bytes()).await.is_err() || arrival.head_only {
+        return (200, 0);
+    }
+    let deadline = arrival.until.map(|until| {
+        let now = crate::server::unix_now().as_secs();
+        Instant::now() + Duration::from_secs(until.saturating_sub(now))
+    });
+    let patience = fanout.config.client_timeout;
+    let mut place = Place {
+        cursor: None,
+        queue: VecDeque::new(),
+        queued_bytes: 0,
+        partly_written: false,
+    };
+    let mut sent = 0u64;
+    let mut last_progress = Instant::now();
+    // The kernel's unsent bytes at the last check for a stalled socket.
+    let mut unsent_then: Option<i64> = None;
+    loop {
+        let was_empty = place.queue.is_empty();
+        {
+            let ring = stream.ring();
+            let Some(ring) = ring.as_ref() else {
+                return (200, sent);
+            };
+            if place.top_up(ring, fanout, stream).is_err() {
+                return (200, sent);
+            }
+        }
+        if was_empty {
+            // Waiting for chunks is not the viewer's stall.
+            last_progress = Instant::now();
+        }
+        let expired = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        let event = if place.queue.is_empty() {
+            tokio::select! {
+                changed = state.changed() => Event::Changed(changed.is_ok()),
+                () = expired => Event::Expired,
+            }
+        } else {
+            let slices: Vec<IoSlice<'_>> = place
+                .queue
+                .iter()
+                .take(64)
+                .map(|(bytes, _)| IoSlice::new(bytes))
+                .collect();
+            tokio::select! {
+                written = socket.write_vectored(&slices) => Event::Wrote(written),
+                changed = state.changed() => Event::Changed(changed.is_ok()),
+                () = tokio::time::sleep_until(last_progress + patience) => Event::Stalled,
+                () = expired => Event::Expired,
+            }
+        };
+        match event {
+            Event::Wrote(Ok(0) | Err(_)) => return (200, sent),
+            Event::Wrote(Ok(written)) => {
+                place.wrote(written);
+                sent += written as u64;
+                last_progress = Instant::now();
+                unsent_then = None;
+            }
+            Event::Changed(false) => return (200, sent),
+            Event::Changed(true) => match &*state.borrow_and_update() {
+                // A new header: this viewer's decoder cannot go on.
+                State::Live {
+                    generation: now, ..
+                } if *now != generation => return (200, sent),
+                State::Ended { .. } => return (200, sent),
+                _ => {}
+            },
+            Event::Stalled => {
+                // The socket took nothing for the client timeout; but a slow reader's socket
+                // takes bytes in bursts (the kernel wakes a writer only once a good part of the
+                // send buffer has drained): if the reader drained some since the last look, it
+                // is still there.
+                let unsent = unsent_bytes(socket);
+                if let Some(unsent) = unsent
+                    && unsent_then.is_none_or(|then| unsent < then)
+                {
+                    unsent_then = Some(unsent);
+                    last_progress = Instant::now();
+                    continue;
+                }
+                stream.counters.drops.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    path = stream.key,
+                    "viewer took no data for the client timeout: dropped"
+                );
+                return (200, sent);
+            }
+            Event::Expired => {
+                tracing::info!(path = stream.key, "viewer's keycard expired: disconnected");
+                return (200, sent);
+            }
+        }
+    }
+}
+
+/// The bytes written to `socket` that its peer has not yet acknowledged (`SIOCOUTQ`).
+fn unsent_bytes(socket: &TcpStream) -> Option<i64> {
+    use std::os::fd::AsRawFd as _;
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through the pointer given.
+    let done = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut unsent) };
+    (done == 0).then_some(i64::from(unsent))
+}
+
+/// Sets `SO_SNDBUF` on a viewer's socket (best effort: the kernel's default stays otherwise).
+fn set_send_buffer(socket: &TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: a plain setsockopt on a socket this process owns, with an int it points to.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::FanoutConfig;
+    use crate::fanout::ring::{Entry, Limits};
+
+    const SECOND: u64 = 1_000_000;
+
+    fn stream() -> Stream {
+        Stream::new("/live/demo/stream.ts")
+    }
+
+    /// Three 10 kB chunks a second, a join point every two seconds, for `seconds`.
+    fn ring(seconds: u64) -> Ring {
+        let mut ring = Ring::new(
+            Bytes::from_static(b"head"),
+            Limits {
+                bytes: 1 << 30,
+                micros: 60 * SECOND,
+            },
+        );
+        for part in 0..seconds * 3 {
+            ring.push(Entry {
+                bytes: Bytes::from(vec![0u8; 10_000]),
+                join: part % 6 == 0,
+                capture_micros: part * SECOND / 3,
+            });
+        }
+        ring
+    }
+
+    fn fanout(slow: SlowPolicy) -> Fanout {
+        Fanout::new(FanoutConfig {
+            slow,
+            max_lag: Duration::from_secs(2),
+            max_lag_bytes: 1 << 30,
+            ..FanoutConfig::default()
+        })
+    }
+
+    fn place() -> Place {
+        Place {
+            cursor: None,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            partly_written: false,
+        }
+    }
+
+    #[test]
+    fn a_new_viewer_gets_the_header_then_the_newest_join_point_on() {
+        let (ring, fanout, stream) = (ring(5), fanout(SlowPolicy::Skip), stream());
+        let mut place = place();
+        place.top_up(&ring, &fanout, &stream).unwrap();
+        // Join points at chunks 0, 6 and 12; 15 chunks.
+        assert_eq!(place.queue.len(), 1 + 3);
+        assert_eq!(&place.queue[0].0[..], b"head");
+        assert_eq!(place.cursor, Some(15));
+    }
+
+    #[test]
+    fn a_viewer_that_falls_behind_skips_after_the_chunk_it_is_writing() {
+        let (mut ring, fanout, stream) = (ring(2), fanout(SlowPolicy::Skip), stream());
+        let mut place = place();
+        place.top_up(&ring, &fanout, &stream).unwrap(); // header + chunk 0..6
+        place.wrote(4 + 5_000); // the header and half of chunk 0
+        assert!(place.partly_written);
+        // Four seconds more land while the viewer reads nothing.
+        for part in 6..18 {
+            ring.push(Entry {
+                bytes: Bytes::from(vec![1u8; 10_000]),
+                join: part % 6 == 0,
+                capture_micros: part * SECOND / 3,
+            });
+        }
+        place.top_up(&ring, &fanout, &stream).unwrap();
+        assert_eq!(stream.counters.skips.load(Ordering::Relaxed), 1);
+        // The rest of chunk 0, then the newest join point (chunk 12) on.
+        assert_eq!(place.queue[0].0.len(), 5_000);
+        assert_eq!(place.queue[1].0[0], 1);
+        assert_eq!(place.queue.len(), 1 + 6);
+        assert_eq!(place.cursor, Some(18));
+    }
+
+    #[test]
+    fn a_viewer_that_falls_behind_is_dropped_by_the_drop_policy() {
+        let (mut ring, fanout, stream) = (ring(2), fanout(SlowPolicy::Drop), stream());
+        let mut place = place();
+        place.top_up(&ring, &fanout, &stream).unwrap();
+        for part in 6..18 {
+            ring.push(Entry {
+                bytes: Bytes::from(vec![1u8; 10_000]),
+                join: part % 6 == 0,
+                capture_micros: part * SECOND / 3,
+            });
+        }
+        assert!(place.top_up(&ring, &fanout, &stream).is_err());
+        assert_eq!(stream.counters.drops.load(Ordering::Relaxed), 1);
+    }
+}

@@ -1,0 +1,296 @@
+//! The edge's fan-out engine under load, end to end with a real ingest, packager and edge on
+//! `stream.aac` (128 kbit/s): 500 viewers reading at 1 KB/s beside 500 that keep up, and
+//! thousands of viewers that hang up at every point of their request and response. What is
+//! checked: the viewers that keep up are not held back, the slow ones are moved on (skip
+//! policy), and the edge's memory and open files come back to where they were.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::{Running, estuary};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PATH: &str = "/live/demo/stream.aac";
+
+struct Stack {
+    _packager: Running,
+    _ingest: Running,
+    edge: Running,
+    address: SocketAddr,
+}
+
+impl Stack {
+    fn pid(&self) -> u32 {
+        self.edge.0.id()
+    }
+}
+
+async fn stack() -> Stack {
+    let (packager, origin) = support::start_packager(&[]).await;
+    let ingest = Running(
+        estuary()
+            .args(["ingest", "--source", "test", "--channel", "demo"])
+            .args(["--renditions", "360", "--duration", "300s", "--to"])
+            .arg(format!("http://{origin}/ingest"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let address = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let edge = Running(
+        estuary()
+            .args(["edge", "--listen", &address.to_string()])
+            .arg("--upstream")
+            .arg(format!("http://{origin}"))
+            .args(["--max-lag", "2s", "--client-timeout", "3s"])
+            .env("ESTUARY_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::wait_until_served(
+        &format!("http://{origin}/live/demo/master.m3u8"),
+        Duration::from_secs(30),
+    );
+    support::wait_until_served(
+        &format!("http://{address}/healthz"),
+        Duration::from_secs(10),
+    );
+    Stack {
+        _packager: packager,
+        _ingest: ingest,
+        edge,
+        address,
+    }
+}
+
+/// A line of `/proc/PID/status`, in kB (VmRSS, VmHWM).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap()
+}
+
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+async fn metric(address: SocketAddr, name: &str) -> f64 {
+    let (_, page) = support::http_get(address, "/metrics").await;
+    let series = format!("{name}{{path=\"{PATH}\"}} ");
+    page.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Connects (with a receive buffer of `receive_buffer` bytes when given), asks for the stream
+/// and reads the response head.
+async fn open(address: SocketAddr, receive_buffer: Option<u32>) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    let mut stream = socket.connect(address).await.unwrap();
+    let request = format!("GET {PATH} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "closed in the head"
+        );
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// One stack for both (an ingest each would double the suite's load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fan_out_engine_under_load() {
+    estuary_edge::sealed::raise_file_limit();
+    let stack = stack().await;
+    slow_viewers_are_moved_on_and_the_others_play_on(&stack).await;
+    viewers_that_hang_up_anywhere_leave_nothing_behind(&stack).await;
+}
+
+async fn slow_viewers_are_moved_on_and_the_others_play_on(stack: &Stack) {
+    const EACH: usize = 500;
+    const WATCH: Duration = Duration::from_secs(20);
+    let edge = stack.address;
+    // The stream is open (its ring filling) before the crowd comes.
+    drop(open(edge, None).await);
+    let rss_before = status_kib(stack.pid(), "VmRSS");
+
+    let mut keeping_up = Vec::new();
+    for _ in 0..EACH {
+        let mut stream = open(edge, None).await;
+        keeping_up.push(tokio::spawn(async move {
+            let mut buffer = vec![0u8; 16 << 10];
+            let (mut read, mut longest) = (0usize, Duration::ZERO);
+            let started = Instant::now();
+            let mut last = Instant::now();
+            while started.elapsed() < WATCH {
+                match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await {
+                    Ok(Ok(count)) if count > 0 => read += count,
+                    _ => return (read, Duration::MAX),
+                }
+                longest = longest.max(last.elapsed());
+                last = Instant::now();
+            }
+            (read, longest)
+        }));
+    }
+    let mut slow = Vec::new();
+    for _ in 0..EACH {
+        let mut stream = open(edge, Some(2048)).await;
+        slow.push(tokio::spawn(async move {
+            // 1 KB a second, for as long as the edge keeps the connection.
+            let mut buffer = [0u8; 1024];
+            let started = Instant::now();
+            while started.elapsed() < WATCH {
+                match stream.read(&mut buffer).await {
+                    Ok(count) if count > 0 => {}
+                    _ => return false,
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            true
+        }));
+    }
+    let mut rss_during = 0;
+    let started = Instant::now();
+    while started.elapsed() < WATCH {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rss_during = rss_during.max(status_kib(stack.pid(), "VmRSS"));
+    }
+    let mut bytes = Vec::new();
+    let mut worst = Duration::ZERO;
+    for viewer in keeping_up {
+        let (read, longest) = viewer.await.unwrap();
+        bytes.push(read);
+        worst = worst.max(longest);
+    }
+    let mut still_connected = 0;
+    for viewer in slow {
+        still_connected += usize::from(viewer.await.unwrap());
+    }
+    let skips = metric(edge, "estuary_edge_stream_skips_total").await;
+    let drops = metric(edge, "estuary_edge_stream_drops_total").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_after = status_kib(stack.pid(), "VmRSS");
+    bytes.sort_unstable();
+    println!(
+        "{EACH} viewers keeping up: bytes in {} s min {} median {}; longest wait between reads {:?}",
+        WATCH.as_secs(),
+        bytes[0],
+        bytes[EACH / 2],
+        worst
+    );
+    println!(
+        "{EACH} viewers at 1 KB/s: {still_connected} still connected at the end; skips {skips}, drops {drops}"
+    );
+    println!(
+        "edge resident memory: {} MiB before, at most {} MiB during, {} MiB after",
+        rss_before / 1024,
+        rss_during / 1024,
+        rss_after / 1024
+    );
+    // 128 kbit/s is 16 kB/s: each viewer that keeps up gets nearly all of it, with no wait
+    // longer than a few chunks (a chunk lands every third of a second).
+    assert!(
+        bytes[0] as f64 > 0.8 * 16_000.0 * WATCH.as_secs_f64(),
+        "{bytes:?}"
+    );
+    assert!(
+        worst < Duration::from_secs(2),
+        "a viewer that kept up waited {worst:?}"
+    );
+    // Every slow viewer fell more than 2 s behind, and was moved on rather than dropped.
+    assert!(skips >= EACH as f64, "skips {skips}");
+    assert_eq!(drops, 0.0);
+    assert_eq!(still_connected, EACH);
+    // A thousand viewers, half of them behind, cost tens of megabytes, not hundreds.
+    assert!(
+        rss_during < rss_before + 128 * 1024,
+        "{rss_before} kB, then {rss_during} kB"
+    );
+}
+
+async fn viewers_that_hang_up_anywhere_leave_nothing_behind(stack: &Stack) {
+    const CYCLES: usize = 10_000;
+    let edge = stack.address;
+    // Settle: the connections of the test before have closed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (files_before, rss_before) = (open_files(stack.pid()), status_kib(stack.pid(), "VmRSS"));
+    let request = format!("GET {PATH} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for cycle in 0..CYCLES {
+        let request = request.clone();
+        tasks.spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(edge).await.unwrap();
+            match cycle % 5 {
+                // Connected, then gone without a word.
+                0 => {}
+                // Gone in the middle of the request head.
+                1 => stream.write_all(&request.as_bytes()[..20]).await.unwrap(),
+                // Gone as soon as the request is sent.
+                2 => stream.write_all(request.as_bytes()).await.unwrap(),
+                // Gone in the middle of the stream's first chunk, or of the response head.
+                _ => {
+                    stream.write_all(request.as_bytes()).await.unwrap();
+                    let mut buffer = vec![0u8; if cycle % 5 == 3 { 10 } else { 300 }];
+                    let _ = stream.read_exact(&mut buffer).await;
+                }
+            }
+        });
+        // A few hundred at a time.
+        while tasks.len() >= 200 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(task) = tasks.join_next().await {
+        task.unwrap();
+    }
+    let took = started.elapsed();
+    // The edge notices each hang-up at its next write (a chunk every third of a second).
+    let mut files_after = open_files(stack.pid());
+    let waited = Instant::now();
+    while files_after > files_before + 2 && waited.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        files_after = open_files(stack.pid());
+    }
+    let rss_after = status_kib(stack.pid(), "VmRSS");
+    let viewers = metric(edge, "estuary_edge_stream_viewers").await;
+    println!(
+        "{CYCLES} connect and hang-up cycles in {:.1} s: open files {files_before} before, {files_after} after; resident memory {} kB before, {} kB after; viewers now {viewers}",
+        took.as_secs_f64(),
+        rss_before,
+        rss_after
+    );
+    assert!(
+        files_after <= files_before + 2,
+        "{files_before} -> {files_after}"
+    );
+    assert_eq!(viewers, 0.0);
+    assert!(
+        rss_after < rss_before + 32 * 1024,
+        "{rss_before} kB -> {rss_after} kB"
+    );
+}
