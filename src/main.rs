@@ -568,6 +568,14 @@ fn viewers(args: ViewersArgs) -> anyhow::Result<()> {
     if args.count == 0 {
         bail!("--count must be at least 1");
     }
+    // A socket per viewer (and a few for a player's requests), as many as the system allows.
+    let files = estuary_edge::sealed::raise_file_limit();
+    if args.count as u64 + 64 > files {
+        bail!(
+            "--count {} needs more open files than this process may have ({files}): raise the hard limit (ulimit -Hn) first",
+            args.count
+        );
+    }
     let options = estuary_loadtest::viewers::Options {
         url: args.url,
         kind: args.kind,
