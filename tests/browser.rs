@@ -1,7 +1,8 @@
 //! End to end in a browser: `estuary demo --keycards` played through its edge by the player
 //! page in headless Chromium, driven by playwright-core (web/tests/play.mjs): LL-HLS with
-//! hls.js, then DASH with dash.js, then LL-HLS again asked of control, which redirects to the
-//! edge.
+//! hls.js, then DASH with dash.js, the continuous MPEG-TS stream with mpegts.js and the
+//! continuous MP4 stream with Media Source Extensions, then LL-HLS again asked of control,
+//! which redirects to the edge.
 
 mod support;
 
@@ -20,7 +21,8 @@ fn the_player_page_plays_ll_hls_and_dash_in_chromium() {
     assert!(
         web.join("node_modules/playwright-core").is_dir()
             && web.join("node_modules/hls.js").is_dir()
-            && web.join("node_modules/dashjs").is_dir(),
+            && web.join("node_modules/dashjs").is_dir()
+            && web.join("node_modules/mpegts.js").is_dir(),
         "the player page's npm packages are missing: run `npm ci` in web/ (scripts/setup does)"
     );
     let address = format!("127.0.0.1:{}", free_port());
@@ -71,6 +73,13 @@ fn the_player_page_plays_ll_hls_and_dash_in_chromium() {
 
     let dash = play(&web, &format!("{player}&format=dash"));
     println!("Chromium + dash.js: {dash}");
+
+    // The continuous streams through the edge's fan-out engine: MPEG-TS with mpegts.js, MP4
+    // with Media Source Extensions.
+    let ts = play(&web, &format!("{player}&format=ts"));
+    println!("Chromium + mpegts.js, stream.ts: {ts}");
+    let mp4 = play(&web, &format!("{player}&format=mp4"));
+    println!("Chromium + MSE, stream.mp4: {mp4}");
 
     // Asking control instead: hls.js follows its redirect to the edge, with the keycard
     // control signed.

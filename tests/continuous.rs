@@ -204,7 +204,12 @@ async fn continuous_streams_play_from_the_packager() {
 
     let (status, headers, mp4) = first_bytes(address, "/live/demo/stream.mp4", 256 << 10).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(headers["content-type"], "video/mp4");
+    // With its codecs, as MSE wants them.
+    let mime = headers["content-type"].to_str().unwrap();
+    assert!(
+        mime.starts_with("video/mp4; codecs=\"avc1.") && mime.contains(",mp4a.40.2"),
+        "{mime}"
+    );
     assert_eq!(headers["cache-control"], "no-store");
     let mut cursor = &mp4[..];
     let mut kinds = Vec::new();

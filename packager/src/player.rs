@@ -1,5 +1,5 @@
-//! The player page (web/player.html, with hls.js and dash.js from web/node_modules), served at
-//! `/` and `/play/{channel}`. Its files are read once when the packager starts.
+//! The player page (web/player.html, with hls.js, dash.js and mpegts.js from web/node_modules),
+//! served at `/` and `/play/{channel}`. Its files are read once when the packager starts.
 
 use std::path::Path;
 
@@ -11,6 +11,7 @@ pub struct PlayerPage {
     pub html: Option<Bytes>,
     pub hls_js: Option<Bytes>,
     pub dash_js: Option<Bytes>,
+    pub mpegts_js: Option<Bytes>,
 }
 
 impl PlayerPage {
@@ -30,6 +31,7 @@ impl PlayerPage {
             html: read("player.html"),
             hls_js: read("node_modules/hls.js/dist/hls.min.js"),
             dash_js: read("node_modules/dashjs/dist/modern/umd/dash.all.min.js"),
+            mpegts_js: read("node_modules/mpegts.js/dist/mpegts.js"),
         }
     }
 }

@@ -321,7 +321,7 @@ pub fn serve(
         video,
         audio,
     };
-    let (pieces, started, queue) = {
+    let (pieces, started, queue, mime) = {
         let mut streams = shared.continuous.lock();
         let live = match streams.get(&key) {
             Some(live) => live.clone(),
@@ -337,7 +337,7 @@ pub fn serve(
                     Err(error) => return problem(StatusCode::NOT_FOUND, error.to_string()),
                 };
                 if head {
-                    return headers(format, framed, Body::text(""));
+                    return headers(&feed.mime(), framed, Body::text(""));
                 }
                 let live = Arc::new(Mutex::new(Live {
                     feed,
@@ -347,10 +347,10 @@ pub fn serve(
                 live
             }
         };
-        if head {
-            return headers(format, framed, Body::text(""));
-        }
         let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+        if head {
+            return headers(&live.feed.mime(), framed, Body::text(""));
+        }
         let (pieces, started) = if framed {
             framed_joining(live.feed.joining())
         } else {
@@ -367,10 +367,10 @@ pub fn serve(
             started,
             framed,
         });
-        (pieces.len(), started, receiver)
+        (pieces.len(), started, receiver, live.feed.mime())
     };
     tracing::info!(%channel, %format, pieces, started, framed, video = ?key.video, audio = ?key.audio, "viewer joined a continuous stream");
-    headers(format, framed, Body::Growing(queue))
+    headers(&mime, framed, Body::Growing(queue))
 }
 
 /// Queue entries per chunk: the MP4 `moof` and `mdat` go as two shared pieces.
@@ -378,15 +378,16 @@ fn entries_per_chunk(format: Format) -> usize {
     if format == Format::Mp4 { 2 } else { 1 }
 }
 
-fn headers(format: Format, framed: bool, body: Body) -> Response<Body> {
+/// The response head of a stream of media type `mime` (for MP4 with its codecs, which MSE
+/// needs: `video/mp4; codecs="avc1.64001f,mp4a.40.2"`).
+fn headers(mime: &str, framed: bool, body: Body) -> Response<Body> {
     if !framed {
-        return respond(StatusCode::OK, format.content_type(), "no-store", body);
+        return respond(StatusCode::OK, mime, "no-store", body);
     }
     let mut response = respond(StatusCode::OK, chunks::CONTENT_TYPE, "no-store", body);
-    response.headers_mut().insert(
-        chunks::STREAM_TYPE,
-        hyper::header::HeaderValue::from_static(format.content_type()),
-    );
+    if let Ok(mime) = hyper::header::HeaderValue::from_str(mime) {
+        response.headers_mut().insert(chunks::STREAM_TYPE, mime);
+    }
     response
 }
 

@@ -128,6 +128,15 @@ pub async fn handle(
             let script = &shared.player.dash_js;
             asset(script, "text/javascript", "public, max-age=3600", "dash.js")
         }
+        (&Method::GET, ["web", "mpegts.js"]) => {
+            let script = &shared.player.mpegts_js;
+            asset(
+                script,
+                "text/javascript",
+                "public, max-age=3600",
+                "mpegts.js",
+            )
+        }
         (&Method::GET, ["healthz"]) => healthz(&shared),
         (&Method::GET, ["metrics"]) => metrics(&shared),
         (_, ["ingest", ..]) => problem(StatusCode::METHOD_NOT_ALLOWED, "ingest takes POST or PUT"),
