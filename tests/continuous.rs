@@ -104,34 +104,6 @@ fn metric(page: &str, series: &str) -> Option<f64> {
         .and_then(|value| value.parse().ok())
 }
 
-/// Opens a viewer of `path` on `address` with a plain socket and reads the response head; a
-/// receive buffer of `receive_buffer` bytes when given (set before connecting).
-async fn open_viewer(
-    address: SocketAddr,
-    path: &str,
-    receive_buffer: Option<u32>,
-) -> (tokio::net::TcpStream, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    if let Some(bytes) = receive_buffer {
-        socket.set_recv_buffer_size(bytes).unwrap();
-    }
-    let mut stream = socket.connect(address).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let read = tokio::time::timeout(Duration::from_secs(15), stream.read(&mut byte))
-            .await
-            .expect("a response head within 15 s")
-            .unwrap();
-        assert_eq!(read, 1, "{path}: closed inside the head");
-        head.push(byte[0]);
-    }
-    (stream, String::from_utf8_lossy(&head).into_owned())
-}
-
 /// Sleeps until the middle of a segment (UTC seconds, as the ingest's media time).
 fn wait_for_mid_segment() {
     let into = support::unix_now() % SEGMENT_SECONDS;
@@ -147,12 +119,7 @@ async fn continuous_streams_play_from_the_packager() {
     let test_started = Instant::now();
     let (mut packager, address) = start_packager(&[]).await;
     let ingest = Running(
-        estuary()
-            .args(["ingest", "--source", "test", "--channel", "demo"])
-            .args(["--renditions", "360", "--duration", "60s"])
-            .arg("--to")
-            .arg(format!("http://{address}/ingest"))
-            .stdout(Stdio::null())
+        support::test_ingest(address, &["--duration", "60s"])
             .spawn()
             .unwrap(),
     );
@@ -355,7 +322,7 @@ async fn fan_out_and_slow_viewers(packager: SocketAddr, edge: SocketAddr) {
     let path = "/live/demo/stream.ts";
     let mut readers = Vec::new();
     for _ in 0..VIEWERS {
-        let (mut stream, head) = open_viewer(edge, path, None).await;
+        let (mut stream, head) = support::open_viewer(edge, path, None).await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(head.contains("content-type: video/mp2t"), "{head}");
         readers.push(tokio::spawn(async move {
@@ -383,7 +350,7 @@ async fn fan_out_and_slow_viewers(packager: SocketAddr, edge: SocketAddr) {
         }));
     }
     // The stalled viewer: a small receive buffer, and it never reads.
-    let (_stalled, head) = open_viewer(edge, "/live/demo/stream.mp4", Some(4096)).await;
+    let (_stalled, head) = support::open_viewer(edge, "/live/demo/stream.mp4", Some(4096)).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, packager_page) = support::http_get(packager, "/metrics").await;

@@ -41,12 +41,7 @@ async fn stack(key_file: Option<&Path>, access_log: Option<&Path>, extra: &[&str
     let packager_address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let packager = start_packager(packager_address);
     let ingest = Running(
-        estuary()
-            .args(["ingest", "--source", "test", "--channel", "demo"])
-            .args(["--renditions", "360"])
-            .arg("--to")
-            .arg(format!("http://{packager_address}/ingest"))
-            .stdout(Stdio::null())
+        support::test_ingest(packager_address, &[])
             // It says when it reconnects; the outage test makes it.
             .stderr(Stdio::null())
             .spawn()

@@ -31,11 +31,7 @@ impl Stack {
 async fn stack() -> Stack {
     let (packager, origin) = support::start_packager(&[]).await;
     let ingest = Running(
-        estuary()
-            .args(["ingest", "--source", "test", "--channel", "demo"])
-            .args(["--renditions", "360", "--duration", "300s", "--to"])
-            .arg(format!("http://{origin}/ingest"))
-            .stdout(Stdio::null())
+        support::test_ingest(origin, &["--duration", "300s"])
             .spawn()
             .unwrap(),
     );
@@ -93,30 +89,10 @@ async fn metric(address: SocketAddr, name: &str) -> f64 {
 }
 
 /// Connects (with a receive buffer of `receive_buffer` bytes when given), asks for the stream
-/// and reads the response head.
+/// and reads the response head, which must be a 200.
 async fn open(address: SocketAddr, receive_buffer: Option<u32>) -> tokio::net::TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    if let Some(bytes) = receive_buffer {
-        socket.set_recv_buffer_size(bytes).unwrap();
-    }
-    let mut stream = socket.connect(address).await.unwrap();
-    let request = format!("GET {PATH} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            stream.read(&mut byte).await.unwrap(),
-            1,
-            "closed in the head"
-        );
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let (stream, head) = support::open_viewer(address, PATH, receive_buffer).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     stream
 }
 

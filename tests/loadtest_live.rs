@@ -142,11 +142,7 @@ async fn live_channel() -> (SocketAddr, Vec<Running>) {
             .unwrap(),
     );
     let ingest = Running(
-        estuary()
-            .args(["ingest", "--source", "test", "--channel", "demo"])
-            .args(["--renditions", "360", "--to"])
-            .arg(format!("http://{packager}/ingest"))
-            .stdout(Stdio::null())
+        support::test_ingest(packager, &[])
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),

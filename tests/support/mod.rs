@@ -313,3 +313,44 @@ pub fn run_ok(command: &mut Command) -> String {
     );
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// Opens a viewer of `path` on `address` with a plain socket and reads the response head; a
+/// receive buffer of `receive_buffer` bytes when given (set before connecting).
+pub async fn open_viewer(
+    address: std::net::SocketAddr,
+    path: &str,
+    receive_buffer: Option<u32>,
+) -> (tokio::net::TcpStream, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(bytes) = receive_buffer {
+        socket.set_recv_buffer_size(bytes).unwrap();
+    }
+    let mut stream = socket.connect(address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(std::time::Duration::from_secs(15), stream.read(&mut byte))
+            .await
+            .expect("a response head within 15 s")
+            .unwrap();
+        assert_eq!(read, 1, "{path}: closed inside the head");
+        head.push(byte[0]);
+    }
+    (stream, String::from_utf8_lossy(&head).into_owned())
+}
+
+/// `estuary ingest` of the test pattern as channel `demo` (360p and AAC) into the packager at
+/// `packager`, with `extra` arguments; its standard output is dropped.
+pub fn test_ingest(packager: std::net::SocketAddr, extra: &[&str]) -> Command {
+    let mut command = estuary();
+    command
+        .args(["ingest", "--source", "test", "--channel", "demo"])
+        .args(["--renditions", "360", "--to"])
+        .arg(format!("http://{packager}/ingest"))
+        .args(extra)
+        .stdout(std::process::Stdio::null());
+    command
+}
