@@ -75,6 +75,14 @@ impl Body {
         Body::pieces(vec![Bytes::from(text.into())])
     }
 
+    /// Pieces as they come from `receiver`; an error ends the response unfinished.
+    pub fn streaming(receiver: mpsc::Receiver<io::Result<Bytes>>) -> Body {
+        Body {
+            source: Source::Growing(receiver),
+            tally: None,
+        }
+    }
+
     pub fn pieces(pieces: Vec<Bytes>) -> Body {
         Body {
             source: Source::Ready(pieces.into()),

@@ -512,7 +512,7 @@ fn log_start(
     })
 }
 
-async fn answer(edge: &Edge, client: IpAddr, request: &Request<()>) -> Response<Body> {
+async fn answer(edge: &Arc<Edge>, client: IpAddr, request: &Request<()>) -> Response<Body> {
     let path = request.uri().path();
     if !is_safe_path(path) {
         return problem(StatusCode::BAD_REQUEST, "the path leaves the URL layout");
@@ -636,21 +636,54 @@ pub(crate) fn admit(
     })
 }
 
-async fn proxy(edge: &Edge, client: IpAddr, request: &Request<()>) -> Response<Body> {
+async fn proxy(edge: &Arc<Edge>, client: IpAddr, request: &Request<()>) -> Response<Body> {
     let path = request.uri().path();
     let query = request.uri().query();
-    let carried = match admit(edge, client, request) {
-        Ok(admitted) => admitted.carried,
+    let admitted = match admit(edge, client, request) {
+        Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
+    let carried = admitted.carried;
     if is_continuous_stream(path) {
-        // The fan-out engine takes plain HTTP/1 sockets; through hyper (HTTP/2, TLS, HTTP/3)
-        // or the cache, a never-ending body would be held whole in memory for as long as its
-        // viewer stays.
-        return problem(
-            StatusCode::NOT_IMPLEMENTED,
-            "continuous streams are served over plain HTTP/1.1 (http://), not yet over HTTPS, HTTP/2 or HTTP/3",
-        );
+        // Plain HTTP/1 connections are handed to the fan-out engine before they get here; on
+        // the others (HTTP/2, TLS, HTTP/3) the engine relays the stream into the response's
+        // body. Never through the cache, which would hold a never-ending body whole.
+        let rest = query.map(carry::without_keycard).unwrap_or_default();
+        let arrival = crate::fanout::Arrival {
+            key: if rest.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}?{rest}")
+            },
+            head_only: request.method() == Method::HEAD,
+            until: admitted.until,
+        };
+        return match crate::fanout::stream_body(edge, arrival).await {
+            Ok((media_type, body)) => {
+                let mut response = respond(StatusCode::OK, "application/octet-stream", body);
+                if let Ok(media_type) = HeaderValue::from_str(&media_type) {
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, media_type);
+                }
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            Err(refusal) => {
+                let status =
+                    StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                let mut response = problem(status, refusal.reason);
+                if let Some(location) = refusal
+                    .location
+                    .and_then(|l| HeaderValue::from_str(&l).ok())
+                {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                response
+            }
+        };
     }
     let rest = query.map(carry::without_keycard).unwrap_or_default();
     let key = if rest.is_empty() {

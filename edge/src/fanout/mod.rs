@@ -10,7 +10,7 @@
 pub mod ring;
 mod viewer;
 
-pub use viewer::serve_viewer;
+pub use viewer::{Refusal, serve_viewer, stream_body};
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -134,6 +134,14 @@ impl Stream {
             state: watch::Sender::new(State::Connecting),
             counters: Counters::default(),
         }
+    }
+
+    /// The stream's own media type, as the upstream gave it.
+    fn media_type(&self) -> String {
+        self.media_type
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn ring(&self) -> std::sync::MutexGuard<'_, Option<Ring>> {

@@ -36,35 +36,181 @@ const SEND_BUFFER: libc::c_int = 64 * 1024;
 /// Gives the status answered and the bytes of stream sent.
 pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arrival) -> (u16, u64) {
     let fanout = edge.fanout();
+    let (stream, generation) = match open(edge, &arrival).await {
+        Ok(opened) => opened,
+        Err(refusal) => {
+            let _ = socket.write_all(refusal.http1().as_bytes()).await;
+            return (refusal.status, 0);
+        }
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ncache-control: no-store\r\naccess-control-allow-origin: *\r\nconnection: close\r\n\r\n",
+        stream.media_type()
+    );
+    let mut sent = 0;
+    if socket.write_all(head.as_bytes()).await.is_ok() && !arrival.head_only {
+        set_send_buffer(&socket, SEND_BUFFER);
+        sent = relay(
+            fanout,
+            &stream,
+            Out::Socket(&mut socket),
+            &arrival,
+            generation,
+        )
+        .await;
+    }
+    let _ = socket.shutdown().await;
+    leave(&stream, sent);
+    (200, sent)
+}
+
+/// A continuous stream as a response body, for connections the engine does not take over
+/// (HTTP/2, TLS, HTTP/3): a task relays the stream into the body as the client takes it. The
+/// answer's status and media type, or the refusal.
+pub async fn stream_body(
+    edge: &Arc<Edge>,
+    arrival: Arrival,
+) -> Result<(String, crate::body::Body), Refusal> {
+    let (stream, generation) = open(edge, &arrival).await?;
+    let media_type = stream.media_type();
+    if arrival.head_only {
+        leave(&stream, 0);
+        return Ok((media_type, crate::body::Body::empty()));
+    }
+    // A few chunks' worth: the client's pace comes through as the channel fills.
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let edge = edge.clone();
+    tokio::spawn(async move {
+        let fanout = edge.fanout();
+        let sent = relay(fanout, &stream, Out::Channel(sender), &arrival, generation).await;
+        leave(&stream, sent);
+    });
+    Ok((media_type, crate::body::Body::streaming(receiver)))
+}
+
+/// Why a viewer was not let onto a stream.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub reason: String,
+    /// Where to go instead (a full stream's overflow).
+    pub location: Option<String>,
+}
+
+impl Refusal {
+    /// The refusal as a whole HTTP/1.1 response that closes the connection.
+    fn http1(&self) -> String {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        let body = format!("{}\n", self.reason);
+        let location = self
+            .location
+            .as_ref()
+            .map(|location| format!("location: {location}\r\n"))
+            .unwrap_or_default();
+        let retry = if self.status == 503 {
+            "retry-after: 5\r\n"
+        } else {
+            ""
+        };
+        format!(
+            "HTTP/1.1 {} {}\r\n{location}{retry}content-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+    }
+}
+
+/// Counts the viewer onto its stream (starting the stream when it is the first) and waits
+/// until the stream is live: the stream and its generation, or why not.
+async fn open(edge: &Arc<Edge>, arrival: &Arrival) -> Result<(Arc<Stream>, u64), Refusal> {
+    let fanout = edge.fanout();
     let stream = match fanout.attach(edge, &arrival.key) {
         Ok(stream) => stream,
         Err(_full) => {
-            let answer = match &fanout.config.overflow {
-                Some(base) => format!(
-                    "HTTP/1.1 302 Found\r\nlocation: {}{}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    base.trim_end_matches('/'),
-                    arrival.key
-                ),
-                None => "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 20\r\nretry-after: 5\r\nconnection: close\r\n\r\nthe stream is full.\n".to_owned(),
-            };
-            let _ = socket.write_all(answer.as_bytes()).await;
-            let status = if fanout.config.overflow.is_some() {
-                302
-            } else {
-                503
-            };
-            return (status, 0);
+            let location = fanout
+                .config
+                .overflow
+                .as_ref()
+                .map(|base| format!("{}{}", base.trim_end_matches('/'), arrival.key));
+            return Err(Refusal {
+                status: if location.is_some() { 302 } else { 503 },
+                reason: "the stream is full".into(),
+                location,
+            });
         }
     };
-    set_send_buffer(&socket, SEND_BUFFER);
-    let outcome = watch(fanout, &stream, &mut socket, &arrival).await;
+    let mut state = stream.state.subscribe();
+    let started = state.wait_for(|state| *state != State::Connecting);
+    let first = match tokio::time::timeout(CONNECT_PATIENCE, started).await {
+        Ok(Ok(state)) => state.clone(),
+        _ => State::Ended {
+            status: 504,
+            reason: "the upstream did not answer in time".into(),
+        },
+    };
+    match first {
+        State::Live { generation, .. } => Ok((stream, generation)),
+        State::Ended { status, reason } => {
+            leave(&stream, 0);
+            Err(Refusal {
+                status,
+                reason,
+                location: None,
+            })
+        }
+        State::Connecting => unreachable!("waited for another state"),
+    }
+}
+
+/// The viewer is gone, having been sent `sent` bytes.
+fn leave(stream: &Stream, sent: u64) {
     stream.counters.viewers.fetch_sub(1, Ordering::Relaxed);
-    let _ = socket.shutdown().await;
-    stream
-        .counters
-        .bytes_out
-        .fetch_add(outcome.1, Ordering::Relaxed);
-    outcome
+    stream.counters.bytes_out.fetch_add(sent, Ordering::Relaxed);
+}
+
+/// Where a viewer's bytes go: its socket, or the body of a response that hyper sends.
+enum Out<'a> {
+    Socket(&'a mut TcpStream),
+    Channel(tokio::sync::mpsc::Sender<std::io::Result<Bytes>>),
+}
+
+impl Out<'_> {
+    /// Writes what it can of `queue` (one `writev` on a socket; one piece into a body); gives
+    /// the bytes taken.
+    async fn write(&mut self, queue: &VecDeque<(Bytes, u64)>) -> std::io::Result<usize> {
+        match self {
+            Out::Socket(socket) => {
+                let slices: Vec<IoSlice<'_>> = queue
+                    .iter()
+                    .take(64)
+                    .map(|(bytes, _)| IoSlice::new(bytes))
+                    .collect();
+                socket.write_vectored(&slices).await
+            }
+            Out::Channel(sender) => {
+                let permit = sender
+                    .reserve()
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+                let piece = queue
+                    .front()
+                    .map(|(bytes, _)| bytes.clone())
+                    .unwrap_or_default();
+                let length = piece.len();
+                permit.send(Ok(piece));
+                Ok(length)
+            }
+        }
+    }
+
+    /// Bytes written that the peer has not acknowledged yet, where that is known.
+    fn unsent(&self) -> Option<i64> {
+        match self {
+            Out::Socket(socket) => unsent_bytes(socket),
+            Out::Channel(_) => None,
+        }
+    }
 }
 
 /// What woke a viewer.
@@ -95,7 +241,10 @@ impl Place {
         let Some(at) = self.cursor else {
             if let Some(start) = ring.start(config.burst_bytes) {
                 let capture = ring.capture_micros(start).unwrap_or_default();
-                self.push(ring.header().clone(), capture);
+                // TS and ADTS have no header of their own.
+                if !ring.header().is_empty() {
+                    self.push(ring.header().clone(), capture);
+                }
                 self.cursor = Some(start);
                 self.take(ring, fanout, stream)?;
             }
@@ -207,49 +356,17 @@ impl Place {
     }
 }
 
-/// The viewer's response: the head, then the stream. Gives the status and the body bytes sent.
-async fn watch(
+/// Relays the stream to `out` from its newest join point until the viewer leaves, falls
+/// behind past its policy, its credentials expire, or the stream ends or changes generation.
+/// Gives the bytes sent.
+async fn relay(
     fanout: &Fanout,
     stream: &Stream,
-    socket: &mut TcpStream,
+    mut out: Out<'_>,
     arrival: &Arrival,
-) -> (u16, u64) {
+    generation: u64,
+) -> u64 {
     let mut state = stream.state.subscribe();
-    let started = state.wait_for(|state| *state != State::Connecting);
-    let first = match tokio::time::timeout(CONNECT_PATIENCE, started).await {
-        Ok(Ok(state)) => state.clone(),
-        _ => State::Ended {
-            status: 504,
-            reason: "the upstream did not answer in time".into(),
-        },
-    };
-    let generation = match first {
-        State::Live { generation, .. } => generation,
-        State::Ended { status, reason } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let body = format!("{reason}\n");
-            let answer = format!(
-                "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or(""),
-                body.len()
-            );
-            let _ = socket.write_all(answer.as_bytes()).await;
-            return (status.as_u16(), 0);
-        }
-        State::Connecting => unreachable!("waited for another state"),
-    };
-    let media_type = stream
-        .media_type
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: {media_type}\r\ncache-control: no-store\r\naccess-control-allow-origin: *\r\nconnection: close\r\n\r\n"
-    );
-    if socket.write_all(head.as_bytes()).await.is_err() || arrival.head_only {
-        return (200, 0);
-    }
     let deadline = arrival.until.map(|until| {
         let now = crate::server::unix_now().as_secs();
         Instant::now() + Duration::from_secs(until.saturating_sub(now))
@@ -270,10 +387,10 @@ async fn watch(
         {
             let ring = stream.ring();
             let Some(ring) = ring.as_ref() else {
-                return (200, sent);
+                return sent;
             };
             if place.top_up(ring, fanout, stream).is_err() {
-                return (200, sent);
+                return sent;
             }
         }
         if was_empty {
@@ -292,34 +409,28 @@ async fn watch(
                 () = expired => Event::Expired,
             }
         } else {
-            let slices: Vec<IoSlice<'_>> = place
-                .queue
-                .iter()
-                .take(64)
-                .map(|(bytes, _)| IoSlice::new(bytes))
-                .collect();
             tokio::select! {
-                written = socket.write_vectored(&slices) => Event::Wrote(written),
+                written = out.write(&place.queue) => Event::Wrote(written),
                 changed = state.changed() => Event::Changed(changed.is_ok()),
                 () = tokio::time::sleep_until(last_progress + patience) => Event::Stalled,
                 () = expired => Event::Expired,
             }
         };
         match event {
-            Event::Wrote(Ok(0) | Err(_)) => return (200, sent),
+            Event::Wrote(Ok(0) | Err(_)) => return sent,
             Event::Wrote(Ok(written)) => {
                 place.wrote(written);
                 sent += written as u64;
                 last_progress = Instant::now();
                 unsent_then = None;
             }
-            Event::Changed(false) => return (200, sent),
+            Event::Changed(false) => return sent,
             Event::Changed(true) => match &*state.borrow_and_update() {
                 // A new header: this viewer's decoder cannot go on.
                 State::Live {
                     generation: now, ..
-                } if *now != generation => return (200, sent),
-                State::Ended { .. } => return (200, sent),
+                } if *now != generation => return sent,
+                State::Ended { .. } => return sent,
                 _ => {}
             },
             Event::Stalled => {
@@ -327,7 +438,7 @@ async fn watch(
                 // takes bytes in bursts (the kernel wakes a writer only once a good part of the
                 // send buffer has drained): if the reader drained some since the last look, it
                 // is still there.
-                let unsent = unsent_bytes(socket);
+                let unsent = out.unsent();
                 if let Some(unsent) = unsent
                     && unsent_then.is_none_or(|then| unsent < then)
                 {
@@ -340,11 +451,11 @@ async fn watch(
                     path = stream.key,
                     "viewer took no data for the client timeout: dropped"
                 );
-                return (200, sent);
+                return sent;
             }
             Event::Expired => {
                 tracing::info!(path = stream.key, "viewer's keycard expired: disconnected");
-                return (200, sent);
+                return sent;
             }
         }
     }
