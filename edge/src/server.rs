@@ -447,18 +447,8 @@ pub(crate) async fn serve_continuous(
         Err(refusal) => return Err(Box::new((socket, *refusal))),
     };
     let log = log_start(edge, client, &request);
-    let rest = request
-        .uri()
-        .query()
-        .map(carry::without_keycard)
-        .unwrap_or_default();
-    let path = request.uri().path();
     let arrival = crate::fanout::Arrival {
-        key: if rest.is_empty() {
-            path.to_owned()
-        } else {
-            format!("{path}?{rest}")
-        },
+        key: crate::fanout::stream_key(request.uri().path(), request.uri().query()),
         head_only: request.method() == Method::HEAD,
         until,
     };
@@ -648,13 +638,8 @@ async fn proxy(edge: &Arc<Edge>, client: IpAddr, request: &Request<()>) -> Respo
         // Plain HTTP/1 connections are handed to the fan-out engine before they get here; on
         // the others (HTTP/2, TLS, HTTP/3) the engine relays the stream into the response's
         // body. Never through the cache, which would hold a never-ending body whole.
-        let rest = query.map(carry::without_keycard).unwrap_or_default();
         let arrival = crate::fanout::Arrival {
-            key: if rest.is_empty() {
-                path.to_owned()
-            } else {
-                format!("{path}?{rest}")
-            },
+            key: crate::fanout::stream_key(path, query),
             head_only: request.method() == Method::HEAD,
             until: admitted.until,
         };

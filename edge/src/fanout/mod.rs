@@ -157,9 +157,24 @@ pub struct Fanout {
     finished: Mutex<HashMap<String, [u64; 5]>>,
 }
 
+/// The stream a request asks for: its path, and the only query parameter that chooses between
+/// streams (`track`). Everything else in the query (a keycard, a cache-buster) is left out,
+/// so that viewers share one stream and one upstream connection however they decorate
+/// their URLs.
+pub fn stream_key(path: &str, query: Option<&str>) -> String {
+    let track = query.into_iter().flat_map(|q| q.split('&')).find(|pair| {
+        pair.strip_prefix("track=")
+            .is_some_and(|name| !name.is_empty())
+    });
+    match track {
+        Some(track) => format!("{path}?{track}"),
+        None => path.to_owned(),
+    }
+}
+
 /// What a viewer presents on arrival.
 pub struct Arrival {
-    /// The stream's path and query, keycard removed: one stream per key.
+    /// The stream, as [`stream_key`] names it.
     pub key: String,
     /// Only the response head is wanted.
     pub head_only: bool,
@@ -459,5 +474,22 @@ fn take(stream: &Stream, frame: chunks::Frame, limits: Limits, generation: &mut 
             });
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viewers_share_a_stream_whatever_else_their_query_says() {
+        let path = "/live/demo/stream.ts";
+        assert_eq!(stream_key(path, None), path);
+        assert_eq!(stream_key(path, Some("keycard=abc&x=1")), path);
+        assert_eq!(
+            stream_key(path, Some("keycard=abc&track=v360&t=99")),
+            "/live/demo/stream.ts?track=v360"
+        );
+        assert_eq!(stream_key(path, Some("track=")), path);
     }
 }
