@@ -115,24 +115,31 @@ struct Counters {
     upstream_connections: AtomicU64,
 }
 
+/// Totals of streams that ended, by key: bytes out, skips, drops, refused, upstream
+/// connections.
+type Finished = Arc<Mutex<HashMap<String, [u64; 5]>>>;
+
 struct Stream {
-    /// The upstream path (and query, keycard removed).
+    /// The stream, as [`stream_key`] names it; also the upstream path.
     key: String,
     ring: Mutex<Option<Ring>>,
     /// The stream's own media type, from the upstream.
     media_type: Mutex<String>,
     state: watch::Sender<State>,
     counters: Counters,
+    /// Where its counters go when the last viewer and the feeder have let go of it.
+    finished: Finished,
 }
 
 impl Stream {
-    fn new(key: &str) -> Stream {
+    fn new(key: &str, finished: Finished) -> Stream {
         Stream {
             key: key.to_owned(),
             ring: Mutex::new(None),
             media_type: Mutex::new("application/octet-stream".into()),
             state: watch::Sender::new(State::Connecting),
             counters: Counters::default(),
+            finished,
         }
     }
 
@@ -149,12 +156,22 @@ impl Stream {
     }
 }
 
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        let totals = finished.entry(self.key.clone()).or_default();
+        for (total, counter) in totals.iter_mut().zip(totals_of(&self.counters)) {
+            *total += counter;
+        }
+    }
+}
+
 /// Every continuous stream the edge is relaying.
 pub struct Fanout {
     config: FanoutConfig,
     streams: Mutex<HashMap<String, Arc<Stream>>>,
     /// Streams ended, kept for their counters in `/metrics`.
-    finished: Mutex<HashMap<String, [u64; 5]>>,
+    finished: Finished,
 }
 
 /// The stream a request asks for: its path, and the only query parameter that chooses between
@@ -187,7 +204,7 @@ impl Fanout {
         Fanout {
             config,
             streams: Mutex::default(),
-            finished: Mutex::default(),
+            finished: Finished::default(),
         }
     }
 
@@ -213,7 +230,7 @@ impl Fanout {
             stream.counters.viewers.fetch_add(1, Ordering::Relaxed);
             return Ok(stream.clone());
         }
-        let stream = Arc::new(Stream::new(key));
+        let stream = Arc::new(Stream::new(key, self.finished.clone()));
         stream.counters.viewers.store(1, Ordering::Relaxed);
         streams.insert(key.to_owned(), stream.clone());
         tokio::spawn(feed(edge.clone(), stream.clone()));
@@ -232,7 +249,6 @@ impl Fanout {
         {
             streams.remove(&stream.key);
         }
-        self.remember(stream);
         true
     }
 
@@ -244,15 +260,6 @@ impl Fanout {
             .is_some_and(|current| Arc::ptr_eq(current, stream))
         {
             streams.remove(&stream.key);
-        }
-        self.remember(stream);
-    }
-
-    fn remember(&self, stream: &Stream) {
-        let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
-        let totals = finished.entry(stream.key.clone()).or_default();
-        for (total, counter) in totals.iter_mut().zip(totals_of(&stream.counters)) {
-            *total += counter;
         }
     }
 

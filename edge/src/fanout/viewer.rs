@@ -494,7 +494,7 @@ mod tests {
     const SECOND: u64 = 1_000_000;
 
     fn stream() -> Stream {
-        Stream::new("/live/demo/stream.ts")
+        Stream::new("/live/demo/stream.ts", Default::default())
     }
 
     /// Three 10 kB chunks a second, a join point every two seconds, for `seconds`.
