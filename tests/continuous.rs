@@ -2,7 +2,8 @@
 //! front, and the continuous streams (`/live/{channel}/stream.{ts,mp4,aac}`) read by ffprobe and
 //! decoded by ffmpeg through the edge, as a viewer's player would, including one that joins in
 //! the middle of a segment; many viewers of the edge cost the packager one; a viewer that stops
-//! reading is dropped while the others play on; `estuary loadtest viewers --kind continuous`
+//! reading is dropped while the others play on; an edge behind the edge relays it too;
+//! `estuary loadtest viewers --kind continuous`
 //! watches stream.mp4 and measures each chunk's latency from capture.
 
 mod support;
@@ -303,6 +304,23 @@ async fn continuous_streams_play_from_the_packager() {
             "stream.{extension} joined mid-segment begins with the frame {frame}"
         );
     }
+    // An edge behind the edge: it asks its upstream for the stream framed, as it asks a
+    // packager.
+    let second = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let _second = Running(
+        estuary()
+            .args(["edge", "--listen", &second.to_string()])
+            .arg("--upstream")
+            .arg(format!("http://{edge}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::wait_until_served(&format!("http://{second}/healthz"), Duration::from_secs(10));
+    let (codecs, _) = probe(&format!("http://{second}/live/demo/stream.mp4"));
+    assert_eq!(codecs, ["h264", "aac"], "stream.mp4 through two edges");
+    println!("stream.mp4 through two edges: {codecs:?}");
+
     fan_out_and_slow_viewers(address, edge).await;
     virtual_viewers(edge);
     println!(

@@ -421,6 +421,14 @@ pub async fn handle(edge: Arc<Edge>, peer: IpAddr, request: Request<()>) -> Resp
     response
 }
 
+/// Whether a continuous-stream request is another edge's, asking for the stream framed.
+fn wants_frames(request: &Request<()>) -> bool {
+    request
+        .headers()
+        .get(header::ACCEPT)
+        .is_some_and(|accept| accept == estuary_proto::chunks::CONTENT_TYPE)
+}
+
 /// Whether a request on a plain HTTP/1 connection is for the fan-out engine.
 pub(crate) fn is_continuous_request(request: &Request<()>) -> bool {
     matches!(*request.method(), Method::GET | Method::HEAD)
@@ -449,6 +457,7 @@ pub(crate) async fn serve_continuous(
     let log = log_start(edge, client, &request);
     let arrival = crate::fanout::Arrival {
         key: crate::fanout::stream_key(request.uri().path(), request.uri().query()),
+        framed: wants_frames(&request),
         head_only: request.method() == Method::HEAD,
         until,
     };
@@ -641,19 +650,26 @@ async fn proxy(edge: &Arc<Edge>, client: IpAddr, request: &Request<()>) -> Respo
         let arrival = crate::fanout::Arrival {
             key: crate::fanout::stream_key(path, query),
             head_only: request.method() == Method::HEAD,
+            framed: wants_frames(request),
             until: admitted.until,
         };
+        let framed = arrival.framed;
         return match crate::fanout::stream_body(edge, arrival).await {
             Ok((media_type, body)) => {
                 let mut response = respond(StatusCode::OK, "application/octet-stream", body);
+                let headers = response.headers_mut();
                 if let Ok(media_type) = HeaderValue::from_str(&media_type) {
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_TYPE, media_type);
+                    if framed {
+                        headers.insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static(estuary_proto::chunks::CONTENT_TYPE),
+                        );
+                        headers.insert(estuary_proto::chunks::STREAM_TYPE, media_type);
+                    } else {
+                        headers.insert(header::CONTENT_TYPE, media_type);
+                    }
                 }
-                response
-                    .headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 response
             }
             Err(refusal) => {

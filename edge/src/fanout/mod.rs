@@ -195,6 +195,9 @@ pub struct Arrival {
     pub key: String,
     /// Only the response head is wanted.
     pub head_only: bool,
+    /// Another edge, asking for the stream framed (`estuary_proto::chunks`), as a packager
+    /// serves it: edges can stand behind edges.
+    pub framed: bool,
     /// When the viewer's credentials stop working (Unix seconds): it is disconnected then.
     pub until: Option<u64>,
 }

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
+use estuary_proto::chunks::{self, Kind};
 use hyper::StatusCode;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::ring::{Read, Ring};
+use super::ring::{Entry, Read, Ring};
 use super::{Arrival, Fanout, SlowPolicy, State, Stream};
 use crate::server::Edge;
 
@@ -43,9 +44,18 @@ pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arri
             return (refusal.status, 0);
         }
     };
+    let media_type = stream.media_type();
+    let content_type = if arrival.framed {
+        format!(
+            "{}\r\n{}: {media_type}",
+            estuary_proto::chunks::CONTENT_TYPE,
+            estuary_proto::chunks::STREAM_TYPE
+        )
+    } else {
+        media_type
+    };
     let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ncache-control: no-store\r\naccess-control-allow-origin: *\r\nconnection: close\r\n\r\n",
-        stream.media_type()
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncache-control: no-store\r\naccess-control-allow-origin: *\r\nconnection: close\r\n\r\n"
     );
     let mut sent = 0;
     if socket.write_all(head.as_bytes()).await.is_ok() && !arrival.head_only {
@@ -232,19 +242,54 @@ struct Place {
     queue: VecDeque<(Bytes, u64)>,
     queued_bytes: usize,
     partly_written: bool,
+    /// Another edge: each chunk goes in a frame (a copy, head and chunk in one piece, so that
+    /// a skip never cuts a frame).
+    framed: bool,
 }
 
 impl Place {
+    fn new(framed: bool) -> Place {
+        Place {
+            cursor: None,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            partly_written: false,
+            framed,
+        }
+    }
+
+    /// Queues the stream's header, for a viewer starting on the chunk captured at `capture`.
+    fn push_header(&mut self, header: &Bytes, capture: u64) {
+        if self.framed {
+            // Sent even when empty: it says where the stream starts.
+            let framed = frame(Kind::Header, 0, header);
+            self.push(framed, capture);
+        } else if !header.is_empty() {
+            // TS and ADTS have no header of their own.
+            self.push(header.clone(), capture);
+        }
+    }
+
+    fn push_chunk(&mut self, entry: Entry) {
+        let bytes = if self.framed {
+            frame(
+                Kind::Chunk { join: entry.join },
+                entry.capture_micros,
+                &entry.bytes,
+            )
+        } else {
+            entry.bytes
+        };
+        self.push(bytes, entry.capture_micros);
+    }
+
     /// Judges the viewer against `ring` and tops its queue up. `Err` when it is to be dropped.
     fn top_up(&mut self, ring: &Ring, fanout: &Fanout, stream: &Stream) -> Result<(), ()> {
         let config = &fanout.config;
         let Some(at) = self.cursor else {
             if let Some(start) = ring.start(config.burst_bytes) {
                 let capture = ring.capture_micros(start).unwrap_or_default();
-                // TS and ADTS have no header of their own.
-                if !ring.header().is_empty() {
-                    self.push(ring.header().clone(), capture);
-                }
+                self.push_header(ring.header(), capture);
                 self.cursor = Some(start);
                 self.take(ring, fanout, stream)?;
             }
@@ -303,7 +348,7 @@ impl Place {
             Read::Chunks { next } => {
                 self.cursor = Some(next);
                 for entry in taken {
-                    self.push(entry.bytes, entry.capture_micros);
+                    self.push_chunk(entry);
                 }
             }
             Read::Nothing => {}
@@ -372,12 +417,7 @@ async fn relay(
         Instant::now() + Duration::from_secs(until.saturating_sub(now))
     });
     let patience = fanout.config.client_timeout;
-    let mut place = Place {
-        cursor: None,
-        queue: VecDeque::new(),
-        queued_bytes: 0,
-        partly_written: false,
-    };
+    let mut place = Place::new(arrival.framed);
     let mut sent = 0u64;
     let mut last_progress = Instant::now();
     // The kernel's unsent bytes at the last check for a stalled socket.
@@ -461,6 +501,14 @@ async fn relay(
     }
 }
 
+/// `bytes` behind the head of a frame of `kind`, in one piece.
+fn frame(kind: Kind, capture_micros: u64, bytes: &Bytes) -> Bytes {
+    let mut framed = BytesMut::with_capacity(chunks::HEAD_LENGTH + bytes.len());
+    framed.extend_from_slice(&chunks::head(kind, capture_micros, bytes.len()));
+    framed.extend_from_slice(bytes);
+    framed.freeze()
+}
+
 /// The bytes written to `socket` that its peer has not yet acknowledged (`SIOCOUTQ`).
 fn unsent_bytes(socket: &TcpStream) -> Option<i64> {
     use std::os::fd::AsRawFd as _;
@@ -489,7 +537,7 @@ fn set_send_buffer(socket: &TcpStream, bytes: libc::c_int) {
 mod tests {
     use super::*;
     use crate::fanout::FanoutConfig;
-    use crate::fanout::ring::{Entry, Limits};
+    use crate::fanout::ring::Limits;
 
     const SECOND: u64 = 1_000_000;
 
@@ -526,12 +574,7 @@ mod tests {
     }
 
     fn place() -> Place {
-        Place {
-            cursor: None,
-            queue: VecDeque::new(),
-            queued_bytes: 0,
-            partly_written: false,
-        }
+        Place::new(false)
     }
 
     #[test]
@@ -583,5 +626,27 @@ mod tests {
         }
         assert!(place.top_up(&ring, &fanout, &stream).is_err());
         assert_eq!(stream.counters.drops.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn another_edge_gets_the_stream_in_frames() {
+        let (ring, fanout, stream) = (ring(5), fanout(SlowPolicy::Skip), stream());
+        let mut place = Place::new(true);
+        place.top_up(&ring, &fanout, &stream).unwrap();
+        let mut decoder = chunks::Decoder::new();
+        for (bytes, _) in &place.queue {
+            decoder.extend(bytes);
+        }
+        let header = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(
+            (header.kind, &header.bytes[..]),
+            (Kind::Header, &b"head"[..])
+        );
+        let first = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(first.kind, Kind::Chunk { join: true });
+        assert_eq!(first.capture_micros, 4 * SECOND, "chunk 12, at 4 s");
+        assert_eq!(first.bytes.len(), 10_000);
+        let second = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(second.kind, Kind::Chunk { join: false });
     }
 }
