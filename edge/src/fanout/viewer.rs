@@ -191,12 +191,14 @@ impl Out<'_> {
     async fn write(&mut self, queue: &VecDeque<(Bytes, u64)>) -> std::io::Result<usize> {
         match self {
             Out::Socket(socket) => {
-                let slices: Vec<IoSlice<'_>> = queue
-                    .iter()
-                    .take(64)
-                    .map(|(bytes, _)| IoSlice::new(bytes))
-                    .collect();
-                socket.write_vectored(&slices).await
+                // On the stack: a write for every chunk of every viewer allocates nothing.
+                let mut slices = [IoSlice::new(&[]); 64];
+                let mut count = 0;
+                for ((bytes, _), slice) in queue.iter().zip(slices.iter_mut()) {
+                    *slice = IoSlice::new(bytes);
+                    count += 1;
+                }
+                socket.write_vectored(&slices[..count]).await
             }
             Out::Channel(sender) => {
                 let permit = sender
