@@ -81,8 +81,7 @@ pub async fn run(
     .map_err(anyhow::Error::msg)?;
     let control = estuary_control::Control::with_keys(&control_config, keys, KEYCARD_LIFETIME)
         .map_err(anyhow::Error::msg)?;
-    let control_listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
+    let control_listener = estuary_proto::io::listen(SocketAddr::from(([127, 0, 0, 1], 0)))
         .context("binding control's listener")?;
     let control_url = format!(
         "http://{}",

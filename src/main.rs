@@ -850,8 +850,7 @@ fn control(args: ControlArgs) -> anyhow::Result<()> {
     };
     let control = estuary_control::Control::new(&config).map_err(anyhow::Error::msg)?;
     runtime()?.block_on(async {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
+        let listener = estuary_proto::io::listen(listen)
             .with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!(address = %listener.local_addr()?, sites = config.sites.len(), "control listening");
         estuary_control::server::serve(listener, control, shutdown_signal()).await?;

@@ -758,12 +758,10 @@ async fn whole_text(body: &Arc<Growing>) -> Option<String> {
 
 /// Binds the configured address.
 pub async fn bind(config: &EdgeConfig) -> Result<TcpListener, EdgeError> {
-    TcpListener::bind(config.listen)
-        .await
-        .map_err(|error| EdgeError::Listen {
-            address: config.listen,
-            reason: error.to_string(),
-        })
+    estuary_proto::io::listen(config.listen).map_err(|error| EdgeError::Listen {
+        address: config.listen,
+        reason: error.to_string(),
+    })
 }
 
 /// Serves viewers on `listener` until the process ends.

@@ -296,12 +296,10 @@ impl EventsOf for crate::window::Accepted {
 
 /// Binds the configured address.
 pub async fn bind(config: &PackagerConfig) -> Result<TcpListener, PackagerError> {
-    TcpListener::bind(config.listen)
-        .await
-        .map_err(|error| PackagerError::Listen {
-            address: config.listen,
-            reason: error.to_string(),
-        })
+    estuary_proto::io::listen(config.listen).map_err(|error| PackagerError::Listen {
+        address: config.listen,
+        reason: error.to_string(),
+    })
 }
 
 /// Serves ingest and origin requests on `listener` until the process ends.

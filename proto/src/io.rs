@@ -1,14 +1,33 @@
 //! Connection helpers the HTTP servers share (the edge's porter and HTTP/1 engine, control's
-//! front door): reading a request without a wasted system call, and handing a connection on
-//! with the bytes already read put back in front.
+//! front door, the packager): a listening socket with room for a crowd, reading a request
+//! without a wasted system call, and handing a connection on with the bytes already read put
+//! back in front.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, Interest, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+/// Connections the kernel may hold for a listener before it is accepted. Tokio's `bind` asks
+/// for 128: a crowd of viewers arriving at once overflows that, and each connection whose
+/// SYN is dropped waits a second for its retry. The kernel caps the figure at
+/// `net.core.somaxconn` (4096 by default since Linux 5.4).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Listens on `address` with [`LISTEN_BACKLOG`]. Must be called within a tokio runtime.
+pub fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Reads what `stream` has into `buffer` (at least 4 KiB of room is made), waiting for it if
 /// need be; 0 when the peer closed. A read that did not fill the room took everything the
