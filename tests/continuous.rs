@@ -320,6 +320,7 @@ async fn continuous_streams_play_from_the_packager() {
     let (codecs, _) = probe(&format!("http://{second}/live/demo/stream.mp4"));
     assert_eq!(codecs, ["h264", "aac"], "stream.mp4 through two edges");
     println!("stream.mp4 through two edges: {codecs:?}");
+    overflow(address, second).await;
 
     fan_out_and_slow_viewers(address, edge).await;
     virtual_viewers(edge);
@@ -459,4 +460,35 @@ fn virtual_viewers(edge: SocketAddr) {
         p50 > 300.0 && p50 < 3000.0,
         "a part's duration at least, and live: {text}"
     );
+}
+
+/// An edge that lets two viewers onto a stream sends the third to its overflow, the same
+/// path there, and counts it.
+async fn overflow(packager: SocketAddr, elsewhere: SocketAddr) {
+    let full = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    let _full = Running(
+        estuary()
+            .args(["edge", "--listen", &full.to_string()])
+            .arg("--upstream")
+            .arg(format!("http://{packager}"))
+            .args(["--stream-viewers", "2", "--overflow"])
+            .arg(format!("http://{elsewhere}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    support::wait_until_served(&format!("http://{full}/healthz"), Duration::from_secs(10));
+    let path = "/live/demo/stream.aac";
+    let (_one, head) = support::open_viewer(full, path, None).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_two, head) = support::open_viewer(full, path, None).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_three, head) = support::open_viewer(full, path, None).await;
+    assert!(head.starts_with("HTTP/1.1 302"), "{head}");
+    let location = format!("location: http://{elsewhere}{path}");
+    assert!(head.contains(&location), "{head}");
+    let (_, page) = support::http_get(full, "/metrics").await;
+    let refused = format!("estuary_edge_stream_refused_total{{path=\"{path}\"}}");
+    assert_eq!(metric(&page, &refused), Some(1.0), "{page}");
+    println!("the third viewer of a stream limited to two was sent to {location}");
 }
