@@ -308,6 +308,13 @@ struct EdgeArgs {
     /// without it they get 503.
     #[arg(long, env = "ESTUARY_EDGE_OVERFLOW", requires = "stream_viewers")]
     overflow: Option<String>,
+    /// A mount with continuous-stream settings of its own, PREFIX:KEY=VALUE,..., e.g.
+    /// '/live/radio/:slow-clients=drop,max-lag=10s,stream-viewers=5000'. Keys: slow-clients,
+    /// max-lag, max-lag-bytes, client-timeout, burst, stream-viewers, overflow; the others
+    /// keep the edge-wide values. A stream takes the first mount its path starts with.
+    /// Repeatable.
+    #[arg(long = "mount", value_name = "PREFIX:SETTINGS")]
+    mounts: Vec<String>,
 }
 
 #[derive(Args)]
@@ -655,7 +662,7 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.cache_bytes = parse_size("--cache-size", &args.cache_size)?;
     config.playlist_floor = parse_duration("--playlist-ttl", &args.playlist_ttl)?;
     config.stale_limit = parse_duration("--stale-limit", &args.stale_limit)?;
-    config.fanout = estuary_edge::fanout::FanoutConfig {
+    let policy = estuary_edge::fanout::MountPolicy {
         slow: args.slow_clients,
         max_lag: parse_duration("--max-lag", &args.max_lag)?,
         client_timeout: parse_duration("--client-timeout", &args.client_timeout)?,
@@ -663,6 +670,15 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         burst_bytes: parse_size("--burst", &args.burst)?,
         max_viewers: args.stream_viewers,
         overflow: args.overflow.clone(),
+    };
+    let mounts = args
+        .mounts
+        .iter()
+        .map(|mount| parse_mount(mount, &policy))
+        .collect::<anyhow::Result<_>>()?;
+    config.fanout = estuary_edge::fanout::FanoutConfig {
+        policy,
+        mounts,
         ..estuary_edge::fanout::FanoutConfig::default()
     };
     config.access_log = args.access_log.clone();
@@ -802,6 +818,47 @@ fn edge_bouncer(args: &EdgeArgs) -> anyhow::Result<Option<estuary_edge::bouncer:
 }
 
 /// `256MiB`, `2GiB`, `500MB`, `1000000`: a number of bytes.
+/// `--mount PREFIX:KEY=VALUE,...`: the edge-wide `policy` with the settings given changed.
+fn parse_mount(
+    text: &str,
+    policy: &estuary_edge::fanout::MountPolicy,
+) -> anyhow::Result<(String, estuary_edge::fanout::MountPolicy)> {
+    let (prefix, settings) = text
+        .split_once(':')
+        .filter(|(prefix, _)| prefix.starts_with('/'))
+        .with_context(|| format!("--mount {text:?}: expected PREFIX:KEY=VALUE,..., with PREFIX a path such as /live/radio/"))?;
+    let mut policy = policy.clone();
+    for setting in settings.split(',').filter(|s| !s.is_empty()) {
+        let (key, value) = setting
+            .split_once('=')
+            .with_context(|| format!("--mount {text:?}: {setting:?} is not KEY=VALUE"))?;
+        let flag = format!("--mount {prefix} {key}");
+        match key {
+            "slow-clients" => {
+                policy.slow = value
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("{flag}: {e}"))?
+            }
+            "max-lag" => policy.max_lag = parse_duration(&flag, value)?,
+            "max-lag-bytes" => policy.max_lag_bytes = parse_size(&flag, value)?,
+            "client-timeout" => policy.client_timeout = parse_duration(&flag, value)?,
+            "burst" => policy.burst_bytes = parse_size(&flag, value)?,
+            "stream-viewers" => {
+                policy.max_viewers = Some(
+                    value
+                        .parse()
+                        .with_context(|| format!("{flag}: {value:?} is not a number"))?,
+                )
+            }
+            "overflow" => policy.overflow = Some(value.to_owned()),
+            _ => bail!(
+                "--mount {text:?}: unknown setting {key:?} (slow-clients, max-lag, max-lag-bytes, client-timeout, burst, stream-viewers, overflow)"
+            ),
+        }
+    }
+    Ok((prefix.to_owned(), policy))
+}
+
 fn parse_size(flag: &str, text: &str) -> anyhow::Result<usize> {
     let text = text.trim();
     let split = text
@@ -869,5 +926,34 @@ async fn shutdown_signal() {
                 None => std::future::pending::<()>().await,
             }
         } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_change_the_settings_they_name_and_keep_the_rest() {
+        let policy = estuary_edge::fanout::MountPolicy::default();
+        let (prefix, radio) = parse_mount(
+            "/live/radio/:slow-clients=drop,max-lag=10s,stream-viewers=5000",
+            &policy,
+        )
+        .unwrap();
+        assert_eq!(prefix, "/live/radio/");
+        assert_eq!(radio.slow, estuary_edge::fanout::SlowPolicy::Drop);
+        assert_eq!(radio.max_lag, std::time::Duration::from_secs(10));
+        assert_eq!(radio.max_viewers, Some(5000));
+        assert_eq!(radio.client_timeout, policy.client_timeout);
+        for (bad, says) in [
+            ("radio:max-lag=1s", "expected PREFIX:KEY=VALUE"),
+            ("/live/:max-lag", "is not KEY=VALUE"),
+            ("/live/:speed=2", "unknown setting \"speed\""),
+            ("/live/:slow-clients=maybe", "neither skip nor drop"),
+        ] {
+            let error = parse_mount(bad, &policy).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
     }
 }

@@ -462,8 +462,8 @@ fn virtual_viewers(edge: SocketAddr) {
     );
 }
 
-/// An edge that lets two viewers onto a stream sends the third to its overflow, the same
-/// path there, and counts it.
+/// An edge whose mount for stream.aac lets two viewers on sends the third to its overflow,
+/// the same path there, and counts it; other streams of the edge have no limit.
 async fn overflow(packager: SocketAddr, elsewhere: SocketAddr) {
     let full = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let _full = Running(
@@ -471,8 +471,10 @@ async fn overflow(packager: SocketAddr, elsewhere: SocketAddr) {
             .args(["edge", "--listen", &full.to_string()])
             .arg("--upstream")
             .arg(format!("http://{packager}"))
-            .args(["--stream-viewers", "2", "--overflow"])
-            .arg(format!("http://{elsewhere}"))
+            .arg("--mount")
+            .arg(format!(
+                "/live/demo/stream.aac:stream-viewers=2,overflow=http://{elsewhere}"
+            ))
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -487,6 +489,15 @@ async fn overflow(packager: SocketAddr, elsewhere: SocketAddr) {
     assert!(head.starts_with("HTTP/1.1 302"), "{head}");
     let location = format!("location: http://{elsewhere}{path}");
     assert!(head.contains(&location), "{head}");
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let (viewer, head) = support::open_viewer(full, "/live/demo/stream.ts", None).await;
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "stream.ts has no limit: {head}"
+        );
+        others.push(viewer);
+    }
     let (_, page) = support::http_get(full, "/metrics").await;
     let refused = format!("estuary_edge_stream_refused_total{{path=\"{path}\"}}");
     assert_eq!(metric(&page, &refused), Some(1.0), "{page}");

@@ -52,8 +52,9 @@ impl std::str::FromStr for SlowPolicy {
     }
 }
 
-#[derive(Clone, Debug)]
-pub struct FanoutConfig {
+/// How a stream treats its viewers: the edge's defaults, or a mount's own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MountPolicy {
     pub slow: SlowPolicy,
     /// A viewer further behind than this (media time from the oldest chunk queued for it to
     /// the newest) is slow.
@@ -71,13 +72,11 @@ pub struct FanoutConfig {
     pub max_viewers: Option<usize>,
     /// Base URL that viewers beyond `max_viewers` are redirected to (the same path there).
     pub overflow: Option<String>,
-    /// What a stream's ring keeps.
-    pub ring: Limits,
 }
 
-impl Default for FanoutConfig {
+impl Default for MountPolicy {
     fn default() -> Self {
-        FanoutConfig {
+        MountPolicy {
             slow: SlowPolicy::Skip,
             max_lag: Duration::from_secs(5),
             client_timeout: Duration::from_secs(30),
@@ -85,11 +84,41 @@ impl Default for FanoutConfig {
             burst_bytes: 0,
             max_viewers: None,
             overflow: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FanoutConfig {
+    /// The policy of streams no mount names.
+    pub policy: MountPolicy,
+    /// Mounts with policies of their own: a stream takes the first whose path prefix its
+    /// path starts with (e.g. `/live/radio/`).
+    pub mounts: Vec<(String, MountPolicy)>,
+    /// What a stream's ring keeps.
+    pub ring: Limits,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig {
+            policy: MountPolicy::default(),
+            mounts: Vec::new(),
             ring: Limits {
                 bytes: 32 << 20,
                 micros: 10_000_000,
             },
         }
+    }
+}
+
+impl FanoutConfig {
+    /// The policy of the stream `key`.
+    pub fn policy_for(&self, key: &str) -> &MountPolicy {
+        self.mounts
+            .iter()
+            .find(|(prefix, _)| key.starts_with(prefix.as_str()))
+            .map_or(&self.policy, |(_, policy)| policy)
     }
 }
 
@@ -127,14 +156,17 @@ struct Stream {
     media_type: Mutex<String>,
     state: watch::Sender<State>,
     counters: Counters,
+    /// How it treats its viewers.
+    policy: MountPolicy,
     /// Where its counters go when the last viewer and the feeder have let go of it.
     finished: Finished,
 }
 
 impl Stream {
-    fn new(key: &str, finished: Finished) -> Stream {
+    fn new(key: &str, policy: MountPolicy, finished: Finished) -> Stream {
         Stream {
             key: key.to_owned(),
+            policy,
             ring: Mutex::new(None),
             media_type: Mutex::new("application/octet-stream".into()),
             state: watch::Sender::new(State::Connecting),
@@ -226,14 +258,15 @@ impl Fanout {
         let mut streams = self.streams();
         if let Some(stream) = streams.get(key) {
             let viewers = stream.counters.viewers.load(Ordering::Relaxed);
-            if self.config.max_viewers.is_some_and(|max| viewers >= max) {
+            if stream.policy.max_viewers.is_some_and(|max| viewers >= max) {
                 stream.counters.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(stream.clone());
             }
             stream.counters.viewers.fetch_add(1, Ordering::Relaxed);
             return Ok(stream.clone());
         }
-        let stream = Arc::new(Stream::new(key, self.finished.clone()));
+        let policy = self.config.policy_for(key).clone();
+        let stream = Arc::new(Stream::new(key, policy, self.finished.clone()));
         stream.counters.viewers.store(1, Ordering::Relaxed);
         streams.insert(key.to_owned(), stream.clone());
         tokio::spawn(feed(edge.clone(), stream.clone()));

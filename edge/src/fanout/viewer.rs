@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::ring::{Entry, Read, Ring};
-use super::{Arrival, Fanout, SlowPolicy, State, Stream};
+use super::{Arrival, SlowPolicy, State, Stream};
 use crate::server::Edge;
 
 /// How long a viewer waits for a new stream's upstream to answer.
@@ -36,7 +36,6 @@ const SEND_BUFFER: libc::c_int = 64 * 1024;
 /// until it leaves, falls behind past its policy, its credentials expire, or the stream ends.
 /// Gives the status answered and the bytes of stream sent.
 pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arrival) -> (u16, u64) {
-    let fanout = edge.fanout();
     let (stream, generation) = match open(edge, &arrival).await {
         Ok(opened) => opened,
         Err(refusal) => {
@@ -60,14 +59,7 @@ pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arri
     let mut sent = 0;
     if socket.write_all(head.as_bytes()).await.is_ok() && !arrival.head_only {
         set_send_buffer(&socket, SEND_BUFFER);
-        sent = relay(
-            fanout,
-            &stream,
-            Out::Socket(&mut socket),
-            &arrival,
-            generation,
-        )
-        .await;
+        sent = relay(&stream, Out::Socket(&mut socket), &arrival, generation).await;
     }
     let _ = socket.shutdown().await;
     leave(&stream, sent);
@@ -89,10 +81,8 @@ pub async fn stream_body(
     }
     // A few chunks' worth: the client's pace comes through as the channel fills.
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
-    let edge = edge.clone();
     tokio::spawn(async move {
-        let fanout = edge.fanout();
-        let sent = relay(fanout, &stream, Out::Channel(sender), &arrival, generation).await;
+        let sent = relay(&stream, Out::Channel(sender), &arrival, generation).await;
         leave(&stream, sent);
     });
     Ok((media_type, crate::body::Body::streaming(receiver)))
@@ -137,9 +127,9 @@ async fn open(edge: &Arc<Edge>, arrival: &Arrival) -> Result<(Arc<Stream>, u64),
     let fanout = edge.fanout();
     let stream = match fanout.attach(edge, &arrival.key) {
         Ok(stream) => stream,
-        Err(_full) => {
-            let location = fanout
-                .config
+        Err(full) => {
+            let location = full
+                .policy
                 .overflow
                 .as_ref()
                 .map(|base| format!("{}{}", base.trim_end_matches('/'), arrival.key));
@@ -286,14 +276,14 @@ impl Place {
     }
 
     /// Judges the viewer against `ring` and tops its queue up. `Err` when it is to be dropped.
-    fn top_up(&mut self, ring: &Ring, fanout: &Fanout, stream: &Stream) -> Result<(), ()> {
-        let config = &fanout.config;
+    fn top_up(&mut self, ring: &Ring, stream: &Stream) -> Result<(), ()> {
+        let config = &stream.policy;
         let Some(at) = self.cursor else {
             if let Some(start) = ring.start(config.burst_bytes) {
                 let capture = ring.capture_micros(start).unwrap_or_default();
                 self.push_header(ring.header(), capture);
                 self.cursor = Some(start);
-                self.take(ring, fanout, stream)?;
+                self.take(ring, stream)?;
             }
             return Ok(());
         };
@@ -328,20 +318,20 @@ impl Place {
                 }
             }
         }
-        self.read(ring, fanout, stream)
+        self.read(ring, stream)
     }
 
     /// Takes chunks from the ring once the queue holds no whole chunk: the cursor stays where
     /// the viewer is, so that a viewer behind has chunks to skip.
-    fn read(&mut self, ring: &Ring, fanout: &Fanout, stream: &Stream) -> Result<(), ()> {
+    fn read(&mut self, ring: &Ring, stream: &Stream) -> Result<(), ()> {
         if self.queue.len() > usize::from(self.partly_written) {
             return Ok(());
         }
-        self.take(ring, fanout, stream)
+        self.take(ring, stream)
     }
 
     /// Takes the chunks from the cursor on (up to [`QUEUE_BUDGET`]) into the queue.
-    fn take(&mut self, ring: &Ring, fanout: &Fanout, stream: &Stream) -> Result<(), ()> {
+    fn take(&mut self, ring: &Ring, stream: &Stream) -> Result<(), ()> {
         let Some(at) = self.cursor else {
             return Ok(());
         };
@@ -356,11 +346,11 @@ impl Place {
             Read::Nothing => {}
             // The lag checks catch a viewer before the ring lets go of its chunk, unless the
             // ring's limits are tighter than the lag allowed.
-            Read::Lost => match (fanout.config.slow, ring.newest_join()) {
+            Read::Lost => match (stream.policy.slow, ring.newest_join()) {
                 (SlowPolicy::Skip, Some(join)) => {
                     stream.counters.skips.fetch_add(1, Ordering::Relaxed);
                     self.skip_to(join);
-                    return self.read(ring, fanout, stream);
+                    return self.read(ring, stream);
                 }
                 _ => {
                     stream.counters.drops.fetch_add(1, Ordering::Relaxed);
@@ -406,19 +396,13 @@ impl Place {
 /// Relays the stream to `out` from its newest join point until the viewer leaves, falls
 /// behind past its policy, its credentials expire, or the stream ends or changes generation.
 /// Gives the bytes sent.
-async fn relay(
-    fanout: &Fanout,
-    stream: &Stream,
-    mut out: Out<'_>,
-    arrival: &Arrival,
-    generation: u64,
-) -> u64 {
+async fn relay(stream: &Stream, mut out: Out<'_>, arrival: &Arrival, generation: u64) -> u64 {
     let mut state = stream.state.subscribe();
     let deadline = arrival.until.map(|until| {
         let now = crate::server::unix_now().as_secs();
         Instant::now() + Duration::from_secs(until.saturating_sub(now))
     });
-    let patience = fanout.config.client_timeout;
+    let patience = stream.policy.client_timeout;
     let mut place = Place::new(arrival.framed);
     let mut sent = 0u64;
     let mut last_progress = Instant::now();
@@ -431,7 +415,7 @@ async fn relay(
             let Some(ring) = ring.as_ref() else {
                 return sent;
             };
-            if place.top_up(ring, fanout, stream).is_err() {
+            if place.top_up(ring, stream).is_err() {
                 return sent;
             }
         }
@@ -538,13 +522,20 @@ fn set_send_buffer(socket: &TcpStream, bytes: libc::c_int) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fanout::FanoutConfig;
+    use crate::fanout::MountPolicy;
     use crate::fanout::ring::Limits;
 
     const SECOND: u64 = 1_000_000;
 
-    fn stream() -> Stream {
-        Stream::new("/live/demo/stream.ts", Default::default())
+    /// A stream whose viewers are slow 2 s behind.
+    fn stream(slow: SlowPolicy) -> Stream {
+        let policy = MountPolicy {
+            slow,
+            max_lag: Duration::from_secs(2),
+            max_lag_bytes: 1 << 30,
+            ..MountPolicy::default()
+        };
+        Stream::new("/live/demo/stream.ts", policy, Default::default())
     }
 
     /// Three 10 kB chunks a second, a join point every two seconds, for `seconds`.
@@ -566,24 +557,15 @@ mod tests {
         ring
     }
 
-    fn fanout(slow: SlowPolicy) -> Fanout {
-        Fanout::new(FanoutConfig {
-            slow,
-            max_lag: Duration::from_secs(2),
-            max_lag_bytes: 1 << 30,
-            ..FanoutConfig::default()
-        })
-    }
-
     fn place() -> Place {
         Place::new(false)
     }
 
     #[test]
     fn a_new_viewer_gets_the_header_then_the_newest_join_point_on() {
-        let (ring, fanout, stream) = (ring(5), fanout(SlowPolicy::Skip), stream());
+        let (ring, stream) = (ring(5), stream(SlowPolicy::Skip));
         let mut place = place();
-        place.top_up(&ring, &fanout, &stream).unwrap();
+        place.top_up(&ring, &stream).unwrap();
         // Join points at chunks 0, 6 and 12; 15 chunks.
         assert_eq!(place.queue.len(), 1 + 3);
         assert_eq!(&place.queue[0].0[..], b"head");
@@ -592,9 +574,9 @@ mod tests {
 
     #[test]
     fn a_viewer_that_falls_behind_skips_after_the_chunk_it_is_writing() {
-        let (mut ring, fanout, stream) = (ring(2), fanout(SlowPolicy::Skip), stream());
+        let (mut ring, stream) = (ring(2), stream(SlowPolicy::Skip));
         let mut place = place();
-        place.top_up(&ring, &fanout, &stream).unwrap(); // header + chunk 0..6
+        place.top_up(&ring, &stream).unwrap(); // header + chunk 0..6
         place.wrote(4 + 5_000); // the header and half of chunk 0
         assert!(place.partly_written);
         // Four seconds more land while the viewer reads nothing.
@@ -605,7 +587,7 @@ mod tests {
                 capture_micros: part * SECOND / 3,
             });
         }
-        place.top_up(&ring, &fanout, &stream).unwrap();
+        place.top_up(&ring, &stream).unwrap();
         assert_eq!(stream.counters.skips.load(Ordering::Relaxed), 1);
         // The rest of chunk 0, then the newest join point (chunk 12) on.
         assert_eq!(place.queue[0].0.len(), 5_000);
@@ -616,9 +598,9 @@ mod tests {
 
     #[test]
     fn a_viewer_that_falls_behind_is_dropped_by_the_drop_policy() {
-        let (mut ring, fanout, stream) = (ring(2), fanout(SlowPolicy::Drop), stream());
+        let (mut ring, stream) = (ring(2), stream(SlowPolicy::Drop));
         let mut place = place();
-        place.top_up(&ring, &fanout, &stream).unwrap();
+        place.top_up(&ring, &stream).unwrap();
         for part in 6..18 {
             ring.push(Entry {
                 bytes: Bytes::from(vec![1u8; 10_000]),
@@ -626,15 +608,15 @@ mod tests {
                 capture_micros: part * SECOND / 3,
             });
         }
-        assert!(place.top_up(&ring, &fanout, &stream).is_err());
+        assert!(place.top_up(&ring, &stream).is_err());
         assert_eq!(stream.counters.drops.load(Ordering::Relaxed), 1);
     }
 
     #[test]
     fn another_edge_gets_the_stream_in_frames() {
-        let (ring, fanout, stream) = (ring(5), fanout(SlowPolicy::Skip), stream());
+        let (ring, stream) = (ring(5), stream(SlowPolicy::Skip));
         let mut place = Place::new(true);
-        place.top_up(&ring, &fanout, &stream).unwrap();
+        place.top_up(&ring, &stream).unwrap();
         let mut decoder = chunks::Decoder::new();
         for (bytes, _) in &place.queue {
             decoder.extend(bytes);
