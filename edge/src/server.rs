@@ -408,6 +408,16 @@ pub async fn handle(edge: Arc<Edge>, peer: IpAddr, request: Request<()>) -> Resp
             .headers_mut()
             .insert(header::ALT_SVC, alt_svc.clone());
     }
+    tallied(&edge, log, response)
+}
+
+/// Counts the response in the metrics, and has its body count its bytes and write the access
+/// log's line when it is over.
+fn tallied(
+    edge: &Edge,
+    log: Option<(crate::metrics::AccessLog, OwnedLogLine)>,
+    mut response: Response<Body>,
+) -> Response<Body> {
     let status = response.status().as_u16();
     edge.metrics.count_request(status);
     let body = std::mem::replace(response.body_mut(), Body::empty());
@@ -450,11 +460,11 @@ pub(crate) async fn serve_continuous(
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok());
     let client = net::client_address(peer, forwarded_for, &edge.config.trusted_proxies);
+    let log = log_start(edge, client, &request);
     let until = match admit(edge, client, &request) {
         Ok(admitted) => admitted.until,
-        Err(refusal) => return Err(Box::new((socket, *refusal))),
+        Err(refusal) => return Err(Box::new((socket, tallied(edge, log, *refusal)))),
     };
-    let log = log_start(edge, client, &request);
     let arrival = crate::fanout::Arrival {
         key: crate::fanout::stream_key(request.uri().path(), request.uri().query()),
         framed: wants_frames(&request),
