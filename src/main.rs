@@ -208,6 +208,10 @@ struct EdgeArgs {
     /// and /vod.
     #[arg(long, env = "ESTUARY_EDGE_KEY_FILE")]
     key_file: Option<PathBuf>,
+    /// File of revoked keycard ids (one a line, # comments), read again when it changes: a
+    /// keycard whose id= is listed is refused, and its continuous-stream viewers disconnected.
+    #[arg(long, env = "ESTUARY_EDGE_REVOKED")]
+    revoked: Option<PathBuf>,
     /// GeoIP database (MaxMind DB, country.iso_code or country_code records): turns on the
     /// country bouncer with --allow-countries and/or --deny-countries.
     #[arg(long, env = "ESTUARY_EDGE_GEOIP")]
@@ -682,6 +686,7 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         ..estuary_edge::fanout::FanoutConfig::default()
     };
     config.access_log = args.access_log.clone();
+    config.revoked = args.revoked.clone();
     config.trusted_proxies = cidrs("--trusted-proxies", &args.trusted_proxies)?;
     config.proxy_protocol = args.proxy_protocol;
     config.tls = match (&args.tls_cert, &args.tls_key) {

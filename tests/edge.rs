@@ -197,7 +197,10 @@ async fn keycards_guard_the_stream_and_travel_with_the_player() {
     let key_file = dir.path().join("keys");
     std::fs::write(&key_file, format!("# test keys\nk1 {KEY}\n")).unwrap();
     let log = dir.path().join("access.log");
-    let stack = stack(Some(&key_file), Some(&log), &[]).await;
+    let revoked = dir.path().join("revoked");
+    std::fs::write(&revoked, "# revoked keycard ids\n").unwrap();
+    let revoked_arg = revoked.to_str().unwrap();
+    let stack = stack(Some(&key_file), Some(&log), &["--revoked", revoked_arg]).await;
     let edge = stack.edge;
 
     let good = sign(&key_file, "/live/demo/*", "300s");
@@ -288,6 +291,34 @@ async fn keycards_guard_the_stream_and_travel_with_the_player() {
         "a 3 s keycard watched for {seconds} s"
     );
     println!("a viewer of stream.ts with a 3 s keycard got {bytes} bytes in {seconds:.1} s");
+    // A keycard revoked while its viewer watches: the viewer is disconnected within a second
+    // or two of the file's change, and the keycard is refused from then on.
+    let signed = estuary()
+        .args(["keycard", "sign", "--acl", "/live/demo/*", "--ttl", "300s"])
+        .args(["--id", "viewer-7", "--key-file"])
+        .arg(&key_file)
+        .output()
+        .unwrap();
+    let card = String::from_utf8(signed.stdout).unwrap().trim().to_owned();
+    let watching = std::thread::spawn({
+        let url = stream_url(&card);
+        move || watch(&url, "15")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&revoked, "# revoked keycard ids\nviewer-7\n").unwrap();
+    let watched = watching.join().unwrap();
+    let fields: Vec<&str> = watched.split(' ').collect();
+    let seconds: f64 = fields[3].parse().unwrap();
+    assert_eq!(fields[0], "200", "{watched}");
+    assert!(seconds < 6.0, "revoked after 2 s, watched for {seconds} s");
+    let (status, _, reason) = get(edge, &format!("/live/demo/master.m3u8?keycard={card}")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        text(&reason).contains("viewer-7 is revoked"),
+        "{}",
+        text(&reason)
+    );
+    println!("a viewer whose keycard was revoked after 2 s was disconnected at {seconds:.1} s");
 
     // `estuary keycard verify` says the same as the edge.
     let verify = |card: &str| {

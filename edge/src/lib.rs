@@ -21,6 +21,7 @@ pub mod http3;
 pub mod metrics;
 pub mod porter;
 pub mod report;
+pub mod revoked;
 pub mod sealed;
 pub mod server;
 pub mod tls;

@@ -39,6 +39,8 @@ pub struct EdgeConfig {
     pub bouncer: Option<Bouncer>,
     /// Where the combined-format access log goes (`-` for standard output).
     pub access_log: Option<PathBuf>,
+    /// A file of revoked keycard ids, read again when it changes.
+    pub revoked: Option<PathBuf>,
     /// Playlists (which the packager marks `max-age=0`) are shared for this long.
     pub playlist_floor: Duration,
     /// How old a playlist may be and still be served when the upstream fails.
@@ -65,6 +67,7 @@ impl EdgeConfig {
             cache_bytes: 256 << 20,
             bouncer: None,
             access_log: None,
+            revoked: None,
             playlist_floor: Duration::from_millis(100),
             stale_limit: Duration::from_secs(60),
             trusted_proxies: Vec::new(),
@@ -87,6 +90,8 @@ pub enum EdgeError {
     AccessLog { path: PathBuf, reason: String },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("revoked keycards: {0}")]
+    Revoked(String),
 }
 
 pub struct Edge {
@@ -96,6 +101,7 @@ pub struct Edge {
     fanout: crate::fanout::Fanout,
     metrics: Arc<Metrics>,
     access_log: Option<AccessLog>,
+    revoked: Option<Arc<crate::revoked::Revoked>>,
     tls: Option<crate::tls::Tls>,
     /// The Alt-Svc header naming the HTTP/3 endpoint, once it is bound.
     alt_svc: OnceLock<HeaderValue>,
@@ -119,6 +125,12 @@ impl Edge {
                 })
             })
             .transpose()?;
+        let revoked = config
+            .revoked
+            .as_deref()
+            .map(crate::revoked::Revoked::open)
+            .transpose()
+            .map_err(EdgeError::Revoked)?;
         let tls = config
             .tls
             .as_ref()
@@ -131,6 +143,7 @@ impl Edge {
             fanout: crate::fanout::Fanout::new(config.fanout.clone()),
             metrics: Arc::default(),
             access_log,
+            revoked,
             tls,
             alt_svc: OnceLock::new(),
             upstream_requests: AtomicU64::new(0),
@@ -461,15 +474,16 @@ pub(crate) async fn serve_continuous(
         .and_then(|value| value.to_str().ok());
     let client = net::client_address(peer, forwarded_for, &edge.config.trusted_proxies);
     let log = log_start(edge, client, &request);
-    let until = match admit(edge, client, &request) {
-        Ok(admitted) => admitted.until,
+    let admitted = match admit(edge, client, &request) {
+        Ok(admitted) => admitted,
         Err(refusal) => return Err(Box::new((socket, tallied(edge, log, *refusal)))),
     };
     let arrival = crate::fanout::Arrival {
         key: crate::fanout::stream_key(request.uri().path(), request.uri().query()),
         framed: wants_frames(&request),
         head_only: request.method() == Method::HEAD,
-        until,
+        until: admitted.until,
+        revocable: edge.revoked.clone().zip(admitted.keycard_id),
     };
     let (status, bytes) = crate::fanout::serve_viewer(edge, socket, arrival).await;
     edge.metrics.count_request(status);
@@ -587,6 +601,8 @@ pub(crate) struct Admitted {
     carried: Option<String>,
     /// When the viewer's credentials stop working (Unix seconds).
     until: Option<u64>,
+    /// The id of the keycard presented, watched for revocation.
+    keycard_id: Option<String>,
 }
 
 /// Who may come in: the viewer as admitted, else the refusal.
@@ -608,6 +624,22 @@ pub(crate) fn admit(
         header_text(header::AUTHORIZATION),
     );
     let guarded = path.starts_with("/live/") || path.starts_with("/vod/");
+    // A revoked keycard is refused whatever the bouncers would say. (Its id is read only
+    // when there is a revocation list.)
+    let keycard_id = keycard
+        .as_deref()
+        .filter(|_| edge.revoked.is_some())
+        .and_then(|card| estuary_proto::Keycard::parse(card).ok())
+        .and_then(|card| card.id);
+    if guarded
+        && let (Some(revoked), Some(id)) = (&edge.revoked, &keycard_id)
+        && revoked.contains(id)
+    {
+        return Err(Box::new(problem(
+            StatusCode::FORBIDDEN,
+            format!("keycard {id} is revoked"),
+        )));
+    }
     if guarded && let Some(bouncer) = &edge.config.bouncer {
         let basic = header_text(header::AUTHORIZATION).and_then(htpasswd::basic_credentials);
         let visitor = Visitor {
@@ -624,6 +656,7 @@ pub(crate) fn admit(
                 return Ok(Admitted {
                     carried: keycard,
                     until,
+                    keycard_id,
                 });
             }
             Verdict::Deny { status, reason } => {
@@ -642,6 +675,7 @@ pub(crate) fn admit(
     Ok(Admitted {
         carried: None,
         until: None,
+        keycard_id: None,
     })
 }
 
@@ -662,6 +696,7 @@ async fn proxy(edge: &Arc<Edge>, client: IpAddr, request: &Request<()>) -> Respo
             head_only: request.method() == Method::HEAD,
             framed: wants_frames(request),
             until: admitted.until,
+            revocable: edge.revoked.clone().zip(admitted.keycard_id),
         };
         let framed = arrival.framed;
         return match crate::fanout::stream_body(edge, arrival).await {
@@ -888,6 +923,9 @@ pub async fn run(
             tracing::info!(%address, upstreams = ?config.upstreams, certificate = %fingerprint, %spki, "edge listening (HTTPS)")
         }
         None => tracing::info!(%address, upstreams = ?config.upstreams, "edge listening"),
+    }
+    if let Some(revoked) = &edge.revoked {
+        tokio::spawn(revoked.clone().watch());
     }
     if let Some((control, identity)) = config.control.clone() {
         tokio::spawn(crate::report::run(edge.clone(), control, identity));

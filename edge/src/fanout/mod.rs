@@ -232,6 +232,9 @@ pub struct Arrival {
     pub framed: bool,
     /// When the viewer's credentials stop working (Unix seconds): it is disconnected then.
     pub until: Option<u64>,
+    /// The revocation list and the id of the viewer's keycard: it is disconnected once the
+    /// list names it.
+    pub revocable: Option<(Arc<crate::revoked::Revoked>, String)>,
 }
 
 impl Fanout {

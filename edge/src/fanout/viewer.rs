@@ -423,6 +423,17 @@ async fn relay(stream: &Stream, mut out: Out<'_>, arrival: &Arrival, generation:
             // Waiting for chunks is not the viewer's stall.
             last_progress = Instant::now();
         }
+        // Looked at whenever the viewer wakes: at least with every chunk of the stream.
+        if let Some((revoked, id)) = &arrival.revocable
+            && revoked.contains(id)
+        {
+            tracing::info!(
+                path = stream.key,
+                keycard = id,
+                "viewer's keycard revoked: disconnected"
+            );
+            return sent;
+        }
         let expired = async {
             match deadline {
                 Some(deadline) => tokio::time::sleep_until(deadline).await,
