@@ -2,11 +2,15 @@
 //! one upstream connection each. The HTTP/1 engine hands a viewer's socket here once the
 //! bouncers have let it in; the engine writes the response head itself, then the stream's
 //! header and chunks from the stream's [`ring::Ring`], starting on a chunk a decoder can start
-//! from. One task per stream reads the packager's framed stream (`estuary_proto::chunks`) into
-//! the ring; one task per viewer holds the viewer's cursor and writes with `writev`, woken by
-//! tokio's epoll reactor when a chunk arrives or the socket can take more. A viewer that falls
-//! behind is moved to the newest join point or dropped, as configured.
+//! from. One task per stream (`feed`) reads the upstream's framed stream
+//! (`estuary_proto::chunks`) into the ring; one task per viewer (`viewer`) holds the
+//! viewer's cursor and writes with `writev`, woken by tokio's epoll reactor when a chunk
+//! arrives or the socket can take more. A viewer that falls behind is moved to the newest join
+//! point or dropped, by its mount's policy. Connections hyper keeps (HTTP/2, TLS, HTTP/3) get
+//! the same relay into a response body, and an edge behind this one gets the stream framed.
+//! This module holds the registry of streams, their policies and their metrics.
 
+mod feed;
 pub mod ring;
 mod viewer;
 
@@ -16,20 +20,12 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use estuary_proto::chunks::{self, Decoder, Kind};
-use http_body_util::BodyExt as _;
-use hyper::StatusCode;
 use tokio::sync::watch;
 
 use crate::server::Edge;
-use ring::{Entry, Limits, Ring};
-
-/// How long a stream keeps trying its upstreams, its viewers waiting, before it ends.
-const UPSTREAM_PATIENCE: Duration = Duration::from_secs(20);
-/// How long a stream with no viewer keeps its upstream connection, for the next one.
-const IDLE_LINGER: Duration = Duration::from_secs(5);
+use ring::{Limits, Ring};
 
 /// What happens to a viewer that falls behind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,7 +268,7 @@ impl Fanout {
         let stream = Arc::new(Stream::new(key, policy, self.finished.clone()));
         stream.counters.viewers.store(1, Ordering::Relaxed);
         streams.insert(key.to_owned(), stream.clone());
-        tokio::spawn(feed(edge.clone(), stream.clone()));
+        tokio::spawn(feed::feed(edge.clone(), stream.clone()));
         Ok(stream)
     }
 
@@ -376,151 +372,6 @@ fn totals_of(counters: &Counters) -> [u64; 5] {
         &counters.upstream_connections,
     ]
     .map(|counter| counter.load(Ordering::Relaxed))
-}
-
-/// The stream's upstream connection: fetches the framed stream and fills the ring, connecting
-/// again when the upstream breaks off, until nobody watches or the upstreams stay away.
-async fn feed(edge: Arc<Edge>, stream: Arc<Stream>) {
-    let fanout = edge.fanout();
-    let limits = fanout.config.ring;
-    let mut generation = 0u64;
-    let mut failing_since: Option<Instant> = None;
-    let mut idle_since: Option<Instant> = None;
-    loop {
-        let failure = match edge.upstreams().get_framed(&stream.key).await {
-            Ok((response, _)) if response.status() == StatusCode::OK => {
-                stream
-                    .counters
-                    .upstream_connections
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(media_type) = response
-                    .headers()
-                    .get(chunks::STREAM_TYPE)
-                    .and_then(|value| value.to_str().ok())
-                {
-                    *stream.media_type.lock().unwrap_or_else(|e| e.into_inner()) =
-                        media_type.to_owned();
-                }
-                let mut body = response.into_body();
-                let mut decoder = Decoder::new();
-                loop {
-                    let piece = match body.frame().await {
-                        Some(Ok(frame)) => match frame.into_data() {
-                            Ok(data) => data,
-                            Err(_) => continue,
-                        },
-                        Some(Err(error)) => break format!("the upstream broke off: {error}"),
-                        None => break "the upstream ended the stream".to_owned(),
-                    };
-                    decoder.extend(&piece);
-                    let mut added = false;
-                    let bad = loop {
-                        match decoder.next_frame() {
-                            Ok(Some(frame)) => {
-                                added |= take(&stream, frame, limits, &mut generation);
-                            }
-                            Ok(None) => break None,
-                            Err(error) => break Some(error.to_string()),
-                        }
-                    };
-                    if added {
-                        failing_since = None;
-                        let end = stream.ring().as_ref().map_or(0, Ring::end);
-                        stream.state.send_replace(State::Live { end, generation });
-                    }
-                    if let Some(bad) = bad {
-                        break format!("the upstream's stream does not parse: {bad}");
-                    }
-                    if stream.counters.viewers.load(Ordering::Relaxed) == 0 {
-                        let since = *idle_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= IDLE_LINGER && fanout.retire_if_idle(&stream) {
-                            tracing::debug!(
-                                path = stream.key,
-                                "continuous stream closed: no viewers"
-                            );
-                            return;
-                        }
-                    } else {
-                        idle_since = None;
-                    }
-                }
-            }
-            Ok((response, _)) => {
-                let status = response.status();
-                let text = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|body| String::from_utf8_lossy(&body.to_bytes()).trim().to_owned())
-                    .unwrap_or_default();
-                if stream.ring().is_none() {
-                    // Never started: the viewers get the upstream's answer.
-                    fanout.retire(&stream);
-                    stream.state.send_replace(State::Ended {
-                        status: status.as_u16(),
-                        reason: text,
-                    });
-                    return;
-                }
-                format!("the upstream answered {status}: {text}")
-            }
-            Err(error) => error.to_string(),
-        };
-        let since = *failing_since.get_or_insert_with(Instant::now);
-        tracing::warn!(path = stream.key, %failure, "continuous stream: upstream lost, trying again");
-        let never_started = stream.ring().is_none();
-        if never_started || since.elapsed() >= UPSTREAM_PATIENCE {
-            fanout.retire(&stream);
-            stream.state.send_replace(State::Ended {
-                status: StatusCode::BAD_GATEWAY.as_u16(),
-                reason: failure,
-            });
-            return;
-        }
-        if stream.counters.viewers.load(Ordering::Relaxed) == 0 && fanout.retire_if_idle(&stream) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Puts one frame from the upstream into the ring; says whether a chunk was added. A header
-/// unlike the one before starts a new generation: viewers of the old one are ended (their
-/// players connect again and start on the new header).
-fn take(stream: &Stream, frame: chunks::Frame, limits: Limits, generation: &mut u64) -> bool {
-    let mut ring = stream.ring();
-    match frame.kind {
-        Kind::Header => {
-            if ring
-                .as_ref()
-                .is_some_and(|ring| *ring.header() != frame.bytes)
-            {
-                *generation += 1;
-                tracing::info!(path = stream.key, "continuous stream: the header changed");
-            }
-            if ring
-                .as_ref()
-                .is_none_or(|ring| *ring.header() != frame.bytes)
-            {
-                // The numbering runs on, so that no viewer mistakes new chunks for old ones.
-                let end = ring.as_ref().map_or(0, Ring::end);
-                *ring = Some(Ring::starting_at(frame.bytes, limits, end));
-                return true;
-            }
-            false
-        }
-        Kind::Chunk { join } => {
-            let Some(ring) = ring.as_mut() else {
-                return false;
-            };
-            ring.push(Entry {
-                bytes: frame.bytes,
-                join,
-                capture_micros: frame.capture_micros,
-            });
-            true
-        }
-    }
 }
 
 #[cfg(test)]
