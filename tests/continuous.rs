@@ -124,17 +124,8 @@ async fn continuous_streams_play_from_the_packager() {
             .spawn()
             .unwrap(),
     );
-    let edge = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-    let _edge = Running(
-        estuary()
-            .args(["edge", "--listen", &edge.to_string()])
-            .arg("--upstream")
-            .arg(format!("http://{address}"))
-            .args(["--max-lag", "2s", "--client-timeout", "3s"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_edge, edge) =
+        support::start_edge(address, &["--max-lag", "2s", "--client-timeout", "3s"]);
     // The channel is there once both tracks have a whole segment.
     let started = Instant::now();
     loop {
@@ -306,17 +297,7 @@ async fn continuous_streams_play_from_the_packager() {
     }
     // An edge behind the edge: it asks its upstream for the stream framed, as it asks a
     // packager.
-    let second = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-    let _second = Running(
-        estuary()
-            .args(["edge", "--listen", &second.to_string()])
-            .arg("--upstream")
-            .arg(format!("http://{edge}"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    support::wait_until_served(&format!("http://{second}/healthz"), Duration::from_secs(10));
+    let (_second, second) = support::start_edge(edge, &[]);
     let (codecs, _) = probe(&format!("http://{second}/live/demo/stream.mp4"));
     assert_eq!(codecs, ["h264", "aac"], "stream.mp4 through two edges");
     println!("stream.mp4 through two edges: {codecs:?}");
@@ -465,21 +446,8 @@ fn virtual_viewers(edge: SocketAddr) {
 /// An edge whose mount for stream.aac lets two viewers on sends the third to its overflow,
 /// the same path there, and counts it; other streams of the edge have no limit.
 async fn overflow(packager: SocketAddr, elsewhere: SocketAddr) {
-    let full = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-    let _full = Running(
-        estuary()
-            .args(["edge", "--listen", &full.to_string()])
-            .arg("--upstream")
-            .arg(format!("http://{packager}"))
-            .arg("--mount")
-            .arg(format!(
-                "/live/demo/stream.aac:stream-viewers=2,overflow=http://{elsewhere}"
-            ))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    support::wait_until_served(&format!("http://{full}/healthz"), Duration::from_secs(10));
+    let mount = format!("/live/demo/stream.aac:stream-viewers=2,overflow=http://{elsewhere}");
+    let (_full, full) = support::start_edge(packager, &["--mount", &mount]);
     let path = "/live/demo/stream.aac";
     let (_one, head) = support::open_viewer(full, path, None).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");

@@ -7,10 +7,9 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{Running, estuary};
+use support::Running;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PATH: &str = "/live/demo/stream.aac";
@@ -35,25 +34,11 @@ async fn stack() -> Stack {
             .spawn()
             .unwrap(),
     );
-    let address = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
-    let edge = Running(
-        estuary()
-            .args(["edge", "--listen", &address.to_string()])
-            .arg("--upstream")
-            .arg(format!("http://{origin}"))
-            .args(["--max-lag", "2s", "--client-timeout", "3s"])
-            .env("ESTUARY_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (edge, address) =
+        support::start_edge(origin, &["--max-lag", "2s", "--client-timeout", "3s"]);
     support::wait_until_served(
         &format!("http://{origin}/live/demo/master.m3u8"),
         Duration::from_secs(30),
-    );
-    support::wait_until_served(
-        &format!("http://{address}/healthz"),
-        Duration::from_secs(10),
     );
     Stack {
         _packager: packager,

@@ -354,3 +354,27 @@ pub fn test_ingest(packager: std::net::SocketAddr, extra: &[&str]) -> Command {
         .stdout(std::process::Stdio::null());
     command
 }
+
+/// Starts `estuary edge` on a free port in front of `upstream` (`http://` is added), with
+/// `extra` arguments, and waits until it answers: the process and its address.
+pub fn start_edge(
+    upstream: std::net::SocketAddr,
+    extra: &[&str],
+) -> (Running, std::net::SocketAddr) {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let child = estuary()
+        .args(["edge", "--listen", &address.to_string()])
+        .arg("--upstream")
+        .arg(format!("http://{upstream}"))
+        .args(extra)
+        .env("ESTUARY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    wait_until_served(
+        &format!("http://{address}/healthz"),
+        std::time::Duration::from_secs(10),
+    );
+    (running, address)
+}

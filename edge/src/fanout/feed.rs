@@ -65,8 +65,7 @@ pub(super) async fn feed(edge: Arc<Edge>, stream: Arc<Stream>) {
                     };
                     if added {
                         failing_since = None;
-                        let end = stream.ring().as_ref().map_or(0, Ring::end);
-                        stream.state.send_replace(State::Live { end, generation });
+                        stream.state.send_replace(State::Live { generation });
                     }
                     if let Some(bad) = bad {
                         break format!("the upstream's stream does not parse: {bad}");

@@ -123,8 +123,9 @@ impl FanoutConfig {
 enum State {
     /// Waiting for the upstream's answer.
     Connecting,
-    /// Chunks up to (not including) `end` are in the ring; `generation` counts header changes.
-    Live { end: u64, generation: u64 },
+    /// Chunks are in the ring (every chunk added sends this again, waking the viewers);
+    /// `generation` counts header changes.
+    Live { generation: u64 },
     /// Over: the upstream refused it, or stayed away too long.
     Ended { status: u16, reason: String },
 }
@@ -274,28 +275,18 @@ impl Fanout {
 
     /// Takes `stream` out of the registry if nobody watches it; says whether it did.
     fn retire_if_idle(&self, stream: &Arc<Stream>) -> bool {
+        // Under the registry's lock, where viewers are counted in: none can join meanwhile.
         let mut streams = self.streams();
         if stream.counters.viewers.load(Ordering::Relaxed) > 0 {
             return false;
         }
-        if streams
-            .get(&stream.key)
-            .is_some_and(|current| Arc::ptr_eq(current, stream))
-        {
-            streams.remove(&stream.key);
-        }
+        unregister(&mut streams, stream);
         true
     }
 
     /// Takes `stream` out of the registry whoever watches it.
     fn retire(&self, stream: &Arc<Stream>) {
-        let mut streams = self.streams();
-        if streams
-            .get(&stream.key)
-            .is_some_and(|current| Arc::ptr_eq(current, stream))
-        {
-            streams.remove(&stream.key);
-        }
+        unregister(&mut self.streams(), stream);
     }
 
     /// The engine's families in the Prometheus text format, per stream.
@@ -360,6 +351,16 @@ impl Fanout {
             }
         }
         out
+    }
+}
+
+/// Removes `stream` from `streams`, unless a newer stream has taken its key.
+fn unregister(streams: &mut HashMap<String, Arc<Stream>>, stream: &Arc<Stream>) {
+    if streams
+        .get(&stream.key)
+        .is_some_and(|current| Arc::ptr_eq(current, stream))
+    {
+        streams.remove(&stream.key);
     }
 }
 
