@@ -303,12 +303,14 @@ pub async fn start_packager(extra: &[&str]) -> (Running, std::net::SocketAddr) {
     (running, address)
 }
 
-/// Runs `command` to its end; it must succeed. Its standard output.
+/// Runs `command` to its end; it must succeed (else both its outputs are shown). Its standard
+/// output.
 pub fn run_ok(command: &mut Command) -> String {
     let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "{}",
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
