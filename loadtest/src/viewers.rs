@@ -616,17 +616,34 @@ async fn play_hls(
                 play_from: None,
             }
         };
-        let last = playlist.parts.last().cloned().ok_or("no parts")?;
-        let edge = unit_of(&last, &playlist);
-        let live_edge = edge.start + edge.duration;
-        let first = playlist
-            .parts
-            .iter()
-            .rev()
-            .find(|part| part.4 && unit_of(part, &playlist).start <= live_edge - hold_back)
-            .or_else(|| playlist.parts.iter().find(|part| part.4))
-            .cloned()
-            .ok_or("no independent part")?;
+        // A channel that has just started may list parts but no independent one yet: wait
+        // for the next part with a blocking reload, as a player waits for a keyframe.
+        let (first, live_edge) = loop {
+            let last = playlist.parts.last().cloned().ok_or("no parts")?;
+            let edge = unit_of(&last, &playlist);
+            let live_edge = edge.start + edge.duration;
+            let first = playlist
+                .parts
+                .iter()
+                .rev()
+                .find(|part| part.4 && unit_of(part, &playlist).start <= live_edge - hold_back)
+                .or_else(|| playlist.parts.iter().find(|part| part.4))
+                .cloned();
+            if let Some(first) = first {
+                break (first, live_edge);
+            }
+            let next = if playlist.segments.iter().any(|s| s.0 == last.0) {
+                (last.0 + 1, 0)
+            } else {
+                (last.0, last.1 + 1)
+            };
+            let reload = with_query(
+                &media_url,
+                &format!("_HLS_msn={}&_HLS_part={}", next.0, next.1),
+            );
+            let (_, text) = fetcher.text(&reload).await?;
+            playlist = parse_media_playlist(&text).map_err(|e| format!("{reload}: {e}"))?;
+        };
         let (mut msn, mut index) = (first.0, first.1);
         loop {
             let found = playlist
@@ -661,12 +678,14 @@ async fn play_hls(
         }
     }
     // Whole segments, three behind the newest.
+    // A channel that has just started may have no whole segment yet: reload until it has.
+    while playlist.segments.is_empty() {
+        tokio::time::sleep(Duration::from_secs_f64(target / 2.0)).await;
+        let (_, text) = fetcher.text(&media_url).await?;
+        playlist = parse_media_playlist(&text).map_err(|e| format!("{media_url}: {e}"))?;
+    }
     let start = playlist.segments.len().saturating_sub(HLS_SEGMENTS_BEHIND);
-    let mut next = playlist
-        .segments
-        .get(start)
-        .map(|s| s.0)
-        .ok_or("the playlist has no segments yet")?;
+    let mut next = playlist.segments[start].0;
     loop {
         match playlist.segments.iter().find(|s| s.0 == next).cloned() {
             Some((msn, uri, duration)) => {

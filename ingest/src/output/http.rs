@@ -216,7 +216,11 @@ impl Sender {
             if self.header.borrow().is_some() {
                 return true;
             }
+            // The header is published before the first chunk is queued, so when both are ready
+            // the header must win: an unbiased choice would take (and drop) the first chunk,
+            // the one that starts on a keyframe, half the time.
             tokio::select! {
+                biased;
                 changed = self.header.changed() => if changed.is_err() { return false },
                 chunk = self.chunks.recv() => if chunk.is_none() { return false },
             }
@@ -356,6 +360,57 @@ impl http_body::Body for ChannelBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt as _;
+
+    /// A receiver that takes one POST and returns everything that came on the connection.
+    async fn receive_one_post(listener: tokio::net::TcpListener) -> Vec<u8> {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut received = Vec::new();
+        // The POST ends with the chunked body's last chunk.
+        while !received.ends_with(b"0\r\n\r\n") {
+            let mut piece = [0u8; 4096];
+            match stream.read(&mut piece).await.unwrap() {
+                0 => break,
+                count => received.extend_from_slice(&piece[..count]),
+            }
+        }
+        received
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_chunk_follows_the_header() {
+        // The muxer pushes its header and first chunk back to back, before the sender has
+        // looked: the chunk that starts on a keyframe must not be lost. Many tries, since
+        // losing it was a matter of which of two ready events the sender picked.
+        for _ in 0..40 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/ingest", listener.local_addr().unwrap());
+            let target = HttpTarget::parse(&url, None).unwrap();
+            let channel = ChannelName::new("demo").unwrap();
+            let (output, _, task) = HttpOutput::start(&target, &channel, &TrackName::video(360));
+            let receiving = tokio::spawn(receive_one_post(listener));
+            // The sender is waiting for the header when both come.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            output.push(&TrackEvent::Header(Bytes::from_static(b"HEADER")));
+            for chunk in [&b"FIRST"[..], b"SECOND"] {
+                output.push(&TrackEvent::Chunk {
+                    data: Bytes::from_static(chunk),
+                    fragment_start: false,
+                });
+            }
+            output.finish();
+            let received = String::from_utf8_lossy(&receiving.await.unwrap()).into_owned();
+            task.await.unwrap();
+            let order: Vec<usize> = ["HEADER", "FIRST", "SECOND"]
+                .iter()
+                .map(|part| received.find(part).unwrap_or(usize::MAX))
+                .collect();
+            assert!(
+                order.windows(2).all(|w| w[0] < w[1]) && order[2] != usize::MAX,
+                "{received}"
+            );
+        }
+    }
 
     #[test]
     fn targets_name_their_problem() {
