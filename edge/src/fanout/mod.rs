@@ -11,6 +11,7 @@
 //! This module holds the registry of streams, their policies and their metrics.
 
 mod feed;
+mod place;
 pub mod ring;
 mod viewer;
 

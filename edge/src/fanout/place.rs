@@ -1,0 +1,311 @@
+//! What one viewer of a continuous stream has been given and what is queued for it, sans IO:
+//! its cursor into the stream's ring, the chunks taken and not yet written, and the judgement
+//! of a viewer that has fallen behind (moved on to the newest join point, once the chunk it is
+//! part-way through is out, so that its decoder only ever sees whole chunks; or dropped). The
+//! engines that write the queue out (tokio's epoll reactor, io_uring) share it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, Bytes, BytesMut};
+use estuary_proto::chunks::{self, Kind};
+
+use super::ring::{Entry, Read, Ring};
+use super::{SlowPolicy, Stream};
+
+/// Bytes of chunks a viewer takes from the ring at once.
+const QUEUE_BUDGET: usize = 256 * 1024;
+
+/// What a viewer has been given and what is queued for it.
+pub(super) struct Place {
+    /// The next chunk to take from the ring; `None` until the viewer has had the header and a
+    /// join point.
+    pub(super) cursor: Option<u64>,
+    /// Chunks taken from the ring and not yet written, each with its capture time; the first
+    /// may be partly written.
+    pub(super) queue: VecDeque<(Bytes, u64)>,
+    queued_bytes: usize,
+    partly_written: bool,
+    /// Another edge: each chunk goes in a frame (a copy, head and chunk in one piece, so that
+    /// a skip never cuts a frame).
+    framed: bool,
+}
+
+impl Place {
+    pub(super) fn new(framed: bool) -> Place {
+        Place {
+            cursor: None,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            partly_written: false,
+            framed,
+        }
+    }
+
+    /// Queues the stream's header, for a viewer starting on the chunk captured at `capture`.
+    fn push_header(&mut self, header: &Bytes, capture: u64) {
+        if self.framed {
+            // Sent even when empty: it says where the stream starts.
+            let framed = frame(Kind::Header, 0, header);
+            self.push(framed, capture);
+        } else if !header.is_empty() {
+            // TS and ADTS have no header of their own.
+            self.push(header.clone(), capture);
+        }
+    }
+
+    fn push_chunk(&mut self, entry: Entry) {
+        let bytes = if self.framed {
+            frame(
+                Kind::Chunk { join: entry.join },
+                entry.capture_micros,
+                &entry.bytes,
+            )
+        } else {
+            entry.bytes
+        };
+        self.push(bytes, entry.capture_micros);
+    }
+
+    /// Judges the viewer against `ring` and tops its queue up. `Err` when it is to be dropped.
+    pub(super) fn top_up(&mut self, ring: &Ring, stream: &Stream) -> Result<(), ()> {
+        let config = &stream.policy;
+        let Some(at) = self.cursor else {
+            if let Some(start) = ring.start(config.burst_bytes) {
+                let capture = ring.capture_micros(start).unwrap_or_default();
+                self.push_header(ring.header(), capture);
+                self.cursor = Some(start);
+                self.take(ring, stream)?;
+            }
+            return Ok(());
+        };
+        let unread = ring.lag(at);
+        // How far behind: from the oldest chunk not yet begun (the one part-way out is the
+        // socket's), queued or still in the ring.
+        let oldest = self
+            .queue
+            .get(usize::from(self.partly_written))
+            .map(|(_, capture)| *capture)
+            .or_else(|| ring.capture_micros(at));
+        let behind_micros = oldest.map_or(0, |oldest| ring.newest_capture().saturating_sub(oldest));
+        let behind_bytes = self.queued_bytes + unread.bytes;
+        if behind_micros > config.max_lag.as_micros() as u64 || behind_bytes > config.max_lag_bytes
+        {
+            match (config.slow, ring.newest_join()) {
+                (SlowPolicy::Skip, Some(join)) if join > at => {
+                    stream.counters.skips.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        path = stream.key,
+                        behind_bytes,
+                        "slow viewer moved to the newest join point"
+                    );
+                    self.skip_to(join);
+                }
+                // Nothing newer to start from yet: it waits for the next join point.
+                (SlowPolicy::Skip, _) => {}
+                _ => {
+                    stream.counters.drops.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(path = stream.key, behind_bytes, "slow viewer dropped");
+                    return Err(());
+                }
+            }
+        }
+        self.read(ring, stream)
+    }
+
+    /// Takes chunks from the ring once the queue holds no whole chunk: the cursor stays where
+    /// the viewer is, so that a viewer behind has chunks to skip.
+    fn read(&mut self, ring: &Ring, stream: &Stream) -> Result<(), ()> {
+        if self.queue.len() > usize::from(self.partly_written) {
+            return Ok(());
+        }
+        self.take(ring, stream)
+    }
+
+    /// Takes the chunks from the cursor on (up to [`QUEUE_BUDGET`]) into the queue.
+    fn take(&mut self, ring: &Ring, stream: &Stream) -> Result<(), ()> {
+        let Some(at) = self.cursor else {
+            return Ok(());
+        };
+        let mut taken = Vec::new();
+        match ring.read(at, QUEUE_BUDGET, &mut taken) {
+            Read::Chunks { next } => {
+                self.cursor = Some(next);
+                for entry in taken {
+                    self.push_chunk(entry);
+                }
+            }
+            Read::Nothing => {}
+            // The lag checks catch a viewer before the ring lets go of its chunk, unless the
+            // ring's limits are tighter than the lag allowed.
+            Read::Lost => match (stream.policy.slow, ring.newest_join()) {
+                (SlowPolicy::Skip, Some(join)) => {
+                    stream.counters.skips.fetch_add(1, Ordering::Relaxed);
+                    self.skip_to(join);
+                    return self.read(ring, stream);
+                }
+                _ => {
+                    stream.counters.drops.fetch_add(1, Ordering::Relaxed);
+                    return Err(());
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Drops what is queued but the chunk being written, and goes on from chunk `join`.
+    fn skip_to(&mut self, join: u64) {
+        let keep = usize::from(self.partly_written).min(self.queue.len());
+        self.queue.truncate(keep);
+        self.queued_bytes = self.queue.iter().map(|(bytes, _)| bytes.len()).sum();
+        self.cursor = Some(join);
+    }
+
+    fn push(&mut self, bytes: Bytes, capture: u64) {
+        self.queued_bytes += bytes.len();
+        self.queue.push_back((bytes, capture));
+    }
+
+    /// `written` bytes of the queue went out.
+    pub(super) fn wrote(&mut self, mut written: usize) {
+        self.queued_bytes -= written;
+        while written > 0 {
+            let Some((front, _)) = self.queue.front_mut() else {
+                break;
+            };
+            if written < front.len() {
+                front.advance(written);
+                self.partly_written = true;
+                return;
+            }
+            written -= front.len();
+            self.queue.pop_front();
+            self.partly_written = false;
+        }
+    }
+}
+
+/// `bytes` behind the head of a frame of `kind`, in one piece.
+fn frame(kind: Kind, capture_micros: u64, bytes: &Bytes) -> Bytes {
+    let mut framed = BytesMut::with_capacity(chunks::HEAD_LENGTH + bytes.len());
+    framed.extend_from_slice(&chunks::head(kind, capture_micros, bytes.len()));
+    framed.extend_from_slice(bytes);
+    framed.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fanout::MountPolicy;
+    use crate::fanout::ring::Limits;
+    use std::time::Duration;
+
+    const SECOND: u64 = 1_000_000;
+
+    /// A stream whose viewers are slow 2 s behind.
+    fn stream(slow: SlowPolicy) -> Stream {
+        let policy = MountPolicy {
+            slow,
+            max_lag: Duration::from_secs(2),
+            max_lag_bytes: 1 << 30,
+            ..MountPolicy::default()
+        };
+        Stream::new("/live/demo/stream.ts", policy, Default::default())
+    }
+
+    /// Three 10 kB chunks a second, a join point every two seconds, for `seconds`.
+    fn ring(seconds: u64) -> Ring {
+        let mut ring = Ring::new(
+            Bytes::from_static(b"head"),
+            Limits {
+                bytes: 1 << 30,
+                micros: 60 * SECOND,
+            },
+        );
+        for part in 0..seconds * 3 {
+            ring.push(Entry {
+                bytes: Bytes::from(vec![0u8; 10_000]),
+                join: part % 6 == 0,
+                capture_micros: part * SECOND / 3,
+            });
+        }
+        ring
+    }
+
+    fn place() -> Place {
+        Place::new(false)
+    }
+
+    #[test]
+    fn a_new_viewer_gets_the_header_then_the_newest_join_point_on() {
+        let (ring, stream) = (ring(5), stream(SlowPolicy::Skip));
+        let mut place = place();
+        place.top_up(&ring, &stream).unwrap();
+        // Join points at chunks 0, 6 and 12; 15 chunks.
+        assert_eq!(place.queue.len(), 1 + 3);
+        assert_eq!(&place.queue[0].0[..], b"head");
+        assert_eq!(place.cursor, Some(15));
+    }
+
+    #[test]
+    fn a_viewer_that_falls_behind_skips_after_the_chunk_it_is_writing() {
+        let (mut ring, stream) = (ring(2), stream(SlowPolicy::Skip));
+        let mut place = place();
+        place.top_up(&ring, &stream).unwrap(); // header + chunk 0..6
+        place.wrote(4 + 5_000); // the header and half of chunk 0
+        assert!(place.partly_written);
+        // Four seconds more land while the viewer reads nothing.
+        for part in 6..18 {
+            ring.push(Entry {
+                bytes: Bytes::from(vec![1u8; 10_000]),
+                join: part % 6 == 0,
+                capture_micros: part * SECOND / 3,
+            });
+        }
+        place.top_up(&ring, &stream).unwrap();
+        assert_eq!(stream.counters.skips.load(Ordering::Relaxed), 1);
+        // The rest of chunk 0, then the newest join point (chunk 12) on.
+        assert_eq!(place.queue[0].0.len(), 5_000);
+        assert_eq!(place.queue[1].0[0], 1);
+        assert_eq!(place.queue.len(), 1 + 6);
+        assert_eq!(place.cursor, Some(18));
+    }
+
+    #[test]
+    fn a_viewer_that_falls_behind_is_dropped_by_the_drop_policy() {
+        let (mut ring, stream) = (ring(2), stream(SlowPolicy::Drop));
+        let mut place = place();
+        place.top_up(&ring, &stream).unwrap();
+        for part in 6..18 {
+            ring.push(Entry {
+                bytes: Bytes::from(vec![1u8; 10_000]),
+                join: part % 6 == 0,
+                capture_micros: part * SECOND / 3,
+            });
+        }
+        assert!(place.top_up(&ring, &stream).is_err());
+        assert_eq!(stream.counters.drops.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn another_edge_gets_the_stream_in_frames() {
+        let (ring, stream) = (ring(5), stream(SlowPolicy::Skip));
+        let mut place = Place::new(true);
+        place.top_up(&ring, &stream).unwrap();
+        let mut decoder = chunks::Decoder::new();
+        for (bytes, _) in &place.queue {
+            decoder.extend(bytes);
+        }
+        let header = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(
+            (header.kind, &header.bytes[..]),
+            (Kind::Header, &b"head"[..])
+        );
+        let first = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(first.kind, Kind::Chunk { join: true });
+        assert_eq!(first.capture_micros, 4 * SECOND, "chunk 12, at 4 s");
+        assert_eq!(first.bytes.len(), 10_000);
+        let second = decoder.next_frame().unwrap().unwrap();
+        assert_eq!(second.kind, Kind::Chunk { join: false });
+    }
+}
