@@ -27,6 +27,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("v4l2src", "gstreamer1.0-plugins-good"),
     ("rtspsrc", "gstreamer1.0-plugins-good"),
     ("aacparse", "gstreamer1.0-plugins-good"),
+    ("lamemp3enc", "gstreamer1.0-plugins-good"),
+    ("mpegaudioparse", "gstreamer1.0-plugins-good"),
     ("srtsrc", "gstreamer1.0-plugins-bad"),
     ("h264parse", "gstreamer1.0-plugins-bad"),
     ("opusparse", "gstreamer1.0-plugins-bad"),
@@ -157,6 +159,7 @@ pub fn audio_encoders(codec: AudioCodec) -> &'static [&'static str] {
     match codec {
         AudioCodec::Aac => &["fdkaacenc", "avenc_aac", "voaacenc"],
         AudioCodec::Opus => &["opusenc"],
+        AudioCodec::Mp3 => &["lamemp3enc"],
         AudioCodec::None => &[],
     }
 }

@@ -45,8 +45,43 @@ pub enum SourceKind {
 pub enum AudioCodec {
     Aac,
     Opus,
+    /// An extra MP3 track beside AAC or Opus, for radio listeners of `stream.mp3`.
+    Mp3,
     /// No audio track.
     None,
+}
+
+/// MP3 bitrates (kbit/s) that a constant-bitrate MPEG-1 Layer III stream can have.
+const MP3_BITRATES: [u32; 14] = [
+    32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+];
+
+/// The audio codecs asked for: `aac`, `opus` or `none`, with `mp3` added by a comma
+/// (`aac,mp3`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AudioCodecs(pub Vec<AudioCodec>);
+
+impl std::str::FromStr for AudioCodecs {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(|name| {
+                <AudioCodec as clap::ValueEnum>::from_str(name.trim(), true)
+                    .map_err(|_| format!("audio codec {name:?} is none of aac, opus, mp3 and none"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(AudioCodecs)
+    }
+}
+
+impl TryFrom<String> for AudioCodecs {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
 }
 
 /// Which H.264 encoder to use; `auto` takes the best this machine has.
@@ -89,9 +124,10 @@ pub struct ChannelSpec {
     /// Frames per second of every rendition, e.g. 30, 25 or 30000/1001 [default: 30].
     #[arg(long)]
     pub framerate: Option<String>,
-    /// Audio codec [default: aac].
-    #[arg(long, value_enum)]
-    pub audio: Option<AudioCodec>,
+    /// Audio codec: aac, opus or none; `,mp3` adds an MP3 track for `stream.mp3` (e.g.
+    /// aac,mp3) [default: aac].
+    #[arg(long)]
+    pub audio: Option<AudioCodecs>,
     /// Audio bitrate in kbit/s; the audio track is named a{kbps} [default: 128].
     #[arg(long)]
     pub audio_bitrate: Option<u32>,
@@ -123,6 +159,8 @@ pub struct Channel {
     pub renditions: Vec<Rendition>,
     pub framerate: (u32, u32),
     pub audio: Option<AudioTrack>,
+    /// The MP3 track beside `audio`, for `stream.mp3`.
+    pub mp3: Option<AudioTrack>,
     pub segment: Duration,
     pub parts_per_segment: u32,
     pub text: Option<String>,
@@ -328,16 +366,56 @@ impl ChannelSpec {
 
         let framerate = parse_framerate(self.framerate.as_deref().unwrap_or("30"))
             .ok_or_else(|| bad(format!("framerate {:?} is not N or N/D", self.framerate)))?;
-        let codec = self.audio.unwrap_or(AudioCodec::Aac);
+        let codecs = self
+            .audio
+            .clone()
+            .unwrap_or(AudioCodecs(vec![AudioCodec::Aac]))
+            .0;
+        let with_mp3 = codecs.contains(&AudioCodec::Mp3);
+        let codec = match codecs[..] {
+            [codec] | [codec, AudioCodec::Mp3] | [AudioCodec::Mp3, codec]
+                if codec != AudioCodec::Mp3 =>
+            {
+                codec
+            }
+            [AudioCodec::Mp3] => {
+                return Err(bad(
+                    "mp3 is a track beside aac or opus, for stream.mp3: give --audio aac,mp3"
+                        .into(),
+                ));
+            }
+            _ => {
+                return Err(bad(format!(
+                    "audio {codecs:?} is not one of aac, opus or none, with or without mp3"
+                )
+                .to_lowercase()));
+            }
+        };
+        if with_mp3 && codec == AudioCodec::None {
+            return Err(bad(
+                "mp3 is a track beside aac or opus, not beside none".into()
+            ));
+        }
         let audio_kbps = self.audio_bitrate.unwrap_or(DEFAULT_AUDIO_KBPS);
         if !(8..=512).contains(&audio_kbps) {
             return Err(bad(format!(
                 "audio bitrate {audio_kbps} kbit/s is not within 8..=512"
             )));
         }
-        let audio = (codec != AudioCodec::None && source.has_audio()).then(|| AudioTrack {
+        if with_mp3 && !MP3_BITRATES.contains(&audio_kbps) {
+            return Err(bad(format!(
+                "audio bitrate {audio_kbps} kbit/s is not an MP3 bitrate: one of {MP3_BITRATES:?}"
+            )));
+        }
+        let has_audio = codec != AudioCodec::None && source.has_audio();
+        let audio = has_audio.then(|| AudioTrack {
             track: TrackName::audio(audio_kbps),
             codec,
+            bitrate_kbps: audio_kbps,
+        });
+        let mp3 = (has_audio && with_mp3).then(|| AudioTrack {
+            track: TrackName::mp3(audio_kbps),
+            codec: AudioCodec::Mp3,
             bitrate_kbps: audio_kbps,
         });
         if renditions.is_empty() && audio.is_none() {
@@ -370,6 +448,7 @@ impl ChannelSpec {
             renditions,
             framerate,
             audio,
+            mp3,
             segment,
             parts_per_segment,
             text: self.text.clone(),
@@ -385,6 +464,7 @@ impl Channel {
             .iter()
             .map(|r| &r.track)
             .chain(self.audio.as_ref().map(|a| &a.track))
+            .chain(self.mp3.as_ref().map(|a| &a.track))
     }
 }
 

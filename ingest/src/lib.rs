@@ -8,6 +8,7 @@ pub mod admin;
 pub mod catalog;
 pub mod config;
 pub mod health;
+pub mod mp3;
 pub mod output;
 pub mod pipeline;
 pub mod plan;

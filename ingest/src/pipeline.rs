@@ -18,6 +18,7 @@ use gst_app::AppSink;
 
 use crate::config::Channel;
 use crate::health::{ChannelHealth, TrackStats};
+use crate::mp3::Mp3Fragmenter;
 use crate::output::{TrackEvent, TrackOutput};
 use crate::plan::{self, PipelinePlan};
 use crate::timing::{Admission, EndPoint, FrameSnapper, Kind, Split, Splitter, StartGate, UtcGrid};
@@ -109,13 +110,21 @@ pub fn build(
 
     for track in outputs {
         let name = track.stats.track.as_str();
-        let mux = element(&pipeline, &plan::muxer_name(name))?;
-        attach_splitter(&mux, grid, stopper.clone())?;
         let encoder = element(&pipeline, &plan::encoder_name(name))?;
         count_frames(&encoder, track.stats.clone())?;
         let sink = element(&pipeline, &plan::sink_name(name))?
             .downcast::<AppSink>()
             .map_err(|_| format!("{} is not an appsink", plan::sink_name(name)))?;
+        if channel
+            .mp3
+            .as_ref()
+            .is_some_and(|mp3| mp3.track.as_str() == name)
+        {
+            deliver_mp3(&sink, grid, stopper.clone(), health.clone(), track);
+            continue;
+        }
+        let mux = element(&pipeline, &plan::muxer_name(name))?;
+        attach_splitter(&mux, grid, stopper.clone())?;
         deliver(
             &sink,
             grid,
@@ -410,6 +419,67 @@ fn deliver(
                 }
             }
             Ok(gst::FlowSuccess::Ok)
+        })
+        .build();
+    sink.set_callbacks(callbacks);
+}
+
+/// Hands the MP3 track's frames to its outputs, cut into the header and chunks on the UTC grid
+/// by an [`Mp3Fragmenter`]; frames past the stop point are left out, and the part being
+/// gathered goes out at the end of the stream.
+fn deliver_mp3(
+    sink: &AppSink,
+    grid: UtcGrid,
+    stopper: Stopper,
+    health: Arc<ChannelHealth>,
+    track: &TrackOutputs,
+) {
+    let fragmenter = Arc::new(Mutex::new(Mp3Fragmenter::new(grid)));
+    let hand_out = {
+        let stats = track.stats.clone();
+        let outputs = track.outputs.clone();
+        move |events: Vec<TrackEvent>| {
+            for event in events {
+                if matches!(event, TrackEvent::Chunk { .. }) {
+                    health.chunk_produced(&stats);
+                }
+                for output in &outputs {
+                    output.push(&event);
+                }
+            }
+        }
+    };
+    let hand_out = Arc::new(hand_out);
+    let at_end = (fragmenter.clone(), hand_out.clone());
+    let callbacks = gst_app::AppSinkCallbacks::builder()
+        .new_sample(move |sink| {
+            let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+            let (Some(buffer), Some(segment)) = (
+                sample.buffer(),
+                sample
+                    .segment()
+                    .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned()),
+            ) else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            let Some(utc) = buffer.pts().and_then(|pts| segment.to_running_time(pts)) else {
+                return Ok(gst::FlowSuccess::Ok);
+            };
+            if stopper.is_past(utc.nseconds()) {
+                return Ok(gst::FlowSuccess::Ok);
+            }
+            let frame = copy_out(std::slice::from_ref(&buffer.to_owned()));
+            let events = fragmenter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(frame, utc.nseconds());
+            hand_out(events);
+            Ok(gst::FlowSuccess::Ok)
+        })
+        .eos(move |_| {
+            let (fragmenter, hand_out) = &at_end;
+            let last = fragmenter.lock().unwrap_or_else(|e| e.into_inner()).flush();
+            hand_out(last.into_iter().collect());
         })
         .build();
     sink.set_callbacks(callbacks);

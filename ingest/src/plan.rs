@@ -8,7 +8,7 @@
 use std::fmt::{self, Write as _};
 
 use crate::catalog::VideoEncoder;
-use crate::config::{AudioCodec, Channel, Rendition, Source};
+use crate::config::{AudioCodec, AudioTrack, Channel, Rendition, Source};
 
 /// All audio is encoded at this rate: AAC and Opus both take it, and CMAF players expect it.
 pub const AUDIO_RATE: u32 = 48_000;
@@ -245,6 +245,8 @@ pub const VIDEO_PACE: &str = "video_pace";
 pub const AUDIO_PACE: &str = "audio_pace";
 pub const CLOCK_OVERLAY: &str = "clock_overlay";
 pub const VIDEO_TEE: &str = "video_tee";
+/// Where the MP3 track's branch leaves the audio, when the channel has one.
+pub const AUDIO_TEE: &str = "audio_tee";
 
 pub fn encoder_name(track: &str) -> String {
     format!("encode_{track}")
@@ -400,6 +402,12 @@ pub fn plan_channel(channel: &Channel, encoders: Encoders) -> PipelinePlan {
                 .named(AUDIO_TIMING.into())
                 .with("caps", audio_caps),
         ]);
+        if let Some(mp3) = &channel.mp3 {
+            chain.push(Node::new("tee").named(AUDIO_TEE.into()));
+            plan.chains.push(chain);
+            plan.chains.push(mp3_chain(mp3));
+            chain = vec![Node::From(AUDIO_TEE.into()), Node::new("queue")];
+        }
         let bits = u64::from(audio.bitrate_kbps) * 1000;
         chain.push(
             Node::new(encoder)
@@ -414,6 +422,28 @@ pub fn plan_channel(channel: &Channel, encoders: Encoders) -> PipelinePlan {
         plan.chains.push(chain);
     }
     plan
+}
+
+/// The MP3 track: LAME at a constant bitrate, framed by the parser, one frame per buffer into
+/// the appsink (the runtime writes the fragmented MP4 itself: cmafmux takes no MP3).
+fn mp3_chain(mp3: &AudioTrack) -> Vec<Node> {
+    let track = mp3.track.as_str();
+    vec![
+        Node::From(AUDIO_TEE.into()),
+        Node::new("queue"),
+        Node::new("audioconvert"),
+        Node::new("lamemp3enc")
+            .named(encoder_name(track))
+            .with("target", word("bitrate"))
+            .with("bitrate", mp3.bitrate_kbps)
+            .with("cbr", true),
+        Node::new("mpegaudioparse"),
+        Node::new("appsink")
+            .named(sink_name(track))
+            .with("sync", false)
+            .with("async", false)
+            .with("emit-signals", false),
+    ]
 }
 
 fn rendition_chain(channel: &Channel, rendition: &Rendition, encoder: VideoEncoder) -> Vec<Node> {
@@ -495,7 +525,7 @@ fn cmaf_tail(channel: &Channel, track: &str) -> [Node; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ChannelSpec, SourceKind};
+    use crate::config::{AudioCodecs, ChannelSpec, SourceKind};
 
     const X264_AAC: Encoders = Encoders {
         video: Some(VideoEncoder::X264),
@@ -539,6 +569,36 @@ mod tests {
     }
 
     #[test]
+    fn an_mp3_track_branches_off_beside_the_main_audio() {
+        let spec = ChannelSpec {
+            audio: Some("aac,mp3".parse().unwrap()),
+            ..Default::default()
+        };
+        let channel = channel(spec);
+        let plan = plan_channel(&channel, X264_AAC);
+        let launch = plan.to_string();
+        assert!(
+            launch.contains("channels=2\" ! tee name=audio_tee"),
+            "{launch}"
+        );
+        assert!(
+            launch.contains("audio_tee. ! queue ! avenc_aac name=encode_a128"),
+            "{launch}"
+        );
+        assert!(
+            launch.contains(
+                "audio_tee. ! queue ! audioconvert ! lamemp3enc name=encode_mp3-128 target=bitrate bitrate=128 cbr=true ! mpegaudioparse ! appsink name=sink_mp3-128"
+            ),
+            "{launch}"
+        );
+        // Both audio tracks are sent; only the main one goes through cmafmux.
+        let tracks: Vec<&str> = channel.tracks().map(|t| t.as_str()).collect();
+        assert_eq!(tracks, ["v720", "v360", "a128", "mp3-128"]);
+        assert!(plan.find(&muxer_name("mp3-128")).is_none());
+        assert!(plan.factories().contains(&"lamemp3enc"));
+    }
+
+    #[test]
     fn file_source_is_decoded_and_paced() {
         let spec = ChannelSpec {
             source: Some(SourceKind::File),
@@ -559,7 +619,7 @@ mod tests {
         let spec = ChannelSpec {
             source: Some(SourceKind::Alsa),
             device: Some("hw:1,0".into()),
-            audio: Some(AudioCodec::Opus),
+            audio: Some(AudioCodecs(vec![AudioCodec::Opus])),
             ..Default::default()
         };
         let plan = plan_channel(

@@ -31,7 +31,7 @@ pub enum CmafError {
     MissingInHeader(&'static str),
     #[error("the chunk has no {0}")]
     MissingInChunk(&'static str),
-    #[error("codec {0:?} is not supported (H.264, AAC and Opus are)")]
+    #[error("codec {0:?} is not supported (H.264, AAC, MP3 and Opus are)")]
     UnsupportedCodec(String),
     #[error("the stream ended inside a {kind:?} box ({missing} bytes missing)")]
     Truncated { kind: String, missing: u64 },
@@ -51,6 +51,14 @@ pub struct TrackHeader {
     default_flags: Option<u32>,
 }
 
+impl TrackHeader {
+    /// MP3 tracks are for `stream.mp3` alone: HLS and DASH players, and the other streams,
+    /// take the channel's AAC or Opus.
+    pub fn is_mp3(&self) -> bool {
+        self.config == CodecConfig::Mp3
+    }
+}
+
 /// The decoder configuration from the sample entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CodecConfig {
@@ -67,6 +75,8 @@ pub enum CodecConfig {
         channel_configuration: u8,
     },
     Opus,
+    /// MPEG-1/2 Layer III: every frame carries its own header, so nothing else is needed.
+    Mp3,
 }
 
 /// One sample of a chunk, with its data cut from the `mdat` (shared, not copied).
@@ -284,6 +294,10 @@ pub fn parse_header(bytes: Bytes) -> Result<TrackHeader, CmafError> {
     })
 }
 
+/// `esds` object types (ISO/IEC 14496-1) of MPEG-1 and MPEG-2 audio: MP3 in MP4.
+const MPEG1_AUDIO: u8 = 0x6b;
+const MPEG2_AUDIO: u8 = 0x69;
+
 fn describe_track(moov: &Moov) -> Result<(u32, Media, CodecConfig), CmafError> {
     let trak = moov
         .trak
@@ -326,6 +340,24 @@ fn describe_track(moov: &Moov) -> Result<(u32, Media, CodecConfig), CmafError> {
                     .collect(),
             },
         ),
+        Codec::Mp4a(mp4a)
+            if matches!(
+                mp4a.esds.es_desc.dec_config.object_type_indication,
+                MPEG1_AUDIO | MPEG2_AUDIO
+            ) =>
+        {
+            (
+                Media::Audio {
+                    codec: format!(
+                        "mp4a.{:02x}",
+                        mp4a.esds.es_desc.dec_config.object_type_indication
+                    ),
+                    sample_rate: u32::from(mp4a.audio.sample_rate.integer()),
+                    channels: mp4a.audio.channel_count,
+                },
+                CodecConfig::Mp3,
+            )
+        }
         Codec::Mp4a(mp4a) => {
             let config = &mp4a.esds.es_desc.dec_config;
             let specific = config

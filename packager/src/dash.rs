@@ -76,7 +76,8 @@ impl Manifest {
         let segment_seconds = config.segment.as_secs_f64();
         let mut part_seconds = 0f64;
         let (mut video, mut audio) = (Vec::new(), Vec::new());
-        for (name, window) in tracks {
+        // MP3 tracks are for stream.mp3 alone.
+        for (name, window) in tracks.into_iter().filter(|(_, t)| !t.header.is_mp3()) {
             window.newest()?;
             let timescale = window.header.timescale;
             part_seconds = part_seconds.max(window.longest_part() as f64 / f64::from(timescale));

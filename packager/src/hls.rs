@@ -293,7 +293,8 @@ impl MasterPlaylist {
     pub fn build<'a>(tracks: impl IntoIterator<Item = (&'a TrackName, &'a TrackWindow)>) -> Self {
         let mut audio = None;
         let mut variants = Vec::new();
-        for (name, window) in tracks {
+        // MP3 tracks are for stream.mp3 alone.
+        for (name, window) in tracks.into_iter().filter(|(_, t)| !t.header.is_mp3()) {
             let (peak_bandwidth, average_bandwidth) = window.bandwidth();
             match &window.header.media {
                 Media::Video {

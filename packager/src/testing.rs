@@ -22,6 +22,8 @@ const NON_SYNC: u32 = 0x0101_0000;
 #[derive(Clone, Debug)]
 pub struct TrackSpec {
     pub video: bool,
+    /// An MP3 audio track (the ingest's `--audio aac,mp3`) rather than AAC.
+    pub mp3: bool,
     pub timescale: u32,
     pub sample_duration: u32,
     pub samples_per_chunk: u32,
@@ -33,6 +35,7 @@ impl TrackSpec {
     pub fn video() -> Self {
         Self {
             video: true,
+            mp3: false,
             timescale: 3000,
             sample_duration: 100,
             samples_per_chunk: 10,
@@ -44,9 +47,22 @@ impl TrackSpec {
     pub fn audio() -> Self {
         Self {
             video: false,
+            mp3: false,
             timescale: 48_000,
             sample_duration: 1024,
             samples_per_chunk: 16,
+            chunks_per_segment: 6,
+        }
+    }
+
+    /// MP3 at 48 kHz: 1152-sample frames, 14 frames a chunk.
+    pub fn mp3() -> Self {
+        Self {
+            video: false,
+            mp3: true,
+            timescale: 48_000,
+            sample_duration: 1152,
+            samples_per_chunk: 14,
             chunks_per_segment: 6,
         }
     }
@@ -121,13 +137,15 @@ pub fn header(spec: &TrackSpec) -> Vec<u8> {
                     ocr_es_id: None,
                     stream_priority: 0,
                     dec_config: DecoderConfig {
-                        object_type_indication: 0x40,
+                        // MPEG-1 audio, or MPEG-4 audio (AAC).
+                        object_type_indication: if spec.mp3 { 0x6b } else { 0x40 },
                         stream_type: 5,
                         up_stream: 0,
                         buffer_size_db: Default::default(),
                         max_bitrate: 128_000,
                         avg_bitrate: 128_000,
-                        dec_specific: Some(DecoderSpecific {
+                        // MP3 frames carry their own headers.
+                        dec_specific: (!spec.mp3).then(|| DecoderSpecific {
                             profile: 2,
                             freq_index: 3,
                             chan_conf: 2,

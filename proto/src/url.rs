@@ -67,6 +67,11 @@ impl TrackName {
         Self(format!("a{kbps}"))
     }
 
+    /// The MP3 track beside a channel's main audio, for `stream.mp3`.
+    pub fn mp3(kbps: u32) -> Self {
+        Self(format!("mp3-{kbps}"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -99,10 +99,11 @@ impl HttpOutput {
             target: target.clone(),
             path: format!("{}/{channel}/{track}", target.base_path),
             acl: ingest_acl(channel),
-            content_type: if track.as_str().starts_with('a') {
-                "audio/mp4"
-            } else {
+            // Video tracks are named v{height}; every other track is sound.
+            content_type: if track.as_str().starts_with('v') {
                 "video/mp4"
+            } else {
+                "audio/mp4"
             },
             url,
             header: header_receiver,

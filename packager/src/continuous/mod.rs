@@ -1,9 +1,10 @@
-//! Continuous HTTP streams (`/live/{channel}/stream.{ts,mp4,aac}`), sans IO: the window's
+//! Continuous HTTP streams (`/live/{channel}/stream.{ts,mp4,aac,mp3}`), sans IO: the window's
 //! chunks in, as they arrive, the bytes of one never-ending response out. A [`Feed`] muxes each
 //! chunk once for every viewer of a stream and keeps what a viewer joining now needs: the
 //! stream's header, then everything since the newest point a decoder can start from.
 
 pub mod aac;
+pub mod mp3;
 pub mod mp4;
 pub mod ts;
 
@@ -27,6 +28,8 @@ pub enum Format {
     Mp4,
     /// ADTS: the audio alone.
     Aac,
+    /// MPEG audio frames: the channel's MP3 track alone.
+    Mp3,
 }
 
 impl Format {
@@ -36,6 +39,7 @@ impl Format {
             "ts" => Some(Format::Ts),
             "mp4" => Some(Format::Mp4),
             "aac" => Some(Format::Aac),
+            "mp3" => Some(Format::Mp3),
             _ => None,
         }
     }
@@ -45,6 +49,7 @@ impl Format {
             Format::Ts => "ts",
             Format::Mp4 => "mp4",
             Format::Aac => "aac",
+            Format::Mp3 => "mp3",
         }
     }
 
@@ -53,12 +58,13 @@ impl Format {
             Format::Ts => "video/mp2t",
             Format::Mp4 => "video/mp4",
             Format::Aac => "audio/aac",
+            Format::Mp3 => "audio/mpeg",
         }
     }
 
     /// Whether the stream carries a video track when the channel has one.
     pub fn has_video(self) -> bool {
-        self != Format::Aac
+        matches!(self, Format::Ts | Format::Mp4)
     }
 }
 
@@ -105,6 +111,7 @@ enum Muxer {
     Ts(ts::TsStream),
     Mp4(mp4::Mp4Stream),
     Aac(aac::AdtsStream),
+    Mp3(mp3::Mp3Stream),
 }
 
 /// What pushing a chunk gave.
@@ -162,11 +169,17 @@ impl Feed {
                     what: "an audio track",
                 },
             )?)?),
+            Format::Mp3 => Muxer::Mp3(mp3::Mp3Stream::new(audio.ok_or(
+                ContinuousError::NothingToCarry {
+                    format,
+                    what: "an MP3 track (the ingest's --audio aac,mp3)",
+                },
+            )?)?),
         };
         let has_video = match &muxer {
             Muxer::Ts(stream) => stream.has_video(),
             Muxer::Mp4(stream) => stream.has_video(),
-            Muxer::Aac(_) => false,
+            Muxer::Aac(_) | Muxer::Mp3(_) => false,
         };
         Ok(Feed {
             format,
@@ -251,7 +264,7 @@ impl Feed {
         match &self.muxer {
             Muxer::Ts(stream) => stream.carries(role),
             Muxer::Mp4(stream) => stream.carries(role),
-            Muxer::Aac(_) => role == Role::Audio,
+            Muxer::Aac(_) | Muxer::Mp3(_) => role == Role::Audio,
         }
     }
 
@@ -289,6 +302,7 @@ impl Feed {
             Muxer::Ts(stream) => vec![stream.push(role, chunk, join_point)?],
             Muxer::Mp4(stream) => stream.push(role, chunk)?,
             Muxer::Aac(stream) => vec![stream.push(chunk)?],
+            Muxer::Mp3(stream) => vec![stream.push(chunk)?],
         };
         if join_point {
             self.since_join = Some((capture_micros, pieces.clone()));

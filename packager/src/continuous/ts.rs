@@ -131,7 +131,9 @@ impl TsStream {
                     });
                 }
             }
-            CodecConfig::Opus => unreachable!("Opus tracks are not opened (TsStream::new)"),
+            CodecConfig::Opus | CodecConfig::Mp3 => {
+                unreachable!("only AAC audio tracks are opened (TsStream::new)")
+            }
         }
         let pcr_pid = self.pcr_pid();
         if join_point {

@@ -253,10 +253,14 @@ fn pick_tracks(
     format: Format,
     wanted: Option<&str>,
 ) -> Result<(Option<TrackName>, Option<TrackName>), String> {
-    let tracks: Vec<(&TrackName, &TrackWindow)> = window.tracks(channel).collect();
-    if tracks.is_empty() {
+    if window.tracks(channel).next().is_none() {
         return Err(format!("no channel {channel}"));
     }
+    // stream.mp3 takes the MP3 track; every other stream the channel's AAC or Opus.
+    let tracks: Vec<(&TrackName, &TrackWindow)> = window
+        .tracks(channel)
+        .filter(|(_, t)| t.header.is_mp3() == (format == Format::Mp3))
+        .collect();
     let of_role = |role: Role| {
         tracks
             .iter()
@@ -395,6 +399,40 @@ fn headers(mime: &str, framed: bool, body: Body) -> Response<Body> {
 mod tests {
     use super::*;
     use crate::testing::{Channel, TrackSpec};
+
+    #[test]
+    fn the_mp3_track_is_for_stream_mp3_alone() {
+        let mut channel = Channel::new(60);
+        channel.feed("v720", &TrackSpec::video(), 0..2);
+        channel.feed("a128", &TrackSpec::audio(), 0..2);
+        // Named to sort before the AAC track: the codec decides, not the name.
+        channel.feed("a096-mp3", &TrackSpec::mp3(), 0..2);
+        let name = |n: &str| Some(TrackName::new(n).unwrap());
+        let window = &channel.window;
+        for format in [Format::Ts, Format::Mp4] {
+            let (_, audio) = pick_tracks(window, &channel.name, format, None).unwrap();
+            assert_eq!(audio, name("a128"), "{format}");
+        }
+        assert_eq!(
+            pick_tracks(window, &channel.name, Format::Aac, None).unwrap(),
+            (None, name("a128"))
+        );
+        assert_eq!(
+            pick_tracks(window, &channel.name, Format::Mp3, None).unwrap(),
+            (None, name("a096-mp3"))
+        );
+        let master = crate::hls::MasterPlaylist::build(window.tracks(&channel.name)).to_string();
+        assert!(
+            master.contains("a128/media.m3u8") && !master.contains("mp3"),
+            "{master}"
+        );
+
+        // A channel without an MP3 track has no stream.mp3.
+        let mut plain = Channel::new(60);
+        plain.feed("a128", &TrackSpec::audio(), 0..2);
+        let (_, audio) = pick_tracks(&plain.window, &plain.name, Format::Mp3, None).unwrap();
+        assert_eq!(audio, None);
+    }
 
     #[test]
     fn the_highest_video_and_the_first_audio_unless_asked() {

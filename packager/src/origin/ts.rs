@@ -67,9 +67,9 @@ fn audio_for<'a>(
     if matches!(track.header.media, Media::Audio { .. }) {
         return None;
     }
-    window
-        .tracks(channel)
-        .find(|(_, other)| matches!(other.header.media, Media::Audio { .. }))
+    window.tracks(channel).find(|(_, other)| {
+        matches!(other.header.media, Media::Audio { .. }) && !other.header.is_mp3()
+    })
 }
 
 /// TS segments already written, so that viewers after the first get the same bytes without a
