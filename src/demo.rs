@@ -108,6 +108,8 @@ pub async fn run(
 
     let channel = ChannelSpec {
         text: Some("Estuary demo".into()),
+        // An MP3 track too, for radio players of stream.mp3.
+        audio: Some("aac,mp3".parse().map_err(anyhow::Error::msg)?),
         ..Default::default()
     }
     .validate()?;
@@ -116,7 +118,7 @@ pub async fn run(
         None => url,
     };
     println!(
-        "Estuary demo: a test channel (720p and 360p H.264, AAC) through ingest, packager, edge and control."
+        "Estuary demo: a test channel (720p and 360p H.264, AAC, and MP3 for radio) through ingest, packager, edge and control."
     );
     println!("  player:  {}", signed(format!("{base}/play/demo")));
     println!(
@@ -132,7 +134,7 @@ pub async fn run(
         signed(format!("{base}/live/demo/ts/master.m3u8"))
     );
     println!(
-        "  stream:  {} (also stream.mp4, stream.aac: one endless response)",
+        "  stream:  {} (also stream.mp4, stream.aac, stream.mp3: one endless response)",
         signed(format!("{base}/live/demo/stream.ts"))
     );
     if keycard.is_some() {

@@ -1,7 +1,7 @@
 //! End to end: `estuary ingest --source test` into `estuary packager`, with `estuary edge` in
-//! front, and the continuous streams (`/live/{channel}/stream.{ts,mp4,aac}`) read by ffprobe and
-//! decoded by ffmpeg through the edge, as a viewer's player would, including one that joins in
-//! the middle of a segment; many viewers of the edge cost the packager one; a viewer that stops
+//! front, and the continuous streams (`/live/{channel}/stream.{ts,mp4,aac,mp3}`) read by ffprobe
+//! and decoded by ffmpeg through the edge, as a viewer's player would, including one that joins
+//! in the middle of a segment; GStreamer's playbin plays the radio stream (MP3); many viewers of the edge cost the packager one; a viewer that stops
 //! reading is dropped while the others play on; an edge behind the edge relays it too;
 //! `estuary loadtest viewers --kind continuous`
 //! watches stream.mp4 and measures each chunk's latency from capture.
@@ -97,6 +97,40 @@ fn probe(url: &str) -> (Vec<String>, f64) {
     (codecs, seconds)
 }
 
+/// GStreamer's playbin plays `url` for 12 s into a WAV file: it must have decoded at least 8 s
+/// of sound, and sound that is not silence (the test source is a tone).
+fn playbin_plays(url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("radio.wav");
+    let sink = format!(
+        "audioconvert ! audio/x-raw,format=S16LE,rate=48000,channels=2 ! wavenc ! filesink location={}",
+        wav.display()
+    );
+    let status = Command::new("timeout")
+        .args(["-s", "INT", "12", "gst-launch-1.0", "-q", "-e", "playbin"])
+        .arg(format!("uri={url}"))
+        .arg("video-sink=fakesink")
+        .arg(format!("audio-sink={sink}"))
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    let pcm = std::fs::read(&wav).unwrap_or_default();
+    // 44 bytes of WAV header, then 4 bytes a sample frame at 48 kHz.
+    let seconds = pcm.len().saturating_sub(44) as f64 / (48_000.0 * 4.0);
+    let loudest = pcm
+        .get(44..)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|sample| i16::from_le_bytes([sample[0], sample[1]]).unsigned_abs())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        seconds >= 8.0 && loudest > 1000,
+        "playbin {url} ({status}): {seconds:.1} s of sound, loudest sample {loudest}"
+    );
+    println!("stream.mp3: playbin played {seconds:.1} s of sound in 12 s");
+}
+
 /// A metric's value in a Prometheus text page (the first sample whose name and labels are
 /// `series`).
 fn metric(page: &str, series: &str) -> Option<f64> {
@@ -117,10 +151,11 @@ async fn continuous_streams_play_from_the_packager() {
     require_tool("ffprobe", "ffmpeg");
     require_tool("ffmpeg", "ffmpeg");
     require_tool("curl", "curl");
+    require_tool("gst-launch-1.0", "gstreamer1.0-tools");
     let test_started = Instant::now();
     let (mut packager, address) = start_packager(&[]).await;
     let ingest = Running(
-        support::test_ingest(address, &["--duration", "60s"])
+        support::test_ingest(address, &["--duration", "80s", "--audio", "aac,mp3"])
             .spawn()
             .unwrap(),
     );
@@ -204,12 +239,19 @@ async fn continuous_streams_play_from_the_packager() {
     assert_eq!(headers["content-type"], "audio/aac");
     assert_eq!((aac[0], aac[1] & 0xf6), (0xff, 0xf0), "an ADTS sync word");
 
-    // Through the edge: ffprobe finds the codecs, and ffmpeg decodes ten seconds of each
-    // without an error; all three at once, as three viewers.
+    let (status, headers, mp3) = first_bytes(address, "/live/demo/stream.mp3", 1024).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "audio/mpeg");
+    // An MPEG-1 Layer III frame header: sync, version 1, layer III.
+    assert_eq!((mp3[0], mp3[1] & 0xfe), (0xff, 0xfa), "an MP3 frame header");
+
+    // Through the edge: ffprobe finds the codecs, and ffmpeg decodes twenty seconds of each
+    // without an error; all four at once, as four viewers. Meanwhile playbin plays the radio.
     let formats = [
         ("ts", vec!["h264", "aac"]),
         ("mp4", vec!["h264", "aac"]),
         ("aac", vec!["aac"]),
+        ("mp3", vec!["mp3"]),
     ];
     std::thread::scope(|scope| {
         let runs: Vec<_> = formats
@@ -220,14 +262,15 @@ async fn continuous_streams_play_from_the_packager() {
                     let (codecs, probe_seconds) = probe(&url);
                     assert_eq!(&codecs, expected, "ffprobe {url}");
                     let (ok, _, errors, seconds) =
-                        run("ffmpeg", &["-nostdin"], &url, &["-t", "10", "-f", "null", "-"]);
+                        run("ffmpeg", &["-nostdin"], &url, &["-t", "20", "-f", "null", "-"]);
                     assert!(ok && errors.trim().is_empty(), "ffmpeg {url}: {errors}");
                     println!(
-                        "stream.{extension}: ffprobe {codecs:?} in {probe_seconds:.1} s; ffmpeg decoded 10 s in {seconds:.1} s"
+                        "stream.{extension}: ffprobe {codecs:?} in {probe_seconds:.1} s; ffmpeg decoded 20 s in {seconds:.1} s"
                     );
                 })
             })
             .collect();
+        let radio = scope.spawn(|| playbin_plays(&format!("http://{edge}/live/demo/stream.mp3")));
         // While they play, the edge's /metrics counts a viewer of each stream, and the
         // packager's one (the edge) of each format.
         std::thread::sleep(Duration::from_secs(6));
@@ -239,7 +282,7 @@ async fn continuous_streams_play_from_the_packager() {
             String::from_utf8_lossy(&output.stdout).into_owned()
         };
         let (packager_page, edge_page) = (page(address), page(edge));
-        for extension in ["ts", "mp4", "aac"] {
+        for extension in ["ts", "mp4", "aac", "mp3"] {
             let series = format!("estuary_packager_continuous_viewers{{format=\"{extension}\"}}");
             assert_eq!(
                 metric(&packager_page, &series),
@@ -253,7 +296,7 @@ async fn continuous_streams_play_from_the_packager() {
                 "{edge_page}"
             );
         }
-        for run in runs {
+        for run in runs.into_iter().chain([radio]) {
             if let Err(panic) = run.join() {
                 std::panic::resume_unwind(panic);
             }

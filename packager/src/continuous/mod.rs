@@ -33,6 +33,8 @@ pub enum Format {
 }
 
 impl Format {
+    pub const ALL: [Format; 4] = [Format::Ts, Format::Mp4, Format::Aac, Format::Mp3];
+
     /// The format served at `stream.{extension}`.
     pub fn from_extension(extension: &str) -> Option<Format> {
         match extension {

@@ -558,7 +558,7 @@ fn metrics(shared: &Shared) -> Response<Body> {
         "# HELP estuary_packager_continuous_viewers Viewers of continuous streams now, by format.\n# TYPE estuary_packager_continuous_viewers gauge"
     );
     let viewers = shared.continuous.viewers();
-    for format in [Format::Ts, Format::Mp4, Format::Aac] {
+    for format in Format::ALL {
         let _ = writeln!(
             text,
             "estuary_packager_continuous_viewers{{format=\"{}\"}} {}",
