@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::IngestError;
-use crate::config::{AudioCodec, EncoderPreference, SourceKind};
+use crate::config::{AudioCodec, EncoderPreference, SourceKind, VideoCodec};
 
 /// The Debian package that ships each element Estuary may use.
 const PACKAGES: &[(&str, &str)] = &[
@@ -32,6 +32,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("srtsrc", "gstreamer1.0-plugins-bad"),
     ("h264parse", "gstreamer1.0-plugins-bad"),
     ("opusparse", "gstreamer1.0-plugins-bad"),
+    ("vp9parse", "gstreamer1.0-plugins-bad"),
     ("vah264enc", "gstreamer1.0-plugins-bad"),
     ("nvh264enc", "gstreamer1.0-plugins-bad"),
     ("openh264enc", "gstreamer1.0-plugins-bad"),
@@ -39,6 +40,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("voaacenc", "gstreamer1.0-plugins-bad"),
     ("vaapih264enc", "gstreamer1.0-vaapi"),
     ("x264enc", "gstreamer1.0-plugins-ugly"),
+    ("vp8enc", "gstreamer1.0-plugins-good"),
+    ("vp9enc", "gstreamer1.0-plugins-good"),
     ("avenc_aac", "gstreamer1.0-libav"),
     ("queue", "libgstreamer1.0-0"),
     ("tee", "libgstreamer1.0-0"),
@@ -96,7 +99,7 @@ pub fn require(element: &str) -> Result<(), IngestError> {
     }
 }
 
-/// H.264 encoders, best first.
+/// Video encoders: H.264 ones (best first), and the VP8 and VP9 ones (for WebM).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VideoEncoder {
     Va,
@@ -104,6 +107,8 @@ pub enum VideoEncoder {
     Nvenc,
     X264,
     Openh264,
+    Vp8,
+    Vp9,
 }
 
 impl VideoEncoder {
@@ -122,6 +127,17 @@ impl VideoEncoder {
             VideoEncoder::Nvenc => "nvh264enc",
             VideoEncoder::X264 => "x264enc",
             VideoEncoder::Openh264 => "openh264enc",
+            VideoEncoder::Vp8 => "vp8enc",
+            VideoEncoder::Vp9 => "vp9enc",
+        }
+    }
+
+    /// The muxer for its track: cmafmux takes H.264; VP8 and VP9 go into the same fragmented
+    /// MP4 through isofmp4mux (CMAF has no VP8, and cmafmux takes no VP9).
+    pub fn muxer(self) -> &'static str {
+        match self {
+            VideoEncoder::Vp8 | VideoEncoder::Vp9 => "isofmp4mux",
+            _ => "cmafmux",
         }
     }
 
@@ -135,10 +151,25 @@ impl VideoEncoder {
         }
     }
 
-    /// The best encoder this machine has among those `preference` allows. Hardware encoders'
-    /// plugins only register their elements when a usable device is present, so an element
-    /// that exists is one that can run.
-    pub fn choose(preference: EncoderPreference) -> Result<Self, IngestError> {
+    /// The encoder of `codec`: for H.264 the best this machine has among those `preference`
+    /// allows (hardware encoders' plugins only register their elements when a usable device is
+    /// present, so an element that exists is one that can run); VP8 and VP9 have one each.
+    pub fn choose(codec: VideoCodec, preference: EncoderPreference) -> Result<Self, IngestError> {
+        let only = match codec {
+            VideoCodec::H264 => None,
+            VideoCodec::Vp8 => Some(VideoEncoder::Vp8),
+            VideoCodec::Vp9 => Some(VideoEncoder::Vp9),
+        };
+        if let Some(encoder) = only {
+            return if has_element(encoder.element()) {
+                Ok(encoder)
+            } else {
+                Err(IngestError::NoEncoder {
+                    wanted: format!("{codec:?}").to_lowercase(),
+                    options: describe_options([encoder.element()].into_iter()),
+                })
+            };
+        }
         let allowed: Vec<_> = Self::BEST_FIRST
             .into_iter()
             .filter(|encoder| encoder.allowed_by(preference))
@@ -259,7 +290,7 @@ pub fn probe_report() -> String {
     }
 
     let _ = writeln!(out, "\nH.264 encoders, best first:");
-    let chosen = VideoEncoder::choose(EncoderPreference::Auto).ok();
+    let chosen = VideoEncoder::choose(VideoCodec::H264, EncoderPreference::Auto).ok();
     for encoder in VideoEncoder::BEST_FIRST {
         let arrow = if Some(encoder) == chosen {
             "  <- chosen"
@@ -269,8 +300,13 @@ pub fn probe_report() -> String {
         let _ = writeln!(out, "  {}{arrow}", mark(encoder.element()));
     }
 
+    let _ = writeln!(out, "\nVP8 and VP9 encoders (for WebM):");
+    for encoder in [VideoEncoder::Vp8, VideoEncoder::Vp9] {
+        let _ = writeln!(out, "  {}", mark(encoder.element()));
+    }
+
     let _ = writeln!(out, "\naudio encoders, best first:");
-    for codec in [AudioCodec::Aac, AudioCodec::Opus] {
+    for codec in [AudioCodec::Aac, AudioCodec::Opus, AudioCodec::Mp3] {
         let chosen = choose_audio_encoder(codec).ok();
         let listed: Vec<String> = audio_encoders(codec)
             .iter()
@@ -289,8 +325,9 @@ pub fn probe_report() -> String {
 
     let _ = writeln!(
         out,
-        "\nmuxer:\n  {} (gst-plugin-fmp4, built in)",
-        mark("cmafmux")
+        "\nmuxers:\n  {} and {} (gst-plugin-fmp4, built in)",
+        mark("cmafmux"),
+        mark("isofmp4mux")
     );
     out
 }

@@ -84,6 +84,19 @@ impl TryFrom<String> for AudioCodecs {
     }
 }
 
+/// The video codec of every rendition.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    /// H.264, which every HLS and DASH player and MPEG-TS take.
+    #[default]
+    H264,
+    /// VP8 (`vp8enc`), for `stream.webm` with Opus audio.
+    Vp8,
+    /// VP9 (`vp9enc`), for `stream.webm` with Opus audio.
+    Vp9,
+}
+
 /// Which H.264 encoder to use; `auto` takes the best this machine has.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -149,6 +162,10 @@ pub struct ChannelSpec {
     /// H.264 encoder [default: auto].
     #[arg(long, value_enum)]
     pub encoder: Option<EncoderPreference>,
+    /// Video codec: h264, or vp8 or vp9 (with `--audio opus`, the channel also plays as
+    /// stream.webm) [default: h264].
+    #[arg(long, value_enum)]
+    pub video_codec: Option<VideoCodec>,
 }
 
 /// A checked channel.
@@ -167,6 +184,7 @@ pub struct Channel {
     pub clock: bool,
     pub volume: f64,
     pub encoder: EncoderPreference,
+    pub video_codec: VideoCodec,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -273,6 +291,7 @@ impl ChannelSpec {
             clock,
             volume,
             encoder,
+            video_codec,
         } = self;
         source.is_some()
             || uri.is_some()
@@ -288,6 +307,7 @@ impl ChannelSpec {
             || clock.is_some()
             || volume.is_some()
             || encoder.is_some()
+            || video_codec.is_some()
     }
 
     pub fn validate(&self) -> Result<Channel, IngestError> {
@@ -454,6 +474,7 @@ impl ChannelSpec {
             text: self.text.clone(),
             volume,
             encoder: self.encoder.unwrap_or_default(),
+            video_codec: self.video_codec.unwrap_or_default(),
         })
     }
 }

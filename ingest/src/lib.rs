@@ -86,7 +86,7 @@ pub fn plan(channel: &Channel) -> Result<(Channel, PipelinePlan), IngestError> {
     let video = if channel.renditions.is_empty() {
         None
     } else {
-        Some(VideoEncoder::choose(channel.encoder)?)
+        Some(VideoEncoder::choose(channel.video_codec, channel.encoder)?)
     };
     let audio = match &channel.audio {
         Some(audio) => Some(catalog::choose_audio_encoder(audio.codec)?),

@@ -418,7 +418,7 @@ pub fn plan_channel(channel: &Channel, encoders: Encoders) -> PipelinePlan {
             AudioCodec::Opus => Node::new("opusparse"),
             _ => Node::new("aacparse"),
         });
-        chain.extend(cmaf_tail(channel, track));
+        chain.extend(cmaf_tail(channel, track, "cmafmux"));
         plan.chains.push(chain);
     }
     plan
@@ -478,6 +478,22 @@ fn rendition_chain(channel: &Channel, rendition: &Rendition, encoder: VideoEncod
             .with("gop-size", safety_interval as i64)
             .with("bframes", 0u32)
             .with("zerolatency", true),
+        // Real time (deadline 1 µs: as fast as it goes), constant bitrate, two threads.
+        VideoEncoder::Vp8 => Node::new("vp8enc")
+            .with("deadline", 1i64)
+            .with("cpu-used", 8i64)
+            .with("end-usage", word("cbr"))
+            .with("target-bitrate", kbps * 1000)
+            .with("keyframe-max-dist", safety_interval)
+            .with("threads", 2i64),
+        VideoEncoder::Vp9 => Node::new("vp9enc")
+            .with("deadline", 1i64)
+            .with("cpu-used", 8i64)
+            .with("end-usage", word("cbr"))
+            .with("target-bitrate", kbps * 1000)
+            .with("keyframe-max-dist", safety_interval)
+            .with("threads", 2i64)
+            .with("row-mt", true),
     }
     .named(encoder_name(track));
     let mut chain = vec![
@@ -493,17 +509,24 @@ fn rendition_chain(channel: &Channel, rendition: &Rendition, encoder: VideoEncod
             rendition.width, rendition.height
         )),
         encode,
-        Node::new("h264parse"),
     ];
-    chain.extend(cmaf_tail(channel, track));
+    // The parsers give the muxer what it needs in the caps (H.264's codec data; VP9's profile,
+    // chroma format and bit depth). VP8 needs none.
+    match encoder {
+        VideoEncoder::Vp8 => {}
+        VideoEncoder::Vp9 => chain.push(Node::new("vp9parse")),
+        _ => chain.push(Node::new("h264parse")),
+    }
+    chain.extend(cmaf_tail(channel, track, encoder.muxer()));
     chain
 }
 
-/// cmafmux cutting where the runtime says (manual split on the UTC grid), then the appsink.
-fn cmaf_tail(channel: &Channel, track: &str) -> [Node; 2] {
+/// The fragmented-MP4 muxer (`cmafmux`, or `isofmp4mux` for codecs CMAF lacks) cutting where
+/// the runtime says (manual split on the UTC grid), then the appsink.
+fn cmaf_tail(channel: &Channel, track: &str, muxer: &'static str) -> [Node; 2] {
     let segment_ns = channel.segment.as_nanos() as u64;
     [
-        Node::new("cmafmux")
+        Node::new(muxer)
             .named(muxer_name(track))
             .with("fragment-duration", segment_ns)
             .with(
@@ -525,7 +548,7 @@ fn cmaf_tail(channel: &Channel, track: &str) -> [Node; 2] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AudioCodecs, ChannelSpec, SourceKind};
+    use crate::config::{AudioCodecs, ChannelSpec, SourceKind, VideoCodec};
 
     const X264_AAC: Encoders = Encoders {
         video: Some(VideoEncoder::X264),
@@ -596,6 +619,44 @@ mod tests {
         assert_eq!(tracks, ["v720", "v360", "a128", "mp3-128"]);
         assert!(plan.find(&muxer_name("mp3-128")).is_none());
         assert!(plan.factories().contains(&"lamemp3enc"));
+    }
+
+    #[test]
+    fn vp8_and_vp9_go_through_isofmp4mux() {
+        for (codec, encoder, parse) in [
+            (VideoCodec::Vp8, VideoEncoder::Vp8, ""),
+            (VideoCodec::Vp9, VideoEncoder::Vp9, " ! vp9parse"),
+        ] {
+            let spec = ChannelSpec {
+                video_codec: Some(codec),
+                audio: Some("opus".parse().unwrap()),
+                ..Default::default()
+            };
+            let encoders = Encoders {
+                video: Some(encoder),
+                audio: Some("opusenc"),
+            };
+            let plan = plan_channel(&channel(spec), encoders);
+            let launch = plan.to_string();
+            let mux = plan.find(&muxer_name("v360")).unwrap();
+            assert_eq!(mux.factory(), Some("isofmp4mux"), "{launch}");
+            assert_eq!(mux.property("manual-split"), Some(&Value::Bool(true)));
+            let element = encoder.element();
+            assert!(
+                launch.contains(&format!("{element} name=encode_v360 deadline=1 cpu-used=8 end-usage=cbr target-bitrate=691000 keyframe-max-dist=240")),
+                "{launch}"
+            );
+            assert!(
+                launch.contains(&format!("{parse} ! isofmp4mux name=mux_v360")),
+                "{launch}"
+            );
+            assert!(!launch.contains("h264parse"), "{launch}");
+            // Audio stays CMAF.
+            assert_eq!(
+                plan.find(&muxer_name("a128")).unwrap().factory(),
+                Some("cmafmux")
+            );
+        }
     }
 
     #[test]
