@@ -1,7 +1,8 @@
 //! End to end: `estuary ingest --source test` into `estuary packager`, with `estuary edge` in
 //! front, and the continuous streams (`/live/{channel}/stream.{ts,mp4,aac,mp3}`) read by ffprobe
 //! and decoded by ffmpeg through the edge, as a viewer's player would, including one that joins
-//! in the middle of a segment; GStreamer's playbin plays the radio stream (MP3); many viewers of the edge cost the packager one; a viewer that stops
+//! in the middle of a segment; GStreamer's playbin plays the radio stream (MP3), whose ICY
+//! title ffprobe reads; many viewers of the edge cost the packager one; a viewer that stops
 //! reading is dropped while the others play on; an edge behind the edge relays it too;
 //! `estuary loadtest viewers --kind continuous`
 //! watches stream.mp4 and measures each chunk's latency from capture.
@@ -244,6 +245,30 @@ async fn continuous_streams_play_from_the_packager() {
     assert_eq!(headers["content-type"], "audio/mpeg");
     // An MPEG-1 Layer III frame header: sync, version 1, layer III.
     assert_eq!((mp3[0], mp3[1] & 0xfe), (0xff, 0xfa), "an MP3 frame header");
+
+    // A radio's playout names what plays, as it would on Icecast; a player that asks for ICY
+    // metadata gets it in the stream, from the packager and through the edge.
+    let output = Command::new("curl")
+        .args(["-sf", &format!("http://{address}/admin/metadata?mount=/live/demo/stream.mp3&mode=updinfo&song=The+Band+-+Caf%C3%A9")])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    for server in [address, edge] {
+        let url = format!("http://{server}/live/demo/stream.mp3");
+        let (ok, out, errors, _) = run(
+            "ffprobe",
+            &[],
+            &url,
+            &["-show_entries", "format_tags=StreamTitle", "-of", "csv=p=0"],
+        );
+        assert!(ok && errors.trim().is_empty(), "ffprobe {url}: {errors}");
+        assert_eq!(
+            out.trim(),
+            "The Band - Café",
+            "the title ffprobe read from {url}"
+        );
+    }
+    println!("stream.mp3: ffprobe read the ICY title from the packager and through the edge");
 
     // Through the edge: ffprobe finds the codecs, and ffmpeg decodes twenty seconds of each
     // without an error; all four at once, as four viewers. Meanwhile playbin plays the radio.

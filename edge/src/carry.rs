@@ -20,13 +20,13 @@ pub fn find_keycard(
     let from_query = query.and_then(|query| {
         query.split('&').find_map(|pair| {
             let (name, value) = pair.split_once('=')?;
-            named(name).then(|| percent_decode(value))
+            named(name).then(|| estuary_proto::url::percent_decode(value))
         })
     });
     let from_cookie = || {
         cookie?.split(';').find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            named(name).then(|| percent_decode(value))
+            named(name).then(|| estuary_proto::url::percent_decode(value))
         })
     };
     let from_header = || {
@@ -47,26 +47,6 @@ pub fn without_keycard(query: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
-        match (bytes[index], hex(index + 1), hex(index + 2)) {
-            (b'%', Some(high), Some(low)) => {
-                out.push((high * 16 + low) as u8);
-                index += 3;
-            }
-            (byte, ..) => {
-                out.push(byte);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The keycard as a query value: the characters that would end or change it are escaped.

@@ -452,6 +452,14 @@ fn wants_frames(request: &Request<()>) -> bool {
         .is_some_and(|accept| accept == estuary_proto::chunks::CONTENT_TYPE)
 }
 
+/// Whether a radio player asks for ICY metadata in the stream (`Icy-MetaData: 1`).
+fn wants_icy(request: &Request<()>) -> bool {
+    request
+        .headers()
+        .get(estuary_proto::icy::REQUEST_HEADER)
+        .is_some_and(|value| estuary_proto::icy::wanted(value.as_bytes()))
+}
+
 /// Whether a request on a plain HTTP/1 connection is for the fan-out engine.
 pub(crate) fn is_continuous_request(request: &Request<()>) -> bool {
     matches!(*request.method(), Method::GET | Method::HEAD)
@@ -484,6 +492,7 @@ pub(crate) async fn serve_continuous(
         head_only: request.method() == Method::HEAD,
         until: admitted.until,
         revocable: edge.revoked.clone().zip(admitted.keycard_id),
+        icy: wants_icy(&request),
     };
     let (status, bytes) = crate::fanout::serve_viewer(edge, socket, arrival).await;
     edge.metrics.count_request(status);
@@ -697,10 +706,11 @@ async fn proxy(edge: &Arc<Edge>, client: IpAddr, request: &Request<()>) -> Respo
             framed: wants_frames(request),
             until: admitted.until,
             revocable: edge.revoked.clone().zip(admitted.keycard_id),
+            icy: wants_icy(request),
         };
         let framed = arrival.framed;
         return match crate::fanout::stream_body(edge, arrival).await {
-            Ok((media_type, body)) => {
+            Ok((media_type, icy, body)) => {
                 let mut response = respond(StatusCode::OK, "application/octet-stream", body);
                 let headers = response.headers_mut();
                 if let Ok(media_type) = HeaderValue::from_str(&media_type) {
@@ -715,6 +725,10 @@ async fn proxy(edge: &Arc<Edge>, client: IpAddr, request: &Request<()>) -> Respo
                     }
                 }
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                if icy {
+                    let interval = HeaderValue::from(estuary_proto::icy::INTERVAL);
+                    headers.insert(estuary_proto::icy::INTERVAL_HEADER, interval);
+                }
                 response
             }
             Err(refusal) => {

@@ -11,8 +11,10 @@
 //! kind      u8   'H' the stream's header (sent again to every new viewer; may be empty)
 //!                'J' a chunk a decoder can start from (a join point)
 //!                'C' any other chunk
+//!                'M' the stream's title (UTF-8), for ICY metadata: after the header, and
+//!                    whenever it changes; not part of the stream's bytes
 //! capture   u64  big-endian: the UTC time of the chunk's first sample, in microseconds since
-//!                1970 (0 for a header)
+//!                1970 (0 for a header or a title)
 //! length    u32  big-endian: the bytes that follow
 //! ```
 //!
@@ -35,6 +37,7 @@ pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 pub enum Kind {
     Header,
     Chunk { join: bool },
+    Title,
 }
 
 impl Kind {
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Header => b'H',
             Kind::Chunk { join: true } => b'J',
             Kind::Chunk { join: false } => b'C',
+            Kind::Title => b'M',
         }
     }
 
@@ -51,6 +55,7 @@ impl Kind {
             b'H' => Some(Kind::Header),
             b'J' => Some(Kind::Chunk { join: true }),
             b'C' => Some(Kind::Chunk { join: false }),
+            b'M' => Some(Kind::Title),
             _ => None,
         }
     }
@@ -75,7 +80,7 @@ pub fn head(kind: Kind, capture_micros: u64, length: usize) -> [u8; HEAD_LENGTH]
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    #[error("a frame of kind {0:#04x}, which is none of H, J and C")]
+    #[error("a frame of kind {0:#04x}, which is none of H, J, C and M")]
     UnknownKind(u8),
     #[error("a frame of {0} bytes, more than the {MAX_FRAME} accepted")]
     TooLarge(usize),
@@ -158,6 +163,7 @@ mod tests {
     fn frames_come_out_as_they_went_in_whatever_the_split() {
         let frames = vec![
             frame(Kind::Header, 0, b"ftyp moov"),
+            frame(Kind::Title, 0, "Morning show – live".as_bytes()),
             frame(
                 Kind::Chunk { join: true },
                 1_796_000_000_000_000,

@@ -8,6 +8,7 @@ pub mod chunks;
 pub mod duration;
 #[cfg(feature = "geo")]
 pub mod geo;
+pub mod icy;
 #[cfg(feature = "io")]
 pub mod io;
 pub mod keycard;

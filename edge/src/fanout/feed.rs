@@ -159,5 +159,12 @@ fn take(stream: &Stream, frame: chunks::Frame, limits: Limits, generation: &mut 
             });
             true
         }
+        Kind::Title => {
+            let title = String::from_utf8_lossy(&frame.bytes);
+            tracing::debug!(path = stream.key, %title, "continuous stream: now playing");
+            *stream.title.lock().unwrap_or_else(|e| e.into_inner()) = title.into();
+            // Viewers see it with the next chunk.
+            false
+        }
     }
 }

@@ -152,6 +152,8 @@ struct Stream {
     ring: Mutex<Option<Ring>>,
     /// The stream's own media type, from the upstream.
     media_type: Mutex<String>,
+    /// "Now playing", from the upstream's title frames: for ICY listeners and edges behind.
+    title: Mutex<Arc<str>>,
     state: watch::Sender<State>,
     counters: Counters,
     /// How it treats its viewers.
@@ -167,6 +169,7 @@ impl Stream {
             policy,
             ring: Mutex::new(None),
             media_type: Mutex::new("application/octet-stream".into()),
+            title: Mutex::new("".into()),
             state: watch::Sender::new(State::Connecting),
             counters: Counters::default(),
             finished,
@@ -179,6 +182,16 @@ impl Stream {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The stream's title now (empty until the upstream names one).
+    fn title(&self) -> Arc<str> {
+        self.title.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether an ICY listener gets metadata in it: radio streams are sound alone.
+    fn carries_icy(&self) -> bool {
+        self.media_type().starts_with("audio/")
     }
 
     fn ring(&self) -> std::sync::MutexGuard<'_, Option<Ring>> {
@@ -233,6 +246,9 @@ pub struct Arrival {
     /// The revocation list and the id of the viewer's keycard: it is disconnected once the
     /// list names it.
     pub revocable: Option<(Arc<crate::revoked::Revoked>, String)>,
+    /// A radio player that asked for ICY metadata (`Icy-MetaData: 1`): it gets the stream's
+    /// title in the audio, when the stream is sound alone.
+    pub icy: bool,
 }
 
 impl Fanout {

@@ -1,14 +1,18 @@
 //! What one viewer of a continuous stream has been given and what is queued for it, sans IO:
 //! its cursor into the stream's ring, the chunks taken and not yet written, and the judgement
 //! of a viewer that has fallen behind (moved on to the newest join point, once the chunk it is
-//! part-way through is out, so that its decoder only ever sees whole chunks; or dropped). The
-//! engines that write the queue out (tokio's epoll reactor, io_uring) share it.
+//! part-way through is out, so that its decoder only ever sees whole chunks; or dropped). A
+//! radio player that asked for ICY metadata gets the stream's title in its audio; an edge
+//! behind this one gets it in title frames. The engines that write the queue out (tokio's
+//! epoll reactor, io_uring) share it.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Buf, Bytes, BytesMut};
 use estuary_proto::chunks::{self, Kind};
+use estuary_proto::icy;
 
 use super::ring::{Entry, Read, Ring};
 use super::{SlowPolicy, Stream};
@@ -29,16 +33,47 @@ pub(super) struct Place {
     /// Another edge: each chunk goes in a frame (a copy, head and chunk in one piece, so that
     /// a skip never cuts a frame).
     framed: bool,
+    /// The title last put in a frame for the edge behind (`framed` only).
+    title_sent: Arc<str>,
+    /// A radio player that asked for ICY metadata.
+    icy: Option<Icy>,
+}
+
+/// An ICY listener's metadata: where its next block goes, and where it went before each
+/// queued chunk (a skip drops queued chunks, and the count must not include them).
+struct Icy {
+    inserter: icy::Inserter,
+    before: VecDeque<icy::Inserter>,
 }
 
 impl Place {
-    pub(super) fn new(framed: bool) -> Place {
+    pub(super) fn new(framed: bool, icy: bool) -> Place {
         Place {
             cursor: None,
             queue: VecDeque::new(),
             queued_bytes: 0,
             partly_written: false,
             framed,
+            title_sent: "".into(),
+            icy: icy.then(|| Icy {
+                inserter: icy::Inserter::default(),
+                before: VecDeque::new(),
+            }),
+        }
+    }
+
+    /// For an edge behind: the stream's title in a frame, whenever it is new to that edge.
+    fn relay_title(&mut self, stream: &Stream) {
+        if !self.framed {
+            return;
+        }
+        let title = stream.title();
+        if title != self.title_sent {
+            let framed = frame(Kind::Title, 0, &Bytes::copy_from_slice(title.as_bytes()));
+            // A title has no capture time: it goes with the chunk after it.
+            let capture = self.queue.back().map_or(0, |(_, capture)| *capture);
+            self.push(framed, capture);
+            self.title_sent = title;
         }
     }
 
@@ -49,12 +84,14 @@ impl Place {
             let framed = frame(Kind::Header, 0, header);
             self.push(framed, capture);
         } else if !header.is_empty() {
-            // TS and ADTS have no header of their own.
-            self.push(header.clone(), capture);
+            // TS, ADTS and MP3 have no header of their own. An ICY listener's blocks count
+            // every byte of the body.
+            let header = self.with_blocks(header, &Arc::default());
+            self.push(header, capture);
         }
     }
 
-    fn push_chunk(&mut self, entry: Entry) {
+    fn push_chunk(&mut self, entry: Entry, title: &Arc<str>) {
         let bytes = if self.framed {
             frame(
                 Kind::Chunk { join: entry.join },
@@ -62,9 +99,23 @@ impl Place {
                 &entry.bytes,
             )
         } else {
-            entry.bytes
+            self.with_blocks(&entry.bytes, title)
         };
         self.push(bytes, entry.capture_micros);
+    }
+
+    /// `bytes` about to be queued, with the ICY blocks due in them for a listener that wants
+    /// them, in one piece (a copy, for this listener alone) so that a skip never cuts a block;
+    /// the listener's count before them is kept with them.
+    fn with_blocks(&mut self, bytes: &Bytes, title: &Arc<str>) -> Bytes {
+        let Some(icy) = &mut self.icy else {
+            return bytes.clone();
+        };
+        icy.before.push_back(icy.inserter.clone());
+        match &icy.inserter.insert(bytes, title)[..] {
+            [whole] => whole.clone(),
+            pieces => pieces.concat().into(),
+        }
     }
 
     /// Judges the viewer against `ring` and tops its queue up. `Err` when it is to be dropped.
@@ -74,6 +125,7 @@ impl Place {
             if let Some(start) = ring.start(config.burst_bytes) {
                 let capture = ring.capture_micros(start).unwrap_or_default();
                 self.push_header(ring.header(), capture);
+                self.relay_title(stream);
                 self.cursor = Some(start);
                 self.take(ring, stream)?;
             }
@@ -131,8 +183,14 @@ impl Place {
         match ring.read(at, QUEUE_BUDGET, &mut taken) {
             Read::Chunks { next } => {
                 self.cursor = Some(next);
+                self.relay_title(stream);
+                let title = if self.icy.is_some() {
+                    stream.title()
+                } else {
+                    Arc::default()
+                };
                 for entry in taken {
-                    self.push_chunk(entry);
+                    self.push_chunk(entry, &title);
                 }
             }
             Read::Nothing => {}
@@ -156,6 +214,17 @@ impl Place {
     /// Drops what is queued but the chunk being written, and goes on from chunk `join`.
     fn skip_to(&mut self, join: u64) {
         let keep = usize::from(self.partly_written).min(self.queue.len());
+        if let Some(icy) = &mut self.icy
+            && let Some(before) = icy.before.get(keep)
+        {
+            // The blocks are counted from the audio this listener will actually get.
+            icy.inserter = before.clone();
+            icy.before.truncate(keep);
+        }
+        if self.queue.len() > keep {
+            // A title frame may be among what goes: the edge behind gets the title again.
+            self.title_sent = "".into();
+        }
         self.queue.truncate(keep);
         self.queued_bytes = self.queue.iter().map(|(bytes, _)| bytes.len()).sum();
         self.cursor = Some(join);
@@ -180,6 +249,9 @@ impl Place {
             }
             written -= front.len();
             self.queue.pop_front();
+            if let Some(icy) = &mut self.icy {
+                icy.before.pop_front();
+            }
             self.partly_written = false;
         }
     }
@@ -233,7 +305,7 @@ mod tests {
     }
 
     fn place() -> Place {
-        Place::new(false)
+        Place::new(false, false)
     }
 
     #[test]
@@ -290,7 +362,7 @@ mod tests {
     #[test]
     fn another_edge_gets_the_stream_in_frames() {
         let (ring, stream) = (ring(5), stream(SlowPolicy::Skip));
-        let mut place = Place::new(true);
+        let mut place = Place::new(true, false);
         place.top_up(&ring, &stream).unwrap();
         let mut decoder = chunks::Decoder::new();
         for (bytes, _) in &place.queue {
@@ -307,5 +379,89 @@ mod tests {
         assert_eq!(first.bytes.len(), 10_000);
         let second = decoder.next_frame().unwrap().unwrap();
         assert_eq!(second.kind, Kind::Chunk { join: false });
+    }
+
+    fn set_title(stream: &Stream, title: &str) {
+        *stream.title.lock().unwrap() = title.into();
+    }
+
+    #[test]
+    fn a_radio_listener_gets_the_title_every_interval_and_a_skip_keeps_the_count() {
+        let (mut ring, stream) = (ring(2), stream(SlowPolicy::Skip));
+        set_title(&stream, "Song A");
+        let mut place = Place::new(false, true);
+        place.top_up(&ring, &stream).unwrap(); // header + chunks 0..6: 60,000 bytes of audio
+        let sent: Vec<u8> = place.queue.iter().flat_map(|(b, _)| b.to_vec()).collect();
+        // "head", then audio; a block after every 16,000 bytes of audio (the header counts
+        // as the stream's bytes too).
+        let block = icy::block("Song A");
+        let at = 16_000;
+        assert_eq!(&sent[at..at + block.len()], &block[..]);
+        assert_eq!(sent[2 * at + block.len()], 0, "no change: one zero byte");
+
+        // Half of the first chunk out; then the listener falls behind and skips to chunk 12.
+        place.wrote(4 + 5_000);
+        for part in 6..18 {
+            ring.push(Entry {
+                bytes: Bytes::from(vec![1u8; 10_000]),
+                join: part % 6 == 0,
+                capture_micros: part * SECOND / 3,
+            });
+        }
+        set_title(&stream, "Song B");
+        place.top_up(&ring, &stream).unwrap();
+        assert_eq!(stream.counters.skips.load(Ordering::Relaxed), 1);
+        // What the listener gets from here: the rest of chunk 0, then chunks 12 to 17; its
+        // blocks fall every 16,000 bytes of what it actually got.
+        let mut heard = 4 + 5_000;
+        let mut titles = Vec::new();
+        let rest: Vec<u8> = place.queue.iter().flat_map(|(b, _)| b.to_vec()).collect();
+        let mut bytes = &rest[..];
+        while !bytes.is_empty() {
+            let take = (16_000 - heard % 16_000).min(bytes.len());
+            heard += take;
+            bytes = &bytes[take..];
+            if heard % 16_000 == 0 && !bytes.is_empty() {
+                let length = usize::from(bytes[0]) * 16;
+                titles.push(String::from_utf8_lossy(&bytes[1..1 + length]).into_owned());
+                bytes = &bytes[1 + length..];
+            }
+        }
+        assert_eq!(heard, 4 + 10_000 + 6 * 10_000, "{titles:?}");
+        assert!(titles[0].starts_with("StreamTitle='Song B';"), "{titles:?}");
+        assert!(titles[1..].iter().all(String::is_empty), "{titles:?}");
+    }
+
+    #[test]
+    fn an_edge_behind_gets_the_title_in_frames_when_it_changes() {
+        let (mut ring, stream) = (ring(2), stream(SlowPolicy::Skip));
+        set_title(&stream, "Morning show");
+        let mut place = Place::new(true, false);
+        place.top_up(&ring, &stream).unwrap();
+        let mut decoder = chunks::Decoder::new();
+        let mut frames = |place: &mut Place| {
+            for (bytes, _) in place.queue.drain(..) {
+                decoder.extend(&bytes);
+            }
+            let mut out = Vec::new();
+            while let Some(frame) = decoder.next_frame().unwrap() {
+                out.push((frame.kind, frame.bytes));
+            }
+            out
+        };
+        let first = frames(&mut place);
+        assert_eq!(first[0].0, Kind::Header);
+        assert_eq!(first[1], (Kind::Title, Bytes::from_static(b"Morning show")));
+        assert_eq!(first[2].0, Kind::Chunk { join: true });
+        ring.push(Entry {
+            bytes: Bytes::from(vec![1u8; 10_000]),
+            join: false,
+            capture_micros: 2 * SECOND,
+        });
+        set_title(&stream, "News");
+        place.top_up(&ring, &stream).unwrap();
+        let next = frames(&mut place);
+        assert_eq!(next[0], (Kind::Title, Bytes::from_static(b"News")));
+        assert_eq!(next[1].0, Kind::Chunk { join: false });
     }
 }

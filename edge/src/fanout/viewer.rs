@@ -39,6 +39,7 @@ pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arri
         }
     };
     let media_type = stream.media_type();
+    let icy = arrival.icy && !arrival.framed && stream.carries_icy();
     let content_type = if arrival.framed {
         format!(
             "{}\r\n{}: {media_type}",
@@ -48,13 +49,30 @@ pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arri
     } else {
         media_type
     };
+    let icy_head = if icy {
+        format!(
+            "{}: {}\r\n",
+            estuary_proto::icy::INTERVAL_HEADER,
+            estuary_proto::icy::INTERVAL
+        )
+    } else {
+        String::new()
+    };
     let head = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncache-control: no-store\r\naccess-control-allow-origin: *\r\nconnection: close\r\n\r\n"
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n{icy_head}cache-control: no-store\r\naccess-control-allow-origin: *\r\nconnection: close\r\n\r\n"
     );
     let mut sent = 0;
     if socket.write_all(head.as_bytes()).await.is_ok() && !arrival.head_only {
         set_send_buffer(&socket, SEND_BUFFER);
-        sent = relay(&stream, Out::Socket(&mut socket), &arrival, generation).await;
+        let place = Place::new(arrival.framed, icy);
+        sent = relay(
+            &stream,
+            Out::Socket(&mut socket),
+            place,
+            &arrival,
+            generation,
+        )
+        .await;
     }
     let _ = socket.shutdown().await;
     leave(&stream, sent);
@@ -63,24 +81,26 @@ pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arri
 
 /// A continuous stream as a response body, for connections the engine does not take over
 /// (HTTP/2, TLS, HTTP/3): a task relays the stream into the body as the client takes it. The
-/// answer's status and media type, or the refusal.
+/// answer's media type, whether it carries ICY metadata, and the body; or the refusal.
 pub async fn stream_body(
     edge: &Arc<Edge>,
     arrival: Arrival,
-) -> Result<(String, crate::body::Body), Refusal> {
+) -> Result<(String, bool, crate::body::Body), Refusal> {
     let (stream, generation) = open(edge, &arrival).await?;
     let media_type = stream.media_type();
+    let icy = arrival.icy && !arrival.framed && stream.carries_icy();
     if arrival.head_only {
         leave(&stream, 0);
-        return Ok((media_type, crate::body::Body::empty()));
+        return Ok((media_type, icy, crate::body::Body::empty()));
     }
     // A few chunks' worth: the client's pace comes through as the channel fills.
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
-        let sent = relay(&stream, Out::Channel(sender), &arrival, generation).await;
+        let place = Place::new(arrival.framed, icy);
+        let sent = relay(&stream, Out::Channel(sender), place, &arrival, generation).await;
         leave(&stream, sent);
     });
-    Ok((media_type, crate::body::Body::streaming(receiver)))
+    Ok((media_type, icy, crate::body::Body::streaming(receiver)))
 }
 
 /// Why a viewer was not let onto a stream.
@@ -222,14 +242,19 @@ enum Event {
 /// Relays the stream to `out` from its newest join point until the viewer leaves, falls
 /// behind past its policy, its credentials expire, or the stream ends or changes generation.
 /// Gives the bytes sent.
-async fn relay(stream: &Stream, mut out: Out<'_>, arrival: &Arrival, generation: u64) -> u64 {
+async fn relay(
+    stream: &Stream,
+    mut out: Out<'_>,
+    mut place: Place,
+    arrival: &Arrival,
+    generation: u64,
+) -> u64 {
     let mut state = stream.state.subscribe();
     let deadline = arrival.until.map(|until| {
         let now = crate::server::unix_now().as_secs();
         Instant::now() + Duration::from_secs(until.saturating_sub(now))
     });
     let patience = stream.policy.client_timeout;
-    let mut place = Place::new(arrival.framed);
     let mut sent = 0u64;
     let mut last_progress = Instant::now();
     // The kernel's unsent bytes at the last check for a stalled socket.

@@ -64,6 +64,11 @@ impl Format {
         }
     }
 
+    /// Audio-only streams that radio players read, which may carry ICY metadata.
+    pub fn is_radio(self) -> bool {
+        matches!(self, Format::Aac | Format::Mp3)
+    }
+
     /// Whether the stream carries a video track when the channel has one.
     pub fn has_video(self) -> bool {
         matches!(self, Format::Ts | Format::Mp4)

@@ -4,7 +4,9 @@
 //! too slow to keep up: it is dropped (its response ends with an error) rather than buffered
 //! without bound. An edge asks for the stream framed (`estuary_proto::chunks`): the same bytes,
 //! each chunk behind a head that says whether a viewer may start there and when it was
-//! captured.
+//! captured, and the channel's title in frames of its own. A radio player that asks for ICY
+//! metadata (`Icy-MetaData: 1`) of stream.mp3 or stream.aac gets the title in the audio, every
+//! [`icy::INTERVAL`] bytes.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use estuary_proto::chunks::{self, Kind};
+use estuary_proto::icy;
 use estuary_proto::url::{ChannelName, TrackName};
 use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
@@ -56,15 +59,28 @@ struct Viewer {
     started: bool,
     /// An edge: each chunk goes behind a frame head.
     framed: bool,
+    /// A radio player that asked for ICY metadata: where its next block goes.
+    icy: Option<icy::Inserter>,
 }
 
 impl Viewer {
-    /// Queues `pieces`, keeping one slot for the error that ends a viewer too slow to keep up.
-    /// Says whether the viewer is still there.
-    fn send(&mut self, pieces: &[Bytes], format: Format) -> bool {
+    /// Queues `pieces` (with the ICY blocks due in them, titled `title`), keeping one slot for
+    /// the error that ends a viewer too slow to keep up. Says whether the viewer is still there.
+    fn send(&mut self, pieces: &[Bytes], format: Format, title: &Arc<str>) -> bool {
         if self.queue.is_closed() {
             return false;
         }
+        let with_blocks: Vec<Bytes>;
+        let pieces = match &mut self.icy {
+            Some(inserter) => {
+                with_blocks = pieces
+                    .iter()
+                    .flat_map(|piece| inserter.insert(piece, title))
+                    .collect();
+                &with_blocks[..]
+            }
+            None => pieces,
+        };
         if self.queue.capacity() <= pieces.len() {
             tracing::info!(%format, "viewer too slow for the live stream: dropped");
             let reason = format!("{format}: the viewer fell {VIEWER_QUEUE} chunks behind");
@@ -80,12 +96,16 @@ impl Viewer {
 struct Live {
     feed: Feed,
     viewers: Vec<Viewer>,
+    /// The channel's title, for ICY metadata and the edges' title frames.
+    title: Arc<str>,
 }
 
-/// Every continuous stream being watched.
+/// Every continuous stream being watched, and the channels' titles.
 #[derive(Default)]
 pub struct Streams {
     live: Mutex<BTreeMap<StreamKey, Arc<Mutex<Live>>>>,
+    /// "Now playing" per channel, as a radio's playout sets it (see [`Streams::set_title`]).
+    titles: Mutex<BTreeMap<ChannelName, Arc<str>>>,
 }
 
 impl Streams {
@@ -136,7 +156,8 @@ impl Streams {
                 }
             };
             let framed = frame(&pushed);
-            live.viewers.retain_mut(|viewer| {
+            let Live { viewers, title, .. } = &mut *live;
+            viewers.retain_mut(|viewer| {
                 if !viewer.started && !pushed.join_point {
                     return !viewer.queue.is_closed();
                 }
@@ -146,7 +167,7 @@ impl Streams {
                 } else {
                     &pushed.pieces
                 };
-                viewer.send(pieces, format)
+                viewer.send(pieces, format, title)
             });
             if live.viewers.is_empty() {
                 drop(live);
@@ -193,6 +214,44 @@ impl Streams {
         }
     }
 
+    /// The title of `channel` is now `title` (a radio's "now playing"): ICY listeners get it at
+    /// their next block, edges in a title frame now.
+    pub fn set_title(&self, channel: &ChannelName, title: &str) {
+        let title: Arc<str> = title.into();
+        self.titles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(channel.clone(), title.clone());
+        let streams: Vec<Arc<Mutex<Live>>> = self
+            .lock()
+            .iter()
+            .filter(|(key, _)| &key.channel == channel)
+            .map(|(_, live)| live.clone())
+            .collect();
+        let frame = title_frame(&title);
+        for live in streams {
+            let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+            live.title = title.clone();
+            let Live {
+                feed,
+                viewers,
+                title,
+            } = &mut *live;
+            let format = feed.format();
+            viewers.retain_mut(|viewer| !viewer.framed || viewer.send(&frame, format, title));
+        }
+    }
+
+    /// The title of `channel` (empty until one is set).
+    fn title(&self, channel: &ChannelName) -> Arc<str> {
+        self.titles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(channel)
+            .cloned()
+            .unwrap_or_else(|| "".into())
+    }
+
     /// Viewers now, per format.
     pub fn viewers(&self) -> BTreeMap<Format, usize> {
         let mut viewers = BTreeMap::new();
@@ -217,14 +276,26 @@ fn frame(pushed: &Pushed) -> Vec<Bytes> {
     framed
 }
 
-/// What a joining viewer is sent first, as frames: the header (empty for TS and ADTS), then
-/// everything from the newest join point as one chunk.
-fn framed_joining(joining: Joining) -> (Vec<Bytes>, bool) {
+/// A title in its frame.
+fn title_frame(title: &str) -> Vec<Bytes> {
+    let head = chunks::head(Kind::Title, 0, title.len());
+    vec![
+        Bytes::copy_from_slice(&head),
+        Bytes::copy_from_slice(title.as_bytes()),
+    ]
+}
+
+/// What a joining viewer is sent first, as frames: the header (empty for TS and ADTS), the
+/// title when there is one, then everything from the newest join point as one chunk.
+fn framed_joining(joining: Joining, title: &str) -> (Vec<Bytes>, bool) {
     let header = joining.header.unwrap_or_default();
     let mut pieces = vec![
         Bytes::copy_from_slice(&chunks::head(Kind::Header, 0, header.len())),
         header,
     ];
+    if !title.is_empty() {
+        pieces.extend(title_frame(title));
+    }
     let started = joining.since_join.is_some();
     if let Some((capture_micros, since_join)) = joining.since_join {
         pieces.extend(frame(&Pushed {
@@ -304,7 +375,8 @@ fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 }
 
 /// Answers a viewer of the stream `format` of `channel`; `framed` for an edge, which asked for
-/// [`chunks::CONTENT_TYPE`].
+/// [`chunks::CONTENT_TYPE`]; `icy` for a player that asked for ICY metadata, which radio
+/// streams (stream.mp3 and stream.aac) carry.
 pub fn serve(
     shared: &Shared,
     channel: &ChannelName,
@@ -312,7 +384,9 @@ pub fn serve(
     query: Option<&str>,
     head: bool,
     framed: bool,
+    icy: bool,
 ) -> Response<Body> {
+    let icy = icy && !framed && format.is_radio();
     let wanted = query_value(query, "track");
     let picked = shared.read(|window| pick_tracks(window, channel, format, wanted));
     let (video, audio) = match picked {
@@ -346,6 +420,7 @@ pub fn serve(
                 let live = Arc::new(Mutex::new(Live {
                     feed,
                     viewers: Vec::new(),
+                    title: shared.continuous.title(channel),
                 }));
                 streams.insert(key.clone(), live.clone());
                 live
@@ -355,13 +430,21 @@ pub fn serve(
         if head {
             return headers(&live.feed.mime(), framed, Body::text(""));
         }
-        let (pieces, started) = if framed {
-            framed_joining(live.feed.joining())
+        let (mut pieces, started) = if framed {
+            framed_joining(live.feed.joining(), &live.title)
         } else {
             live.feed.join()
         };
-        let entries = VIEWER_QUEUE * (entries_per_chunk(format) + usize::from(framed));
-        let (queue, receiver) = mpsc::channel(pieces.len() + entries + 1);
+        let mut inserter = icy.then(icy::Inserter::default);
+        if let Some(inserter) = &mut inserter {
+            pieces = pieces
+                .iter()
+                .flat_map(|piece| inserter.insert(piece, &live.title))
+                .collect();
+        }
+        // An ICY listener's chunk may come in three pieces: audio, block, audio.
+        let per_chunk = entries_per_chunk(format) + usize::from(framed) + 2 * usize::from(icy);
+        let (queue, receiver) = mpsc::channel(pieces.len() + VIEWER_QUEUE * per_chunk + 1);
         for piece in &pieces {
             // The queue has room for all of them: it was made that size.
             let _ = queue.try_send(Ok(piece.clone()));
@@ -370,11 +453,22 @@ pub fn serve(
             queue: queue.clone(),
             started,
             framed,
+            icy: inserter,
         });
         (pieces.len(), started, receiver, live.feed.mime())
     };
-    tracing::info!(%channel, %format, pieces, started, framed, video = ?key.video, audio = ?key.audio, "viewer joined a continuous stream");
-    headers(&mime, framed, Body::Growing(queue))
+    tracing::info!(%channel, %format, pieces, started, framed, icy, video = ?key.video, audio = ?key.audio, "viewer joined a continuous stream");
+    let mut response = headers(&mime, framed, Body::Growing(queue));
+    if icy {
+        let interval = hyper::header::HeaderValue::from(icy::INTERVAL);
+        response
+            .headers_mut()
+            .insert(icy::INTERVAL_HEADER, interval);
+        if let Ok(name) = hyper::header::HeaderValue::from_str(channel.as_str()) {
+            response.headers_mut().insert("icy-name", name);
+        }
+    }
+    response
 }
 
 /// Queue entries per chunk: the MP4 `moof` and `mdat` go as two shared pieces.
@@ -481,13 +575,15 @@ mod tests {
             queue,
             started: true,
             framed: false,
+            icy: None,
         };
         let piece = Bytes::from_static(b"chunk");
+        let title: Arc<str> = "".into();
         // Three pieces fit; the fourth slot is kept for the error.
         for _ in 0..3 {
-            assert!(viewer.send(std::slice::from_ref(&piece), Format::Ts));
+            assert!(viewer.send(std::slice::from_ref(&piece), Format::Ts, &title));
         }
-        assert!(!viewer.send(std::slice::from_ref(&piece), Format::Ts));
+        assert!(!viewer.send(std::slice::from_ref(&piece), Format::Ts, &title));
         for _ in 0..3 {
             assert_eq!(receiver.try_recv().unwrap().unwrap(), piece);
         }
@@ -504,8 +600,9 @@ mod tests {
             queue,
             started: true,
             framed: false,
+            icy: None,
         };
-        assert!(!gone.send(&[piece], Format::Mp4));
+        assert!(!gone.send(&[piece], Format::Mp4, &title));
     }
 
     #[test]
@@ -517,7 +614,7 @@ mod tests {
         let video = channel.window.track(&channel.name, &name("v720")).unwrap();
         let audio = channel.window.track(&channel.name, &name("a128")).unwrap();
         let feed = Feed::from_window(Format::Mp4, Some(video), Some(audio)).unwrap();
-        let (pieces, started) = framed_joining(feed.joining());
+        let (pieces, started) = framed_joining(feed.joining(), "");
         assert!(started);
         let mut decoder = chunks::Decoder::new();
         for piece in &pieces {
@@ -539,7 +636,7 @@ mod tests {
 
         // TS has no header of its own: an empty one says where the stream starts.
         let feed = Feed::from_window(Format::Ts, Some(video), Some(audio)).unwrap();
-        let (pieces, _) = framed_joining(feed.joining());
+        let (pieces, _) = framed_joining(feed.joining(), "");
         assert_eq!(&pieces[0][..], &chunks::head(Kind::Header, 0, 0));
     }
 

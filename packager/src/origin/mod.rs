@@ -102,8 +102,12 @@ pub async fn handle(
                         .headers()
                         .get(header::ACCEPT)
                         .is_some_and(|accept| accept == estuary_proto::chunks::CONTENT_TYPE);
+                    let icy = request
+                        .headers()
+                        .get(estuary_proto::icy::REQUEST_HEADER)
+                        .is_some_and(|value| estuary_proto::icy::wanted(value.as_bytes()));
                     let query = request.uri().query();
-                    live(&shared, &channel, rest, query, head, framed).await
+                    live(&shared, &channel, rest, query, head, framed, icy).await
                 }
                 Err(error) => problem(StatusCode::NOT_FOUND, error.to_string()),
             }
@@ -137,12 +141,61 @@ pub async fn handle(
                 "mpegts.js",
             )
         }
+        (&Method::GET, ["admin", "metadata"]) => set_title(&shared, &request),
         (&Method::GET, ["healthz"]) => healthz(&shared),
         (&Method::GET, ["metrics"]) => metrics(&shared),
         (_, ["ingest", ..]) => problem(StatusCode::METHOD_NOT_ALLOWED, "ingest takes POST or PUT"),
         _ => problem(StatusCode::NOT_FOUND, format!("nothing at {path}")),
     };
     Ok(response)
+}
+
+/// `GET /admin/metadata?mount=/live/{channel}/stream.mp3&mode=updinfo&song=TITLE`: a radio's
+/// playout sets the channel's "now playing", the way it does on Icecast (the mount names the
+/// channel; any of its streams will do). When ingest needs a keycard, this does too: one that
+/// lets its holder ingest the channel.
+fn set_title(shared: &Shared, request: &Request<Incoming>) -> Response<Body> {
+    let query = request.uri().query().unwrap_or("");
+    let value = |name: &str| {
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            // Form encoding: a `+` is a space.
+            (key == name).then(|| estuary_proto::url::percent_decode(&value.replace('+', " ")))
+        })
+    };
+    if value("mode").as_deref() != Some("updinfo") {
+        return problem(StatusCode::BAD_REQUEST, "mode must be updinfo");
+    }
+    let Some(song) = value("song") else {
+        return problem(StatusCode::BAD_REQUEST, "song=TITLE is missing");
+    };
+    let mount = value("mount").unwrap_or_default();
+    let channel = match mount.trim_start_matches('/').split('/').collect::<Vec<_>>()[..] {
+        ["live", channel, ..] => ChannelName::new(channel).map_err(|error| error.to_string()),
+        _ => Err(format!(
+            "mount {mount:?} is not /live/{{channel}}/stream.{{ext}}"
+        )),
+    };
+    let channel = match channel {
+        Ok(channel) => channel,
+        Err(reason) => return problem(StatusCode::BAD_REQUEST, reason),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let path = format!("/ingest/{channel}/metadata");
+    if let Err(verdict) = receiver::check_keycard(shared, request, &path, now) {
+        return problem(verdict.status, verdict.message);
+    }
+    tracing::info!(%channel, title = %song, "now playing");
+    shared.continuous.set_title(&channel, &song);
+    respond(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        "no-store",
+        Body::text("Metadata update successful\n"),
+    )
 }
 
 /// What a request for media asks for, for `/metrics`.
@@ -278,10 +331,11 @@ async fn live(
     query: Option<&str>,
     head: bool,
     framed: bool,
+    icy: bool,
 ) -> Response<Body> {
     match rest {
         [name] if let Some(format) = continuous_format(name) => {
-            continuous::serve(shared, channel, format, query, head, framed)
+            continuous::serve(shared, channel, format, query, head, framed, icy)
         }
         ["master.m3u8"] => {
             let text = shared.read(|window| {
