@@ -354,7 +354,7 @@ async fn live(
     }
 }
 
-/// `stream.ts`, `stream.mp4`, `stream.aac`, `stream.mp3`.
+/// `stream.ts`, `stream.mp4`, `stream.webm`, `stream.aac`, `stream.mp3`.
 fn continuous_format(name: &str) -> Option<Format> {
     name.strip_prefix("stream.")
         .and_then(Format::from_extension)
@@ -558,7 +558,7 @@ fn metrics(shared: &Shared) -> Response<Body> {
         "# HELP estuary_packager_continuous_viewers Viewers of continuous streams now, by format.\n# TYPE estuary_packager_continuous_viewers gauge"
     );
     let viewers = shared.continuous.viewers();
-    for format in [Format::Ts, Format::Mp4, Format::Aac] {
+    for format in Format::ALL {
         let _ = writeln!(
             text,
             "estuary_packager_continuous_viewers{{format=\"{}\"}} {}",
