@@ -31,7 +31,7 @@ pub enum CmafError {
     MissingInHeader(&'static str),
     #[error("the chunk has no {0}")]
     MissingInChunk(&'static str),
-    #[error("codec {0:?} is not supported (H.264, AAC, MP3 and Opus are)")]
+    #[error("codec {0:?} is not supported (H.264, VP8, VP9, AAC, MP3 and Opus are)")]
     UnsupportedCodec(String),
     #[error("the stream ended inside a {kind:?} box ({missing} bytes missing)")]
     Truncated { kind: String, missing: u64 },
@@ -74,9 +74,47 @@ pub enum CodecConfig {
         frequency_index: u8,
         channel_configuration: u8,
     },
-    Opus,
+    /// VP8 and VP9: their `vpcC`, whose fields a WebM track repeats.
+    Vp8(VpConfig),
+    Vp9(VpConfig),
+    /// Opus: its `dOps`, which WebM repeats as the OpusHead of its CodecPrivate.
+    Opus(OpusConfig),
     /// MPEG-1/2 Layer III: every frame carries its own header, so nothing else is needed.
     Mp3,
+}
+
+/// The VP codec configuration record (`vpcC`, "VP Codec ISO Media File Format Binding"),
+/// shared by VP8 and VP9.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VpConfig {
+    pub profile: u8,
+    pub level: u8,
+    pub bit_depth: u8,
+    /// 0 and 1 are 4:2:0 (chroma sited vertically between luma rows, or with the first luma
+    /// sample), 2 is 4:2:2, 3 is 4:4:4.
+    pub chroma_subsampling: u8,
+    pub full_range: bool,
+    /// ISO/IEC 23091-4 (ITU-T H.273) code points.
+    pub colour_primaries: u8,
+    pub transfer_characteristics: u8,
+    pub matrix_coefficients: u8,
+}
+
+/// The Opus decoder configuration (`dOps`, from "Encapsulation of Opus in ISO Base Media File
+/// Format"): what an Ogg or WebM OpusHead carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpusConfig {
+    pub channels: u8,
+    /// Samples (at 48 kHz) to drop at the start of decoding.
+    pub pre_skip: u16,
+    /// The encoder's input sample rate, for information: Opus always decodes at 48 kHz.
+    pub input_sample_rate: u32,
+    /// Q7.8 dB to apply to the decoded output.
+    pub output_gain: i16,
+    pub mapping_family: u8,
+    /// For families other than 0: stream count, coupled count, then one channel mapping entry
+    /// per output channel, as OpusHead lays them out. Empty for family 0.
+    pub mapping_table: Vec<u8>,
 }
 
 /// One sample of a chunk, with its data cut from the `mdat` (shared, not copied).
@@ -378,14 +416,54 @@ fn describe_track(moov: &Moov) -> Result<(u32, Media, CodecConfig), CmafError> {
                 },
             )
         }
-        Codec::Opus(opus) => (
-            Media::Audio {
-                codec: "opus".into(),
-                sample_rate: u32::from(opus.audio.sample_rate.integer()),
-                channels: opus.audio.channel_count,
-            },
-            CodecConfig::Opus,
-        ),
+        Codec::Vp08(vp08) => {
+            let config = vp_config(&vp08.vpcc);
+            (
+                Media::Video {
+                    codec: vp_codec("vp08", &config),
+                    width: vp08.visual.width,
+                    height: vp08.visual.height,
+                },
+                CodecConfig::Vp8(config),
+            )
+        }
+        Codec::Vp09(vp09) => {
+            let config = vp_config(&vp09.vpcc);
+            (
+                Media::Video {
+                    codec: vp_codec("vp09", &config),
+                    width: vp09.visual.width,
+                    height: vp09.visual.height,
+                },
+                CodecConfig::Vp9(config),
+            )
+        }
+        Codec::Opus(opus) => {
+            let dops = &opus.dops;
+            let (mapping_family, mapping_table) = match &dops.channel_mapping {
+                None => (0, Vec::new()),
+                Some(mapping) => {
+                    let mut table = vec![mapping.stream_count, mapping.coupled_count];
+                    table.extend_from_slice(&mapping.channel_mapping);
+                    (mapping.family, table)
+                }
+            };
+            (
+                Media::Audio {
+                    codec: "opus".into(),
+                    sample_rate: u32::from(opus.audio.sample_rate.integer()),
+                    channels: opus.audio.channel_count,
+                },
+                CodecConfig::Opus(OpusConfig {
+                    channels: dops.output_channel_count,
+                    pre_skip: dops.pre_skip,
+                    input_sample_rate: dops.input_sample_rate,
+                    output_gain: dops.output_gain,
+                    mapping_family,
+                    mapping_table,
+                }),
+            )
+        }
         other => {
             return Err(CmafError::UnsupportedCodec(
                 format!("{other:?}").chars().take(24).collect(),
@@ -394,6 +472,28 @@ fn describe_track(moov: &Moov) -> Result<(u32, Media, CodecConfig), CmafError> {
     };
     let (media, config) = media;
     Ok((timescale, media, config))
+}
+
+fn vp_config(vpcc: &mp4_atom::VpcC) -> VpConfig {
+    VpConfig {
+        profile: vpcc.profile,
+        level: vpcc.level,
+        bit_depth: vpcc.bit_depth,
+        chroma_subsampling: vpcc.chroma_subsampling,
+        full_range: vpcc.video_full_range_flag,
+        colour_primaries: vpcc.color_primaries,
+        transfer_characteristics: vpcc.transfer_characteristics,
+        matrix_coefficients: vpcc.matrix_coefficients,
+    }
+}
+
+/// The codec string of the VP binding's "Codecs Parameter String" section, short form:
+/// `vp09.PP.LL.DD` (profile, level, bit depth), e.g. `vp09.00.10.08`.
+fn vp_codec(fourcc: &str, config: &VpConfig) -> String {
+    format!(
+        "{fourcc}.{:02}.{:02}.{:02}",
+        config.profile, config.level, config.bit_depth
+    )
 }
 
 /// Parses a chunk cut by [`CmafReader`], with its track's header for sample defaults.
@@ -636,6 +736,53 @@ pub(crate) mod tests {
                 sample_rate: 48_000,
                 channels: 2
             }
+        );
+    }
+
+    #[test]
+    fn vp8_vp9_and_opus_headers_give_what_webm_needs() {
+        let parse = |spec: &TrackSpec| parse_header(Bytes::from(testing::header(spec))).unwrap();
+        let vp = VpConfig {
+            profile: 0,
+            level: 10,
+            bit_depth: 8,
+            chroma_subsampling: 1,
+            full_range: false,
+            colour_primaries: 1,
+            transfer_characteristics: 1,
+            matrix_coefficients: 1,
+        };
+        for (spec, codec, config) in [
+            (TrackSpec::vp8(), "vp08.00.10.08", CodecConfig::Vp8(vp)),
+            (TrackSpec::vp9(), "vp09.00.10.08", CodecConfig::Vp9(vp)),
+        ] {
+            let header = parse(&spec);
+            assert_eq!(
+                header.media,
+                Media::Video {
+                    codec: codec.into(),
+                    width: 1280,
+                    height: 720
+                }
+            );
+            assert_eq!(header.config, config);
+            let bytes = Bytes::from(testing::chunk(&spec, 0, 0, spec.samples_per_chunk));
+            let samples = samples(&bytes, &header).unwrap();
+            assert_eq!(samples.len(), 10);
+            assert!(samples[0].sync && !samples[1].sync);
+        }
+        let opus = parse(&TrackSpec::opus());
+        assert_eq!(opus.media.codec(), "opus");
+        assert_eq!(
+            opus.config,
+            CodecConfig::Opus(OpusConfig {
+                channels: 2,
+                pre_skip: 312,
+                input_sample_rate: 48_000,
+                output_gain: 0,
+                mapping_family: 0,
+                mapping_table: Vec::new(),
+            })
         );
     }
 

@@ -7,8 +7,9 @@ use bytes::Bytes;
 use estuary_proto::url::{ChannelName, TrackName};
 use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
 use mp4_atom::{
-    Audio, Avc1, Avcc, Codec, Encode, Esds, FixedPoint, FourCC, Ftyp, Hdlr, Mdat, Mfhd, Moof, Moov,
-    Mp4a, Mvex, Styp, Tfdt, Tfhd, Traf, Trak, Trex, Trun, TrunEntry, Visual,
+    Audio, Avc1, Avcc, Codec, Dops, Encode, Esds, FixedPoint, FourCC, Ftyp, Hdlr, Mdat, Mfhd, Moof,
+    Moov, Mp4a, Mvex, Opus, Styp, Tfdt, Tfhd, Traf, Trak, Trex, Trun, TrunEntry, Visual, Vp08,
+    Vp09, VpcC,
 };
 
 use crate::cmaf::{self, CmafReader, Piece};
@@ -18,12 +19,32 @@ use crate::window::{Accepted, Window, WindowConfig};
 const SYNC: u32 = 0x0200_0000;
 const NON_SYNC: u32 = 0x0101_0000;
 
-/// A track's timing: sample duration, samples per chunk, chunks per segment.
+/// The codec a fixture track's sample entry names. The samples are filler either way, except
+/// that H.264 ones are shaped as one NAL unit each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FixtureCodec {
+    H264,
+    Vp8,
+    Vp9,
+    Aac,
+    /// MP3 (the ingest's `--audio aac,mp3`).
+    Mp3,
+    Opus,
+}
+
+impl FixtureCodec {
+    pub fn is_video(self) -> bool {
+        matches!(
+            self,
+            FixtureCodec::H264 | FixtureCodec::Vp8 | FixtureCodec::Vp9
+        )
+    }
+}
+
+/// A track's codec and timing: sample duration, samples per chunk, chunks per segment.
 #[derive(Clone, Debug)]
 pub struct TrackSpec {
-    pub video: bool,
-    /// An MP3 audio track (the ingest's `--audio aac,mp3`) rather than AAC.
-    pub mp3: bool,
+    pub codec: FixtureCodec,
     pub timescale: u32,
     pub sample_duration: u32,
     pub samples_per_chunk: u32,
@@ -34,8 +55,7 @@ impl TrackSpec {
     /// 30 fps in a 3000 timescale, 10 frames a part, 6 parts a 2 s segment (as the ingest makes).
     pub fn video() -> Self {
         Self {
-            video: true,
-            mp3: false,
+            codec: FixtureCodec::H264,
             timescale: 3000,
             sample_duration: 100,
             samples_per_chunk: 10,
@@ -46,8 +66,7 @@ impl TrackSpec {
     /// AAC at 48 kHz: 1024-sample frames, 16 frames a chunk.
     pub fn audio() -> Self {
         Self {
-            video: false,
-            mp3: false,
+            codec: FixtureCodec::Aac,
             timescale: 48_000,
             sample_duration: 1024,
             samples_per_chunk: 16,
@@ -58,11 +77,37 @@ impl TrackSpec {
     /// MP3 at 48 kHz: 1152-sample frames, 14 frames a chunk.
     pub fn mp3() -> Self {
         Self {
-            video: false,
-            mp3: true,
+            codec: FixtureCodec::Mp3,
             timescale: 48_000,
             sample_duration: 1152,
             samples_per_chunk: 14,
+            chunks_per_segment: 6,
+        }
+    }
+
+    /// VP8 with the timing of [`TrackSpec::video`].
+    pub fn vp8() -> Self {
+        Self {
+            codec: FixtureCodec::Vp8,
+            ..Self::video()
+        }
+    }
+
+    /// VP9 with the timing of [`TrackSpec::video`].
+    pub fn vp9() -> Self {
+        Self {
+            codec: FixtureCodec::Vp9,
+            ..Self::video()
+        }
+    }
+
+    /// Opus at 48 kHz: 20 ms frames, 16 frames a chunk.
+    pub fn opus() -> Self {
+        Self {
+            codec: FixtureCodec::Opus,
+            timescale: 48_000,
+            sample_duration: 960,
+            samples_per_chunk: 16,
             chunks_per_segment: 6,
         }
     }
@@ -94,17 +139,37 @@ pub fn header(spec: &TrackSpec) -> Vec<u8> {
     let mut trak = Trak::default();
     trak.tkhd.track_id = 1;
     trak.mdia.mdhd.timescale = spec.timescale;
-    let codec = if spec.video {
-        trak.mdia.hdlr = Hdlr {
-            handler: FourCC::new(b"vide"),
-            name: "video".into(),
-        };
-        Codec::Avc1(Avc1 {
-            visual: Visual {
-                width: 1280,
-                height: 720,
-                ..Default::default()
-            },
+    let (handler, name) = if spec.codec.is_video() {
+        (b"vide", "video")
+    } else {
+        (b"soun", "audio")
+    };
+    trak.mdia.hdlr = Hdlr {
+        handler: FourCC::new(handler),
+        name: name.into(),
+    };
+    let visual = Visual {
+        width: 1280,
+        height: 720,
+        ..Default::default()
+    };
+    let audio = Audio {
+        data_reference_index: 1,
+        channel_count: 2,
+        sample_size: 16,
+        sample_rate: FixedPoint::new(48_000, 0),
+    };
+    // Profile 0, level 1.0, 8 bits, 4:2:0 with the first luma sample, BT.709.
+    let vpcc = VpcC {
+        profile: 0,
+        level: 10,
+        bit_depth: 8,
+        chroma_subsampling: 1,
+        ..Default::default()
+    };
+    let codec = match spec.codec {
+        FixtureCodec::H264 => Codec::Avc1(Avc1 {
+            visual,
             avcc: Avcc {
                 configuration_version: 1,
                 avc_profile_indication: 0x64,
@@ -116,48 +181,62 @@ pub fn header(spec: &TrackSpec) -> Vec<u8> {
                 ext: None,
             },
             ..Default::default()
-        })
-    } else {
-        trak.mdia.hdlr = Hdlr {
-            handler: FourCC::new(b"soun"),
-            name: "audio".into(),
-        };
-        Codec::Mp4a(Mp4a {
-            audio: Audio {
-                data_reference_index: 1,
-                channel_count: 2,
-                sample_size: 16,
-                sample_rate: FixedPoint::new(48_000, 0),
-            },
-            esds: Esds {
-                es_desc: EsDescriptor {
-                    es_id: 1,
-                    depends_on_es_id: None,
-                    url: None,
-                    ocr_es_id: None,
-                    stream_priority: 0,
-                    dec_config: DecoderConfig {
-                        // MPEG-1 audio, or MPEG-4 audio (AAC).
-                        object_type_indication: if spec.mp3 { 0x6b } else { 0x40 },
-                        stream_type: 5,
-                        up_stream: 0,
-                        buffer_size_db: Default::default(),
-                        max_bitrate: 128_000,
-                        avg_bitrate: 128_000,
-                        // MP3 frames carry their own headers.
-                        dec_specific: (!spec.mp3).then(|| DecoderSpecific {
-                            profile: 2,
-                            freq_index: 3,
-                            chan_conf: 2,
-                            raw: Vec::new(),
-                        }),
-                    },
-                    sl_config: SLConfig {},
-                },
+        }),
+        FixtureCodec::Vp8 => Codec::Vp08(Vp08 {
+            visual,
+            vpcc,
+            ..Default::default()
+        }),
+        FixtureCodec::Vp9 => Codec::Vp09(Vp09 {
+            visual,
+            vpcc,
+            ..Default::default()
+        }),
+        FixtureCodec::Opus => Codec::Opus(Opus {
+            audio,
+            dops: Dops {
+                output_channel_count: 2,
+                pre_skip: 312,
+                input_sample_rate: 48_000,
+                output_gain: 0,
+                channel_mapping: None,
             },
             btrt: None,
-            taic: None,
-        })
+        }),
+        FixtureCodec::Aac | FixtureCodec::Mp3 => {
+            let mp3 = spec.codec == FixtureCodec::Mp3;
+            Codec::Mp4a(Mp4a {
+                audio,
+                esds: Esds {
+                    es_desc: EsDescriptor {
+                        es_id: 1,
+                        depends_on_es_id: None,
+                        url: None,
+                        ocr_es_id: None,
+                        stream_priority: 0,
+                        dec_config: DecoderConfig {
+                            // MPEG-1 audio, or MPEG-4 audio (AAC).
+                            object_type_indication: if mp3 { 0x6b } else { 0x40 },
+                            stream_type: 5,
+                            up_stream: 0,
+                            buffer_size_db: Default::default(),
+                            max_bitrate: 128_000,
+                            avg_bitrate: 128_000,
+                            // MP3 frames carry their own headers.
+                            dec_specific: (!mp3).then(|| DecoderSpecific {
+                                profile: 2,
+                                freq_index: 3,
+                                chan_conf: 2,
+                                raw: Vec::new(),
+                            }),
+                        },
+                        sl_config: SLConfig {},
+                    },
+                },
+                btrt: None,
+                taic: None,
+            })
+        }
     };
     trak.mdia.minf.stbl.stsd.codecs = vec![codec];
     let mut moov = Moov::default();
@@ -192,7 +271,7 @@ pub fn chunk(spec: &TrackSpec, sequence: u32, start: u64, samples: u32) -> Vec<u
         );
     }
     let sample_size = 50u32;
-    let sync = |index: u32| (index == 0 && begins_segment) || !spec.video;
+    let sync = |index: u32| (index == 0 && begins_segment) || !spec.codec.is_video();
     let entries = (0..samples)
         .map(|index| TrunEntry {
             duration: Some(spec.sample_duration),
@@ -226,12 +305,12 @@ pub fn chunk(spec: &TrackSpec, sequence: u32, start: u64, samples: u32) -> Vec<u
     encode(&moof, &mut sized);
     moof.traf[0].trun[0].data_offset = Some(sized.len() as i32 + 8);
     encode(&moof, &mut out);
-    // Video samples are one H.264 NAL unit each (a 4-byte length, then an IDR or non-IDR slice
-    // header byte, then filler that names the chunk); audio samples are filler.
+    // H.264 samples are one NAL unit each (a 4-byte length, then an IDR or non-IDR slice
+    // header byte, then filler that names the chunk); other samples are filler.
     let mut data = Vec::with_capacity((sample_size * samples) as usize);
     for index in 0..samples {
         let mut sample = vec![sequence as u8; sample_size as usize];
-        if spec.video {
+        if spec.codec == FixtureCodec::H264 {
             sample[..4].copy_from_slice(&(sample_size - 4).to_be_bytes());
             sample[4] = if sync(index) { 0x65 } else { 0x41 };
         }

@@ -585,8 +585,10 @@ mod tests {
 
     #[test]
     fn opus_is_refused() {
+        let opus = crate::testing::header(&crate::testing::TrackSpec::opus());
+        let opus = crate::cmaf::parse_header(Bytes::from(opus)).unwrap();
         let audio = Elementary {
-            config: &CodecConfig::Opus,
+            config: &opus.config,
             timescale: 48_000,
             samples: Vec::new(),
         };

@@ -85,8 +85,7 @@ mod tests {
             assert_eq!(length, 57);
             assert!(frame[7..].iter().all(|byte| *byte == 7));
         }
-        let mut opus = header.clone();
-        opus.config = CodecConfig::Opus;
+        let opus = cmaf::parse_header(Bytes::from(testing::header(&TrackSpec::opus()))).unwrap();
         assert!(AdtsStream::new(&opus).is_err());
     }
 }

@@ -1,4 +1,4 @@
-//! Continuous HTTP streams (`/live/{channel}/stream.{ts,mp4,aac,mp3}`), sans IO: the window's
+//! Continuous HTTP streams (`/live/{channel}/stream.{ts,mp4,webm,aac,mp3}`), sans IO: the window's
 //! chunks in, as they arrive, the bytes of one never-ending response out. A [`Feed`] muxes each
 //! chunk once for every viewer of a stream and keeps what a viewer joining now needs: the
 //! stream's header, then everything since the newest point a decoder can start from.
@@ -7,6 +7,7 @@ pub mod aac;
 pub mod mp3;
 pub mod mp4;
 pub mod ts;
+pub mod webm;
 
 use std::fmt;
 
@@ -26,6 +27,8 @@ pub enum Format {
     Ts,
     /// Fragmented MP4: one header with both tracks, then `moof` + `mdat` per chunk.
     Mp4,
+    /// WebM: one header with both tracks (VP8 or VP9, Opus), then a Cluster per video chunk.
+    Webm,
     /// ADTS: the audio alone.
     Aac,
     /// MPEG audio frames: the channel's MP3 track alone.
@@ -33,13 +36,21 @@ pub enum Format {
 }
 
 impl Format {
-    pub const ALL: [Format; 4] = [Format::Ts, Format::Mp4, Format::Aac, Format::Mp3];
+    /// Every format, for metrics.
+    pub const ALL: [Format; 5] = [
+        Format::Ts,
+        Format::Mp4,
+        Format::Webm,
+        Format::Aac,
+        Format::Mp3,
+    ];
 
     /// The format served at `stream.{extension}`.
     pub fn from_extension(extension: &str) -> Option<Format> {
         match extension {
             "ts" => Some(Format::Ts),
             "mp4" => Some(Format::Mp4),
+            "webm" => Some(Format::Webm),
             "aac" => Some(Format::Aac),
             "mp3" => Some(Format::Mp3),
             _ => None,
@@ -50,6 +61,7 @@ impl Format {
         match self {
             Format::Ts => "ts",
             Format::Mp4 => "mp4",
+            Format::Webm => "webm",
             Format::Aac => "aac",
             Format::Mp3 => "mp3",
         }
@@ -59,6 +71,7 @@ impl Format {
         match self {
             Format::Ts => "video/mp2t",
             Format::Mp4 => "video/mp4",
+            Format::Webm => "video/webm",
             Format::Aac => "audio/aac",
             Format::Mp3 => "audio/mpeg",
         }
@@ -71,7 +84,7 @@ impl Format {
 
     /// Whether the stream carries a video track when the channel has one.
     pub fn has_video(self) -> bool {
-        matches!(self, Format::Ts | Format::Mp4)
+        matches!(self, Format::Ts | Format::Mp4 | Format::Webm)
     }
 }
 
@@ -117,6 +130,7 @@ pub enum ContinuousError {
 enum Muxer {
     Ts(ts::TsStream),
     Mp4(mp4::Mp4Stream),
+    Webm(webm::WebmStream),
     Aac(aac::AdtsStream),
     Mp3(mp3::Mp3Stream),
 }
@@ -135,7 +149,8 @@ pub struct Pushed {
 
 /// What a viewer joining now is sent.
 pub struct Joining {
-    /// The stream's header (MP4's init), sent first; TS and ADTS need none.
+    /// The stream's header (MP4's init, WebM's EBML header and Tracks), sent first; TS and
+    /// ADTS need none.
     pub header: Option<Bytes>,
     /// Everything from the newest join point on, and when that join point was captured;
     /// `None` before the first join point (the viewer waits for one).
@@ -170,6 +185,7 @@ impl Feed {
         let muxer = match format {
             Format::Ts => Muxer::Ts(ts::TsStream::new(video, audio)?),
             Format::Mp4 => Muxer::Mp4(mp4::Mp4Stream::new(video, audio)?),
+            Format::Webm => Muxer::Webm(webm::WebmStream::new(video, audio)?),
             Format::Aac => Muxer::Aac(aac::AdtsStream::new(audio.ok_or(
                 ContinuousError::NothingToCarry {
                     format,
@@ -186,6 +202,7 @@ impl Feed {
         let has_video = match &muxer {
             Muxer::Ts(stream) => stream.has_video(),
             Muxer::Mp4(stream) => stream.has_video(),
+            Muxer::Webm(stream) => stream.has_video(),
             Muxer::Aac(_) | Muxer::Mp3(_) => false,
         };
         Ok(Feed {
@@ -271,14 +288,17 @@ impl Feed {
         match &self.muxer {
             Muxer::Ts(stream) => stream.carries(role),
             Muxer::Mp4(stream) => stream.carries(role),
+            Muxer::Webm(stream) => stream.carries(role),
             Muxer::Aac(_) | Muxer::Mp3(_) => role == Role::Audio,
         }
     }
 
-    /// The MSE type of an MP4 stream, e.g. `video/mp4; codecs="avc1.64001f,mp4a.40.2"`.
+    /// The media type, with the codecs for MP4 and WebM as MSE wants them, e.g.
+    /// `video/mp4; codecs="avc1.64001f,mp4a.40.2"`.
     pub fn mime(&self) -> String {
         match &self.muxer {
             Muxer::Mp4(stream) => stream.mime(),
+            Muxer::Webm(stream) => stream.mime(),
             _ => self.format.content_type().to_owned(),
         }
     }
@@ -290,7 +310,8 @@ impl Feed {
     }
 
     /// Muxes part `part` of segment `segment` of the `role` track. A part pushed before (or an
-    /// older one) gives `None`, as does a track the stream does not carry.
+    /// older one) gives `None`, as do a track the stream does not carry and a part that adds
+    /// nothing to the stream (WebM's audio from before its first video).
     pub fn push(
         &mut self,
         role: Role,
@@ -308,9 +329,13 @@ impl Feed {
         let pieces = match &mut self.muxer {
             Muxer::Ts(stream) => vec![stream.push(role, chunk, join_point)?],
             Muxer::Mp4(stream) => stream.push(role, chunk)?,
+            Muxer::Webm(stream) => stream.push(role, chunk)?,
             Muxer::Aac(stream) => vec![stream.push(chunk)?],
             Muxer::Mp3(stream) => vec![stream.push(chunk)?],
         };
+        if pieces.is_empty() {
+            return Ok(None);
+        }
         if join_point {
             self.since_join = Some((capture_micros, pieces.clone()));
         } else if let Some((_, since_join)) = &mut self.since_join {
@@ -333,6 +358,7 @@ impl Feed {
         Joining {
             header: match &self.muxer {
                 Muxer::Mp4(stream) => Some(stream.init()),
+                Muxer::Webm(stream) => Some(stream.header()),
                 _ => None,
             },
             since_join: self.since_join.clone(),

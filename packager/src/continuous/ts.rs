@@ -131,8 +131,8 @@ impl TsStream {
                     });
                 }
             }
-            CodecConfig::Opus | CodecConfig::Mp3 => {
-                unreachable!("only AAC audio tracks are opened (TsStream::new)")
+            CodecConfig::Vp8(_) | CodecConfig::Vp9(_) | CodecConfig::Opus(_) | CodecConfig::Mp3 => {
+                unreachable!("only H.264 video and AAC audio tracks are opened (TsStream::new)")
             }
         }
         let pcr_pid = self.pcr_pid();
@@ -255,8 +255,7 @@ mod tests {
                 .any(|p| pid(p) == AUDIO_PID && pcr(p).is_some())
         );
 
-        let mut opus = audio.clone();
-        opus.config = CodecConfig::Opus;
+        let opus = header(&TrackSpec::opus());
         assert!(matches!(
             TsStream::new(None, Some(&opus)),
             Err(ContinuousError::NothingToCarry { .. })

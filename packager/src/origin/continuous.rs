@@ -1,4 +1,4 @@
-//! `/live/{channel}/stream.{ts,mp4,aac}`: never-ending chunked responses. One [`Feed`] per
+//! `/live/{channel}/stream.{ts,mp4,webm,aac,mp3}`: never-ending chunked responses. One [`Feed`] per
 //! stream (channel, format and tracks) is fed by the window's events as parts land, on the
 //! ingest's task, and its pieces go to every viewer's queue. A viewer whose queue is full is
 //! too slow to keep up: it is dropped (its response ends with an error) rather than buffered
@@ -20,8 +20,8 @@ use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
 use super::{Body, problem, respond};
-use crate::cmaf::Media;
-use crate::continuous::{Feed, Format, Joining, Pushed, Role, role_of};
+use crate::cmaf::{Media, TrackHeader};
+use crate::continuous::{Feed, Format, Joining, Pushed, Role, role_of, webm};
 use crate::server::Shared;
 use crate::window::{TrackWindow, Window};
 
@@ -318,6 +318,8 @@ fn close(viewers: &mut Vec<Viewer>, reason: &str) {
 
 /// The tracks of the stream `format` of `channel`: the video named by `?track=` or the highest
 /// one, and the channel's first audio track (for `stream.aac`, `?track=` names the audio).
+/// `stream.webm` prefers the tracks it can carry (VP8 or VP9, Opus) and is given the others
+/// only when there are none, for its muxer to refuse with the reason.
 fn pick_tracks(
     window: &Window,
     channel: &ChannelName,
@@ -332,6 +334,7 @@ fn pick_tracks(
         .tracks(channel)
         .filter(|(_, t)| t.header.is_mp3() == (format == Format::Mp3))
         .collect();
+    let preferred = |header: &TrackHeader| format != Format::Webm || webm::fits(header);
     let of_role = |role: Role| {
         tracks
             .iter()
@@ -347,11 +350,16 @@ fn pick_tracks(
             ),
             // The highest video; the first audio track.
             None => match role {
-                Role::Video => of_role(role).max_by_key(|(_, t)| match t.header.media {
-                    Media::Video { height, .. } => height,
-                    Media::Audio { .. } => 0,
+                Role::Video => of_role(role).max_by_key(|(_, t)| {
+                    let height = match t.header.media {
+                        Media::Video { height, .. } => height,
+                        Media::Audio { .. } => 0,
+                    };
+                    (preferred(&t.header), height)
                 }),
-                Role::Audio => of_role(role).next(),
+                Role::Audio => of_role(role)
+                    .find(|(_, t)| preferred(&t.header))
+                    .or_else(|| of_role(role).next()),
             },
         };
         Ok(found.map(|(track, _)| track.clone()))
@@ -471,13 +479,14 @@ pub fn serve(
     response
 }
 
-/// Queue entries per chunk: the MP4 `moof` and `mdat` go as two shared pieces.
+/// Queue entries per chunk: the MP4 `moof` and `mdat` go as two shared pieces; the other
+/// formats write a chunk as one.
 fn entries_per_chunk(format: Format) -> usize {
     if format == Format::Mp4 { 2 } else { 1 }
 }
 
-/// The response head of a stream of media type `mime` (for MP4 with its codecs, which MSE
-/// needs: `video/mp4; codecs="avc1.64001f,mp4a.40.2"`).
+/// The response head of a stream of media type `mime` (for MP4 and WebM with its codecs, which
+/// MSE needs: `video/mp4; codecs="avc1.64001f,mp4a.40.2"`).
 fn headers(mime: &str, framed: bool, body: Body) -> Response<Body> {
     if !framed {
         return respond(StatusCode::OK, mime, "no-store", body);
@@ -566,6 +575,93 @@ mod tests {
         let other = ChannelName::new("other").unwrap();
         let error = pick_tracks(window, &other, Format::Ts, None).unwrap_err();
         assert_eq!(error, "no channel other");
+    }
+
+    #[test]
+    fn stream_webm_takes_vp_video_and_opus_audio() {
+        let mut channel = Channel::new(60);
+        channel.feed("v720", &TrackSpec::video(), 0..2);
+        channel.feed("v360-vp9", &TrackSpec::vp9(), 0..2);
+        channel.feed("a128", &TrackSpec::audio(), 0..2);
+        channel.feed("a64-opus", &TrackSpec::opus(), 0..2);
+        let name = |n: &str| Some(TrackName::new(n).unwrap());
+        let window = &channel.window;
+        assert_eq!(
+            pick_tracks(window, &channel.name, Format::Webm, None).unwrap(),
+            (name("v360-vp9"), name("a64-opus")),
+            "the tracks it can carry, though lower or later"
+        );
+        assert_eq!(
+            pick_tracks(window, &channel.name, Format::Mp4, None).unwrap(),
+            (name("v720"), name("a128")),
+            "the other streams pick as before"
+        );
+
+        let mut radio = Channel::new(60);
+        radio.feed("a64", &TrackSpec::opus(), 0..2);
+        assert_eq!(
+            pick_tracks(&radio.window, &radio.name, Format::Webm, None).unwrap(),
+            (None, name("a64"))
+        );
+    }
+
+    /// What `serve` answers for `format` of a fixture channel, without a viewer staying.
+    fn answer(channel: Channel, format: Format) -> (StatusCode, String, String) {
+        let config = crate::PackagerConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            window: crate::window::WindowConfig {
+                segment: std::time::Duration::from_secs(2),
+                window: std::time::Duration::from_secs(60),
+            },
+            keys: Vec::new(),
+            web: None,
+            archive: None,
+        };
+        let shared = Shared::new(&config).unwrap();
+        shared.apply(|window| {
+            *window = channel.window;
+            Vec::new()
+        });
+        let response = serve(&shared, &channel.name, format, None, true, false, false);
+        let status = response.status();
+        let content_type = response.headers()[hyper::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let Body::Ready(pieces) = response.into_body() else {
+            panic!("a HEAD or a refusal has its whole body at once")
+        };
+        let body: Vec<u8> = pieces.into_iter().flatten().collect();
+        (status, content_type, String::from_utf8(body).unwrap())
+    }
+
+    #[test]
+    fn a_channel_in_h264_has_no_webm_stream_and_is_told_why() {
+        let mut channel = Channel::new(60);
+        channel.feed("v720", &TrackSpec::video(), 0..2);
+        channel.feed("a64", &TrackSpec::opus(), 0..2);
+        let (status, _, reason) = answer(channel, Format::Webm);
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            reason,
+            "stream.webm cannot carry video in avc1.64001f (it takes VP8 or VP9)\n"
+        );
+
+        let mut aac = Channel::new(60);
+        aac.feed("a128", &TrackSpec::audio(), 0..2);
+        let (status, _, reason) = answer(aac, Format::Webm);
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            reason.contains("needs VP8 or VP9 video or Opus audio"),
+            "{reason}"
+        );
+
+        let mut vp8 = Channel::new(60);
+        vp8.feed("v720", &TrackSpec::vp8(), 0..2);
+        vp8.feed("a64", &TrackSpec::opus(), 0..2);
+        let (status, content_type, _) = answer(vp8, Format::Webm);
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "video/webm; codecs=\"vp8,opus\"");
     }
 
     #[test]

@@ -408,7 +408,7 @@ async fn live(
     }
 }
 
-/// `stream.ts`, `stream.mp4`, `stream.aac`, `stream.mp3`.
+/// `stream.ts`, `stream.mp4`, `stream.webm`, `stream.aac`, `stream.mp3`.
 fn continuous_format(name: &str) -> Option<Format> {
     name.strip_prefix("stream.")
         .and_then(Format::from_extension)
