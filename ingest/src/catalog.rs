@@ -40,7 +40,6 @@ const PACKAGES: &[(&str, &str)] = &[
     ("voaacenc", "gstreamer1.0-plugins-bad"),
     ("vaapih264enc", "gstreamer1.0-vaapi"),
     ("x264enc", "gstreamer1.0-plugins-ugly"),
-    ("vp8enc", "gstreamer1.0-plugins-good"),
     ("vp9enc", "gstreamer1.0-plugins-good"),
     ("avenc_aac", "gstreamer1.0-libav"),
     ("queue", "libgstreamer1.0-0"),
@@ -99,7 +98,7 @@ pub fn require(element: &str) -> Result<(), IngestError> {
     }
 }
 
-/// Video encoders: H.264 ones (best first), and the VP8 and VP9 ones (for WebM).
+/// Video encoders: H.264 ones (best first), and VP9's (for WebM).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VideoEncoder {
     Va,
@@ -107,7 +106,6 @@ pub enum VideoEncoder {
     Nvenc,
     X264,
     Openh264,
-    Vp8,
     Vp9,
 }
 
@@ -127,16 +125,15 @@ impl VideoEncoder {
             VideoEncoder::Nvenc => "nvh264enc",
             VideoEncoder::X264 => "x264enc",
             VideoEncoder::Openh264 => "openh264enc",
-            VideoEncoder::Vp8 => "vp8enc",
             VideoEncoder::Vp9 => "vp9enc",
         }
     }
 
-    /// The muxer for its track: cmafmux takes H.264; VP8 and VP9 go into the same fragmented
-    /// MP4 through isofmp4mux (CMAF has no VP8, and cmafmux takes no VP9).
+    /// The muxer for its track: cmafmux takes H.264; VP9 goes into the same fragmented MP4
+    /// through isofmp4mux (cmafmux takes no VP9).
     pub fn muxer(self) -> &'static str {
         match self {
-            VideoEncoder::Vp8 | VideoEncoder::Vp9 => "isofmp4mux",
+            VideoEncoder::Vp9 => "isofmp4mux",
             _ => "cmafmux",
         }
     }
@@ -153,11 +150,10 @@ impl VideoEncoder {
 
     /// The encoder of `codec`: for H.264 the best this machine has among those `preference`
     /// allows (hardware encoders' plugins only register their elements when a usable device is
-    /// present, so an element that exists is one that can run); VP8 and VP9 have one each.
+    /// present, so an element that exists is one that can run); VP9 has one.
     pub fn choose(codec: VideoCodec, preference: EncoderPreference) -> Result<Self, IngestError> {
         let only = match codec {
             VideoCodec::H264 => None,
-            VideoCodec::Vp8 => Some(VideoEncoder::Vp8),
             VideoCodec::Vp9 => Some(VideoEncoder::Vp9),
         };
         if let Some(encoder) = only {
@@ -300,10 +296,11 @@ pub fn probe_report() -> String {
         let _ = writeln!(out, "  {}{arrow}", mark(encoder.element()));
     }
 
-    let _ = writeln!(out, "\nVP8 and VP9 encoders (for WebM):");
-    for encoder in [VideoEncoder::Vp8, VideoEncoder::Vp9] {
-        let _ = writeln!(out, "  {}", mark(encoder.element()));
-    }
+    let _ = writeln!(
+        out,
+        "\nVP9 encoder (for WebM):\n  {}",
+        mark(VideoEncoder::Vp9.element())
+    );
 
     let _ = writeln!(out, "\naudio encoders, best first:");
     for codec in [AudioCodec::Aac, AudioCodec::Opus, AudioCodec::Mp3] {

@@ -91,8 +91,6 @@ pub enum VideoCodec {
     /// H.264, which every HLS and DASH player and MPEG-TS take.
     #[default]
     H264,
-    /// VP8 (`vp8enc`), for `stream.webm` with Opus audio.
-    Vp8,
     /// VP9 (`vp9enc`), for `stream.webm` with Opus audio.
     Vp9,
 }
@@ -162,8 +160,8 @@ pub struct ChannelSpec {
     /// H.264 encoder [default: auto].
     #[arg(long, value_enum)]
     pub encoder: Option<EncoderPreference>,
-    /// Video codec: h264, or vp8 or vp9 (with `--audio opus`, the channel also plays as
-    /// stream.webm) [default: h264].
+    /// Video codec: h264, or vp9 (with `--audio opus`, the channel also plays as stream.webm)
+    /// [default: h264].
     #[arg(long, value_enum)]
     pub video_codec: Option<VideoCodec>,
 }

@@ -479,13 +479,6 @@ fn rendition_chain(channel: &Channel, rendition: &Rendition, encoder: VideoEncod
             .with("bframes", 0u32)
             .with("zerolatency", true),
         // Real time (deadline 1 µs: as fast as it goes), constant bitrate, two threads.
-        VideoEncoder::Vp8 => Node::new("vp8enc")
-            .with("deadline", 1i64)
-            .with("cpu-used", 8i64)
-            .with("end-usage", word("cbr"))
-            .with("target-bitrate", kbps * 1000)
-            .with("keyframe-max-dist", safety_interval)
-            .with("threads", 2i64),
         VideoEncoder::Vp9 => Node::new("vp9enc")
             .with("deadline", 1i64)
             .with("cpu-used", 8i64)
@@ -510,13 +503,12 @@ fn rendition_chain(channel: &Channel, rendition: &Rendition, encoder: VideoEncod
         )),
         encode,
     ];
-    // The parsers give the muxer what it needs in the caps (H.264's codec data; VP9's profile,
-    // chroma format and bit depth). VP8 needs none.
-    match encoder {
-        VideoEncoder::Vp8 => {}
-        VideoEncoder::Vp9 => chain.push(Node::new("vp9parse")),
-        _ => chain.push(Node::new("h264parse")),
-    }
+    // The parsers give the muxer what it needs in the caps: H.264's codec data; VP9's profile,
+    // chroma format and bit depth.
+    chain.push(Node::new(match encoder {
+        VideoEncoder::Vp9 => "vp9parse",
+        _ => "h264parse",
+    }));
     chain.extend(cmaf_tail(channel, track, encoder.muxer()));
     chain
 }
@@ -622,41 +614,35 @@ mod tests {
     }
 
     #[test]
-    fn vp8_and_vp9_go_through_isofmp4mux() {
-        for (codec, encoder, parse) in [
-            (VideoCodec::Vp8, VideoEncoder::Vp8, ""),
-            (VideoCodec::Vp9, VideoEncoder::Vp9, " ! vp9parse"),
-        ] {
-            let spec = ChannelSpec {
-                video_codec: Some(codec),
-                audio: Some("opus".parse().unwrap()),
-                ..Default::default()
-            };
-            let encoders = Encoders {
-                video: Some(encoder),
-                audio: Some("opusenc"),
-            };
-            let plan = plan_channel(&channel(spec), encoders);
-            let launch = plan.to_string();
-            let mux = plan.find(&muxer_name("v360")).unwrap();
-            assert_eq!(mux.factory(), Some("isofmp4mux"), "{launch}");
-            assert_eq!(mux.property("manual-split"), Some(&Value::Bool(true)));
-            let element = encoder.element();
-            assert!(
-                launch.contains(&format!("{element} name=encode_v360 deadline=1 cpu-used=8 end-usage=cbr target-bitrate=691000 keyframe-max-dist=240")),
-                "{launch}"
-            );
-            assert!(
-                launch.contains(&format!("{parse} ! isofmp4mux name=mux_v360")),
-                "{launch}"
-            );
-            assert!(!launch.contains("h264parse"), "{launch}");
-            // Audio stays CMAF.
-            assert_eq!(
-                plan.find(&muxer_name("a128")).unwrap().factory(),
-                Some("cmafmux")
-            );
-        }
+    fn vp9_goes_through_isofmp4mux() {
+        let spec = ChannelSpec {
+            video_codec: Some(VideoCodec::Vp9),
+            audio: Some("opus".parse().unwrap()),
+            ..Default::default()
+        };
+        let encoders = Encoders {
+            video: Some(VideoEncoder::Vp9),
+            audio: Some("opusenc"),
+        };
+        let plan = plan_channel(&channel(spec), encoders);
+        let launch = plan.to_string();
+        let mux = plan.find(&muxer_name("v360")).unwrap();
+        assert_eq!(mux.factory(), Some("isofmp4mux"), "{launch}");
+        assert_eq!(mux.property("manual-split"), Some(&Value::Bool(true)));
+        assert!(
+            launch.contains("vp9enc name=encode_v360 deadline=1 cpu-used=8 end-usage=cbr target-bitrate=691000 keyframe-max-dist=240"),
+            "{launch}"
+        );
+        assert!(
+            launch.contains("vp9parse ! isofmp4mux name=mux_v360"),
+            "{launch}"
+        );
+        assert!(!launch.contains("h264parse"), "{launch}");
+        // Audio stays CMAF.
+        assert_eq!(
+            plan.find(&muxer_name("a128")).unwrap().factory(),
+            Some("cmafmux")
+        );
     }
 
     #[test]
