@@ -2,7 +2,8 @@
 //! page in headless Chromium, driven by playwright-core (web/tests/play.mjs): LL-HLS with
 //! hls.js, then DASH with dash.js, the continuous MPEG-TS stream with mpegts.js and the
 //! continuous MP4 stream with Media Source Extensions, then LL-HLS again asked of control,
-//! which redirects to the edge.
+//! which redirects to the edge; then a VP9 and Opus channel's continuous WebM stream in a
+//! plain `<video>`, through an edge.
 
 mod support;
 
@@ -87,6 +88,33 @@ fn the_player_page_plays_ll_hls_and_dash_in_chromium() {
     let redirected = play(&web, &format!("{page}?control={control}"));
     println!("Chromium + hls.js through control's redirect: {redirected}");
     assert!(demo.terminate(Duration::from_secs(15)).success());
+
+    // WebM: a channel in VP9 and Opus, its stream.webm through an edge, in a <video> with no
+    // player library.
+    let packager = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut origin = Running(
+        estuary()
+            .args(["packager", "--listen", &packager.to_string(), "--web"])
+            .arg(&web)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _ingest = Running(
+        support::test_ingest(packager, &["--video-codec", "vp9", "--audio", "opus"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (_edge, edge) = support::start_edge(packager, &[]);
+    wait_until_served(
+        &format!("http://{edge}/live/demo/master.m3u8"),
+        Duration::from_secs(30),
+    );
+    let webm = play(&web, &format!("http://{edge}/play/demo?format=webm"));
+    println!("Chromium, <video> with stream.webm: {webm}");
+    assert_eq!(webm["level"], "640x360", "{webm}");
+    assert!(origin.terminate(Duration::from_secs(10)).success());
 }
 
 /// Plays the page for 20 s; checks it played at least 18 s with no fatal error, and returns

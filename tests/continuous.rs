@@ -1,5 +1,6 @@
 //! End to end: `estuary ingest --source test` into `estuary packager`, with `estuary edge` in
-//! front, and the continuous streams (`/live/{channel}/stream.{ts,mp4,aac,mp3}`) read by ffprobe
+//! front, and the continuous streams (`/live/{channel}/stream.{ts,mp4,aac,mp3,webm}`, WebM from
+//! a second channel in VP9 and Opus) read by ffprobe
 //! and decoded by ffmpeg through the edge, as a viewer's player would, including one that joins
 //! in the middle of a segment; GStreamer's playbin plays the radio stream (MP3), whose ICY
 //! title ffprobe reads; many viewers of the edge cost the packager one; a viewer that stops
@@ -157,6 +158,32 @@ async fn continuous_streams_play_from_the_packager() {
     let (mut packager, address) = start_packager(&[]).await;
     let ingest = Running(
         support::test_ingest(address, &["--duration", "80s", "--audio", "aac,mp3"])
+            .spawn()
+            .unwrap(),
+    );
+    // A second channel in VP9 and Opus, for stream.webm.
+    let webm_ingest = Running(
+        estuary()
+            .args([
+                "ingest",
+                "--source",
+                "test",
+                "--channel",
+                "vp9",
+                "--renditions",
+                "360",
+            ])
+            .args([
+                "--video-codec",
+                "vp9",
+                "--audio",
+                "opus",
+                "--duration",
+                "100s",
+            ])
+            .arg("--to")
+            .arg(format!("http://{address}/ingest"))
+            .stdout(Stdio::null())
             .spawn()
             .unwrap(),
     );
@@ -330,9 +357,22 @@ async fn continuous_streams_play_from_the_packager() {
 
     // A viewer joining in the middle of a segment starts with a keyframe: its first video
     // packet is flagged as one, and its first frame decodes as an I frame.
-    for extension in ["ts", "mp4"] {
+    // The VP9 channel's WebM through the edge, like the others.
+    let url = format!("http://{edge}/live/vp9/stream.webm");
+    let (codecs, _) = probe(&url);
+    assert_eq!(codecs, ["vp9", "opus"], "ffprobe {url}");
+    let (ok, _, errors, seconds) = run(
+        "ffmpeg",
+        &["-nostdin"],
+        &url,
+        &["-t", "20", "-f", "null", "-"],
+    );
+    assert!(ok && errors.trim().is_empty(), "ffmpeg {url}: {errors}");
+    println!("stream.webm: ffprobe {codecs:?}; ffmpeg decoded 20 s in {seconds:.1} s");
+
+    for (channel, extension) in [("demo", "ts"), ("demo", "mp4"), ("vp9", "webm")] {
         wait_for_mid_segment();
-        let url = format!("http://{edge}/live/demo/stream.{extension}");
+        let url = format!("http://{edge}/live/{channel}/stream.{extension}");
         let (ok, out, errors, _) = run(
             "ffprobe",
             &["-select_streams", "v:0"],
@@ -377,7 +417,7 @@ async fn continuous_streams_play_from_the_packager() {
         "the whole test took {:.1} s",
         test_started.elapsed().as_secs_f64()
     );
-    drop(ingest);
+    drop((ingest, webm_ingest));
     assert!(packager.terminate(Duration::from_secs(10)).success());
 }
 
