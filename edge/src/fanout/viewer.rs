@@ -54,6 +54,12 @@ pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arri
     let mut sent = 0;
     if socket.write_all(head.as_bytes()).await.is_ok() && !arrival.head_only {
         set_send_buffer(&socket, SEND_BUFFER);
+        if let Some(engine) = edge.fanout().uring() {
+            // The engine's thread shuts the socket down and closes it when the viewer goes.
+            let sent = engine.relay(socket, &stream, arrival, generation).await;
+            leave(&stream, sent);
+            return (200, sent);
+        }
         sent = relay(&stream, Out::Socket(&mut socket), &arrival, generation).await;
     }
     let _ = socket.shutdown().await;
@@ -204,7 +210,7 @@ impl Out<'_> {
     /// Bytes written that the peer has not acknowledged yet, where that is known.
     fn unsent(&self) -> Option<i64> {
         match self {
-            Out::Socket(socket) => unsent_bytes(socket),
+            Out::Socket(socket) => unsent_bytes(*socket),
             Out::Channel(_) => None,
         }
     }
@@ -325,8 +331,7 @@ async fn relay(stream: &Stream, mut out: Out<'_>, arrival: &Arrival, generation:
 }
 
 /// The bytes written to `socket` that its peer has not yet acknowledged (`SIOCOUTQ`).
-fn unsent_bytes(socket: &TcpStream) -> Option<i64> {
-    use std::os::fd::AsRawFd as _;
+pub(super) fn unsent_bytes(socket: &impl std::os::fd::AsRawFd) -> Option<i64> {
     let mut unsent: libc::c_int = 0;
     // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through the pointer given.
     let done = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut unsent) };
