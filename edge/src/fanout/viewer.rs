@@ -28,8 +28,9 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 const SEND_BUFFER: libc::c_int = 64 * 1024;
 
 /// Serves one viewer of a continuous stream on `socket` (whose request was read and let in)
-/// until it leaves, falls behind past its policy, its credentials expire, or the stream ends.
-/// Gives the status answered and the bytes of stream sent.
+/// until it leaves, falls behind past its policy, its credentials expire, or the stream ends:
+/// once the response head is out, the io_uring engine's threads take the socket over when that
+/// engine runs, else this task relays. Gives the status answered and the bytes of stream sent.
 pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arrival) -> (u16, u64) {
     let (stream, generation) = match open(edge, &arrival).await {
         Ok(opened) => opened,

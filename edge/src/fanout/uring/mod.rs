@@ -56,7 +56,9 @@ impl Engine {
         for index in 0..threads {
             let shared = Arc::new(Shared::new().map_err(|error| format!("eventfd: {error}"))?);
             let ring = IoUring::builder()
-                .setup_cqsize(worker::RING_ENTRIES * 4)
+                // Room for a wake-up's completions (a send, a zero-copy notification and a
+                // cancel for each of a thread's viewers) without leaning on the overflow list.
+                .setup_cqsize(worker::RING_ENTRIES * 8)
                 .build(worker::RING_ENTRIES)
                 .map_err(|error| format!("io_uring_setup: {error}"))?;
             let thread_shared = shared.clone();

@@ -30,6 +30,12 @@ const TICK: Duration = Duration::from_millis(250);
 const ZERO_COPY_FROM: usize = 16 * 1024;
 /// Pieces of a viewer's queue in one send.
 const SLICES: usize = 64;
+/// Asks a zero-copy send's notification to say whether the kernel copied the bytes after all
+/// (`IORING_SEND_ZC_REPORT_USAGE`, Linux 6.2).
+const ZERO_COPY_REPORT_USAGE: u16 = 1 << 3;
+/// In a zero-copy notification's result: the bytes were copied (`IORING_NOTIF_USAGE_ZC_COPIED`),
+/// as they are to a loopback peer or through a device that cannot gather from user pages.
+const ZERO_COPY_COPIED: u32 = 1 << 31;
 
 /// A viewer on its way to a thread.
 pub(super) struct Handoff {
@@ -182,6 +188,8 @@ fn gather(queue: &VecDeque<(Bytes, u64)>, iovecs: &mut Vec<libc::iovec>) -> usiz
 
 /// One viewer of the thread.
 struct Viewer {
+    /// Tells it from a later viewer in the same slot.
+    number: u64,
     socket: TcpStream,
     stream: Arc<Stream>,
     place: Place,
@@ -194,6 +202,8 @@ struct Viewer {
     pending: Option<(u64, bool)>,
     /// To be let go once nothing is in flight.
     leaving: bool,
+    /// Large sends go zero-copy: until the kernel says it copied them anyway.
+    zero_copy: bool,
     done: tokio::sync::oneshot::Sender<u64>,
     /// The slices and message of the send in flight: the kernel reads them until it
     /// completes, so they live here, in the viewer's box, which does not move.
@@ -224,7 +234,7 @@ pub(super) struct Worker {
     /// By the address of the stream.
     groups: HashMap<usize, Group>,
     /// The pieces of zero-copy sends the kernel may still read, by the send's user data.
-    lent: HashMap<u64, Vec<Bytes>>,
+    lent: HashMap<u64, Lent>,
     serial: u32,
     /// Where the doorbell's read puts the eventfd's count.
     doorbell_count: Box<u64>,
@@ -232,6 +242,15 @@ pub(super) struct Worker {
     tick_armed: bool,
     /// Viewers to take a step (top up, judge, send) once this wake-up's completions are in.
     ready: Vec<u32>,
+    /// Viewers taken in so far: each viewer's number.
+    adopted: u64,
+}
+
+/// The pieces of a zero-copy send, kept until the kernel's notification.
+struct Lent {
+    /// The number of the viewer the send was for.
+    viewer: u64,
+    pieces: Vec<Bytes>,
 }
 
 impl Worker {
@@ -253,6 +272,7 @@ impl Worker {
             ),
             tick_armed: false,
             ready: Vec::new(),
+            adopted: 0,
         }
     }
 
@@ -408,7 +428,10 @@ impl Worker {
             .slots
             .push(slot);
         let patience = Patience::new(handoff.stream.policy.client_timeout, now);
+        self.adopted += 1;
         self.viewers[slot as usize] = Some(Box::new(Viewer {
+            number: self.adopted,
+            zero_copy: self.support.zero_copy,
             socket: handoff.socket,
             place: Place::new(handoff.framed),
             stream: handoff.stream,
@@ -477,12 +500,30 @@ impl Worker {
     /// A send completed, or the kernel let go of a zero-copy send's pages.
     fn sent(&mut self, token: Token, data: u64, result: i32, flags: u32, now: Instant) {
         if cqueue::notif(flags) {
-            self.lent.remove(&data);
+            let Some(Lent { viewer, pieces }) = self.lent.remove(&data) else {
+                return;
+            };
+            // The kernel is done with the pages: they may go.
+            drop(pieces);
+            if result as u32 & ZERO_COPY_COPIED != 0
+                && let Some(lent_to) = self.viewer(token.slot)
+                && lent_to.number == viewer
+            {
+                // The pinning and the notification bought nothing: plain sends from now on.
+                lent_to.zero_copy = false;
+            }
             return;
         }
+        let zero_copy = self.lent.contains_key(&data);
         if !cqueue::more(flags) {
             self.lent.remove(&data);
         }
+        if zero_copy && result == -libc::EINVAL && self.support.zero_copy {
+            // A kernel with zero-copy sends that cannot report their usage (before 6.2).
+            tracing::info!("fan-out engine: zero-copy sends refused, sending plainly");
+            self.support.zero_copy = false;
+        }
+        let zero_copy_offered = self.support.zero_copy;
         let Some(viewer) = self.viewer(token.slot) else {
             return;
         };
@@ -490,6 +531,7 @@ impl Worker {
             return;
         }
         viewer.pending = None;
+        viewer.zero_copy &= zero_copy_offered;
         match result {
             written if written > 0 => {
                 viewer.place.wrote(written as usize);
@@ -497,6 +539,7 @@ impl Worker {
                 viewer.patience.took(now);
             }
             error if error == -libc::ECANCELED || error == -libc::EINTR => {}
+            error if error == -libc::EINVAL && zero_copy => {}
             error if error == -libc::EAGAIN => {
                 let fd = types::Fd(viewer.socket.as_raw_fd());
                 let poll = self.next_token(Kind::Poll, token.slot);
@@ -607,7 +650,6 @@ impl Worker {
     /// Sends what fits of the viewer's queue: zero-copy when it is large and the kernel can.
     fn send(&mut self, slot: u32) {
         let token = self.next_token(Kind::Send, slot);
-        let zero_copy_offered = self.support.zero_copy;
         let Some(viewer) = self.viewer(slot) else {
             return;
         };
@@ -618,16 +660,22 @@ impl Worker {
         let fd = types::Fd(viewer.socket.as_raw_fd());
         let message = &raw const viewer.message;
         let flags = libc::MSG_NOSIGNAL as u32;
-        let entry = if zero_copy_offered && bytes >= ZERO_COPY_FROM {
-            let pieces = viewer
-                .place
-                .queue
-                .iter()
-                .take(SLICES)
-                .map(|(piece, _)| piece.clone())
-                .collect();
-            self.lent.insert(token, pieces);
-            opcode::SendMsgZc::new(fd, message).flags(flags).build()
+        let entry = if viewer.zero_copy && bytes >= ZERO_COPY_FROM {
+            let lent = Lent {
+                viewer: viewer.number,
+                pieces: viewer
+                    .place
+                    .queue
+                    .iter()
+                    .take(SLICES)
+                    .map(|(piece, _)| piece.clone())
+                    .collect(),
+            };
+            self.lent.insert(token, lent);
+            opcode::SendMsgZc::new(fd, message)
+                .flags(flags)
+                .ioprio(ZERO_COPY_REPORT_USAGE)
+                .build()
         } else {
             opcode::SendMsg::new(fd, message).flags(flags).build()
         };
