@@ -192,6 +192,90 @@ mod tests {
         }
     }
 
+    /// A viewer handed to a thread gets the header and the chunks from the newest join point,
+    /// then each chunk as it lands, and is let go (its socket closed, its bytes counted) when
+    /// the stream ends.
+    #[tokio::test]
+    async fn a_thread_relays_a_stream_to_its_viewer_until_the_stream_ends() {
+        use crate::fanout::ring::{Entry, Limits, Ring};
+        use crate::fanout::{MountPolicy, State};
+        use bytes::Bytes;
+        use std::io::Read as _;
+
+        let engine = Engine::start(EngineChoice::IoUring, Some(1))
+            .expect(
+                "this test needs a kernel (and a seccomp filter) that lets io_uring_setup through",
+            )
+            .unwrap();
+        let stream = Arc::new(Stream::new(
+            "/live/demo/stream.ts",
+            MountPolicy::default(),
+            Default::default(),
+        ));
+        let chunk = |byte: u8, join: bool, capture_micros: u64| Entry {
+            bytes: Bytes::from(vec![byte; 40_000]),
+            join,
+            capture_micros,
+        };
+        let mut ring = Ring::new(
+            Bytes::from_static(b"head"),
+            Limits {
+                bytes: 1 << 20,
+                micros: 10_000_000,
+            },
+        );
+        ring.push(chunk(0, true, 0));
+        ring.push(chunk(1, true, 100_000));
+        *stream.ring() = Some(ring);
+        stream.state.send_replace(State::Live { generation: 0 });
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut viewer = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (socket, _) = listener.accept().unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let socket = tokio::net::TcpStream::from_std(socket).unwrap();
+        let arrival = Arrival {
+            key: stream.key.clone(),
+            head_only: false,
+            framed: false,
+            until: None,
+            revocable: None,
+        };
+        let reader = std::thread::spawn(move || {
+            let mut received = Vec::new();
+            viewer.read_to_end(&mut received).unwrap();
+            received
+        });
+        let feeder = {
+            let stream = stream.clone();
+            let shared: Vec<Arc<Shared>> = engine.workers.clone();
+            async move {
+                // A chunk lands, then the stream ends; each is announced as the feed does.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Some(ring) = stream.ring().as_mut() {
+                    ring.push(chunk(2, false, 200_000));
+                }
+                stream.state.send_replace(State::Live { generation: 0 });
+                shared.iter().for_each(|worker| worker.ring_doorbell());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                stream.state.send_replace(State::Ended {
+                    status: 502,
+                    reason: "gone".into(),
+                });
+                shared.iter().for_each(|worker| worker.ring_doorbell());
+            }
+        };
+        let (sent, ()) = tokio::join!(engine.relay(socket, &stream, arrival, 0), feeder);
+        let received = reader.join().unwrap();
+        assert_eq!(sent, received.len() as u64);
+        assert_eq!(&received[..4], b"head");
+        // The newest join point (chunk 1), then the chunk that landed.
+        assert_eq!(received.len(), 4 + 2 * 40_000);
+        assert!(received[4..40_004].iter().all(|&byte| byte == 1));
+        assert!(received[40_004..].iter().all(|&byte| byte == 2));
+        assert_eq!(engine.workers[0].viewers.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn viewers_go_to_the_least_busy_thread() {
         let workers: Vec<Arc<Shared>> = (0..3).map(|_| Arc::new(Shared::new().unwrap())).collect();

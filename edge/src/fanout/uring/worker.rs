@@ -238,6 +238,7 @@ pub(super) struct Worker {
     serial: u32,
     /// Where the doorbell's read puts the eventfd's count.
     doorbell_count: Box<u64>,
+    doorbell_armed: bool,
     tick: Box<types::Timespec>,
     tick_armed: bool,
     /// Viewers to take a step (top up, judge, send) once this wake-up's completions are in.
@@ -265,6 +266,7 @@ impl Worker {
             lent: HashMap::new(),
             serial: 0,
             doorbell_count: Box::new(0),
+            doorbell_armed: false,
             tick: Box::new(
                 types::Timespec::new()
                     .sec(TICK.as_secs())
@@ -276,7 +278,8 @@ impl Worker {
         }
     }
 
-    /// Serves viewers until the engine stops and the last of them is gone.
+    /// Serves viewers until the engine stops and the last of them is gone (and nothing of the
+    /// worker's own is in flight).
     pub(super) fn run(mut self) {
         self.listen_for_doorbell();
         self.arm_tick();
@@ -301,7 +304,10 @@ impl Worker {
                     continue;
                 };
                 match token.kind {
-                    Kind::Doorbell => rang = true,
+                    Kind::Doorbell => {
+                        self.doorbell_armed = false;
+                        rang = true;
+                    }
                     Kind::Tick => ticked = true,
                     Kind::Send => self.sent(token, data, result, flags, now),
                     Kind::Poll => self.polled(token, data, result),
@@ -326,6 +332,7 @@ impl Worker {
             self.ready.clear();
             if self.shared.stopping.load(Ordering::Relaxed)
                 && !self.tick_armed
+                && !self.doorbell_armed
                 && self.lent.is_empty()
                 && self.viewers.iter().all(Option::is_none)
             {
@@ -360,6 +367,7 @@ impl Worker {
         .build()
         .user_data(Token::fixed(Kind::Doorbell));
         self.push(read);
+        self.doorbell_armed = true;
     }
 
     fn arm_tick(&mut self) {
@@ -402,12 +410,14 @@ impl Worker {
         for group in self.groups.values_mut() {
             let seen = look(&group.stream);
             if seen != group.seen {
-                moved.extend(group.slots.iter().map(|&slot| (slot, seen.1.clone())));
+                moved.push((group.slots.clone(), seen.1.clone()));
                 group.seen = seen;
             }
         }
-        for (slot, state) in moved {
-            self.stream_moved(slot, &state);
+        for (slots, state) in moved {
+            for slot in slots {
+                self.stream_moved(slot, &state);
+            }
         }
         self.listen_for_doorbell();
     }
