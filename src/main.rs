@@ -324,7 +324,12 @@ struct EdgeArgs {
     )]
     fanout: estuary_edge::fanout::EngineChoice,
     /// Threads of the io_uring engine [default: one per CPU the edge may run on].
-    #[arg(long, env = "ESTUARY_EDGE_FANOUT_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(
+        long,
+        env = "ESTUARY_EDGE_FANOUT_THREADS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
     fanout_threads: Option<u16>,
     /// A mount with continuous-stream settings of its own, PREFIX:KEY=VALUE,..., e.g.
     /// '/live/radio/:slow-clients=drop,max-lag=10s,stream-viewers=5000'. Keys: slow-clients,

@@ -38,7 +38,10 @@ impl Engine {
         threads: Option<usize>,
     ) -> Result<Option<Engine>, String> {
         let probed = match choice {
-            EngineChoice::Epoll => return Ok(None),
+            EngineChoice::Epoll => {
+                tracing::info!("fan-out engine: epoll, as chosen");
+                return Ok(None);
+            }
             EngineChoice::Auto | EngineChoice::IoUring => probe(),
         };
         let support = match (choice, probed) {
