@@ -6,23 +6,96 @@
 //! system calls rather than a thousand tasks woken and a thousand `writev`s.
 
 mod patience;
+mod token;
 mod worker;
 
-use std::os::fd::{FromRawFd as _, OwnedFd};
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, Probe, opcode};
 
 use super::{Arrival, EngineChoice, Stream};
-use worker::{Handoff, Shared};
+use crate::revoked::Revoked;
 
 /// What the kernel offers the engine beyond what it cannot do without.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Support {
     /// Zero-copy sends (`IORING_OP_SENDMSG_ZC`).
     zero_copy: bool,
+}
+
+/// A viewer on its way to a thread.
+struct Handoff {
+    socket: TcpStream,
+    stream: Arc<Stream>,
+    /// The stream's generation when the viewer joined: a new one ends the viewer.
+    generation: u64,
+    framed: bool,
+    /// When its credentials expire.
+    deadline: Option<Instant>,
+    revocable: Option<(Arc<Revoked>, String)>,
+    /// Where the bytes sent go once the viewer is gone.
+    done: tokio::sync::oneshot::Sender<u64>,
+}
+
+/// What the tokio side and a thread share.
+struct Shared {
+    /// Viewers handed over and not yet taken in.
+    inbox: Mutex<Vec<Handoff>>,
+    /// An eventfd the thread keeps a read on: written when a stream moves on, a viewer is
+    /// handed over or the engine stops.
+    doorbell: OwnedFd,
+    /// Viewers handed to the thread and not yet gone.
+    pub(super) viewers: AtomicUsize,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    pub(super) fn new() -> std::io::Result<Shared> {
+        // SAFETY: eventfd takes no pointers; its result is checked before use.
+        let doorbell = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if doorbell < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Shared {
+            inbox: Mutex::default(),
+            // SAFETY: a descriptor just made and owned by nobody else.
+            doorbell: unsafe { OwnedFd::from_raw_fd(doorbell) },
+            viewers: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    pub(super) fn ring_doorbell(&self) {
+        let one = 1u64;
+        // SAFETY: writes the 8 bytes of `one` to an eventfd this struct owns. It fails only
+        // when the count would overflow, and then the thread has a wake-up pending anyway.
+        unsafe {
+            libc::write(
+                self.doorbell.as_raw_fd(),
+                (&one as *const u64).cast(),
+                size_of::<u64>(),
+            );
+        }
+    }
+
+    pub(super) fn adopt(&self, handoff: Handoff) {
+        self.viewers.fetch_add(1, Ordering::Relaxed);
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handoff);
+        self.ring_doorbell();
+    }
+
+    /// Asks the thread to let its viewers go and end.
+    pub(super) fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.ring_doorbell();
+    }
 }
 
 /// The engine's threads.

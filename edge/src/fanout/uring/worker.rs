@@ -5,16 +5,17 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::os::fd::AsRawFd as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use super::Support;
 use super::patience::{Patience, Verdict};
+use super::token::{Kind, Token};
+use super::{Handoff, Shared, Support};
 use crate::fanout::place::Place;
 use crate::fanout::ring::Ring;
 use crate::fanout::viewer::unsent_bytes;
@@ -36,141 +37,6 @@ const ZERO_COPY_REPORT_USAGE: u16 = 1 << 3;
 /// In a zero-copy notification's result: the bytes were copied (`IORING_NOTIF_USAGE_ZC_COPIED`),
 /// as they are to a loopback peer or through a device that cannot gather from user pages.
 const ZERO_COPY_COPIED: u32 = 1 << 31;
-
-/// A viewer on its way to a thread.
-pub(super) struct Handoff {
-    pub(super) socket: TcpStream,
-    pub(super) stream: Arc<Stream>,
-    /// The stream's generation when the viewer joined: a new one ends the viewer.
-    pub(super) generation: u64,
-    pub(super) framed: bool,
-    /// When its credentials expire.
-    pub(super) deadline: Option<Instant>,
-    pub(super) revocable: Option<(Arc<Revoked>, String)>,
-    /// Where the bytes sent go once the viewer is gone.
-    pub(super) done: tokio::sync::oneshot::Sender<u64>,
-}
-
-/// What the tokio side and a thread share.
-pub(super) struct Shared {
-    /// Viewers handed over and not yet taken in.
-    inbox: Mutex<Vec<Handoff>>,
-    /// An eventfd the thread keeps a read on: written when a stream moves on, a viewer is
-    /// handed over or the engine stops.
-    doorbell: OwnedFd,
-    /// Viewers handed to the thread and not yet gone.
-    pub(super) viewers: AtomicUsize,
-    stopping: AtomicBool,
-}
-
-impl Shared {
-    pub(super) fn new() -> std::io::Result<Shared> {
-        // SAFETY: eventfd takes no pointers; its result is checked before use.
-        let doorbell = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if doorbell < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Shared {
-            inbox: Mutex::default(),
-            // SAFETY: a descriptor just made and owned by nobody else.
-            doorbell: unsafe { OwnedFd::from_raw_fd(doorbell) },
-            viewers: AtomicUsize::new(0),
-            stopping: AtomicBool::new(false),
-        })
-    }
-
-    pub(super) fn ring_doorbell(&self) {
-        let one = 1u64;
-        // SAFETY: writes the 8 bytes of `one` to an eventfd this struct owns. It fails only
-        // when the count would overflow, and then the thread has a wake-up pending anyway.
-        unsafe {
-            libc::write(
-                self.doorbell.as_raw_fd(),
-                (&one as *const u64).cast(),
-                size_of::<u64>(),
-            );
-        }
-    }
-
-    pub(super) fn adopt(&self, handoff: Handoff) {
-        self.viewers.fetch_add(1, Ordering::Relaxed);
-        self.inbox
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handoff);
-        self.ring_doorbell();
-    }
-
-    /// Asks the thread to let its viewers go and end.
-    pub(super) fn stop(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
-        self.ring_doorbell();
-    }
-}
-
-/// What a completion is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Doorbell,
-    Tick,
-    /// A viewer's send (or, zero-copy, the kernel's word that it is done with the bytes).
-    Send,
-    /// A viewer's wait for room in its socket.
-    Poll,
-    /// A cancel of a viewer's operation: its own completion says nothing the cancelled
-    /// operation's does not.
-    Cancel,
-}
-
-/// A completion's user data: what it is for, the viewer's slot, and a serial number that
-/// tells operations apart (a zero-copy notification can come after the viewer's next send).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Token {
-    kind: Kind,
-    slot: u32,
-    serial: u32,
-}
-
-const SERIAL_BITS: u32 = 29;
-
-impl Token {
-    fn user_data(self) -> u64 {
-        let kind = match self.kind {
-            Kind::Doorbell => 0u64,
-            Kind::Tick => 1,
-            Kind::Send => 2,
-            Kind::Poll => 3,
-            Kind::Cancel => 4,
-        };
-        let serial = u64::from(self.serial & ((1 << SERIAL_BITS) - 1));
-        kind << 61 | serial << 32 | u64::from(self.slot)
-    }
-
-    fn from_user_data(data: u64) -> Option<Token> {
-        let kind = match data >> 61 {
-            0 => Kind::Doorbell,
-            1 => Kind::Tick,
-            2 => Kind::Send,
-            3 => Kind::Poll,
-            4 => Kind::Cancel,
-            _ => return None,
-        };
-        Some(Token {
-            kind,
-            slot: data as u32,
-            serial: (data >> 32) as u32 & ((1 << SERIAL_BITS) - 1),
-        })
-    }
-
-    fn fixed(kind: Kind) -> u64 {
-        Token {
-            kind,
-            slot: 0,
-            serial: 0,
-        }
-        .user_data()
-    }
-}
 
 /// Points `iovecs` at the first [`SLICES`] pieces of `queue`; gives their bytes.
 fn gather(queue: &VecDeque<(Bytes, u64)>, iovecs: &mut Vec<libc::iovec>) -> usize {
@@ -715,35 +581,6 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn user_data_says_what_a_completion_is_for() {
-        for kind in [
-            Kind::Doorbell,
-            Kind::Tick,
-            Kind::Send,
-            Kind::Poll,
-            Kind::Cancel,
-        ] {
-            let token = Token {
-                kind,
-                slot: u32::MAX - 3,
-                serial: (1 << SERIAL_BITS) - 1,
-            };
-            assert_eq!(Token::from_user_data(token.user_data()), Some(token));
-        }
-        let wrapped = Token {
-            kind: Kind::Send,
-            slot: 7,
-            serial: u32::MAX,
-        };
-        assert_eq!(
-            Token::from_user_data(wrapped.user_data()).map(|token| token.serial),
-            Some((1 << SERIAL_BITS) - 1),
-            "the serial wraps within its bits, leaving the kind alone"
-        );
-        assert_eq!(Token::from_user_data(7 << 61), None);
-    }
 
     #[test]
     fn a_send_takes_the_first_pieces_of_the_queue() {
