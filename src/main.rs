@@ -312,6 +312,25 @@ struct EdgeArgs {
     /// without it they get 503.
     #[arg(long, env = "ESTUARY_EDGE_OVERFLOW", requires = "stream_viewers")]
     overflow: Option<String>,
+    /// What writes continuous streams to plain HTTP/1 viewers: io_uring (threads that batch
+    /// every viewer's send into one system call per wake-up, zero-copy for large sends where
+    /// the kernel offers it), epoll (a tokio task per viewer), or auto (io_uring when the kernel
+    /// offers it, else epoll). HTTPS, HTTP/2 and HTTP/3 viewers are relayed on tokio either way.
+    #[arg(
+        long,
+        env = "ESTUARY_EDGE_FANOUT",
+        default_value = "auto",
+        value_name = "ENGINE"
+    )]
+    fanout: estuary_edge::fanout::EngineChoice,
+    /// Threads of the io_uring engine [default: one per CPU the edge may run on].
+    #[arg(
+        long,
+        env = "ESTUARY_EDGE_FANOUT_THREADS",
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    fanout_threads: Option<u16>,
     /// A mount with continuous-stream settings of its own, PREFIX:KEY=VALUE,..., e.g.
     /// '/live/radio/:slow-clients=drop,max-lag=10s,stream-viewers=5000'. Keys: slow-clients,
     /// max-lag, max-lag-bytes, client-timeout, burst, stream-viewers, overflow; the others
@@ -683,6 +702,8 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.fanout = estuary_edge::fanout::FanoutConfig {
         policy,
         mounts,
+        engine: args.fanout,
+        engine_threads: args.fanout_threads.map(usize::from),
         ..estuary_edge::fanout::FanoutConfig::default()
     };
     config.access_log = args.access_log.clone();

@@ -1,8 +1,9 @@
-//! The edge's fan-out engine under load, end to end with a real ingest, packager and edge on
+//! The edge's fan-out engines under load, end to end with a real ingest, packager and edges on
 //! `stream.aac` (128 kbit/s): 500 viewers reading at 1 KB/s beside 500 that keep up, and
-//! thousands of viewers that hang up at every point of their request and response. What is
-//! checked: the viewers that keep up are not held back, the slow ones are moved on (skip
-//! policy), and the edge's memory and open files come back to where they were.
+//! thousands of viewers that hang up at every point of their request and response, on an edge
+//! running each engine (io_uring and epoll). What is checked: the viewers that keep up are not
+//! held back, the slow ones are moved on (skip policy), and the edge's memory and open files
+//! come back to where they were.
 
 mod support;
 
@@ -14,16 +15,25 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PATH: &str = "/live/demo/stream.aac";
 
+/// The engines an edge can run, as `--fanout` and `/healthz` name them.
+const ENGINES: [&str; 2] = ["io_uring", "epoll"];
+
 struct Stack {
     _packager: Running,
     _ingest: Running,
-    edge: Running,
+    /// An edge per engine, in the order of [`ENGINES`].
+    edges: Vec<Edge>,
+}
+
+struct Edge {
+    engine: &'static str,
+    process: Running,
     address: SocketAddr,
 }
 
-impl Stack {
+impl Edge {
     fn pid(&self) -> u32 {
-        self.edge.0.id()
+        self.process.0.id()
     }
 }
 
@@ -34,8 +44,27 @@ async fn stack() -> Stack {
             .spawn()
             .unwrap(),
     );
-    let (edge, address) =
-        support::start_edge(origin, &["--max-lag", "2s", "--client-timeout", "3s"]);
+    let edges = ENGINES
+        .into_iter()
+        .map(|engine| {
+            let (process, address) = support::start_edge(
+                origin,
+                &[
+                    "--max-lag",
+                    "2s",
+                    "--client-timeout",
+                    "3s",
+                    "--fanout",
+                    engine,
+                ],
+            );
+            Edge {
+                engine,
+                process,
+                address,
+            }
+        })
+        .collect();
     support::wait_until_served(
         &format!("http://{origin}/live/demo/master.m3u8"),
         Duration::from_secs(30),
@@ -43,8 +72,7 @@ async fn stack() -> Stack {
     Stack {
         _packager: packager,
         _ingest: ingest,
-        edge,
-        address,
+        edges,
     }
 }
 
@@ -81,16 +109,47 @@ async fn open(address: SocketAddr, receive_buffer: Option<u32>) -> tokio::net::T
     stream
 }
 
-/// One stack for both (an ingest each would double the suite's load).
+/// One stack for all (an ingest each would multiply the suite's load); the edges take turns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fan_out_engine_under_load() {
+async fn the_fan_out_engines_under_load() {
     estuary_edge::sealed::raise_file_limit();
     let stack = stack().await;
-    slow_viewers_are_moved_on_and_the_others_play_on(&stack).await;
-    viewers_that_hang_up_anywhere_leave_nothing_behind(&stack).await;
+    for edge in &stack.edges {
+        println!("== the {} engine", edge.engine);
+        let (_, health) = support::http_get(edge.address, "/healthz").await;
+        assert!(
+            health.contains(&format!("\"fanout\":\"{}\"", edge.engine)),
+            "{health} (the io_uring engine needs a kernel, and a seccomp filter, that let \
+             io_uring_setup through)"
+        );
+        slow_viewers_are_moved_on_and_the_others_play_on(edge).await;
+        viewers_that_hang_up_anywhere_leave_nothing_behind(edge).await;
+    }
 }
 
-async fn slow_viewers_are_moved_on_and_the_others_play_on(stack: &Stack) {
+/// `/healthz` and `/metrics` say which engine `--fanout` chose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_says_which_engine_runs() {
+    // Nothing is asked of the upstream.
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+    for engine in ENGINES {
+        let (_edge, address) = support::start_edge(nowhere, &["--fanout", engine]);
+        let (_, health) = support::http_get(address, "/healthz").await;
+        assert!(
+            health.contains(&format!("\"fanout\":\"{engine}\"")),
+            "--fanout {engine}: {health}"
+        );
+        let (_, metrics) = support::http_get(address, "/metrics").await;
+        assert!(
+            metrics.contains(&format!(
+                "estuary_edge_fanout_engine{{engine=\"{engine}\"}} 1"
+            )),
+            "--fanout {engine}: {metrics}"
+        );
+    }
+}
+
+async fn slow_viewers_are_moved_on_and_the_others_play_on(stack: &Edge) {
     const EACH: usize = 500;
     const WATCH: Duration = Duration::from_secs(20);
     let edge = stack.address;
@@ -193,7 +252,7 @@ async fn slow_viewers_are_moved_on_and_the_others_play_on(stack: &Stack) {
     );
 }
 
-async fn viewers_that_hang_up_anywhere_leave_nothing_behind(stack: &Stack) {
+async fn viewers_that_hang_up_anywhere_leave_nothing_behind(stack: &Edge) {
     const CYCLES: usize = 10_000;
     let edge = stack.address;
     // Settle: the connections of the test before have closed.

@@ -92,6 +92,8 @@ pub enum EdgeError {
     Tls(String),
     #[error("revoked keycards: {0}")]
     Revoked(String),
+    #[error("fan-out engine: {0}")]
+    Fanout(String),
 }
 
 pub struct Edge {
@@ -140,7 +142,7 @@ impl Edge {
         Ok(Arc::new(Edge {
             cache: Arc::new(Cache::new(config.cache_bytes)),
             upstreams: Upstreams::new(&config.upstreams)?,
-            fanout: crate::fanout::Fanout::new(config.fanout.clone()),
+            fanout: crate::fanout::Fanout::new(config.fanout.clone()).map_err(EdgeError::Fanout)?,
             metrics: Arc::default(),
             access_log,
             revoked,

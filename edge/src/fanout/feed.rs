@@ -65,7 +65,7 @@ pub(super) async fn feed(edge: Arc<Edge>, stream: Arc<Stream>) {
                     };
                     if added {
                         failing_since = None;
-                        stream.state.send_replace(State::Live { generation });
+                        fanout.announce(&stream, State::Live { generation });
                     }
                     if let Some(bad) = bad {
                         break format!("the upstream's stream does not parse: {bad}");
@@ -95,10 +95,13 @@ pub(super) async fn feed(edge: Arc<Edge>, stream: Arc<Stream>) {
                 if stream.ring().is_none() {
                     // Never started: the viewers get the upstream's answer.
                     fanout.retire(&stream);
-                    stream.state.send_replace(State::Ended {
-                        status: status.as_u16(),
-                        reason: text,
-                    });
+                    fanout.announce(
+                        &stream,
+                        State::Ended {
+                            status: status.as_u16(),
+                            reason: text,
+                        },
+                    );
                     return;
                 }
                 format!("the upstream answered {status}: {text}")
@@ -110,10 +113,13 @@ pub(super) async fn feed(edge: Arc<Edge>, stream: Arc<Stream>) {
         let never_started = stream.ring().is_none();
         if never_started || since.elapsed() >= UPSTREAM_PATIENCE {
             fanout.retire(&stream);
-            stream.state.send_replace(State::Ended {
-                status: StatusCode::BAD_GATEWAY.as_u16(),
-                reason: failure,
-            });
+            fanout.announce(
+                &stream,
+                State::Ended {
+                    status: StatusCode::BAD_GATEWAY.as_u16(),
+                    reason: failure,
+                },
+            );
             return;
         }
         if stream.counters.viewers.load(Ordering::Relaxed) == 0 && fanout.retire_if_idle(&stream) {

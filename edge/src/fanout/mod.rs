@@ -8,11 +8,14 @@
 //! arrives or the socket can take more. A viewer that falls behind is moved to the newest join
 //! point or dropped, by its mount's policy. Connections hyper keeps (HTTP/2, TLS, HTTP/3) get
 //! the same relay into a response body, and an edge behind this one gets the stream framed.
+//! Where the kernel offers io_uring, plain HTTP/1 viewers are written by a few engine threads
+//! (`uring`) instead, each submitting its viewers' sends in batches on a ring of its own.
 //! This module holds the registry of streams, their policies and their metrics.
 
 mod feed;
 mod place;
 pub mod ring;
+mod uring;
 mod viewer;
 
 pub use viewer::{Refusal, serve_viewer, stream_body};
@@ -85,6 +88,30 @@ impl Default for MountPolicy {
     }
 }
 
+/// Which engine writes plain HTTP/1 viewers' sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// io_uring when the kernel offers what the engine uses, else epoll.
+    Auto,
+    /// io_uring, or the edge does not start.
+    IoUring,
+    /// A tokio task per viewer on tokio's epoll reactor.
+    Epoll,
+}
+
+impl std::str::FromStr for EngineChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(EngineChoice::Auto),
+            "io_uring" => Ok(EngineChoice::IoUring),
+            "epoll" => Ok(EngineChoice::Epoll),
+            _ => Err(format!("{text:?} is none of auto, io_uring and epoll")),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct FanoutConfig {
     /// The policy of streams no mount names.
@@ -94,6 +121,10 @@ pub struct FanoutConfig {
     pub mounts: Vec<(String, MountPolicy)>,
     /// What a stream's ring keeps.
     pub ring: Limits,
+    /// The engine for plain HTTP/1 viewers.
+    pub engine: EngineChoice,
+    /// io_uring engine threads; `None`: one per CPU the process may run on.
+    pub engine_threads: Option<usize>,
 }
 
 impl Default for FanoutConfig {
@@ -105,6 +136,8 @@ impl Default for FanoutConfig {
                 bytes: 32 << 20,
                 micros: 10_000_000,
             },
+            engine: EngineChoice::Auto,
+            engine_threads: None,
         }
     }
 }
@@ -215,6 +248,8 @@ pub struct Fanout {
     streams: Mutex<HashMap<String, Arc<Stream>>>,
     /// Streams ended, kept for their counters in `/metrics`.
     finished: Finished,
+    /// The io_uring engine's threads, when it was chosen; plain HTTP/1 viewers go to it.
+    uring: Option<uring::Engine>,
 }
 
 /// The stream a request asks for: its path, and the only query parameter that chooses between
@@ -252,17 +287,38 @@ pub struct Arrival {
 }
 
 impl Fanout {
-    pub fn new(config: FanoutConfig) -> Fanout {
-        Fanout {
+    /// The registry, with the engine the configuration asks for started: `Err` when it asks
+    /// for io_uring and the kernel does not offer it.
+    pub fn new(config: FanoutConfig) -> Result<Fanout, String> {
+        let uring = uring::Engine::start(config.engine, config.engine_threads)?;
+        Ok(Fanout {
             config,
             streams: Mutex::default(),
             finished: Finished::default(),
+            uring,
+        })
+    }
+
+    /// The name `/healthz` and `/metrics` give the engine.
+    pub fn engine(&self) -> &'static str {
+        if self.uring.is_some() {
+            "io_uring"
+        } else {
+            "epoll"
         }
     }
 
-    /// The name `/healthz` gives the engine.
-    pub fn engine(&self) -> &'static str {
-        "epoll"
+    fn uring(&self) -> Option<&uring::Engine> {
+        self.uring.as_ref()
+    }
+
+    /// Tells the stream's viewers where it stands: the tokio tasks through its watch channel,
+    /// the io_uring engine's threads by their doorbells.
+    fn announce(&self, stream: &Stream, state: State) {
+        stream.state.send_replace(state);
+        if let Some(engine) = &self.uring {
+            engine.ring_doorbells();
+        }
     }
 
     fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Stream>>> {
@@ -322,7 +378,10 @@ impl Fanout {
                 *total += counter;
             }
         }
-        let mut out = String::new();
+        let mut out = format!(
+            "# HELP estuary_edge_fanout_engine The engine writing continuous streams to plain HTTP/1 viewers.\n# TYPE estuary_edge_fanout_engine gauge\nestuary_edge_fanout_engine{{engine=\"{}\"}} 1\n",
+            self.engine()
+        );
         let families: [(&str, &str, &str); 6] = [
             (
                 "estuary_edge_stream_viewers",

@@ -28,8 +28,9 @@ const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 const SEND_BUFFER: libc::c_int = 64 * 1024;
 
 /// Serves one viewer of a continuous stream on `socket` (whose request was read and let in)
-/// until it leaves, falls behind past its policy, its credentials expire, or the stream ends.
-/// Gives the status answered and the bytes of stream sent.
+/// until it leaves, falls behind past its policy, its credentials expire, or the stream ends:
+/// once the response head is out, the io_uring engine's threads take the socket over when that
+/// engine runs, else this task relays. Gives the status answered and the bytes of stream sent.
 pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arrival) -> (u16, u64) {
     let (stream, generation) = match open(edge, &arrival).await {
         Ok(opened) => opened,
@@ -65,6 +66,14 @@ pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arri
     if socket.write_all(head.as_bytes()).await.is_ok() && !arrival.head_only {
         set_send_buffer(&socket, SEND_BUFFER);
         let place = Place::new(arrival.framed, icy);
+        if let Some(engine) = edge.fanout().uring() {
+            // The engine's thread shuts the socket down and closes it when the viewer goes.
+            let sent = engine
+                .relay(socket, &stream, place, arrival, generation)
+                .await;
+            leave(&stream, sent);
+            return (200, sent);
+        }
         sent = relay(
             &stream,
             Out::Socket(&mut socket),
@@ -224,7 +233,7 @@ impl Out<'_> {
     /// Bytes written that the peer has not acknowledged yet, where that is known.
     fn unsent(&self) -> Option<i64> {
         match self {
-            Out::Socket(socket) => unsent_bytes(socket),
+            Out::Socket(socket) => unsent_bytes(*socket),
             Out::Channel(_) => None,
         }
     }
@@ -350,8 +359,7 @@ async fn relay(
 }
 
 /// The bytes written to `socket` that its peer has not yet acknowledged (`SIOCOUTQ`).
-fn unsent_bytes(socket: &TcpStream) -> Option<i64> {
-    use std::os::fd::AsRawFd as _;
+pub(super) fn unsent_bytes(socket: &impl std::os::fd::AsRawFd) -> Option<i64> {
     let mut unsent: libc::c_int = 0;
     // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through the pointer given.
     let done = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut unsent) };
