@@ -416,28 +416,8 @@ fn describe_track(moov: &Moov) -> Result<(u32, Media, CodecConfig), CmafError> {
                 },
             )
         }
-        Codec::Vp08(vp08) => {
-            let config = vp_config(&vp08.vpcc);
-            (
-                Media::Video {
-                    codec: vp_codec("vp08", &config),
-                    width: vp08.visual.width,
-                    height: vp08.visual.height,
-                },
-                CodecConfig::Vp8(config),
-            )
-        }
-        Codec::Vp09(vp09) => {
-            let config = vp_config(&vp09.vpcc);
-            (
-                Media::Video {
-                    codec: vp_codec("vp09", &config),
-                    width: vp09.visual.width,
-                    height: vp09.visual.height,
-                },
-                CodecConfig::Vp9(config),
-            )
-        }
+        Codec::Vp08(vp08) => vp_track("vp08", &vp08.vpcc, &vp08.visual, CodecConfig::Vp8),
+        Codec::Vp09(vp09) => vp_track("vp09", &vp09.vpcc, &vp09.visual, CodecConfig::Vp9),
         Codec::Opus(opus) => {
             let dops = &opus.dops;
             let (mapping_family, mapping_table) = match &dops.channel_mapping {
@@ -472,6 +452,22 @@ fn describe_track(moov: &Moov) -> Result<(u32, Media, CodecConfig), CmafError> {
     };
     let (media, config) = media;
     Ok((timescale, media, config))
+}
+
+/// A VP8 or VP9 track (`fourcc`) from its sample entry's `vpcC` and picture size.
+fn vp_track(
+    fourcc: &str,
+    vpcc: &mp4_atom::VpcC,
+    visual: &mp4_atom::Visual,
+    config: fn(VpConfig) -> CodecConfig,
+) -> (Media, CodecConfig) {
+    let vp = vp_config(vpcc);
+    let media = Media::Video {
+        codec: vp_codec(fourcc, &vp),
+        width: visual.width,
+        height: visual.height,
+    };
+    (media, config(vp))
 }
 
 fn vp_config(vpcc: &mp4_atom::VpcC) -> VpConfig {

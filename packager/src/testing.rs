@@ -12,7 +12,7 @@ use mp4_atom::{
     Vp09, VpcC,
 };
 
-use crate::cmaf::{self, CmafReader, Piece};
+use crate::cmaf::{self, Chunk, CmafReader, Piece, TrackHeader};
 use crate::window::{Accepted, Window, WindowConfig};
 
 /// Sample flags of a sync sample (depends on nothing) and of any other sample.
@@ -318,6 +318,18 @@ pub fn chunk(spec: &TrackSpec, sequence: u32, start: u64, samples: u32) -> Vec<u
     }
     encode(&Mdat { data }, &mut out);
     out
+}
+
+/// The fixture header of `spec`, parsed.
+pub fn parsed_header(spec: &TrackSpec) -> TrackHeader {
+    cmaf::parse_header(Bytes::from(header(spec))).expect("fixture headers parse")
+}
+
+/// Chunk `index` of a fixture track whose chunk 0 starts on [`DAY_START_SECONDS`], parsed.
+pub fn parsed_chunk(spec: &TrackSpec, header: &TrackHeader, index: u64) -> Chunk {
+    let start = DAY_START_SECONDS * u64::from(spec.timescale) + index * spec.chunk_ticks();
+    let bytes = chunk(spec, index as u32, start, spec.samples_per_chunk);
+    cmaf::parse_chunk(Bytes::from(bytes), header).expect("fixture chunks parse")
 }
 
 /// The header, then `chunks` whole chunks from `first_chunk` (counted from tick 0).

@@ -399,11 +399,8 @@ impl Window {
 mod tests {
     use super::*;
     use crate::cmaf::{self, CmafReader, Piece};
-    use crate::testing::{self, TrackSpec};
+    use crate::testing::{self, DAY_START_SECONDS, TrackSpec, parsed_chunk as chunk};
     use proptest::prelude::*;
-
-    /// 2026-11-21 00:00:00 UTC, on a segment boundary.
-    const DAY_START_SECONDS: u64 = 1_795_219_200;
 
     fn names(track: &str) -> (ChannelName, TrackName) {
         (
@@ -418,13 +415,6 @@ mod tests {
             panic!("a header")
         };
         cmaf::parse_header(bytes.clone()).unwrap()
-    }
-
-    /// Chunk `index` of a track whose chunk 0 starts on the day's first boundary.
-    fn chunk(spec: &TrackSpec, header: &TrackHeader, index: u64) -> Chunk {
-        let start = DAY_START_SECONDS * u64::from(spec.timescale) + index * spec.chunk_ticks();
-        let bytes = testing::chunk(spec, index as u32, start, spec.samples_per_chunk);
-        cmaf::parse_chunk(Bytes::from(bytes), header).unwrap()
     }
 
     fn push(window: &mut Window, track: &str, chunk: Chunk) -> Vec<Event> {

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{ContinuousError, Format, Role};
-use crate::cmaf::{self, Chunk, CodecConfig, TrackHeader};
+use crate::cmaf::{Chunk, CodecConfig, TrackHeader};
 use crate::ts::adts_header;
 
 pub struct AdtsStream {
@@ -37,12 +37,7 @@ impl AdtsStream {
 
     /// The frames of one chunk.
     pub fn push(&mut self, chunk: &Chunk) -> Result<Bytes, ContinuousError> {
-        let samples = cmaf::samples(&chunk.bytes, &self.header).map_err(|error| {
-            ContinuousError::BadChunk {
-                role: Role::Audio,
-                error,
-            }
-        })?;
+        let samples = super::samples(chunk, &self.header, Role::Audio)?;
         let mut out = Vec::with_capacity(samples.iter().map(|s| s.data.len() + 7).sum());
         for frame in &samples {
             out.extend(adts_header(
@@ -65,10 +60,9 @@ mod tests {
     #[test]
     fn every_frame_gets_its_header() {
         let spec = TrackSpec::audio();
-        let header = cmaf::parse_header(Bytes::from(testing::header(&spec))).unwrap();
+        let header = testing::parsed_header(&spec);
         let mut stream = AdtsStream::new(&header).unwrap();
-        let bytes = testing::chunk(&spec, 7, 0, spec.samples_per_chunk);
-        let chunk = cmaf::parse_chunk(Bytes::from(bytes), &header).unwrap();
+        let chunk = testing::parsed_chunk(&spec, &header, 7);
         let out = stream.push(&chunk).unwrap();
         // 16 frames of 50 bytes, each after a 7-byte header.
         assert_eq!(out.len(), 16 * 57);
@@ -85,7 +79,7 @@ mod tests {
             assert_eq!(length, 57);
             assert!(frame[7..].iter().all(|byte| *byte == 7));
         }
-        let opus = cmaf::parse_header(Bytes::from(testing::header(&TrackSpec::opus()))).unwrap();
+        let opus = testing::parsed_header(&TrackSpec::opus());
         assert!(AdtsStream::new(&opus).is_err());
     }
 }

@@ -13,7 +13,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::cmaf::{Chunk, CmafError, Media, TrackHeader};
+use crate::cmaf::{self, Chunk, CmafError, Media, Sample, TrackHeader};
 use crate::window::TrackWindow;
 
 /// Pieces kept for joining viewers before a stream gives up waiting for a join point (a
@@ -373,6 +373,15 @@ impl Feed {
         pieces.extend(since_join.into_iter().flat_map(|(_, pieces)| pieces));
         (pieces, started)
     }
+}
+
+/// The samples of a chunk of the `role` track, as every muxer reads them.
+fn samples(
+    chunk: &Chunk,
+    header: &TrackHeader,
+    role: Role,
+) -> Result<Vec<Sample>, ContinuousError> {
+    cmaf::samples(&chunk.bytes, header).map_err(|error| ContinuousError::BadChunk { role, error })
 }
 
 /// A track's kind, from its header.

@@ -5,7 +5,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::{ContinuousError, Format, Role};
-use crate::cmaf::{self, Chunk, CodecConfig, TrackHeader};
+use crate::cmaf::{Chunk, CodecConfig, TrackHeader};
 
 pub struct Mp3Stream {
     header: TrackHeader,
@@ -26,12 +26,7 @@ impl Mp3Stream {
 
     /// The frames of one chunk.
     pub fn push(&mut self, chunk: &Chunk) -> Result<Bytes, ContinuousError> {
-        let samples = cmaf::samples(&chunk.bytes, &self.header).map_err(|error| {
-            ContinuousError::BadChunk {
-                role: Role::Audio,
-                error,
-            }
-        })?;
+        let samples = super::samples(chunk, &self.header, Role::Audio)?;
         let mut out = BytesMut::with_capacity(samples.iter().map(|s| s.data.len()).sum());
         for frame in &samples {
             out.extend_from_slice(&frame.data);
@@ -48,18 +43,17 @@ mod tests {
     #[test]
     fn the_frames_go_out_as_they_are() {
         let spec = TrackSpec::mp3();
-        let header = cmaf::parse_header(Bytes::from(testing::header(&spec))).unwrap();
+        let header = testing::parsed_header(&spec);
         assert!(header.is_mp3());
         assert_eq!(header.media.codec(), "mp4a.6b");
         let mut stream = Mp3Stream::new(&header).unwrap();
-        let chunk = testing::chunk(&spec, 3, 0, spec.samples_per_chunk);
-        let chunk = cmaf::parse_chunk(Bytes::from(chunk), &header).unwrap();
+        let chunk = testing::parsed_chunk(&spec, &header, 3);
         let out = stream.push(&chunk).unwrap();
         // The test chunks' samples are 50 bytes of the sequence number.
         assert_eq!(out.len(), 50 * spec.samples_per_chunk as usize);
         assert!(out.iter().all(|byte| *byte == 3));
 
-        let aac = cmaf::parse_header(Bytes::from(testing::header(&TrackSpec::audio()))).unwrap();
+        let aac = testing::parsed_header(&TrackSpec::audio());
         assert!(Mp3Stream::new(&aac).is_err());
     }
 }

@@ -258,12 +258,8 @@ impl Mp4Stream {
 mod tests {
     use super::*;
     use crate::cmaf;
-    use crate::testing::{self, TrackSpec};
+    use crate::testing::{self, TrackSpec, parsed_header as header};
     use mp4_atom::{Any, Decode};
-
-    fn header(spec: &TrackSpec) -> TrackHeader {
-        cmaf::parse_header(Bytes::from(testing::header(spec))).unwrap()
-    }
 
     fn decode_all(bytes: &[u8]) -> Vec<Any> {
         let mut cursor = bytes;

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::{ContinuousError, Format, Role};
-use crate::cmaf::{self, Chunk, CodecConfig, TrackHeader};
+use crate::cmaf::{Chunk, CodecConfig, TrackHeader};
 use crate::ts::{
     AUDIO_FRAMES_PER_PES, AUDIO_PID, PAT_PID, PCR_LEAD, PMT_PID, Pes, STREAM_ID_AUDIO,
     STREAM_ID_VIDEO, VIDEO_PID, Writer, adts_header, annex_b, pat, pmt, to_90khz,
@@ -81,8 +81,7 @@ impl TsStream {
             format: Format::Ts,
             what: format!("a {role:?} track it was not opened with"),
         })?;
-        let samples = cmaf::samples(&chunk.bytes, header)
-            .map_err(|error| ContinuousError::BadChunk { role, error })?;
+        let samples = super::samples(chunk, header, role)?;
         let mut packets = Vec::new();
         match &header.config {
             CodecConfig::Avc {
@@ -154,19 +153,8 @@ impl TsStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{self, TrackSpec};
+    use crate::testing::{self, TrackSpec, parsed_chunk as chunk, parsed_header as header};
     use crate::ts::PACKET;
-
-    fn header(spec: &TrackSpec) -> TrackHeader {
-        cmaf::parse_header(Bytes::from(testing::header(spec))).unwrap()
-    }
-
-    fn chunk(spec: &TrackSpec, header: &TrackHeader, index: u64) -> Chunk {
-        let start =
-            testing::DAY_START_SECONDS * u64::from(spec.timescale) + index * spec.chunk_ticks();
-        let bytes = testing::chunk(spec, index as u32, start, spec.samples_per_chunk);
-        cmaf::parse_chunk(Bytes::from(bytes), header).unwrap()
-    }
 
     fn pid(packet: &[u8]) -> u16 {
         u16::from(packet[1] & 0x1f) << 8 | u16::from(packet[2])

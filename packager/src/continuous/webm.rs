@@ -7,7 +7,7 @@
 use bytes::Bytes;
 
 use super::{ContinuousError, Format, Role};
-use crate::cmaf::{self, Chunk, CodecConfig, Media, OpusConfig, TrackHeader, VpConfig};
+use crate::cmaf::{Chunk, CodecConfig, Media, OpusConfig, TrackHeader, VpConfig};
 
 /// Element IDs, with their length marker bits, as written: the EBML header's from RFC 8794
 /// (EBML), the others from RFC 9559 (Matroska).
@@ -205,8 +205,7 @@ impl WebmStream {
         let Some(origin) = self.origin else {
             return Ok(Vec::new());
         };
-        let samples = cmaf::samples(&chunk.bytes, &track.header)
-            .map_err(|error| ContinuousError::BadChunk { role, error })?;
+        let samples = super::samples(chunk, &track.header, role)?;
         let mut out = Vec::with_capacity(samples.iter().map(|s| s.data.len() + 16).sum());
         for sample in &samples {
             let presentation = sample
@@ -413,7 +412,7 @@ fn put_master(out: &mut Vec<u8>, id: u32, children: impl FnOnce(&mut Vec<u8>)) {
 mod tests {
     use super::*;
     use crate::continuous::Feed;
-    use crate::testing::{self, Channel, TrackSpec};
+    use crate::testing::{Channel, TrackSpec, parsed_chunk as chunk, parsed_header as header};
     use crate::window::TrackWindow;
     use estuary_proto::url::TrackName;
 
@@ -545,18 +544,6 @@ mod tests {
             }
         }
         (blocks, clusters)
-    }
-
-    fn header(spec: &TrackSpec) -> TrackHeader {
-        cmaf::parse_header(Bytes::from(testing::header(spec))).unwrap()
-    }
-
-    /// Chunk `index` of a fixture track, on the fixtures' day (UTC).
-    fn chunk(spec: &TrackSpec, header: &TrackHeader, index: u64) -> Chunk {
-        let start =
-            testing::DAY_START_SECONDS * u64::from(spec.timescale) + index * spec.chunk_ticks();
-        let bytes = testing::chunk(spec, index as u32, start, spec.samples_per_chunk);
-        cmaf::parse_chunk(Bytes::from(bytes), header).unwrap()
     }
 
     #[test]
