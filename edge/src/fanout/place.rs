@@ -25,8 +25,9 @@ pub(super) struct Place {
     /// The next chunk to take from the ring; `None` until the viewer has had the header and a
     /// join point.
     pub(super) cursor: Option<u64>,
-    /// Chunks taken from the ring and not yet written, each with its capture time; the first
-    /// may be partly written.
+    /// Chunks taken from the ring and not yet written, each with its capture time (an ICY
+    /// listener's chunk may be in several pieces, around a metadata block); the first may be
+    /// partly written.
     pub(super) queue: VecDeque<(Bytes, u64)>,
     queued_bytes: usize,
     partly_written: bool,
@@ -39,11 +40,12 @@ pub(super) struct Place {
     icy: Option<Icy>,
 }
 
-/// An ICY listener's metadata: where its next block goes, and where it went before each
-/// queued chunk (a skip drops queued chunks, and the count must not include them).
+/// An ICY listener's metadata: where its next block goes, and, for each queued piece, where
+/// it went before the piece's chunk (`None` for a chunk's later pieces): a skip drops queued
+/// chunks, and the count must not include them.
 struct Icy {
     inserter: icy::Inserter,
-    before: VecDeque<icy::Inserter>,
+    before: VecDeque<Option<icy::Inserter>>,
 }
 
 impl Place {
@@ -86,36 +88,54 @@ impl Place {
         } else if !header.is_empty() {
             // TS, ADTS and MP3 have no header of their own. An ICY listener's blocks count
             // every byte of the body.
-            let header = self.with_blocks(header, &Arc::default());
-            self.push(header, capture);
+            self.push_audio(header, capture, &Arc::default());
         }
     }
 
     fn push_chunk(&mut self, entry: Entry, title: &Arc<str>) {
-        let bytes = if self.framed {
-            frame(
+        if self.framed {
+            let framed = frame(
                 Kind::Chunk { join: entry.join },
                 entry.capture_micros,
                 &entry.bytes,
-            )
+            );
+            self.push(framed, entry.capture_micros);
         } else {
-            self.with_blocks(&entry.bytes, title)
-        };
-        self.push(bytes, entry.capture_micros);
+            self.push_audio(&entry.bytes, entry.capture_micros, title);
+        }
     }
 
-    /// `bytes` about to be queued, with the ICY blocks due in them for a listener that wants
-    /// them, in one piece (a copy, for this listener alone) so that a skip never cuts a block;
-    /// the listener's count before them is kept with them.
-    fn with_blocks(&mut self, bytes: &Bytes, title: &Arc<str>) -> Bytes {
+    /// Queues a chunk of the stream as the viewer gets it: shared, or for an ICY listener
+    /// sliced around the metadata blocks due in it (the stream's bytes are not copied), with
+    /// the listener's count before the chunk kept beside its first piece.
+    fn push_audio(&mut self, bytes: &Bytes, capture: u64, title: &Arc<str>) {
         let Some(icy) = &mut self.icy else {
-            return bytes.clone();
+            self.push(bytes.clone(), capture);
+            return;
         };
-        icy.before.push_back(icy.inserter.clone());
-        match &icy.inserter.insert(bytes, title)[..] {
-            [whole] => whole.clone(),
-            pieces => pieces.concat().into(),
+        let before = icy.inserter.clone();
+        let pieces = icy.inserter.insert(bytes, title);
+        icy.before.push_back(Some(before));
+        icy.before
+            .extend(std::iter::repeat_n(None, pieces.len().saturating_sub(1)));
+        for piece in pieces {
+            self.push(piece, capture);
         }
+    }
+
+    /// The queue's leading pieces that belong to the chunk being written: they all go out
+    /// before a skip, so that the decoder only sees whole chunks.
+    fn in_flight(&self) -> usize {
+        let continues = |index: usize| {
+            self.icy
+                .as_ref()
+                .is_some_and(|icy| matches!(icy.before.get(index), Some(None)))
+        };
+        let mut count = usize::from(self.partly_written || continues(0)).min(self.queue.len());
+        while count > 0 && continues(count) {
+            count += 1;
+        }
+        count
     }
 
     /// Judges the viewer against `ring` and tops its queue up. `Err` when it is to be dropped.
@@ -136,7 +156,7 @@ impl Place {
         // socket's), queued or still in the ring.
         let oldest = self
             .queue
-            .get(usize::from(self.partly_written))
+            .get(self.in_flight())
             .map(|(_, capture)| *capture)
             .or_else(|| ring.capture_micros(at));
         let behind_micros = oldest.map_or(0, |oldest| ring.newest_capture().saturating_sub(oldest));
@@ -168,7 +188,7 @@ impl Place {
     /// Takes chunks from the ring once the queue holds no whole chunk: the cursor stays where
     /// the viewer is, so that a viewer behind has chunks to skip.
     fn read(&mut self, ring: &Ring, stream: &Stream) -> Result<(), ()> {
-        if self.queue.len() > usize::from(self.partly_written) {
+        if self.queue.len() > self.in_flight() {
             return Ok(());
         }
         self.take(ring, stream)
@@ -211,11 +231,12 @@ impl Place {
         Ok(())
     }
 
-    /// Drops what is queued but the chunk being written, and goes on from chunk `join`.
+    /// Drops what is queued but the chunk being written (all its pieces), and goes on from
+    /// chunk `join`.
     fn skip_to(&mut self, join: u64) {
-        let keep = usize::from(self.partly_written).min(self.queue.len());
+        let keep = self.in_flight();
         if let Some(icy) = &mut self.icy
-            && let Some(before) = icy.before.get(keep)
+            && let Some(Some(before)) = icy.before.get(keep)
         {
             // The blocks are counted from the audio this listener will actually get.
             icy.inserter = before.clone();
@@ -399,8 +420,15 @@ mod tests {
         assert_eq!(&sent[at..at + block.len()], &block[..]);
         assert_eq!(sent[2 * at + block.len()], 0, "no change: one zero byte");
 
-        // Half of the first chunk out; then the listener falls behind and skips to chunk 12.
-        place.wrote(4 + 5_000);
+        // The header, chunk 0 and part of chunk 1 out: chunk 1 is in three pieces (audio, the
+        // block at 16,000, audio), the first part-way written. Then the listener falls behind
+        // and skips to chunk 12.
+        let written = 4 + 10_000 + 3_000;
+        place.wrote(written);
+        assert_eq!(
+            place.queue[1].0, block,
+            "the block is a piece of its own: no copy"
+        );
         for part in 6..18 {
             ring.push(Entry {
                 bytes: Bytes::from(vec![1u8; 10_000]),
@@ -411,9 +439,9 @@ mod tests {
         set_title(&stream, "Song B");
         place.top_up(&ring, &stream).unwrap();
         assert_eq!(stream.counters.skips.load(Ordering::Relaxed), 1);
-        // What the listener gets from here: the rest of chunk 0, then chunks 12 to 17; its
-        // blocks fall every 16,000 bytes of what it actually got.
-        let mut heard = 4 + 5_000;
+        // What the listener gets from here: the rest of chunk 1, its block included, then
+        // chunks 12 to 17; its blocks fall every 16,000 bytes of what it actually got.
+        let mut heard = written;
         let mut titles = Vec::new();
         let rest: Vec<u8> = place.queue.iter().flat_map(|(b, _)| b.to_vec()).collect();
         let mut bytes = &rest[..];
@@ -427,9 +455,10 @@ mod tests {
                 bytes = &bytes[1 + length..];
             }
         }
-        assert_eq!(heard, 4 + 10_000 + 6 * 10_000, "{titles:?}");
-        assert!(titles[0].starts_with("StreamTitle='Song B';"), "{titles:?}");
-        assert!(titles[1..].iter().all(String::is_empty), "{titles:?}");
+        assert_eq!(heard, 4 + 2 * 10_000 + 6 * 10_000, "{titles:?}");
+        assert!(titles[0].starts_with("StreamTitle='Song A';"), "{titles:?}");
+        assert!(titles[1].starts_with("StreamTitle='Song B';"), "{titles:?}");
+        assert!(titles[2..].iter().all(String::is_empty), "{titles:?}");
     }
 
     #[test]
