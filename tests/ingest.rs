@@ -220,6 +220,73 @@ fn file_source_loops_with_continuous_timestamps() {
     println!("file of 3 s looped into {played:.2} s of continuous video");
 }
 
+/// A file shorter than a part, looped more than fifty times: the seams fall at every phase of
+/// the part and segment grid, and every segment must still be whole, on the grid and 2 s long.
+#[test]
+fn file_source_looped_past_fifty_seams_keeps_every_segment_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let media = dir.path().join("short.mp4");
+    // 0.7 s: 2.1 parts, so successive seams land at ten different phases of the part grid.
+    let made = support::ffmpeg_test_pattern("0.7", false)
+        .args([
+            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "30", "-c:a", "aac",
+        ])
+        .arg(&media)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = dir.path().join("out");
+    let status = estuary()
+        .args(["ingest", "--source", "file", "--uri"])
+        .arg(&media)
+        .args(["--renditions", "360", "--duration", "37s", "--out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "estuary ingest exited with {status}");
+
+    let video = Track::read(&out.join("v360.mp4"));
+    let played = video.seconds(video.segments.iter().map(|s| s.duration).sum());
+    let seams = (played / 0.7) as u32;
+    assert!(seams >= 50, "only {seams} seams in {played:.2} s");
+    let two_seconds = 2 * u64::from(video.timescale);
+    let (last, whole) = video.segments.split_last().expect("segments");
+    for (index, segment) in whole.iter().enumerate() {
+        assert_eq!(
+            (
+                segment.start % two_seconds,
+                segment.duration,
+                segment.samples,
+                segment.chunks
+            ),
+            (0, two_seconds, 60, 6),
+            "segment {index} of {}: {segment:?}",
+            video.segments.len()
+        );
+        assert!(
+            segment.starts_with_sync_sample,
+            "segment {index}: {segment:?}"
+        );
+    }
+    assert!(last.duration <= two_seconds);
+    for pair in video.chunks.windows(2) {
+        assert_eq!(pair[0].start + pair[0].duration, pair[1].start, "{pair:?}");
+    }
+    let audio = Track::read(&out.join("a128.mp4"));
+    assert_eq!(audio.segments.len(), video.segments.len());
+    for pair in audio.chunks.windows(2) {
+        let gap = audio.seconds(pair[1].start) - audio.seconds(pair[0].start + pair[0].duration);
+        assert!(
+            gap.abs() < 0.05,
+            "audio jumps by {gap:.3} s between {pair:?}"
+        );
+    }
+    println!(
+        "{seams} seams in {played:.2} s: {} whole segments of 2 s",
+        whole.len()
+    );
+}
+
 #[test]
 fn srt_listener_takes_mpeg_ts_from_an_ffmpeg_caller() {
     require_tool("ffmpeg", "ffmpeg");

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod catalog;
+pub mod chunk_time;
 pub mod config;
 pub mod health;
 pub mod mp3;

@@ -16,6 +16,7 @@ use bytes::{Bytes, BytesMut};
 use gst::prelude::*;
 use gst_app::AppSink;
 
+use crate::chunk_time;
 use crate::config::Channel;
 use crate::health::{ChannelHealth, TrackStats};
 use crate::mp3::Mp3Fragmenter;
@@ -334,18 +335,29 @@ fn attach_splitter(mux: &gst::Element, grid: UtcGrid, stopper: Stopper) -> Resul
                 // An encoder flushing at the end may emit a frame that starts past it.
                 return gst::PadProbeReturn::Drop;
             }
+            let keyframe = !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT);
             let split = splitter
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .split_before(utc);
+                .split_before(utc, keyframe);
             let chunk = match split {
                 Split::None => return gst::PadProbeReturn::Ok,
                 Split::Chunk => true,
                 Split::Fragment => {
-                    if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                    if !keyframe {
                         tracing::warn!(pad = %pad.name(), "segment starts without a keyframe");
                     }
                     false
+                }
+                Split::AwaitKeyframe => {
+                    // The keyframe forced at the boundary did not come: ask the encoder for
+                    // one now, and start the segment on it.
+                    tracing::debug!(pad = %pad.name(), utc, "segment waits for a keyframe");
+                    let request = gst_video::UpstreamForceKeyUnitEvent::builder()
+                        .all_headers(true)
+                        .build();
+                    pad.send_event(request);
+                    return gst::PadProbeReturn::Ok;
                 }
             };
             pad.push_event(split_now(chunk));
@@ -383,6 +395,9 @@ fn deliver(
     stats: Arc<TrackStats>,
     outputs: Vec<Arc<dyn TrackOutput>>,
 ) {
+    // The track's timescale, from its header: chunks are placed on the grid by their own
+    // timestamps (see `chunk_time` for why not by the sample's segment).
+    let mut timescale = None;
     let callbacks = gst_app::AppSinkCallbacks::builder()
         .new_sample(move |sink| {
             let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
@@ -391,20 +406,18 @@ fn deliver(
                 (None, Some(buffer)) => vec![buffer.to_owned()],
                 (None, None) => return Ok(gst::FlowSuccess::Ok),
             };
-            let segment = sample
-                .segment()
-                .and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned());
             for mut event in cmaf_events(&buffers) {
+                if let TrackEvent::Header(header) = &event {
+                    timescale = chunk_time::header_timescale(header);
+                }
                 if let TrackEvent::Chunk {
                     data,
                     fragment_start,
                 } = &mut event
                 {
-                    let starts_segment = buffers
-                        .iter()
-                        .find(|b| b.flags().contains(gst::BufferFlags::HEADER) && b.pts().is_some())
-                        .and_then(|b| segment.as_ref()?.to_running_time(b.pts()?))
-                        .map(|utc| grid.position(utc.nseconds()).part == 0);
+                    let starts_segment = timescale
+                        .and_then(|timescale| chunk_time::chunk_start_ns(data, timescale))
+                        .map(|utc| grid.position(utc).part == 0);
                     if starts_segment == Some(false) {
                         // At EOS cmafmux puts a `styp` (with CMAF's last-segment brand) before
                         // the final partial part, which would make it look like a segment of

@@ -89,30 +89,62 @@ pub enum Split {
     Chunk,
     /// The buffer starts a new segment: a new CMAF fragment.
     Fragment,
+    /// The buffer is the first of a new segment but not a keyframe, so no segment can start
+    /// on it: it stays in the last part of the segment before, and the encoder is to make the
+    /// next frame a keyframe, where the new segment then starts.
+    AwaitKeyframe,
 }
 
 /// Follows one track's buffers across the grid and says where to cut.
+///
+/// A segment starts on a keyframe, always: when the first buffer past a segment boundary is
+/// not one, the cut waits for the next keyframe (which the caller asks the encoder for), so
+/// the segment before ends a frame late rather than the next one starting where no decoder
+/// can. If no keyframe comes within a part, the segment is cut anyway, to keep segments near
+/// their duration whatever the encoder does.
 #[derive(Clone, Debug)]
 pub struct Splitter {
     grid: UtcGrid,
     last: Option<GridPosition>,
+    /// The segment that began without a keyframe and has not been cut yet.
+    awaiting_keyframe: Option<u64>,
 }
 
 impl Splitter {
     pub fn new(grid: UtcGrid) -> Self {
-        Self { grid, last: None }
+        Self {
+            grid,
+            last: None,
+            awaiting_keyframe: None,
+        }
     }
 
-    pub fn split_before(&mut self, utc_ns: u64) -> Split {
+    /// Where to cut before a buffer presented at `utc_ns`; `keyframe` when a decoder can start
+    /// on it (every buffer of an audio track).
+    pub fn split_before(&mut self, utc_ns: u64, keyframe: bool) -> Split {
         let position = self.grid.position(utc_ns);
-        let split = match self.last {
-            None => Split::None,
-            Some(last) if position.segment != last.segment => Split::Fragment,
-            Some(last) if position.part != last.part => Split::Chunk,
-            Some(_) => Split::None,
+        let Some(last) = self.last.replace(position) else {
+            return Split::None;
         };
-        self.last = Some(position);
-        split
+        if let Some(segment) = self.awaiting_keyframe {
+            if keyframe || position.segment != segment || position.part != 0 {
+                self.awaiting_keyframe = None;
+                return Split::Fragment;
+            }
+            return Split::None;
+        }
+        if position.segment != last.segment {
+            if keyframe {
+                return Split::Fragment;
+            }
+            self.awaiting_keyframe = Some(position.segment);
+            return Split::AwaitKeyframe;
+        }
+        if position.part != last.part {
+            Split::Chunk
+        } else {
+            Split::None
+        }
     }
 }
 
@@ -325,15 +357,72 @@ mod tests {
             let Some(t) = snapper.snap(EPOCH_2026 + n * SECOND / 30 + jitter) else {
                 continue;
             };
-            match splitter.split_before(t) {
+            match splitter.split_before(t, true) {
                 Split::Fragment => fragments.push(n),
                 Split::Chunk => chunks += 1,
-                Split::None => {}
+                Split::None | Split::AwaitKeyframe => {}
             }
         }
         assert_eq!(fragments, [60, 120, 180, 240]);
         // Six parts per segment: five chunk cuts inside each of the five segments.
         assert_eq!(chunks, 5 * 5);
+    }
+
+    /// 30 fps frames from `from` for `frames` frames, keyframes where `keyframe` says, through
+    /// a splitter: the frame indexes where each kind of cut falls.
+    fn cuts(from: u64, frames: u64, keyframe: impl Fn(u64) -> bool) -> Vec<(u64, Split)> {
+        let mut snapper = FrameSnapper::new(30, 1);
+        let mut splitter = Splitter::new(grid());
+        (0..frames)
+            .filter_map(|n| {
+                let t = snapper.snap(from + n * SECOND / 30)?;
+                match splitter.split_before(t, keyframe(n)) {
+                    Split::None | Split::Chunk => None,
+                    split => Some((n, split)),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_segment_waits_one_frame_for_a_keyframe_that_was_late() {
+        // Frame 60 is on the 2 s boundary but the encoder made frame 61 the keyframe.
+        let cuts = cuts(EPOCH_2026, 150, |n| n == 0 || n == 61 || n == 120);
+        assert_eq!(
+            cuts,
+            [
+                (60, Split::AwaitKeyframe),
+                (61, Split::Fragment),
+                (120, Split::Fragment)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_segment_is_cut_within_a_part_even_without_a_keyframe() {
+        // An encoder that ignores the request: the segment is cut at the next part boundary,
+        // so the one before is never longer than its duration plus a part.
+        let cuts = cuts(EPOCH_2026, 100, |n| n == 0);
+        assert_eq!(cuts, [(60, Split::AwaitKeyframe), (70, Split::Fragment)]);
+    }
+
+    #[test]
+    fn chunks_are_not_cut_while_a_segment_waits_for_its_keyframe() {
+        let mut splitter = Splitter::new(grid());
+        let frame = SECOND / 30;
+        assert_eq!(splitter.split_before(EPOCH_2026, true), Split::None);
+        let boundary = EPOCH_2026 + 2 * SECOND;
+        assert_eq!(splitter.split_before(boundary - frame, false), Split::Chunk);
+        assert_eq!(splitter.split_before(boundary, false), Split::AwaitKeyframe);
+        assert_eq!(splitter.split_before(boundary + frame, false), Split::None);
+        assert_eq!(
+            splitter.split_before(boundary + 2 * frame, true),
+            Split::Fragment
+        );
+        assert_eq!(
+            splitter.split_before(boundary + 3 * frame, false),
+            Split::None
+        );
     }
 
     #[test]
@@ -477,7 +566,7 @@ mod tests {
             let mut fragments = 0;
             for _ in 0..100 {
                 t += step;
-                if splitter.split_before(t) == Split::Fragment { fragments += 1; }
+                if splitter.split_before(t, true) == Split::Fragment { fragments += 1; }
             }
             let crossed = grid.position(t).segment - grid.position(start + step).segment;
             prop_assert_eq!(fragments, crossed);

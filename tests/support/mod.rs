@@ -41,7 +41,7 @@ pub fn require_browser() -> std::path::PathBuf {
 
 /// ffmpeg reading a 640x360, 30 fps test pattern and a 48 kHz tone for `seconds`, at their
 /// real pace when `realtime`; the caller adds the codecs and the output.
-pub fn ffmpeg_test_pattern(seconds: u32, realtime: bool) -> Command {
+pub fn ffmpeg_test_pattern(seconds: impl std::fmt::Display, realtime: bool) -> Command {
     require_tool("ffmpeg", "ffmpeg");
     let mut command = Command::new("ffmpeg");
     command.args(["-v", "error", "-y"]);
