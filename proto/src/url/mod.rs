@@ -1,8 +1,16 @@
 //! The URL layout shared by every role (DESIGN.md "Public URL layout" and "CMAF ingest"), and the
-//! rules for the names that appear in it.
+//! rules for the names that appear in it. [`PublicPath`] is the public layout as a type: every
+//! role decides what a request is by parsing it into one, and nothing else.
 //!
 //! Channel and track names go into URLs and file names, so they are restricted to characters
 //! that need no escaping anywhere: ASCII letters, digits, `-` and `_`.
+
+mod public;
+
+pub use public::{
+    Blocking, CacheClass, LiveObject, PublicPath, PublicPathError, Script, Skip, StreamFormat,
+    VodObject, VodRange,
+};
 
 use std::fmt;
 
