@@ -56,11 +56,9 @@ pub async fn run(
             .as_secs();
         keycard = Some(keycard::sign(
             &KeycardRequest {
-                start: None,
                 expires: now + KEYCARD_LIFETIME.as_secs(),
                 acl: "/live/demo/*".into(),
-                id: None,
-                data: None,
+                ..KeycardRequest::default()
             },
             &key,
         ));

@@ -38,6 +38,9 @@ pub struct SignArgs {
     /// Opaque data written into the keycard (data=).
     #[arg(long)]
     data: Option<String>,
+    /// Let in only the client at this address (ip=).
+    #[arg(long)]
+    ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Args)]
@@ -53,6 +56,9 @@ pub struct VerifyArgs {
     /// Check at this Unix time instead of now.
     #[arg(long)]
     at: Option<u64>,
+    /// The client's address, for a keycard bound to one (ip=).
+    #[arg(long)]
+    client: Option<std::net::IpAddr>,
 }
 
 pub fn read_key_file(path: &Path) -> anyhow::Result<Vec<KeycardKey>> {
@@ -95,6 +101,7 @@ pub fn run(command: KeycardCommand) -> anyhow::Result<bool> {
                 bail!("--ttl must be longer than zero");
             }
             let request = KeycardRequest {
+                ip: args.ip,
                 start,
                 expires: start.unwrap_or_else(now) + ttl.as_secs(),
                 acl: args.acl,
@@ -108,7 +115,7 @@ pub fn run(command: KeycardCommand) -> anyhow::Result<bool> {
             let keys = read_key_file(&args.key_file)?;
             let at = args.at.unwrap_or_else(now);
             match Keycard::parse(args.keycard.trim())
-                .and_then(|card| card.verify(&keys, &args.path, at))
+                .and_then(|card| card.verify(&keys, &args.path, args.client, at))
             {
                 Ok(grant) => {
                     println!(

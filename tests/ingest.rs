@@ -596,7 +596,8 @@ async fn http_output_streams_chunks_and_survives_the_receiver_going_away() {
             .and_then(|v| v.strip_prefix("Bearer "))
             .expect("a keycard");
         let card = Keycard::parse(keycard).unwrap();
-        card.verify(&keys, &post.path, unix_now() as u64).unwrap();
+        card.verify(&keys, &post.path, None, unix_now() as u64)
+            .unwrap();
 
         // Latency from capture to delivery: a chunk's last sample was captured at its media end
         // time; it was delivered when the piece completing its bytes arrived.

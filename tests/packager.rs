@@ -262,8 +262,7 @@ async fn ingest_keycards_are_checked() {
         start: Some(now - 10),
         expires: now + 60,
         acl: "/ingest/demo/*".into(),
-        id: None,
-        data: None,
+        ..Default::default()
     };
     let forged = format!(
         "Bearer {}",

@@ -156,11 +156,9 @@ impl Control {
             return Some(keycard.clone());
         }
         let request = KeycardRequest {
-            start: None,
             expires: now + self.lifetime.as_secs().max(1),
             acl: acl.clone(),
-            id: None,
-            data: None,
+            ..KeycardRequest::default()
         };
         let keycard: Arc<str> = keycard::sign(&request, key).into();
         if signed.len() > 10_000 {

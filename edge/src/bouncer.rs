@@ -177,7 +177,9 @@ fn token(keys: &[KeycardKey], visitor: &Visitor) -> Verdict {
                     .into(),
         };
     };
-    match Keycard::parse(text).and_then(|card| card.verify(keys, visitor.path, visitor.now)) {
+    let checked = Keycard::parse(text)
+        .and_then(|card| card.verify(keys, visitor.path, Some(visitor.client), visitor.now));
+    match checked {
         Ok(grant) => Verdict::Allow {
             until: Some(grant.until),
         },
@@ -202,11 +204,9 @@ mod tests {
     fn card(acl: &str, expires: u64) -> String {
         sign(
             &KeycardRequest {
-                start: None,
                 expires,
                 acl: acl.into(),
-                id: None,
-                data: None,
+                ..KeycardRequest::default()
             },
             &key(),
         )

@@ -53,7 +53,7 @@ pub fn check_keycard(
         })?;
     let card = Keycard::parse(text)
         .map_err(|error| Verdict::refuse(StatusCode::UNAUTHORIZED, error.to_string()))?;
-    card.verify(&shared.keys, path, now)
+    card.verify(&shared.keys, path, None, now)
         .map(|_| ())
         .map_err(|error| Verdict::refuse(StatusCode::FORBIDDEN, error.to_string()))
 }

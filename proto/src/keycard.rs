@@ -3,11 +3,21 @@
 //! The format is Akamai EdgeAuth 2.0 (`st=…~exp=…~acl=…~id=…~data=…~hmac=…`): the HMAC-SHA256 of
 //! the fields before `hmac`, joined by `~`, under a shared hex key. Estuary adds one optional
 //! field, `kid`, naming the key so that keys can be rotated; without it every known key is tried.
-//! Signing and checking are pure: the caller passes the time in.
+//! Signing and checking are pure: the caller passes the time and the client's address in.
+//!
+//! Two rules of checking: a keycard with an `ip=` field lets in that address alone, and its
+//! start (`st=`) is honoured with [`CLOCK_SKEW`] of slack, for a checker whose clock is behind
+//! the signer's (control signs with `st` = now; an edge a few seconds behind would otherwise
+//! refuse every fresh keycard). The expiry is exact.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use ring::hmac;
+
+/// How far a checker's clock may be behind the signer's: a keycard is valid from `st` minus
+/// this many seconds.
+pub const CLOCK_SKEW: u64 = 30;
 
 const FIELD_SEPARATOR: char = '~';
 const ACL_SEPARATOR: char = '!';
@@ -98,9 +108,10 @@ impl KeycardKey {
 }
 
 /// What a keycard should allow: paths matching `acl` (with `*` wildcards, several joined by
-/// `!`) from `start` until `expires` (Unix seconds).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `!`) from `start` until `expires` (Unix seconds), to the client at `ip` alone if given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeycardRequest {
+    pub ip: Option<IpAddr>,
     pub start: Option<u64>,
     pub expires: u64,
     pub acl: String,
@@ -111,6 +122,8 @@ pub struct KeycardRequest {
 /// A parsed keycard: its fields, in the order they were signed, and its HMAC.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keycard {
+    /// The one client address the keycard lets in.
+    pub ip: Option<IpAddr>,
     pub start: Option<u64>,
     pub expires: u64,
     pub acl: String,
@@ -144,6 +157,8 @@ pub enum KeycardError {
     Expired { expires: u64, now: u64 },
     #[error("keycard allows {acl:?}, which does not cover {path:?}")]
     PathNotAllowed { path: String, acl: String },
+    #[error("keycard is for {allowed}, not for {client}")]
+    WrongAddress { allowed: IpAddr, client: String },
 }
 
 /// Signs `request` with `key`, giving the keycard's text.
@@ -156,6 +171,10 @@ pub fn sign(request: &KeycardRequest, key: &KeycardKey) -> String {
         // Writing to a String cannot fail.
         let _ = write!(text, "{name}={value}");
     };
+    // Akamai's order: ip first.
+    if let Some(ip) = request.ip {
+        field("ip", &ip);
+    }
     if let Some(start) = request.start {
         field("st", &start);
     }
@@ -187,6 +206,7 @@ impl Keycard {
             .filter(|mac| mac.len() == 32)
             .ok_or_else(|| malformed("hmac is not 64 hex digits".into()))?;
         let mut card = Keycard {
+            ip: None,
             start: None,
             expires: 0,
             acl: String::new(),
@@ -216,8 +236,15 @@ impl Keycard {
                 "id" => card.id = Some(value.to_owned()),
                 "data" => card.data = Some(value.to_owned()),
                 "kid" => card.key_id = Some(value.to_owned()),
-                // EdgeAuth fields Estuary does not check; they are still covered by the HMAC.
-                "ip" | "url" => {}
+                "ip" => {
+                    card.ip = Some(
+                        value
+                            .parse()
+                            .map_err(|_| malformed(format!("ip={value:?} is not an IP address")))?,
+                    )
+                }
+                // An EdgeAuth field Estuary does not check; it is still covered by the HMAC.
+                "url" => {}
                 _ => return Err(malformed(format!("unknown field {name:?}"))),
             }
         }
@@ -230,8 +257,15 @@ impl Keycard {
         Ok(card)
     }
 
-    /// Checks the keycard for `path` at Unix time `now` against the known `keys`.
-    pub fn verify(&self, keys: &[KeycardKey], path: &str, now: u64) -> Result<Grant, KeycardError> {
+    /// Checks the keycard for `path`, presented by `client` (when known) at Unix time `now`,
+    /// against the known `keys`. A keycard bound to an address refuses an unknown client.
+    pub fn verify(
+        &self,
+        keys: &[KeycardKey],
+        path: &str,
+        client: Option<IpAddr>,
+        now: u64,
+    ) -> Result<Grant, KeycardError> {
         let candidates: Vec<&KeycardKey> = match &self.key_id {
             Some(wanted) => {
                 let named: Vec<_> = keys
@@ -252,7 +286,7 @@ impl Keycard {
             return Err(KeycardError::BadSignature);
         }
         if let Some(start) = self.start
-            && now < start
+            && now.saturating_add(CLOCK_SKEW) < start
         {
             return Err(KeycardError::NotYetValid { start, now });
         }
@@ -272,10 +306,23 @@ impl Keycard {
                 acl: self.acl.clone(),
             });
         }
+        if let Some(allowed) = self.ip
+            && client.is_none_or(|client| !same_address(allowed, client))
+        {
+            return Err(KeycardError::WrongAddress {
+                allowed,
+                client: client.map_or("an unknown client".into(), |c| c.to_string()),
+            });
+        }
         Ok(Grant {
             until: self.expires,
         })
     }
+}
+
+/// Whether two addresses are the same host, an IPv4 address matching its IPv6-mapped form.
+fn same_address(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
 }
 
 /// `*` matches any run of characters, `/` included, as in EdgeAuth ACLs.
@@ -335,8 +382,7 @@ mod tests {
             start: Some(1_000),
             expires: 2_000,
             acl: acl.into(),
-            id: None,
-            data: None,
+            ..KeycardRequest::default()
         }
     }
 
@@ -357,30 +403,32 @@ mod tests {
         let keys = [key(None)];
         let card = Keycard::parse(&sign(&request("/live/demo/*"), &keys[0])).unwrap();
         assert_eq!(
-            card.verify(&keys, "/live/demo/v720/1.m4s", 1_500),
+            card.verify(&keys, "/live/demo/v720/1.m4s", None, 1_500),
             Ok(Grant { until: 2_000 })
         );
+        // A checker up to CLOCK_SKEW behind the signer takes it; further behind, not yet.
+        assert!(card.verify(&keys, "/live/demo/x", None, 970).is_ok());
         assert_eq!(
-            card.verify(&keys, "/live/demo/x", 999),
+            card.verify(&keys, "/live/demo/x", None, 969),
             Err(KeycardError::NotYetValid {
                 start: 1_000,
-                now: 999
+                now: 969
             })
         );
         assert_eq!(
-            card.verify(&keys, "/live/demo/x", 2_000),
+            card.verify(&keys, "/live/demo/x", None, 2_000),
             Err(KeycardError::Expired {
                 expires: 2_000,
                 now: 2_000
             })
         );
         assert!(matches!(
-            card.verify(&keys, "/live/other/x", 1_500),
+            card.verify(&keys, "/live/other/x", None, 1_500),
             Err(KeycardError::PathNotAllowed { .. })
         ));
         let other = [KeycardKey::from_hex(None, &"ab".repeat(16)).unwrap()];
         assert_eq!(
-            card.verify(&other, "/live/demo/x", 1_500),
+            card.verify(&other, "/live/demo/x", None, 1_500),
             Err(KeycardError::BadSignature)
         );
     }
@@ -393,11 +441,11 @@ mod tests {
         assert!(text.contains("~kid=2026~hmac="));
         let card = Keycard::parse(&text).unwrap();
         assert!(
-            card.verify(&[old.clone(), new], "/ingest/demo/v720", 1_500)
+            card.verify(&[old.clone(), new], "/ingest/demo/v720", None, 1_500)
                 .is_ok()
         );
         assert_eq!(
-            card.verify(&[old], "/ingest/demo/v720", 1_500),
+            card.verify(&[old], "/ingest/demo/v720", None, 1_500),
             Err(KeycardError::UnknownKey("2026".into()))
         );
     }
@@ -408,9 +456,50 @@ mod tests {
         let text = sign(&request("/live/demo/*"), &keys[0]).replace("exp=2000", "exp=9000");
         let card = Keycard::parse(&text).unwrap();
         assert_eq!(
-            card.verify(&keys, "/live/demo/x", 1_500),
+            card.verify(&keys, "/live/demo/x", None, 1_500),
             Err(KeycardError::BadSignature)
         );
+    }
+
+    #[test]
+    fn a_keycard_bound_to_an_address_lets_in_that_address_alone() {
+        let keys = [key(None)];
+        let text = sign(
+            &KeycardRequest {
+                ip: Some("192.0.2.7".parse().unwrap()),
+                ..request("/live/demo/*")
+            },
+            &keys[0],
+        );
+        assert!(text.starts_with("ip=192.0.2.7~st=1000~"), "{text}");
+        let card = Keycard::parse(&text).unwrap();
+        let at =
+            |client: &str| card.verify(&keys, "/live/demo/x", Some(client.parse().unwrap()), 1_500);
+        assert!(at("192.0.2.7").is_ok());
+        assert!(at("::ffff:192.0.2.7").is_ok());
+        assert!(matches!(
+            at("192.0.2.8"),
+            Err(KeycardError::WrongAddress { .. })
+        ));
+        assert!(matches!(
+            card.verify(&keys, "/live/demo/x", None, 1_500),
+            Err(KeycardError::WrongAddress { .. })
+        ));
+        // The address is signed: moving the keycard to another one breaks the signature.
+        let moved = Keycard::parse(&text.replace("192.0.2.7", "192.0.2.8")).unwrap();
+        assert_eq!(
+            moved.verify(
+                &keys,
+                "/live/demo/x",
+                Some("192.0.2.8".parse().unwrap()),
+                1_500
+            ),
+            Err(KeycardError::BadSignature)
+        );
+        assert!(matches!(
+            Keycard::parse("ip=nowhere~exp=2~acl=/*~hmac=00"),
+            Err(KeycardError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -458,12 +547,12 @@ mod tests {
             let keys = [key(Some("k"))];
             let request = KeycardRequest {
                 start: Some(start), expires: start + life,
-                acl: format!("/live/{channel}/*"), id, data: None,
+                acl: format!("/live/{channel}/*"), id, ..KeycardRequest::default()
             };
             let card = Keycard::parse(&sign(&request, &keys[0])).unwrap();
             prop_assert_eq!(&card.acl, &request.acl);
             let now = start + offset;
-            let verdict = card.verify(&keys, &format!("/live/{channel}/a128/7.m4s"), now);
+            let verdict = card.verify(&keys, &format!("/live/{channel}/a128/7.m4s"), None, now);
             prop_assert_eq!(verdict.is_ok(), offset < life);
         }
     }
@@ -484,11 +573,9 @@ mod tests {
         assert_eq!(hex.len(), 64);
         let again = KeycardKey::from_hex(Some("demo"), &hex).unwrap();
         let request = KeycardRequest {
-            start: None,
             expires: 100,
             acl: "/*".into(),
-            id: None,
-            data: None,
+            ..KeycardRequest::default()
         };
         assert_eq!(sign(&request, &key), sign(&request, &again));
     }

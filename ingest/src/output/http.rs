@@ -330,8 +330,7 @@ impl Sender {
             start: Some(now.saturating_sub(60)),
             expires: now + KEYCARD_LIFETIME.as_secs(),
             acl: self.acl.clone(),
-            id: None,
-            data: None,
+            ..KeycardRequest::default()
         };
         format!(
             "{} {}",
