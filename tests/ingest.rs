@@ -273,7 +273,6 @@ fn file_source_looped_past_fifty_seams_keeps_every_segment_whole() {
         assert_eq!(pair[0].start + pair[0].duration, pair[1].start, "{pair:?}");
     }
     let audio = Track::read(&out.join("a128.mp4"));
-    assert_eq!(audio.segments.len(), video.segments.len());
     for pair in audio.chunks.windows(2) {
         let gap = audio.seconds(pair[1].start) - audio.seconds(pair[0].start + pair[0].duration);
         assert!(
