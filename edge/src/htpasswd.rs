@@ -3,19 +3,34 @@
 //! hashes, checked against HTTP Basic credentials. A bcrypt check takes tens of milliseconds by
 //! design, so credentials once found good are remembered (as a SHA-256 of user, password and
 //! hash, never the password) and a viewer's next requests cost a lookup.
+//!
+//! A check tells an attacker nothing by its time: an unknown user's password is checked
+//! against a hash of the same kind and cost as the file's (so it takes as long as a known
+//! user's), SHA-256 crypt results are compared in constant time (bcrypt's own comparison is),
+//! and passwords longer than any real one are refused before hashing, since SHA-256 crypt's
+//! cost grows with the password's length. Checks block: callers run them off the async
+//! workers (see `admit`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use ring::digest::{Context, SHA256};
+use ring::hmac;
 
 /// How many good credentials are remembered.
 const REMEMBERED: usize = 10_000;
+/// Longer passwords are refused unhashed (bcrypt reads 72 bytes of one anyway).
+pub const MAX_PASSWORD: usize = 256;
 
 #[derive(Debug)]
 pub struct Htpasswd {
     users: HashMap<String, String>,
     good: Mutex<HashSet<[u8; 32]>>,
+    /// What an unknown user's password is checked against: a hash of the file's first kind
+    /// and cost, of a password nobody knows.
+    decoy: String,
+    /// A key of this process's, to compare SHA-256 crypt results in constant time.
+    comparison: hmac::Key,
 }
 
 impl Htpasswd {
@@ -23,6 +38,7 @@ impl Htpasswd {
     /// (MD5 `$apr1$`, SHA-1 `{SHA}`, DES) is refused with its line number.
     pub fn parse(text: &str) -> Result<Htpasswd, String> {
         let mut users = HashMap::new();
+        let mut first_hash = None;
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -31,24 +47,38 @@ impl Htpasswd {
             let (user, hash) = line
                 .split_once(':')
                 .ok_or_else(|| format!("line {}: expected user:hash", number + 1))?;
-            if !(hash.starts_with("$2") || hash.starts_with("$5$")) {
+            if !(hash.starts_with("$5$") || is_bcrypt(hash)) {
                 return Err(format!(
                     "line {}: {user}'s hash is neither bcrypt ($2y$) nor SHA-256 crypt ($5$)",
                     number + 1
                 ));
             }
+            first_hash.get_or_insert_with(|| hash.to_owned());
             users.insert(user.to_owned(), hash.to_owned());
         }
+        let rng = ring::rand::SystemRandom::new();
+        let mut secret = [0u8; 32];
+        ring::rand::SecureRandom::fill(&rng, &mut secret)
+            .map_err(|_| "the system has no randomness".to_owned())?;
+        let unknowable = encode_crypt64(&secret);
+        let decoy = decoy_like(first_hash.as_deref(), &unknowable)?;
         Ok(Htpasswd {
             users,
             good: Mutex::default(),
+            decoy,
+            comparison: hmac::Key::new(hmac::HMAC_SHA256, &secret),
         })
     }
 
-    /// Whether `user` with `password` is in the file.
+    /// Whether `user` with `password` is in the file. Takes as long for an unknown user as
+    /// for a known one with a wrong password.
     pub fn check(&self, user: &str, password: &str) -> bool {
-        let Some(hash) = self.users.get(user) else {
+        if password.len() > MAX_PASSWORD {
             return false;
+        }
+        let (hash, known) = match self.users.get(user) {
+            Some(hash) => (hash, true),
+            None => (&self.decoy, false),
         };
         let mut key = Context::new(&SHA256);
         for part in [user, "\0", password, "\0", hash] {
@@ -56,15 +86,19 @@ impl Htpasswd {
         }
         let key: [u8; 32] = key.finish().as_ref().try_into().unwrap_or([0; 32]);
         let mut good = self.good.lock().unwrap_or_else(|e| e.into_inner());
-        if good.contains(&key) {
+        if known && good.contains(&key) {
             return true;
         }
         drop(good);
         let matches = if hash.starts_with("$5$") {
-            sha256_crypt(password.as_bytes(), hash).is_some_and(|made| made == *hash)
+            sha256_crypt(password.as_bytes(), hash).is_some_and(|made| {
+                let expected = hmac::sign(&self.comparison, hash.as_bytes());
+                hmac::verify(&self.comparison, made.as_bytes(), expected.as_ref()).is_ok()
+            })
         } else {
             bcrypt::verify(password, hash).unwrap_or(false)
         };
+        let matches = matches && known;
         if matches {
             good = self.good.lock().unwrap_or_else(|e| e.into_inner());
             if good.len() >= REMEMBERED {
@@ -74,6 +108,63 @@ impl Htpasswd {
         }
         matches
     }
+}
+
+/// A hash of `password` of the same kind and cost as `model` (bcrypt at its cost, SHA-256
+/// crypt with its rounds), or a SHA-256 crypt one with the default rounds.
+fn decoy_like(model: Option<&str>, password: &str) -> Result<String, String> {
+    let salt = &password[..16];
+    match model {
+        Some(model) if model.starts_with("$2") => {
+            let cost = model
+                .split('$')
+                .nth(2)
+                .and_then(|cost| cost.parse().ok())
+                .unwrap_or(bcrypt::DEFAULT_COST);
+            bcrypt::hash(password, cost).map_err(|error| error.to_string())
+        }
+        Some(model) => {
+            let rounds = model
+                .strip_prefix("$5$rounds=")
+                .and_then(|rest| rest.split('$').next())
+                .map(|rounds| format!("rounds={rounds}$"))
+                .unwrap_or_default();
+            sha256_crypt(password.as_bytes(), &format!("$5${rounds}{salt}$"))
+                .ok_or_else(|| "cannot make a decoy hash".to_owned())
+        }
+        None => sha256_crypt(password.as_bytes(), &format!("$5${salt}$"))
+            .ok_or_else(|| "cannot make a decoy hash".to_owned()),
+    }
+}
+
+/// Whether `hash` has bcrypt's shape: `$2a$`, `$2b$`, `$2x$` or `$2y$`, a cost of 4 to 31,
+/// then 53 characters of salt and hash.
+fn is_bcrypt(hash: &str) -> bool {
+    let mut fields = hash.split('$');
+    let (Some(""), Some(version), Some(cost), Some(rest), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return false;
+    };
+    matches!(version, "2a" | "2b" | "2x" | "2y")
+        && cost.len() == 2
+        && cost
+            .parse::<u32>()
+            .is_ok_and(|cost| (4..=31).contains(&cost))
+        && rest.len() == 53
+        && rest.bytes().all(|b| CRYPT_ALPHABET.contains(&b))
+}
+
+/// `bytes` in crypt's base-64 alphabet.
+fn encode_crypt64(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|byte| char::from(CRYPT_ALPHABET[usize::from(byte & 0x3f)]))
+        .collect()
 }
 
 /// User and password of an `Authorization: Basic …` header.
@@ -256,6 +347,10 @@ mod tests {
         assert!(users.check("bob", "Hello world!"));
         assert!(!users.check("carol", "Hello world!"));
         assert!(
+            !users.check("ann", &"s3cret".repeat(100)),
+            "too long to hash"
+        );
+        assert!(
             Htpasswd::parse("dave:$apr1$abc$def\n")
                 .unwrap_err()
                 .contains("line 1")
@@ -265,5 +360,27 @@ mod tests {
             Some(("bob".into(), "Hello world!".into()))
         );
         assert_eq!(basic_credentials("Bearer x"), None);
+    }
+
+    /// An unknown user costs what a known one with a wrong password does: the same kind of
+    /// hash at the same cost, as callgrind would count it.
+    #[test]
+    fn unknown_users_are_checked_against_a_decoy_of_the_same_cost() {
+        let sha = Htpasswd::parse(
+            "bob:$5$rounds=10000$saltstringsaltstring$3xv.VbSHBb41AL9AvLeujZkZRBAwqFMz2.opqey6IcA\n",
+        )
+        .unwrap();
+        assert!(sha.decoy.starts_with("$5$rounds=10000$"), "{}", sha.decoy);
+        let bcrypt_hash = bcrypt::hash("x", 5).unwrap();
+        let bcrypt_users = Htpasswd::parse(&format!("ann:{bcrypt_hash}\n")).unwrap();
+        assert!(
+            bcrypt_users.decoy.starts_with("$2b$05$"),
+            "{}",
+            bcrypt_users.decoy
+        );
+        // Nobody gets in with the decoy: not even whoever guessed its password.
+        assert!(!bcrypt_users.check("nobody", ""));
+        assert!(Htpasswd::parse("carol:$5$x\n").is_ok());
+        assert!(Htpasswd::parse("dave:$2y$broken\n").is_err());
     }
 }
