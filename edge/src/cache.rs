@@ -6,8 +6,13 @@
 //! shared `Bytes`, readable while it is still arriving, so a segment the packager sends while
 //! it is being written reaches every waiting viewer as it grows. Objects stay after they go
 //! stale, so a playlist can be served stale when the upstream fails.
+//!
+//! Everything an entry costs is charged to the budget (its key and bookkeeping as well as its
+//! body), so a flood of tiny answers cannot grow the cache past it; answers that say "nothing
+//! here" are also capped in number, so they cannot push real objects out. Eviction takes the
+//! least recently used entry in logarithmic time, however many there are.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -208,18 +213,80 @@ pub enum Lookup {
 /// The outcome of a fetch, as waiters see it.
 pub type Fetched = Result<Arc<Object>, String>;
 
+/// What an entry costs beyond its key and body: the object, its headers, the map entries.
+pub const ENTRY_OVERHEAD: usize = 512;
+/// At most this many answers that are not a success (404s for segments not there yet) are
+/// kept; the least recently used goes first.
+pub const MAX_NEGATIVE: usize = 4096;
+
 struct Stored {
     object: Arc<Object>,
     last_used: u64,
     size: usize,
 }
 
+impl Stored {
+    fn negative(&self) -> bool {
+        !self.object.status.is_success()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     objects: HashMap<String, Stored>,
+    /// Keys by when they were last used (each use takes a new tick): the least recently used
+    /// first.
+    by_use: BTreeMap<u64, String>,
+    /// The same, for negative entries alone.
+    negative_by_use: BTreeMap<u64, String>,
     inflight: HashMap<String, watch::Sender<Option<Fetched>>>,
     bytes: usize,
     clock: u64,
+}
+
+impl Inner {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn insert(&mut self, key: &str, stored: Stored) {
+        self.remove(key);
+        self.by_use.insert(stored.last_used, key.to_owned());
+        if stored.negative() {
+            self.negative_by_use
+                .insert(stored.last_used, key.to_owned());
+        }
+        self.bytes += stored.size;
+        self.objects.insert(key.to_owned(), stored);
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Stored> {
+        let stored = self.objects.remove(key)?;
+        self.by_use.remove(&stored.last_used);
+        self.negative_by_use.remove(&stored.last_used);
+        self.bytes -= stored.size;
+        Some(stored)
+    }
+
+    /// Marks `key` used now.
+    fn touch(&mut self, key: &str) {
+        let now = self.tick();
+        let Some(stored) = self.objects.get_mut(key) else {
+            return;
+        };
+        let before = std::mem::replace(&mut stored.last_used, now);
+        self.by_use.remove(&before);
+        self.by_use.insert(now, key.to_owned());
+        if self.negative_by_use.remove(&before).is_some() {
+            self.negative_by_use.insert(now, key.to_owned());
+        }
+    }
+}
+
+/// What keeping `body_bytes` under `key` costs.
+fn charge(key: &str, body_bytes: usize) -> usize {
+    body_bytes + key.len() + ENTRY_OVERHEAD
 }
 
 /// Counts of what lookups found, for `/metrics`.
@@ -271,11 +338,9 @@ impl Cache {
     /// must call [`Cache::fill`] (or [`Cache::fail`]) once, whatever happens.
     pub fn lookup(&self, key: &str, now: Instant) -> Lookup {
         let mut inner = self.lock();
-        inner.clock += 1;
-        let clock = inner.clock;
+        inner.touch(key);
         let mut stale = None;
-        if let Some(stored) = inner.objects.get_mut(key) {
-            stored.last_used = clock;
+        if let Some(stored) = inner.objects.get(key) {
             if stored.object.is_fresh(now) {
                 let object = stored.object.clone();
                 drop(inner);
@@ -302,18 +367,13 @@ impl Cache {
     pub fn fill(&self, key: &str, object: Arc<Object>) {
         let mut inner = self.lock();
         if !object.fresh_for.is_zero() {
-            inner.clock += 1;
-            // Sized by what has arrived; a body still growing is sized again when replaced.
-            let size = object.body.len().max(1);
+            // Sized by what has arrived; a body still growing is sized again when whole.
             let stored = Stored {
                 object: object.clone(),
-                last_used: inner.clock,
-                size,
+                last_used: inner.tick(),
+                size: charge(key, object.body.len()),
             };
-            if let Some(old) = inner.objects.insert(key.to_owned(), stored) {
-                inner.bytes -= old.size;
-            }
-            inner.bytes += size;
+            inner.insert(key, stored);
             self.evict(&mut inner);
         }
         if let Some(sender) = inner.inflight.remove(key) {
@@ -342,16 +402,15 @@ impl Cache {
             .objects
             .get(key)
             .is_some_and(|stored| Arc::ptr_eq(&stored.object, object))
-            && let Some(stored) = inner.objects.remove(key)
         {
-            inner.bytes -= stored.size;
+            inner.remove(key);
         }
     }
 
     /// Corrects the size of an object whose body grew after it was stored.
     pub fn resize(&self, key: &str, object: &Arc<Object>) {
         let mut inner = self.lock();
-        let size = object.body.len().max(1);
+        let size = charge(key, object.body.len());
         let Some(stored) = inner.objects.get_mut(key) else {
             return;
         };
@@ -364,18 +423,17 @@ impl Cache {
     }
 
     fn evict(&self, inner: &mut Inner) {
-        while inner.bytes > self.budget && !inner.objects.is_empty() {
-            let Some(oldest) = inner
-                .objects
-                .iter()
-                .min_by_key(|(_, stored)| stored.last_used)
-                .map(|(key, _)| key.clone())
-            else {
+        while inner.negative_by_use.len() > MAX_NEGATIVE {
+            let Some((_, oldest)) = inner.negative_by_use.pop_first() else {
                 break;
             };
-            if let Some(stored) = inner.objects.remove(&oldest) {
-                inner.bytes -= stored.size;
-            }
+            inner.remove(&oldest);
+        }
+        while inner.bytes > self.budget {
+            let Some((_, oldest)) = inner.by_use.pop_first() else {
+                break;
+            };
+            inner.remove(&oldest);
         }
     }
 }
@@ -385,8 +443,12 @@ mod tests {
     use super::*;
 
     fn object(bytes: usize, fresh_for: Duration) -> Arc<Object> {
+        answer(StatusCode::OK, bytes, fresh_for)
+    }
+
+    fn answer(status: StatusCode, bytes: usize, fresh_for: Duration) -> Arc<Object> {
         Arc::new(Object {
-            status: StatusCode::OK,
+            status,
             content_type: None,
             cache_control: None,
             body: Growing::whole(vec![Bytes::from(vec![0u8; bytes])]),
@@ -454,7 +516,8 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_goes_when_over_budget() {
-        let cache = Cache::new(250);
+        let entry = charge("/1", 100);
+        let cache = Cache::new(2 * entry + 50);
         let now = Instant::now();
         for key in ["/1", "/2"] {
             let _ = cache.lookup(key, now);
@@ -466,7 +529,47 @@ mod tests {
         assert!(matches!(cache.lookup("/1", now), Lookup::Hit(_)));
         assert!(matches!(cache.lookup("/3", now), Lookup::Hit(_)));
         assert!(matches!(cache.lookup("/2", now), Lookup::Fetch { .. }));
-        assert!(cache.counts().bytes <= 250);
+        assert!(cache.counts().bytes <= 2 * entry + 50);
+    }
+
+    /// A flood of answers with empty bodies under many keys (404s for made-up segments) is
+    /// held to the budget, keys and all, and to the cap on negative entries, and pushes out
+    /// no real object while the negatives fit under their cap.
+    #[test]
+    fn empty_answers_under_many_keys_are_charged_and_capped() {
+        let budget = 8 << 20;
+        let cache = Cache::new(budget);
+        let now = Instant::now();
+        let _ = cache.lookup("/live/demo/v720/1.m4s", now);
+        cache.fill(
+            "/live/demo/v720/1.m4s",
+            object(1 << 20, Duration::from_secs(60)),
+        );
+        for n in 0..50_000u64 {
+            let key = format!("/live/demo/v720/{}.m4s", 1_000_000 + n);
+            let _ = cache.lookup(&key, now);
+            cache.fill(
+                &key,
+                answer(StatusCode::NOT_FOUND, 20, Duration::from_secs(1)),
+            );
+        }
+        let counts = cache.counts();
+        assert!(counts.bytes <= budget, "{counts:?}");
+        assert_eq!(counts.objects, MAX_NEGATIVE + 1, "{counts:?}");
+        assert!(matches!(
+            cache.lookup("/live/demo/v720/1.m4s", now),
+            Lookup::Hit(_)
+        ));
+        // Tiny successful answers under many keys are held to the budget too.
+        let small = Cache::new(1 << 20);
+        for n in 0..20_000u64 {
+            let key = format!("/k/{n}");
+            let _ = small.lookup(&key, now);
+            small.fill(&key, object(1, Duration::from_secs(60)));
+        }
+        let counts = small.counts();
+        assert!(counts.bytes <= 1 << 20, "{counts:?}");
+        assert!(counts.objects < (1 << 20) / ENTRY_OVERHEAD, "{counts:?}");
     }
 
     #[test]
