@@ -19,6 +19,8 @@ use crate::sealed::Sealed;
 pub struct Body {
     source: Source,
     tally: Option<Tally>,
+    /// Something kept until the response is over (the connection's count of open requests).
+    held: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 enum Source {
@@ -80,6 +82,7 @@ impl Body {
         Body {
             source: Source::Growing(receiver),
             tally: None,
+            held: None,
         }
     }
 
@@ -87,6 +90,7 @@ impl Body {
         Body {
             source: Source::Ready(pieces.into()),
             tally: None,
+            held: None,
         }
     }
 
@@ -100,6 +104,7 @@ impl Body {
         Body {
             source,
             tally: None,
+            held: None,
         }
     }
 
@@ -126,6 +131,12 @@ impl Body {
         if let Some(tally) = &mut self.tally {
             tally.bytes += bytes;
         }
+    }
+
+    /// Keeps `held` until the body is dropped, when the response is over.
+    pub fn holding(mut self, held: impl std::any::Any + Send + Sync) -> Body {
+        self.held = Some(Box::new(held));
+        self
     }
 
     pub fn tallied(mut self, tally: Tally) -> Body {

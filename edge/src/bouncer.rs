@@ -69,6 +69,17 @@ pub struct CountryRule {
 }
 
 impl Bouncer {
+    /// Whether judging may hash a password: an htpasswd bouncer anywhere in it.
+    pub fn checks_passwords(&self) -> bool {
+        match self {
+            Bouncer::Password(_) => true,
+            Bouncer::All(bouncers) | Bouncer::Any(bouncers) => {
+                bouncers.iter().any(Bouncer::checks_passwords)
+            }
+            _ => false,
+        }
+    }
+
     pub fn judge(&self, visitor: &Visitor) -> Verdict {
         match self {
             Bouncer::Token(keys) => token(keys, visitor),

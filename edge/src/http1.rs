@@ -26,11 +26,15 @@ use crate::body::Body;
 use estuary_proto::io::read_request_bytes;
 
 use crate::porter::{HEAD_TIMEOUT, HeadError, MAX_HEAD};
+use crate::route::{Route, route};
 use crate::sealed;
-use crate::server::{Edge, handle};
+use crate::server::{Edge, handle_routed};
 
 /// How long a kept-alive connection may wait for its next request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a write to a client may make no progress: one that stops reading is cut off
+/// rather than holding its connection and the body it was sent for ever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most request headers read; more is answered `431`.
 const MAX_HEADERS: usize = 64;
 /// The largest request body read (and thrown away: the edge serves GET and HEAD).
@@ -76,9 +80,11 @@ pub async fn serve(edge: &Arc<Edge>, mut stream: TcpStream, mut buffer: BytesMut
         }
         let head_only = incoming.request.method() == Method::HEAD;
         let http10 = incoming.request.version() == Version::HTTP_10;
-        let response = if crate::server::is_continuous_request(&incoming.request) {
+        let routed = route(incoming.request.method(), incoming.request.uri());
+        let response = if let Route::Stream(path) = routed {
             // The fan-out engine takes the socket for good, unless the bouncers say no.
-            match crate::server::serve_continuous(edge, stream, client, incoming.request).await {
+            let request = incoming.request;
+            match crate::server::serve_continuous(edge, stream, client, request, path).await {
                 Ok(()) => return,
                 Err(refused) => {
                     let (socket, refusal) = *refused;
@@ -87,7 +93,7 @@ pub async fn serve(edge: &Arc<Edge>, mut stream: TcpStream, mut buffer: BytesMut
                 }
             }
         } else {
-            handle(edge.clone(), client, incoming.request).await
+            handle_routed(edge, client, incoming.request, routed).await
         };
         match respond(
             &mut stream,
@@ -244,8 +250,16 @@ async fn skip_body(stream: &mut TcpStream, buffer: &mut BytesMut, length: u64) -
         .unwrap_or(Err(io::ErrorKind::TimedOut.into()))
 }
 
+/// `write` (one step of writing that makes some progress), given up after [`WRITE_TIMEOUT`].
+async fn progress<T>(write: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
 /// Writes the response: its head, then its body (none for HEAD). Gives whether the
-/// connection can carry another request.
+/// connection can carry another request. Every write must make progress within
+/// [`WRITE_TIMEOUT`].
 async fn respond(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
@@ -296,7 +310,7 @@ async fn respond(
     out.extend_from_slice(b"\r\n");
 
     if head_only || bodiless {
-        stream.write_all(out).await?;
+        progress(stream.write_all(out)).await?;
         return Ok(keep_alive);
     }
     if let Some(sealed) = body.take_sealed() {
@@ -316,14 +330,14 @@ async fn respond(
             for piece in &pieces {
                 out.extend_from_slice(piece);
             }
-            stream.write_all(out).await?;
+            progress(stream.write_all(out)).await?;
         } else {
             write_all_vectored(stream, out, pieces).await?;
         }
         body.count_sent(length as u64);
         return Ok(keep_alive);
     }
-    stream.write_all(out).await?;
+    progress(stream.write_all(out)).await?;
     // A growing body, piece by piece as it comes; an error ends the connection without the
     // last chunk, so the client does not take a cut-short body for whole.
     while let Some(frame) = body.frame().await {
@@ -338,11 +352,11 @@ async fn respond(
             let pieces = [data, Bytes::from_static(b"\r\n")].into();
             write_all_vectored(stream, size.as_bytes(), pieces).await?;
         } else {
-            stream.write_all(&data).await?;
+            write_all_vectored(stream, &[], [data].into()).await?;
         }
     }
     if chunked {
-        stream.write_all(b"0\r\n\r\n").await?;
+        progress(stream.write_all(b"0\r\n\r\n")).await?;
     }
     Ok(keep_alive)
 }
@@ -352,7 +366,7 @@ async fn respond(
 async fn send_more(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     use std::os::fd::AsRawFd as _;
     while !bytes.is_empty() {
-        stream.writable().await?;
+        progress(stream.writable()).await?;
         let sent = stream.try_io(Interest::WRITABLE, || {
             // SAFETY: sends from a valid slice on an open socket.
             let sent = unsafe {
@@ -388,7 +402,7 @@ async fn send_sealed(
 ) -> io::Result<()> {
     let length = body.len() as u64;
     while *offset < length {
-        stream.writable().await?;
+        progress(stream.writable()).await?;
         let left = (length - *offset) as usize;
         match stream.try_io(Interest::WRITABLE, || {
             sealed::send_file(stream, body.file(), offset, left)
@@ -419,7 +433,7 @@ async fn write_all_vectored(
             slices[count] = IoSlice::new(piece);
             count += 1;
         }
-        let mut written = stream.write_vectored(&slices[..count]).await?;
+        let mut written = progress(stream.write_vectored(&slices[..count])).await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }

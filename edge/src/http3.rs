@@ -19,6 +19,11 @@ use crate::server::{Edge, EdgeError, handle};
 
 /// How long browsers may remember the Alt-Svc advertisement (RFC 7838 `ma`, seconds).
 const ALT_SVC_MAX_AGE: u32 = 86_400;
+/// A QUIC connection that carries nothing for this long is closed (the idle timeout of
+/// HTTP/1.1 and HTTP/2).
+pub const IDLE_TIMEOUT: std::time::Duration = crate::http1::IDLE_TIMEOUT;
+/// Requests one connection may have open at once (HTTP/2's limit too).
+pub const MAX_STREAMS: u32 = crate::server::H2_MAX_STREAMS;
 
 /// Binds the QUIC endpoint on `address` (the TCP listener's), when the edge serves HTTPS with
 /// HTTP/3 on. From then on, responses carry the Alt-Svc header that names it.
@@ -29,7 +34,14 @@ pub fn bind(edge: &Edge, address: SocketAddr) -> Result<Option<quinn::Endpoint>,
     if !edge.config().http3 {
         return Ok(None);
     }
-    let config = quinn::ServerConfig::with_crypto(tls.quic.clone());
+    let mut config = quinn::ServerConfig::with_crypto(tls.quic.clone());
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok())
+        .max_concurrent_bidi_streams(MAX_STREAMS.into())
+        // HTTP/3 needs three of its own (control, QPACK encoder and decoder); no pushes.
+        .max_concurrent_uni_streams(8u32.into());
+    config.transport_config(Arc::new(transport));
     let endpoint = quinn::Endpoint::server(config, address).map_err(|error| EdgeError::Listen {
         address,
         reason: format!("UDP for HTTP/3: {error}"),
@@ -62,6 +74,7 @@ pub async fn serve(endpoint: quinn::Endpoint, edge: Arc<Edge>) {
 
 async fn serve_connection(edge: &Arc<Edge>, connection: quinn::Connection, peer: SocketAddr) {
     let mut connection = match h3::server::builder()
+        .max_field_section_size(crate::porter::MAX_HEAD as u64)
         .build::<_, Bytes>(h3_quinn::Connection::new(connection))
         .await
     {
@@ -73,7 +86,15 @@ async fn serve_connection(edge: &Arc<Edge>, connection: quinn::Connection, peer:
             Ok(Some(resolver)) => {
                 let edge = edge.clone();
                 tokio::spawn(async move {
-                    match resolver.resolve_request().await {
+                    // A request whose head does not come whole within the head timeout is
+                    // given up, as over HTTP/1 and HTTP/2.
+                    let head = resolver.resolve_request();
+                    let Ok(resolved) =
+                        tokio::time::timeout(crate::porter::HEAD_TIMEOUT, head).await
+                    else {
+                        return tracing::debug!(%peer, "HTTP/3 request head timed out");
+                    };
+                    match resolved {
                         Ok((request, stream)) => {
                             let head = request.method() == Method::HEAD;
                             let response = handle(edge, peer.ip(), request).await;

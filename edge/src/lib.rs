@@ -9,12 +9,14 @@
 //! relays each stream from one upstream connection to all its viewers. Everything an edge
 //! knows comes from its upstreams and its configuration.
 
+pub mod admit;
 pub mod body;
 pub mod bouncer;
 pub mod cache;
 pub mod carry;
 pub mod fanout;
 pub mod geo;
+pub mod h2_guard;
 pub mod htpasswd;
 pub mod http1;
 pub mod http3;
@@ -22,6 +24,7 @@ pub mod metrics;
 pub mod porter;
 pub mod report;
 pub mod revoked;
+pub mod route;
 pub mod sealed;
 pub mod server;
 pub mod tls;

@@ -15,14 +15,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use estuary_proto::url::{CacheClass, PublicPath};
+
+use crate::admit::{Admitted, Credentials, Gate, Refusal};
 use crate::body::{Body, OwnedLogLine, Tally};
-use crate::bouncer::{Bouncer, Verdict, Visitor};
+use crate::bouncer::Bouncer;
 use crate::cache::{self, Cache, Growing, Lookup, Object};
 use crate::carry;
-use crate::htpasswd;
 use crate::metrics::{AccessLog, Metrics};
 use crate::net::{self, Cidr};
 use crate::porter;
+use crate::route::{Route, route};
 use crate::upstream::{UpstreamError, Upstreams};
 
 /// How long the answer to a blocking playlist request (`_HLS_msn`, `_HLS_part`) is shared.
@@ -103,7 +106,8 @@ pub struct Edge {
     fanout: crate::fanout::Fanout,
     metrics: Arc<Metrics>,
     access_log: Option<AccessLog>,
-    revoked: Option<Arc<crate::revoked::Revoked>>,
+    /// The revocation list and the bouncers.
+    gate: Gate,
     tls: Option<crate::tls::Tls>,
     /// The Alt-Svc header naming the HTTP/3 endpoint, once it is bound.
     alt_svc: OnceLock<HeaderValue>,
@@ -145,7 +149,7 @@ impl Edge {
             fanout: crate::fanout::Fanout::new(config.fanout.clone()).map_err(EdgeError::Fanout)?,
             metrics: Arc::default(),
             access_log,
-            revoked,
+            gate: Gate::new(config.bouncer.clone(), revoked),
             tls,
             alt_svc: OnceLock::new(),
             upstream_requests: AtomicU64::new(0),
@@ -203,9 +207,12 @@ impl Edge {
         }
     }
 
-    /// The object for `key` (path and query, keycard removed): from the cache, from a fetch
-    /// under way, or fetched now; a stale playlist when the upstream fails.
-    async fn object(&self, key: &str) -> Result<(Arc<Object>, &'static str), String> {
+    /// The object at `path`: from the cache, from a fetch under way, or fetched now; a stale
+    /// playlist when the upstream fails. The cache key and the upstream request are the path's
+    /// canonical target, so however a viewer decorates a URL, it asks for one object.
+    async fn object(&self, path: &PublicPath) -> Result<(Arc<Object>, &'static str), String> {
+        let key = path.to_string();
+        let key = key.as_str();
         loop {
             match self.cache.lookup(key, Instant::now()) {
                 Lookup::Hit(object) => return Ok((object, "HIT")),
@@ -219,7 +226,9 @@ impl Edge {
                 },
                 // Boxed: the fetch's future is large, and every request, hits too, would carry
                 // (and move) its room.
-                Lookup::Fetch { stale } => return Box::pin(self.fetch(key, stale)).await,
+                Lookup::Fetch { stale } => {
+                    return Box::pin(self.fetch(key, path.cache_class(), stale)).await;
+                }
             }
         }
     }
@@ -227,6 +236,7 @@ impl Edge {
     async fn fetch(
         &self,
         key: &str,
+        class: CacheClass,
         stale: Option<Arc<Object>>,
     ) -> Result<(Arc<Object>, &'static str), String> {
         // If this request goes away mid-fetch (its viewer left), the waiters look again.
@@ -250,14 +260,12 @@ impl Edge {
                 let fresh_for = cache::freshness(
                     status,
                     cache_control.as_ref().and_then(|v| v.to_str().ok()),
-                    if key.contains("_HLS_msn=") {
+                    match class {
                         // The answer to a blocking request holds the part asked for: it stays
                         // a right answer to that request, for everyone who asks it.
-                        BLOCKING_ANSWER_FLOOR
-                    } else if is_playlist(key) {
-                        self.config.playlist_floor
-                    } else {
-                        Duration::ZERO
+                        CacheClass::BlockingPlaylist => BLOCKING_ANSWER_FLOOR,
+                        CacheClass::Playlist => self.config.playlist_floor,
+                        _ => Duration::ZERO,
                     },
                 );
                 let object = Arc::new(Object {
@@ -276,9 +284,9 @@ impl Edge {
             Err(error) => {
                 let reason = error.to_string();
                 self.health(Err(reason.clone()));
+                // A blocking request is never answered from a stale copy (DESIGN.md).
                 let usable = stale.filter(|stale| {
-                    is_playlist(key)
-                        && !key.contains("_HLS_msn")
+                    class == CacheClass::Playlist
                         && stale.fetched.elapsed() < self.config.stale_limit
                         && stale.body.end() == Some(Ok(()))
                 });
@@ -297,14 +305,31 @@ impl Edge {
     }
 
     /// Moves an upstream body into the object's growing body, for every viewer at once. A body
-    /// that breaks off is dropped from the cache; a whole one is sized again.
+    /// that breaks off, stalls or grows past the limit is dropped from the cache; a whole one is
+    /// sized again.
     fn pump(&self, key: String, mut body: hyper::body::Incoming, object: Arc<Object>) {
+        use crate::upstream::{BODY_IDLE_TIMEOUT, MAX_BODY};
         let cache = self.cache.clone();
         tokio::spawn(async move {
+            let idle = tokio::time::sleep(BODY_IDLE_TIMEOUT);
+            tokio::pin!(idle);
+            let mut received = 0;
             let outcome = loop {
-                match body.frame().await {
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + BODY_IDLE_TIMEOUT);
+                let frame = tokio::select! {
+                    frame = body.frame() => frame,
+                    () = idle.as_mut() => {
+                        break Err(format!("the upstream sent nothing for {BODY_IDLE_TIMEOUT:?}"));
+                    }
+                };
+                match frame {
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
+                            received += data.len();
+                            if received > MAX_BODY {
+                                break Err(format!("the upstream's body is over {MAX_BODY} bytes"));
+                            }
                             object.body.push(data);
                         }
                     }
@@ -338,47 +363,6 @@ impl Edge {
     }
 }
 
-/// A continuous stream of the public layout (`/live/{channel}/stream.{ext}`): a response that
-/// never ends, for the fan-out engine rather than the cache.
-pub(crate) fn is_continuous_stream(path: &str) -> bool {
-    let mut segments = path.trim_start_matches('/').split('/');
-    matches!(
-        (segments.next(), segments.next(), segments.next(), segments.next()),
-        (Some("live"), Some(_), Some(name), None) if name.starts_with("stream.")
-    )
-}
-
-/// Playlists and manifests: short-lived, rewritten to carry keycards, served stale on failure.
-fn is_playlist(key: &str) -> bool {
-    let path = key.split('?').next().unwrap_or(key);
-    path.ends_with(".m3u8") || path.ends_with(".mpd")
-}
-
-/// A path that stays inside the layout: no `.` or `..` segments (also percent-encoded), no
-/// backslashes or NULs.
-pub fn is_safe_path(path: &str) -> bool {
-    if !path.starts_with('/') {
-        return false;
-    }
-    let no_dot_segment = |path: &str| {
-        path.split('/')
-            .skip(1)
-            .all(|segment| segment != "." && segment != "..")
-    };
-    if !path.contains(['%', '\\']) {
-        return no_dot_segment(path);
-    }
-    let decoded = path
-        .replace("%2e", ".")
-        .replace("%2E", ".")
-        .replace("%2f", "/")
-        .replace("%2F", "/")
-        .replace("%5c", "\\")
-        .replace("%5C", "\\")
-        .replace("%00", "\0");
-    !decoded.contains(['\\', '\0']) && no_dot_segment(&decoded)
-}
-
 fn respond(status: StatusCode, content_type: &str, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -403,6 +387,19 @@ fn problem(status: StatusCode, reason: impl Into<String>) -> Response<Body> {
     response
 }
 
+/// The answer to a request the gate turned away; a 401 asks for HTTP Basic credentials.
+fn refused(refusal: Refusal) -> Response<Body> {
+    let asks_for_password = refusal.asks_for_password();
+    let mut response = problem(refusal.status, refusal.reason);
+    if asks_for_password {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"estuary\", charset=\"UTF-8\""),
+        );
+    }
+    response
+}
+
 pub(crate) fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -411,19 +408,35 @@ pub(crate) fn unix_now() -> Duration {
 
 /// Answers one request.
 pub async fn handle(edge: Arc<Edge>, peer: IpAddr, request: Request<()>) -> Response<Body> {
-    let forwarded_for = request
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|value| value.to_str().ok());
-    let client = net::client_address(peer, forwarded_for, &edge.config.trusted_proxies);
-    let log = log_start(&edge, client, &request);
-    let mut response = answer(&edge, client, &request).await;
+    let routed = route(request.method(), request.uri());
+    handle_routed(&edge, peer, request, routed).await
+}
+
+/// Answers one request whose route is known.
+pub(crate) async fn handle_routed(
+    edge: &Arc<Edge>,
+    peer: IpAddr,
+    request: Request<()>,
+    routed: Route,
+) -> Response<Body> {
+    let client = client_of(edge, peer, &request);
+    let log = log_start(edge, client, &request);
+    let mut response = answer(edge, client, &request, routed).await;
     if let Some(alt_svc) = edge.alt_svc.get() {
         response
             .headers_mut()
             .insert(header::ALT_SVC, alt_svc.clone());
     }
-    tallied(&edge, log, response)
+    tallied(edge, log, response)
+}
+
+/// Who the client is: the socket's peer, or what a trusted proxy in front says.
+fn client_of(edge: &Edge, peer: IpAddr, request: &Request<()>) -> IpAddr {
+    let forwarded_for = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok());
+    net::client_address(peer, forwarded_for, &edge.config.trusted_proxies)
 }
 
 /// Counts the response in the metrics, and has its body count its bytes and write the access
@@ -462,11 +475,21 @@ fn wants_icy(request: &Request<()>) -> bool {
         .is_some_and(|value| estuary_proto::icy::wanted(value.as_bytes()))
 }
 
-/// Whether a request on a plain HTTP/1 connection is for the fan-out engine.
-pub(crate) fn is_continuous_request(request: &Request<()>) -> bool {
-    matches!(*request.method(), Method::GET | Method::HEAD)
-        && is_continuous_stream(request.uri().path())
-        && is_safe_path(request.uri().path())
+/// The viewer of the continuous stream at `path`, as the fan-out engine takes it.
+fn arrival(
+    edge: &Edge,
+    path: &PublicPath,
+    request: &Request<()>,
+    admitted: Admitted,
+) -> crate::fanout::Arrival {
+    crate::fanout::Arrival {
+        key: path.to_string(),
+        head_only: request.method() == Method::HEAD,
+        framed: wants_frames(request),
+        until: admitted.until,
+        revocable: edge.gate.revoked().cloned().zip(admitted.keycard_id),
+        icy: wants_icy(request),
+    }
 }
 
 /// Hands a continuous-stream request and its socket to the fan-out engine once the bouncers
@@ -477,25 +500,17 @@ pub(crate) async fn serve_continuous(
     socket: tokio::net::TcpStream,
     peer: IpAddr,
     request: Request<()>,
+    path: PublicPath,
 ) -> Result<(), Box<(tokio::net::TcpStream, Response<Body>)>> {
-    let forwarded_for = request
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|value| value.to_str().ok());
-    let client = net::client_address(peer, forwarded_for, &edge.config.trusted_proxies);
+    let client = client_of(edge, peer, &request);
     let log = log_start(edge, client, &request);
-    let admitted = match admit(edge, client, &request) {
+    let credentials = Credentials::of(request.uri(), request.headers());
+    let now = unix_now().as_secs();
+    let admitted = match edge.gate.admit(&path, client, credentials, now).await {
         Ok(admitted) => admitted,
-        Err(refusal) => return Err(Box::new((socket, tallied(edge, log, *refusal)))),
+        Err(refusal) => return Err(Box::new((socket, tallied(edge, log, refused(refusal))))),
     };
-    let arrival = crate::fanout::Arrival {
-        key: crate::fanout::stream_key(request.uri().path(), request.uri().query()),
-        framed: wants_frames(&request),
-        head_only: request.method() == Method::HEAD,
-        until: admitted.until,
-        revocable: edge.revoked.clone().zip(admitted.keycard_id),
-        icy: wants_icy(&request),
-    };
+    let arrival = arrival(edge, &path, &request, admitted);
     let (status, bytes) = crate::fanout::serve_viewer(edge, socket, arrival).await;
     edge.metrics.count_request(status);
     drop(Tally {
@@ -546,44 +561,55 @@ fn log_start(
     })
 }
 
-async fn answer(edge: &Arc<Edge>, client: IpAddr, request: &Request<()>) -> Response<Body> {
-    let path = request.uri().path();
-    if !is_safe_path(path) {
-        return problem(StatusCode::BAD_REQUEST, "the path leaves the URL layout");
-    }
-    match (request.method(), path) {
-        (&Method::OPTIONS, _) => {
-            let mut response = respond(StatusCode::NO_CONTENT, "text/plain", Body::empty());
-            let headers = response.headers_mut();
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static("GET, HEAD, OPTIONS"),
-            );
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static("*"),
-            );
-            response
-        }
-        (&Method::GET | &Method::HEAD, "/healthz") => healthz(edge),
-        (&Method::GET | &Method::HEAD, "/metrics") => {
+async fn answer(
+    edge: &Arc<Edge>,
+    client: IpAddr,
+    request: &Request<()>,
+    routed: Route,
+) -> Response<Body> {
+    let path = match routed {
+        Route::Refuse { status, reason } => return problem(status, reason),
+        Route::Preflight => return preflight(),
+        Route::Health => return healthz(edge),
+        Route::Metrics => {
             let mut text = edge.metrics.render(
                 edge.cache.counts(),
                 edge.upstream_requests.load(Ordering::Relaxed),
             );
             text.push_str(&edge.fanout.render_metrics());
-            respond(
+            return respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
                 Body::text(text),
-            )
+            );
         }
-        (&Method::GET | &Method::HEAD, _) => proxy(edge, client, request).await,
-        _ => problem(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "the edge serves GET and HEAD",
-        ),
+        Route::Stream(path) | Route::Object(path) => path,
+    };
+    let credentials = Credentials::of(request.uri(), request.headers());
+    let now = unix_now().as_secs();
+    let admitted = match edge.gate.admit(&path, client, credentials, now).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refused(refusal),
+    };
+    if path.stream().is_some() {
+        relay(edge, &path, request, admitted).await
+    } else {
+        serve_object(edge, &path, admitted).await
     }
+}
+
+fn preflight() -> Response<Body> {
+    let mut response = respond(StatusCode::NO_CONTENT, "text/plain", Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("*"),
+    );
+    response
 }
 
 fn healthz(edge: &Edge) -> Response<Body> {
@@ -606,163 +632,65 @@ fn healthz(edge: &Edge) -> Response<Body> {
     )
 }
 
-/// A viewer the bouncers let in.
-pub(crate) struct Admitted {
-    /// The keycard that let the viewer in, to carry into the URIs of a playlist.
-    carried: Option<String>,
-    /// When the viewer's credentials stop working (Unix seconds).
-    until: Option<u64>,
-    /// The id of the keycard presented, watched for revocation.
-    keycard_id: Option<String>,
-}
-
-/// Who may come in: the viewer as admitted, else the refusal.
-pub(crate) fn admit(
-    edge: &Edge,
-    client: IpAddr,
+/// A continuous stream on a connection hyper keeps (HTTP/2, TLS, HTTP/3): the fan-out engine
+/// relays it into the response's body. (Plain HTTP/1 connections are handed to the engine
+/// before they get here.) Never through the cache, which would hold a never-ending body whole.
+async fn relay(
+    edge: &Arc<Edge>,
+    path: &PublicPath,
     request: &Request<()>,
-) -> Result<Admitted, Box<Response<Body>>> {
-    let path = request.uri().path();
-    let header_text = |name: header::HeaderName| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-    };
-    let keycard = carry::find_keycard(
-        request.uri().query(),
-        header_text(header::COOKIE),
-        header_text(header::AUTHORIZATION),
-    );
-    let guarded = path.starts_with("/live/") || path.starts_with("/vod/");
-    // A revoked keycard is refused whatever the bouncers would say. (Its id is read only
-    // when there is a revocation list.)
-    let keycard_id = keycard
-        .as_deref()
-        .filter(|_| edge.revoked.is_some())
-        .and_then(|card| estuary_proto::Keycard::parse(card).ok())
-        .and_then(|card| card.id);
-    if guarded
-        && let (Some(revoked), Some(id)) = (&edge.revoked, &keycard_id)
-        && revoked.contains(id)
-    {
-        return Err(Box::new(problem(
-            StatusCode::FORBIDDEN,
-            format!("keycard {id} is revoked"),
-        )));
-    }
-    if guarded && let Some(bouncer) = &edge.config.bouncer {
-        let basic = header_text(header::AUTHORIZATION).and_then(htpasswd::basic_credentials);
-        let visitor = Visitor {
-            path,
-            keycard: keycard.as_deref(),
-            client,
-            basic: basic
-                .as_ref()
-                .map(|(user, password)| (user.as_str(), password.as_str())),
-            now: unix_now().as_secs(),
-        };
-        match bouncer.judge(&visitor) {
-            Verdict::Allow { until } => {
-                return Ok(Admitted {
-                    carried: keycard,
-                    until,
-                    keycard_id,
-                });
-            }
-            Verdict::Deny { status, reason } => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-                let mut response = problem(status, reason);
-                if status == StatusCode::UNAUTHORIZED {
-                    response.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Basic realm=\"estuary\", charset=\"UTF-8\""),
+    admitted: Admitted,
+) -> Response<Body> {
+    let arrival = arrival(edge, path, request, admitted);
+    let framed = arrival.framed;
+    match crate::fanout::stream_body(edge, arrival).await {
+        Ok((media_type, icy, body)) => {
+            let mut response = respond(StatusCode::OK, "application/octet-stream", body);
+            let headers = response.headers_mut();
+            if let Ok(media_type) = HeaderValue::from_str(&media_type) {
+                if framed {
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(estuary_proto::chunks::CONTENT_TYPE),
                     );
+                    headers.insert(estuary_proto::chunks::STREAM_TYPE, media_type);
+                } else {
+                    headers.insert(header::CONTENT_TYPE, media_type);
                 }
-                return Err(Box::new(response));
             }
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if icy {
+                let interval = HeaderValue::from(estuary_proto::icy::INTERVAL);
+                headers.insert(estuary_proto::icy::INTERVAL_HEADER, interval);
+            }
+            response
+        }
+        Err(refusal) => {
+            let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut response = problem(status, refusal.reason);
+            if let Some(location) = refusal
+                .location
+                .and_then(|l| HeaderValue::from_str(&l).ok())
+            {
+                response.headers_mut().insert(header::LOCATION, location);
+            }
+            response
         }
     }
-    Ok(Admitted {
-        carried: None,
-        until: None,
-        keycard_id: None,
-    })
 }
 
-async fn proxy(edge: &Arc<Edge>, client: IpAddr, request: &Request<()>) -> Response<Body> {
-    let path = request.uri().path();
-    let query = request.uri().query();
-    let admitted = match admit(edge, client, request) {
-        Ok(admitted) => admitted,
-        Err(refusal) => return *refusal,
-    };
-    let carried = admitted.carried;
-    if is_continuous_stream(path) {
-        // Plain HTTP/1 connections are handed to the fan-out engine before they get here; on
-        // the others (HTTP/2, TLS, HTTP/3) the engine relays the stream into the response's
-        // body. Never through the cache, which would hold a never-ending body whole.
-        let arrival = crate::fanout::Arrival {
-            key: crate::fanout::stream_key(path, query),
-            head_only: request.method() == Method::HEAD,
-            framed: wants_frames(request),
-            until: admitted.until,
-            revocable: edge.revoked.clone().zip(admitted.keycard_id),
-            icy: wants_icy(request),
-        };
-        let framed = arrival.framed;
-        return match crate::fanout::stream_body(edge, arrival).await {
-            Ok((media_type, icy, body)) => {
-                let mut response = respond(StatusCode::OK, "application/octet-stream", body);
-                let headers = response.headers_mut();
-                if let Ok(media_type) = HeaderValue::from_str(&media_type) {
-                    if framed {
-                        headers.insert(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static(estuary_proto::chunks::CONTENT_TYPE),
-                        );
-                        headers.insert(estuary_proto::chunks::STREAM_TYPE, media_type);
-                    } else {
-                        headers.insert(header::CONTENT_TYPE, media_type);
-                    }
-                }
-                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                if icy {
-                    let interval = HeaderValue::from(estuary_proto::icy::INTERVAL);
-                    headers.insert(estuary_proto::icy::INTERVAL_HEADER, interval);
-                }
-                response
-            }
-            Err(refusal) => {
-                let status =
-                    StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_GATEWAY);
-                let mut response = problem(status, refusal.reason);
-                if let Some(location) = refusal
-                    .location
-                    .and_then(|l| HeaderValue::from_str(&l).ok())
-                {
-                    response.headers_mut().insert(header::LOCATION, location);
-                }
-                response
-            }
-        };
-    }
-    let rest = query.map(carry::without_keycard).unwrap_or_default();
-    let key = if rest.is_empty() {
-        path.to_owned()
-    } else {
-        format!("{path}?{rest}")
-    };
-    let (object, state) = match edge.object(&key).await {
+/// An object of the layout through the cache, with the viewer's keycard carried into the URIs
+/// of a playlist.
+async fn serve_object(edge: &Arc<Edge>, path: &PublicPath, admitted: Admitted) -> Response<Body> {
+    let (object, state) = match edge.object(path).await {
         Ok(found) => found,
         Err(reason) => return problem(StatusCode::BAD_GATEWAY, reason),
     };
-
-    let body = match (&carried, object.status.is_success() && is_playlist(&key)) {
+    let carried = admitted.carried;
+    let playlist = path.is_playlist();
+    let body = match (&carried, object.status.is_success() && playlist) {
         (Some(keycard), true) => match whole_text(&object.body).await {
-            Some(text) if path.ends_with(".mpd") => {
-                Body::text(carry::into_manifest(&text, keycard))
-            }
+            Some(text) if path.is_manifest() => Body::text(carry::into_manifest(&text, keycard)),
             Some(text) => Body::text(carry::into_playlist(&text, keycard)),
             None => return problem(StatusCode::BAD_GATEWAY, "the upstream's playlist broke off"),
         },
@@ -784,7 +712,7 @@ async fn proxy(edge: &Arc<Edge>, client: IpAddr, request: &Request<()>) -> Respo
     );
     let cache_control = match (&carried, &object.cache_control) {
         // A copy with a viewer's keycard in it is that viewer's.
-        (Some(_), _) if is_playlist(&key) => Some(HeaderValue::from_static("private, max-age=0")),
+        (Some(_), _) if playlist => Some(HeaderValue::from_static("private, max-age=0")),
         (_, cache_control) => cache_control.clone(),
     };
     if let Some(value) = cache_control {
@@ -896,24 +824,54 @@ async fn serve_connection(edge: &Arc<Edge>, mut stream: tokio::net::TcpStream, p
     }
 }
 
+/// An HTTP/2 connection is pinged this often when quiet...
+pub const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// ...and closed when a ping goes this long unanswered.
+pub const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests one HTTP/2 connection may have open at once.
+pub const H2_MAX_STREAMS: u32 = 256;
+
 /// HTTP/1.1 or HTTP/2 (by ALPN, or by the prior-knowledge preface) on an admitted connection.
+/// HTTP/1.1 has hyper's header timeout; HTTP/2 is guarded ([`crate::h2_guard`]) so that a
+/// request dribbled a byte at a time is cut off after the same head timeout, and a connection
+/// with nothing open closes after the idle timeout; unanswered pings close it too.
 async fn serve_http<S>(edge: &Arc<Edge>, connection: S, client: IpAddr, peer: SocketAddr)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    use crate::h2_guard::{Guarded, OpenRequests};
+    let requests = OpenRequests::new();
+    let counted = requests.clone();
     let service_edge = edge.clone();
     let service = service_fn(move |request: Request<hyper::body::Incoming>| {
         let edge = service_edge.clone();
+        let open = counted.open();
         // The edge answers GET and HEAD, so a request's body is never read.
         let request = request.map(|_| ());
-        async move { Ok::<_, std::convert::Infallible>(handle(edge, client, request).await) }
+        async move {
+            let response = handle(edge, client, request).await;
+            Ok::<_, std::convert::Infallible>(response.map(|body| body.holding(open)))
+        }
     });
+    let connection = Guarded::new(
+        connection,
+        requests,
+        porter::HEAD_TIMEOUT,
+        crate::http1::IDLE_TIMEOUT,
+    );
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(porter::HEAD_TIMEOUT)
         .max_buf_size(porter::MAX_HEAD.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(H2_KEEP_ALIVE_INTERVAL))
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(porter::MAX_HEAD as u32);
     if let Err(error) = builder
         .serve_connection(TokioIo::new(connection), service)
         .await
@@ -940,7 +898,7 @@ pub async fn run(
         }
         None => tracing::info!(%address, upstreams = ?config.upstreams, "edge listening"),
     }
-    if let Some(revoked) = &edge.revoked {
+    if let Some(revoked) = edge.gate.revoked() {
         tokio::spawn(revoked.clone().watch());
     }
     if let Some((control, identity)) = config.control.clone() {
@@ -955,30 +913,4 @@ pub async fn run(
         () = shutdown => tracing::info!("stopping"),
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_that_leave_the_layout_are_refused() {
-        assert!(is_safe_path("/live/demo/master.m3u8"));
-        assert!(!is_safe_path("/live/../etc/passwd"));
-        assert!(!is_safe_path("/live/%2e%2e/etc/passwd"));
-        assert!(!is_safe_path("/live/%2E%2e%2fetc"));
-        assert!(!is_safe_path("/live/.%2E/x"));
-        assert!(!is_safe_path("/live/a\\..\\b"));
-        assert!(!is_safe_path("live/demo"));
-        assert!(is_safe_path("/live/demo/v720/1795219200.3.m4s"));
-    }
-
-    #[test]
-    fn continuous_streams_are_told_apart_from_segments() {
-        assert!(is_continuous_stream("/live/demo/stream.ts"));
-        assert!(is_continuous_stream("/live/demo/stream.mp4"));
-        assert!(!is_continuous_stream("/live/demo/v720/stream.m4s"));
-        assert!(!is_continuous_stream("/live/demo/master.m3u8"));
-        assert!(!is_continuous_stream("/vod/demo/stream.ts"));
-    }
 }

@@ -16,6 +16,11 @@ use hyper_util::rt::TokioExecutor;
 /// How long an upstream may take to send its response head: a blocked LL-HLS playlist request
 /// waits up to three target durations at the packager.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an upstream body may send nothing before it is given up: a segment sent while it
+/// is written gets a part every third of a second.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest body taken from an upstream (a 2 s segment at 40 Mbit/s is 10 MB).
+pub const MAX_BODY: usize = 64 << 20;
 
 pub struct Upstreams {
     /// `http://host:port`, with no trailing slash: paths are appended as they are.

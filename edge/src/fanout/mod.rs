@@ -179,8 +179,17 @@ struct Counters {
 /// connections.
 type Finished = Arc<Mutex<HashMap<String, [u64; 5]>>>;
 
+/// Ended streams that `/metrics` shows by path; past this many, the totals of every ended
+/// stream are folded into one row, so that viewers asking for ever new streams cannot grow
+/// the edge's memory or its metrics.
+const FINISHED_ROWS: usize = 256;
+/// The path label of the folded row.
+pub const ENDED_STREAMS: &str = "(ended streams)";
+
 struct Stream {
-    /// The stream, as [`stream_key`] names it; also the upstream path.
+    /// The stream's canonical target (`estuary_proto::url::PublicPath`: the path, and the
+    /// track chosen, if any): also the upstream path, shared by every viewer of the stream
+    /// however they decorate their URLs.
     key: String,
     ring: Mutex<Option<Ring>>,
     /// The stream's own media type, from the upstream.
@@ -239,6 +248,15 @@ impl Drop for Stream {
         for (total, counter) in totals.iter_mut().zip(totals_of(&self.counters)) {
             *total += counter;
         }
+        if finished.len() > FINISHED_ROWS {
+            let mut folded = finished.remove(ENDED_STREAMS).unwrap_or_default();
+            for (_, totals) in finished.drain() {
+                for (total, counter) in folded.iter_mut().zip(totals) {
+                    *total += counter;
+                }
+            }
+            finished.insert(ENDED_STREAMS.to_owned(), folded);
+        }
     }
 }
 
@@ -252,24 +270,9 @@ pub struct Fanout {
     uring: Option<uring::Engine>,
 }
 
-/// The stream a request asks for: its path, and the only query parameter that chooses between
-/// streams (`track`). Everything else in the query (a keycard, a cache-buster) is left out,
-/// so that viewers share one stream and one upstream connection however they decorate
-/// their URLs.
-pub fn stream_key(path: &str, query: Option<&str>) -> String {
-    let track = query.into_iter().flat_map(|q| q.split('&')).find(|pair| {
-        pair.strip_prefix("track=")
-            .is_some_and(|name| !name.is_empty())
-    });
-    match track {
-        Some(track) => format!("{path}?{track}"),
-        None => path.to_owned(),
-    }
-}
-
 /// What a viewer presents on arrival.
 pub struct Arrival {
-    /// The stream, as [`stream_key`] names it.
+    /// The stream's canonical target, as `PublicPath` writes it.
     pub key: String,
     /// Only the response head is wanted.
     pub head_only: bool,
@@ -456,14 +459,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn viewers_share_a_stream_whatever_else_their_query_says() {
-        let path = "/live/demo/stream.ts";
-        assert_eq!(stream_key(path, None), path);
-        assert_eq!(stream_key(path, Some("keycard=abc&x=1")), path);
-        assert_eq!(
-            stream_key(path, Some("keycard=abc&track=v360&t=99")),
-            "/live/demo/stream.ts?track=v360"
-        );
-        assert_eq!(stream_key(path, Some("track=")), path);
+    fn ended_streams_are_folded_into_one_row_past_the_limit() {
+        let finished = Finished::default();
+        for n in 0..FINISHED_ROWS * 3 {
+            let stream = Stream::new(
+                &format!("/live/c{n}/stream.mp3"),
+                MountPolicy::default(),
+                finished.clone(),
+            );
+            stream.counters.bytes_out.store(10, Ordering::Relaxed);
+        }
+        let finished = finished.lock().unwrap();
+        assert!(finished.len() <= FINISHED_ROWS + 1, "{}", finished.len());
+        let total: u64 = finished.values().map(|totals| totals[0]).sum();
+        assert_eq!(total, 10 * (FINISHED_ROWS as u64) * 3, "no byte is lost");
+        assert!(finished.contains_key(ENDED_STREAMS));
     }
 }

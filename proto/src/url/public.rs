@@ -226,11 +226,12 @@ pub enum PublicPathError {
 }
 
 impl PublicPathError {
-    /// The HTTP status that answers it: 400 for a bad query, 404 for a path that names nothing.
+    /// The HTTP status that answers it: 400 for a path spelled other than canonically or a
+    /// bad query, 404 for a well-formed path that names nothing of the layout.
     pub fn status(&self) -> u16 {
         match self {
-            PublicPathError::BadQuery { .. } => 400,
-            _ => 404,
+            PublicPathError::NotCanonical(_) | PublicPathError::BadQuery { .. } => 400,
+            PublicPathError::NotInLayout | PublicPathError::BadName(_) => 404,
         }
     }
 }
