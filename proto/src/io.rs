@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, Interest, ReadBuf};
+use bytes::{Buf as _, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 /// Connections the kernel may hold for a listener before it is accepted. Tokio's `bind` asks
@@ -30,24 +30,17 @@ pub fn listen(address: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// Reads what `stream` has into `buffer` (at least 4 KiB of room is made), waiting for it if
-/// need be; 0 when the peer closed. A read that did not fill the room took everything the
-/// socket held, so the stream is marked as not readable without asking the kernel again: the
-/// next read waits for the poller, as nginx does, instead of paying a `recv` that can only
-/// answer "would block" (one system call in three for a small request on a kept-alive
-/// connection). Data arriving after the read is a new poller event, which is never lost.
+/// need be; 0 when the peer closed. (A read that does not fill the room took everything the
+/// socket held: tokio then waits for the poller before the next `recv`, as nginx does. It
+/// clears the readiness it saw before the read, so data that arrives during the read is never
+/// forgotten; clearing again after the read could forget it, and stall a pipelining client
+/// whose bytes sit unread while it waits for answers.)
 pub async fn read_request_bytes(
     stream: &mut TcpStream,
     buffer: &mut BytesMut,
 ) -> io::Result<usize> {
     buffer.reserve(4096);
-    let room = buffer.remaining_mut().min(buffer.capacity() - buffer.len());
-    let count = stream.read_buf(buffer).await?;
-    if count > 0 && count < room {
-        let _ = stream.try_io(Interest::READABLE, || {
-            Err::<(), _>(io::ErrorKind::WouldBlock.into())
-        });
-    }
-    Ok(count)
+    stream.read_buf(buffer).await
 }
 
 /// A connection whose first bytes were already read: they are read again first.
