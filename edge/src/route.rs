@@ -34,17 +34,9 @@ impl Route {
     }
 }
 
-/// Routes a request by its method and target.
+/// Routes a request by its target, then its method: a path that is not of the layout is not
+/// there for any method (a packager's `POST /ingest/…` through an edge is a 404).
 pub fn route(method: &Method, uri: &Uri) -> Route {
-    if method == Method::OPTIONS {
-        return Route::Preflight;
-    }
-    if method != Method::GET && method != Method::HEAD {
-        return Route::Refuse {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            reason: "the edge serves GET and HEAD".into(),
-        };
-    }
     let path = match PublicPath::parse(uri.path(), uri.query()) {
         Ok(path) => path,
         Err(error) => {
@@ -54,6 +46,15 @@ pub fn route(method: &Method, uri: &Uri) -> Route {
             };
         }
     };
+    if method == Method::OPTIONS {
+        return Route::Preflight;
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return Route::Refuse {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            reason: "the edge serves GET and HEAD".into(),
+        };
+    }
     match path.cache_class() {
         CacheClass::Local if path == PublicPath::Health => Route::Health,
         CacheClass::Local => Route::Metrics,
@@ -209,11 +210,13 @@ mod tests {
                 Err(405),
                 "{method}"
             );
+            assert_eq!(outcome(&method, "/ingest/demo/v720"), Err(404), "{method}");
         }
         assert_eq!(
-            outcome(&Method::OPTIONS, "/anything"),
+            outcome(&Method::OPTIONS, "/live/demo/master.m3u8"),
             Ok(("preflight", String::new()))
         );
+        assert_eq!(outcome(&Method::OPTIONS, "/admin/metadata"), Err(404));
     }
 
     #[test]

@@ -67,6 +67,16 @@ impl Demo {
         demo
     }
 
+    /// The demo's process id (every role runs in it).
+    pub fn pid(&self) -> u32 {
+        self._process.0.id()
+    }
+
+    /// `127.0.0.1:PORT` of the edge.
+    pub fn edge_address(&self) -> &str {
+        self.edge.trim_start_matches("http://")
+    }
+
     /// The edge's URL of `path` with the demo's keycard.
     pub fn signed(&self, path: &str) -> String {
         let separator = if path.contains('?') { '&' } else { '?' };
