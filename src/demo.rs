@@ -65,7 +65,7 @@ pub async fn run(
         keys.push(key.clone());
         edge.bouncer = Some(Bouncer::Token(vec![key]));
     }
-    let edge_listener = estuary_edge::server::bind(&edge).await?;
+    let edge_listener = estuary_edge::listen::bind(&edge).await?;
     let address = edge_listener
         .local_addr()
         .context("reading the bound address")?;
@@ -102,7 +102,7 @@ pub async fn run(
             url: base.clone(),
         },
     ));
-    tokio::spawn(estuary_edge::server::serve(edge_listener, edge));
+    tokio::spawn(estuary_edge::listen::serve(edge_listener, edge));
 
     let channel = ChannelSpec {
         text: Some("Estuary demo".into()),

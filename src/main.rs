@@ -711,7 +711,7 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     config.trusted_proxies = cidrs("--trusted-proxies", &args.trusted_proxies)?;
     config.proxy_protocol = args.proxy_protocol;
     config.tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(certificate), Some(key)) => Some(estuary_edge::tls::TlsSource::Files {
+        (Some(certificate), Some(key)) => Some(estuary_edge::listen::tls::TlsSource::Files {
             certificate: certificate.clone(),
             key: key.clone(),
         }),
@@ -724,7 +724,7 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
             if !names.contains(&listen) && !args.listen.ip().is_unspecified() {
                 names.push(listen);
             }
-            Some(estuary_edge::tls::TlsSource::SelfSigned { names })
+            Some(estuary_edge::listen::tls::TlsSource::SelfSigned { names })
         }
         _ => None,
     };
@@ -754,7 +754,7 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         };
         config.control = Some((control.clone(), identity));
     }
-    runtime()?.block_on(estuary_edge::server::run(config, shutdown_signal()))?;
+    runtime()?.block_on(estuary_edge::run(config, shutdown_signal()))?;
     Ok(())
 }
 

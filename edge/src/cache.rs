@@ -22,6 +22,7 @@ use hyper::StatusCode;
 use hyper::header::HeaderValue;
 use tokio::sync::watch;
 
+use crate::failure::FetchError;
 use crate::sealed::{self, Sealed};
 
 /// A body that may still be arriving.
@@ -211,7 +212,7 @@ pub enum Lookup {
 }
 
 /// The outcome of a fetch, as waiters see it.
-pub type Fetched = Result<Arc<Object>, String>;
+pub type Fetched = Result<Arc<Object>, FetchError>;
 
 /// What an entry costs beyond its key and body: the object, its headers, the map entries.
 pub const ENTRY_OVERHEAD: usize = 512;
@@ -383,9 +384,9 @@ impl Cache {
 
     /// The fetch failed: waiters get `fallback` (a stale copy the fetcher chose to serve) or
     /// the reason; the stale copy (if any) stays.
-    pub fn fail(&self, key: &str, reason: String, fallback: Option<Arc<Object>>) {
+    pub fn fail(&self, key: &str, failure: FetchError, fallback: Option<Arc<Object>>) {
         if let Some(sender) = self.lock().inflight.remove(key) {
-            sender.send_replace(Some(fallback.ok_or(reason)));
+            sender.send_replace(Some(fallback.ok_or(failure)));
         }
     }
 
@@ -507,7 +508,7 @@ mod tests {
             panic!("the stale copy comes with the fetch")
         };
         assert!(!stale.is_fresh(later));
-        cache.fail("/p", "upstream down".into(), None);
+        cache.fail("/p", FetchError::Upstream("upstream down".into()), None);
         assert!(matches!(
             cache.lookup("/p", later),
             Lookup::Fetch { stale: Some(_) }

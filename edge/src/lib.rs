@@ -1,34 +1,37 @@
-//! The edge: what viewers talk to. Connections meet the porter (which reads the request head
-//! and hands the connection on), then the edge's own HTTP/1 engine (plain HTTP/1.x, whole
-//! bodies sent by `sendfile` from sealed memory files) or hyper (HTTP/2, and everything over
-//! TLS); with TLS, a QUIC endpoint on the same port number serves HTTP/3. All of them answer
-//! through one handler. Requests for `/live/…` and `/vod/…` meet the bouncers, then the
-//! pull-through cache, which coalesces however many viewers miss at once into one upstream
-//! fetch and serves stale playlists when the upstream fails. Continuous streams
-//! (`/live/{channel}/stream.{ext}`) go from the HTTP/1 engine to the fan-out engine, which
-//! relays each stream from one upstream connection to all its viewers. Everything an edge
-//! knows comes from its upstreams and its configuration.
+//! The edge: what viewers talk to. Connections come in through `listen` (the porter reads the
+//! request head and hands the connection on: the edge's own HTTP/1 engine for plain HTTP/1.x,
+//! hyper for HTTP/2 and everything over TLS; with TLS, a QUIC endpoint on the same port number
+//! serves HTTP/3). Every request is answered by `answer` in three steps: `route` (what the
+//! request asks for, in the public URL layout), `admit` (the revocation list and the
+//! bouncers), then `fetch` (the pull-through cache, coalescing however many viewers miss at
+//! once into one upstream fetch, stale playlists when the upstream fails) or the fan-out
+//! engine (`fanout`: continuous streams from one upstream connection each to all their
+//! viewers). `node` holds what every connection shares; `run` starts it all. Everything an
+//! edge knows comes from its upstreams and its configuration.
 
 pub mod admit;
+pub mod answer;
 pub mod body;
 pub mod bouncer;
 pub mod cache;
 pub mod carry;
+pub mod config;
+pub mod failure;
 pub mod fanout;
+pub mod fetch;
 pub mod geo;
-pub mod h2_guard;
 pub mod htpasswd;
-pub mod http1;
-pub mod http3;
+pub mod listen;
 pub mod metrics;
-pub mod porter;
+pub mod node;
 pub mod report;
 pub mod revoked;
 pub mod route;
+pub mod run;
 pub mod sealed;
-pub mod server;
-pub mod tls;
 pub mod upstream;
 
+pub use config::EdgeConfig;
 pub use estuary_proto::net;
-pub use server::{Edge, EdgeConfig, EdgeError};
+pub use node::{Edge, EdgeError};
+pub use run::run;

@@ -14,17 +14,11 @@ use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::server::Edge;
+use crate::node::Edge;
 
 pub const INTERVAL: Duration = Duration::from_secs(1);
 
-/// Who this edge is, as its reports say.
-#[derive(Clone, Debug)]
-pub struct Identity {
-    pub id: String,
-    pub site: String,
-    pub url: String,
-}
+pub use crate::config::Identity;
 
 /// Sends a report every second until the process ends.
 pub async fn run(edge: Arc<Edge>, control: String, identity: Identity) {

@@ -29,12 +29,16 @@ pub struct Upstreams {
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
     #[error("{0} is not an http:// URL with a host")]
     BadUrl(String),
+    /// Every upstream failed: refused, unreachable, or answered 5xx (some may have timed out).
     #[error("no upstream answered: {0}")]
     Unreachable(String),
+    /// Every upstream was reached, or tried, and none answered within the head timeout.
+    #[error("no upstream answered within {HEAD_TIMEOUT:?}: {0}")]
+    TimedOut(String),
 }
 
 impl Upstreams {
@@ -99,6 +103,7 @@ impl Upstreams {
         };
         let first = self.preferred.load(Ordering::Relaxed);
         let mut failures = Vec::new();
+        let mut all_timed_out = true;
         for offset in 0..self.bases.len() {
             let index = (first + offset) % self.bases.len();
             let base = &self.bases[index];
@@ -109,7 +114,7 @@ impl Upstreams {
             }
             let request = match request.body(Empty::new()) {
                 Ok(request) => request,
-                Err(error) => return Err(UpstreamError::Unreachable(error.to_string())),
+                Err(error) => return Err(UpstreamError::BadUrl(error.to_string())),
             };
             let started = Instant::now();
             match tokio::time::timeout(HEAD_TIMEOUT, self.client.request(request)).await {
@@ -117,12 +122,23 @@ impl Upstreams {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok((response, started.elapsed()));
                 }
-                Ok(Ok(response)) => failures.push(format!("{base}: {}", response.status())),
-                Ok(Err(error)) => failures.push(format!("{base}: {error}")),
+                Ok(Ok(response)) => {
+                    all_timed_out = false;
+                    failures.push(format!("{base}: {}", response.status()));
+                }
+                Ok(Err(error)) => {
+                    all_timed_out = false;
+                    failures.push(format!("{base}: {error}"));
+                }
                 Err(_) => failures.push(format!("{base}: no answer in {HEAD_TIMEOUT:?}")),
             }
         }
-        Err(UpstreamError::Unreachable(failures.join("; ")))
+        let failures = failures.join("; ");
+        Err(if all_timed_out {
+            UpstreamError::TimedOut(failures)
+        } else {
+            UpstreamError::Unreachable(failures)
+        })
     }
 }
 

@@ -1,6 +1,13 @@
 //! UTC times as people read them, from nanoseconds since the Unix epoch: burnt into pictures by
 //! the ingest, written as EXT-X-PROGRAM-DATE-TIME and DASH times by the packager.
 
+/// The time since the Unix epoch, now (zero on a clock set before 1970).
+pub fn unix_now() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// A calendar date and time of day in UTC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UtcTime {

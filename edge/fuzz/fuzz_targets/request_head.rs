@@ -4,7 +4,7 @@
 //! accepts is the canonical form of a path of the layout: writing it back gives the path.
 #![no_main]
 
-use estuary_edge::porter::{self, HeadError};
+use estuary_edge::listen::porter::{self, HeadError};
 use estuary_edge::route::{Route, route};
 use libfuzzer_sys::fuzz_target;
 
@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
             | HeadError::BodyTooLarge,
         ) => {}
     }
-    match estuary_edge::http1::parse(data) {
+    match estuary_edge::listen::http1::parse(data) {
         Ok(Some(parsed)) => {
             assert!(parsed.head_length <= data.len().min(porter::MAX_HEAD));
             routed(&parsed.request);

@@ -10,8 +10,7 @@ use http_body_util::BodyExt as _;
 use hyper::StatusCode;
 
 use super::ring::{Entry, Limits, Ring};
-use super::{State, Stream};
-use crate::server::Edge;
+use super::{Fanout, State, Stream};
 
 /// How long a stream keeps trying its upstreams, its viewers waiting, before it ends.
 const UPSTREAM_PATIENCE: Duration = Duration::from_secs(20);
@@ -20,14 +19,14 @@ const IDLE_LINGER: Duration = Duration::from_secs(5);
 
 /// The stream's upstream connection: fetches the framed stream and fills the ring, connecting
 /// again when the upstream breaks off, until nobody watches or the upstreams stay away.
-pub(super) async fn feed(edge: Arc<Edge>, stream: Arc<Stream>) {
-    let fanout = edge.fanout();
+pub(super) async fn feed(fanout: Arc<Fanout>, stream: Arc<Stream>) {
+    let fanout = &fanout;
     let limits = fanout.config.ring;
     let mut generation = 0u64;
     let mut failing_since: Option<Instant> = None;
     let mut idle_since: Option<Instant> = None;
     loop {
-        let failure = match edge.upstreams().get_framed(&stream.key).await {
+        let failure = match fanout.upstreams.get_framed(&stream.key).await {
             Ok((response, _)) if response.status() == StatusCode::OK => {
                 stream
                     .counters

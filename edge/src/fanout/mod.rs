@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::server::Edge;
+use crate::upstream::Upstreams;
 use ring::{Limits, Ring};
 
 /// What happens to a viewer that falls behind.
@@ -263,6 +263,8 @@ impl Drop for Stream {
 /// Every continuous stream the edge is relaying.
 pub struct Fanout {
     config: FanoutConfig,
+    /// Where streams come from: the packager, or a parent edge.
+    upstreams: Arc<Upstreams>,
     streams: Mutex<HashMap<String, Arc<Stream>>>,
     /// Streams ended, kept for their counters in `/metrics`.
     finished: Finished,
@@ -292,14 +294,15 @@ pub struct Arrival {
 impl Fanout {
     /// The registry, with the engine the configuration asks for started: `Err` when it asks
     /// for io_uring and the kernel does not offer it.
-    pub fn new(config: FanoutConfig) -> Result<Fanout, String> {
+    pub fn new(config: FanoutConfig, upstreams: Arc<Upstreams>) -> Result<Arc<Fanout>, String> {
         let uring = uring::Engine::start(config.engine, config.engine_threads)?;
-        Ok(Fanout {
+        Ok(Arc::new(Fanout {
             config,
+            upstreams,
             streams: Mutex::default(),
             finished: Finished::default(),
             uring,
-        })
+        }))
     }
 
     /// The name `/healthz` and `/metrics` give the engine.
@@ -330,7 +333,7 @@ impl Fanout {
 
     /// Counts a viewer in on the stream `key`, starting the stream when it is the first:
     /// `Err` when the stream is full.
-    fn attach(&self, edge: &Arc<Edge>, key: &str) -> Result<Arc<Stream>, Arc<Stream>> {
+    fn attach(self: &Arc<Self>, key: &str) -> Result<Arc<Stream>, Arc<Stream>> {
         let mut streams = self.streams();
         if let Some(stream) = streams.get(key) {
             let viewers = stream.counters.viewers.load(Ordering::Relaxed);
@@ -345,7 +348,7 @@ impl Fanout {
         let stream = Arc::new(Stream::new(key, policy, self.finished.clone()));
         stream.counters.viewers.store(1, Ordering::Relaxed);
         streams.insert(key.to_owned(), stream.clone());
-        tokio::spawn(feed::feed(edge.clone(), stream.clone()));
+        tokio::spawn(feed::feed(self.clone(), stream.clone()));
         Ok(stream)
     }
 

@@ -16,8 +16,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::place::Place;
-use super::{Arrival, State, Stream};
-use crate::server::Edge;
+use super::{Arrival, Fanout, State, Stream};
 
 /// How long a viewer waits for a new stream's upstream to answer.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
@@ -31,8 +30,12 @@ const SEND_BUFFER: libc::c_int = 64 * 1024;
 /// until it leaves, falls behind past its policy, its credentials expire, or the stream ends:
 /// once the response head is out, the io_uring engine's threads take the socket over when that
 /// engine runs, else this task relays. Gives the status answered and the bytes of stream sent.
-pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arrival) -> (u16, u64) {
-    let (stream, generation) = match open(edge, &arrival).await {
+pub async fn serve_viewer(
+    fanout: &Arc<Fanout>,
+    mut socket: TcpStream,
+    arrival: Arrival,
+) -> (u16, u64) {
+    let (stream, generation) = match open(fanout, &arrival).await {
         Ok(opened) => opened,
         Err(refusal) => {
             let _ = socket.write_all(refusal.http1().as_bytes()).await;
@@ -66,7 +69,7 @@ pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arri
     if socket.write_all(head.as_bytes()).await.is_ok() && !arrival.head_only {
         set_send_buffer(&socket, SEND_BUFFER);
         let place = Place::new(arrival.framed, icy);
-        if let Some(engine) = edge.fanout().uring() {
+        if let Some(engine) = fanout.uring() {
             // The engine's thread shuts the socket down and closes it when the viewer goes.
             let sent = engine
                 .relay(socket, &stream, place, arrival, generation)
@@ -92,10 +95,10 @@ pub async fn serve_viewer(edge: &Arc<Edge>, mut socket: TcpStream, arrival: Arri
 /// (HTTP/2, TLS, HTTP/3): a task relays the stream into the body as the client takes it. The
 /// answer's media type, whether it carries ICY metadata, and the body; or the refusal.
 pub async fn stream_body(
-    edge: &Arc<Edge>,
+    fanout: &Arc<Fanout>,
     arrival: Arrival,
 ) -> Result<(String, bool, crate::body::Body), Refusal> {
-    let (stream, generation) = open(edge, &arrival).await?;
+    let (stream, generation) = open(fanout, &arrival).await?;
     let media_type = stream.media_type();
     let icy = arrival.icy && !arrival.framed && stream.carries_icy();
     if arrival.head_only {
@@ -147,9 +150,8 @@ impl Refusal {
 
 /// Counts the viewer onto its stream (starting the stream when it is the first) and waits
 /// until the stream is live: the stream and its generation, or why not.
-async fn open(edge: &Arc<Edge>, arrival: &Arrival) -> Result<(Arc<Stream>, u64), Refusal> {
-    let fanout = edge.fanout();
-    let stream = match fanout.attach(edge, &arrival.key) {
+async fn open(fanout: &Arc<Fanout>, arrival: &Arrival) -> Result<(Arc<Stream>, u64), Refusal> {
+    let stream = match fanout.attach(&arrival.key) {
         Ok(stream) => stream,
         Err(full) => {
             let location = full
@@ -260,7 +262,7 @@ async fn relay(
 ) -> u64 {
     let mut state = stream.state.subscribe();
     let deadline = arrival.until.map(|until| {
-        let now = crate::server::unix_now().as_secs();
+        let now = estuary_proto::utc::unix_now().as_secs();
         Instant::now() + Duration::from_secs(until.saturating_sub(now))
     });
     let patience = stream.policy.client_timeout;

@@ -179,7 +179,7 @@ impl Engine {
             return 0;
         };
         let deadline = arrival.until.map(|until| {
-            let now = crate::server::unix_now().as_secs();
+            let now = estuary_proto::utc::unix_now().as_secs();
             Instant::now() + Duration::from_secs(until.saturating_sub(now))
         });
         let (done, sent) = tokio::sync::oneshot::channel();

@@ -15,15 +15,16 @@ use http_body_util::BodyExt as _;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response};
 
-use crate::server::{Edge, EdgeError, handle};
+use crate::answer::handle;
+use crate::node::{Edge, EdgeError};
 
 /// How long browsers may remember the Alt-Svc advertisement (RFC 7838 `ma`, seconds).
 const ALT_SVC_MAX_AGE: u32 = 86_400;
 /// A QUIC connection that carries nothing for this long is closed (the idle timeout of
 /// HTTP/1.1 and HTTP/2).
-pub const IDLE_TIMEOUT: std::time::Duration = crate::http1::IDLE_TIMEOUT;
+pub const IDLE_TIMEOUT: std::time::Duration = super::http1::IDLE_TIMEOUT;
 /// Requests one connection may have open at once (HTTP/2's limit too).
-pub const MAX_STREAMS: u32 = crate::server::H2_MAX_STREAMS;
+pub const MAX_STREAMS: u32 = super::H2_MAX_STREAMS;
 
 /// Binds the QUIC endpoint on `address` (the TCP listener's), when the edge serves HTTPS with
 /// HTTP/3 on. From then on, responses carry the Alt-Svc header that names it.
@@ -74,7 +75,7 @@ pub async fn serve(endpoint: quinn::Endpoint, edge: Arc<Edge>) {
 
 async fn serve_connection(edge: &Arc<Edge>, connection: quinn::Connection, peer: SocketAddr) {
     let mut connection = match h3::server::builder()
-        .max_field_section_size(crate::porter::MAX_HEAD as u64)
+        .max_field_section_size(super::porter::MAX_HEAD as u64)
         .build::<_, Bytes>(h3_quinn::Connection::new(connection))
         .await
     {
@@ -90,7 +91,7 @@ async fn serve_connection(edge: &Arc<Edge>, connection: quinn::Connection, peer:
                     // given up, as over HTTP/1 and HTTP/2.
                     let head = resolver.resolve_request();
                     let Ok(resolved) =
-                        tokio::time::timeout(crate::porter::HEAD_TIMEOUT, head).await
+                        tokio::time::timeout(super::porter::HEAD_TIMEOUT, head).await
                     else {
                         return tracing::debug!(%peer, "HTTP/3 request head timed out");
                     };

@@ -25,10 +25,11 @@ use tokio::net::TcpStream;
 use crate::body::Body;
 use estuary_proto::io::read_request_bytes;
 
-use crate::porter::{HEAD_TIMEOUT, HeadError, MAX_HEAD};
+use super::porter::{HEAD_TIMEOUT, HeadError, MAX_HEAD};
+use crate::answer::{handle_routed, serve_continuous};
+use crate::node::Edge;
 use crate::route::{Route, route};
 use crate::sealed;
-use crate::server::{Edge, handle_routed};
 
 /// How long a kept-alive connection may wait for its next request.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -84,7 +85,7 @@ pub async fn serve(edge: &Arc<Edge>, mut stream: TcpStream, mut buffer: BytesMut
         let response = if let Route::Stream(path) = routed {
             // The fan-out engine takes the socket for good, unless the bouncers say no.
             let request = incoming.request;
-            match crate::server::serve_continuous(edge, stream, client, request, path).await {
+            match serve_continuous(edge, stream, client, request, path).await {
                 Ok(()) => return,
                 Err(refused) => {
                     let (socket, refusal) = *refused;
