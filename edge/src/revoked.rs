@@ -38,6 +38,15 @@ impl Revoked {
         Ok(Arc::new(revoked))
     }
 
+    /// A list of these ids, tied to no file (for tests, and for lists held elsewhere).
+    pub fn of(ids: impl IntoIterator<Item = String>) -> Revoked {
+        Revoked {
+            path: PathBuf::new(),
+            ids: RwLock::new(ids.into_iter().collect()),
+            read_at: Mutex::default(),
+        }
+    }
+
     pub fn contains(&self, id: &str) -> bool {
         self.ids
             .read()
