@@ -5,6 +5,7 @@
 //! Channel and track names go into URLs and file names, so they are restricted to characters
 //! that need no escaping anywhere: ASCII letters, digits, `-` and `_`.
 
+mod parse;
 mod public;
 
 pub use public::{
