@@ -1,7 +1,8 @@
 //! `estuary demo`: every role that exists, in one process, on a test pattern. The ingest sends
 //! its CMAF over loopback HTTP to the packager, viewers reach the packager through an edge, and
 //! the edge reports to a control with one site, which redirects viewers to it, exactly as
-//! separate processes would.
+//! separate processes would: its reports signed with a report key made up for the run, and the
+//! dashboard behind an admin token made up too.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -71,14 +72,27 @@ pub async fn run(
         .context("reading the bound address")?;
     let base = format!("http://{address}");
 
-    // Control, with one site: the edge reports to it, and it sends viewers there; it asks the
-    // packager which channels exist.
+    // Control, with one site: the edge reports to it (signed with a report key made up for the
+    // run, as only that edge may), and it sends viewers there; it asks the packager which
+    // channels exist. Its admin token is made up too, and printed in the dashboard's URL.
+    let (report_key, _) = KeycardKey::generate(Some("demo"));
+    let (_, admin_token) = KeycardKey::generate(None);
     let control_config = estuary_control::Config::parse(&format!(
-        "origins = [\"{origin}\"]\n\n[[sites]]\nname = \"local\"\nlatitude = 0\nlongitude = 0\ncost_per_gb = 0\ncapacity_mbps = 10000\n",
+        "origins = [\"{origin}\"]\nadmin_token = \"{admin_token}\"\n\n\
+         [reports]\npinned_only = true\n\n\
+         [[edges]]\nid = \"demo-edge\"\nsite = \"local\"\nurl = \"{base}\"\nkey_id = \"demo\"\n\n\
+         [[sites]]\nname = \"local\"\nlatitude = 0\nlongitude = 0\ncost_per_gb = 0\ncapacity_mbps = 10000\n",
     ))
     .map_err(anyhow::Error::msg)?;
-    let control = estuary_control::Control::with_keys(&control_config, keys, KEYCARD_LIFETIME)
-        .map_err(anyhow::Error::msg)?;
+    let control = estuary_control::Control::with_keys(
+        &control_config,
+        estuary_control::Keys {
+            keycards: keys,
+            keycard_lifetime: KEYCARD_LIFETIME,
+            reports: vec![report_key.clone()],
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
     let control_listener = estuary_proto::io::listen(SocketAddr::from(([127, 0, 0, 1], 0)))
         .context("binding control's listener")?;
     let control_url = format!(
@@ -89,6 +103,7 @@ pub async fn run(
     );
     tokio::spawn(estuary_control::server::serve(
         control_listener,
+        None,
         control,
         std::future::pending(),
     ));
@@ -100,6 +115,7 @@ pub async fn run(
             id: "demo-edge".into(),
             site: "local".into(),
             url: base.clone(),
+            key: Some(report_key),
         },
     ));
     tokio::spawn(estuary_edge::listen::serve(edge_listener, edge));
@@ -145,6 +161,9 @@ pub async fn run(
         } else {
             ""
         }
+    );
+    println!(
+        "  dashboard: {control_url}/dashboard#token={admin_token} (control's, with its admin token)"
     );
     println!("  health:  {base}/healthz   metrics: {base}/metrics   origin: {origin}");
     println!("The first segment is ready about 3 s after start. Ctrl-C stops.");

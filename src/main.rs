@@ -186,6 +186,11 @@ struct ControlArgs {
     /// 127.0.0.1:8070].
     #[arg(long, env = "ESTUARY_CONTROL_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Address of the admin API and dashboard on their own (edges may report there too); the
+    /// public address then serves only redirects, reports and health [default: the file's
+    /// `admin_listen`, else none: everything on --listen].
+    #[arg(long, env = "ESTUARY_CONTROL_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -252,6 +257,10 @@ struct EdgeArgs {
     /// URL/api/v1/reports every second.
     #[arg(long, env = "ESTUARY_EDGE_CONTROL")]
     control: Option<String>,
+    /// Report key file (lines of ID HEX or HEX, as control's [reports] key_file): the first
+    /// key signs every report; without one, reports go unsigned and control refuses them.
+    #[arg(long, env = "ESTUARY_EDGE_REPORT_KEY")]
+    report_key: Option<PathBuf>,
     /// This edge's name in its reports [default: the host name and port].
     #[arg(long, env = "ESTUARY_EDGE_ID")]
     id: Option<String>,
@@ -737,6 +746,19 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|name| name.trim().to_owned())
             .unwrap_or_else(|_| "edge".into());
+        let key = match &args.report_key {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--report-key {}", path.display()))?;
+                let keys = estuary_proto::keycard::parse_key_file(&text)
+                    .map_err(|error| anyhow::anyhow!("--report-key {}: {error}", path.display()))?;
+                keys.into_iter().next()
+            }
+            None => {
+                tracing::warn!("no --report-key: reports go unsigned, and control refuses them");
+                None
+            }
+        };
         let identity = estuary_edge::report::Identity {
             id: args
                 .id
@@ -751,7 +773,13 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
                 };
                 format!("{scheme}://{}", args.listen)
             }),
+            key,
         };
+        // Control would refuse every report of an identity out of bounds: say so now.
+        estuary_proto::report::check_name(&identity.id)
+            .map_err(|error| anyhow::anyhow!("--id: {error}"))?;
+        estuary_proto::report::check_url(&identity.url)
+            .map_err(|error| anyhow::anyhow!("--public-url {:?} {error}", identity.url))?;
         config.control = Some((control.clone(), identity));
     }
     runtime()?.block_on(estuary_edge::run(config, shutdown_signal()))?;
@@ -931,12 +959,31 @@ fn control(args: ControlArgs) -> anyhow::Result<()> {
         })?,
         (None, None) => "127.0.0.1:8070".parse()?,
     };
+    let admin_listen = match (args.admin_listen, &config.admin_listen) {
+        (Some(listen), _) => Some(listen),
+        (None, Some(text)) => Some(text.parse().with_context(|| {
+            format!(
+                "{}: admin_listen = {text:?} is not an address",
+                args.config.display()
+            )
+        })?),
+        (None, None) => None,
+    };
     let control = estuary_control::Control::new(&config).map_err(anyhow::Error::msg)?;
     runtime()?.block_on(async {
         let listener = estuary_proto::io::listen(listen)
             .with_context(|| format!("cannot listen on {listen}"))?;
+        let admin = match admin_listen {
+            Some(address) => {
+                let admin = estuary_proto::io::listen(address)
+                    .with_context(|| format!("cannot listen on {address} (admin)"))?;
+                tracing::info!(address = %admin.local_addr()?, "control's admin API listening");
+                Some(admin)
+            }
+            None => None,
+        };
         tracing::info!(address = %listener.local_addr()?, sites = config.sites.len(), "control listening");
-        estuary_control::server::serve(listener, control, shutdown_signal()).await?;
+        estuary_control::server::serve(listener, admin, control, shutdown_signal()).await?;
         anyhow::Ok(())
     })
 }

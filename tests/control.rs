@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 use support::{Running, estuary, free_port, http_get, require_tool};
 
 const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// The report key the edges sign with, and its id.
+const REPORT_KEY: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+const REPORT_KEY_ID: &str = "edges";
+const ADMIN_TOKEN: &str = "let-me-in";
 const SITES: [(&str, f64, f64, f64); 3] = [
     ("lon", 51.5, -0.13, 0.02),
     ("fra", 50.1, 8.7, 0.01),
@@ -23,10 +27,15 @@ const MILTON_WA: &str = "216.160.83.56";
 const ZONE_CLIENT: &str = "198.51.100.7";
 
 /// Writes control's configuration (with a coverage zone for 198.51.100.0/24 placed in New
-/// York, and the packager as the origin that says which channels exist), its key file and
-/// GeoIP database into `dir`.
+/// York, and the packager as the origin that says which channels exist), its key files
+/// (keycards, and reports in `report-keys.txt`) and GeoIP database into `dir`.
 fn write_config(dir: &Path, origin: Option<SocketAddr>) -> std::path::PathBuf {
     std::fs::write(dir.join("keys.txt"), format!("{KEY}\n")).unwrap();
+    std::fs::write(
+        dir.join("report-keys.txt"),
+        format!("{REPORT_KEY_ID} {REPORT_KEY}\n"),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("city.mmdb"),
         estuary_control::geo::test_database(&[
@@ -38,6 +47,7 @@ fn write_config(dir: &Path, origin: Option<SocketAddr>) -> std::path::PathBuf {
     let mut text = String::from(
         "geoip = \"city.mmdb\"\ntrusted_proxies = [\"127.0.0.1/32\"]\nadmin_token = \"let-me-in\"\n\n\
          [keycards]\nkey_file = \"keys.txt\"\nlifetime = \"5m\"\n\n\
+         [reports]\nkey_file = \"report-keys.txt\"\n\n\
          [policy]\ndefault = \"closest\"\nchannels = { cheap = \"least_cost\" }\n",
     );
     if let Some(origin) = origin {
@@ -72,6 +82,8 @@ fn start_edge(
             .arg(format!("http://{packager}"))
             .arg("--key-file")
             .arg(keys)
+            .arg("--report-key")
+            .arg(keys.with_file_name("report-keys.txt"))
             .arg("--control")
             .arg(format!("http://{control}"))
             .args(["--site", site, "--id", &format!("{site}-1")])
@@ -132,6 +144,45 @@ async fn decision(control: SocketAddr, client: &str, path: &str) -> serde_json::
     let (status, body) = http_get(control, &format!("/api/v1/route?ip={client}&path={path}")).await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
+}
+
+/// GET `path` from control with the admin token: the status and the body.
+fn admin_get(control: SocketAddr, path: &str) -> (u16, String) {
+    let output = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+        .arg(format!("http://{control}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.parse().unwrap_or(0), body.to_owned())
+}
+
+/// POSTs `body` to control's reports as an edge would, signed with the report key when `signed`:
+/// the body of the answer, a space, and the status.
+fn post_report(control: SocketAddr, body: &str, signed: bool) -> String {
+    let mut command = Command::new("curl");
+    command.args([
+        "-s",
+        "-w",
+        " %{http_code}",
+        "-X",
+        "POST",
+        "--data-binary",
+        body,
+    ]);
+    if signed {
+        let key = estuary_proto::KeycardKey::from_hex(Some(REPORT_KEY_ID), REPORT_KEY).unwrap();
+        let now = support::unix_now() * 1000.0;
+        let header = estuary_proto::report::sign(&key, body.as_bytes(), now as u64);
+        command.args(["-H", &format!("X-Estuary-Signature: {header}")]);
+    }
+    let output = command
+        .arg(format!("http://{control}/api/v1/reports"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 async fn site_for(control: SocketAddr, client: &str, path: &str) -> Option<String> {
@@ -324,10 +375,18 @@ async fn viewers_go_to_the_best_edge_and_players_follow() {
     let (_, sites) = http_get(control, "/api/v1/sites").await;
     let sites: serde_json::Value = serde_json::from_str(&sites).unwrap();
     assert_eq!(sites["sites"].as_array().unwrap().len(), 3, "{sites}");
-    let (_, decisions) = http_get(control, "/api/v1/decisions").await;
+    let (status, decisions) = admin_get(control, "/api/v1/decisions");
+    assert_eq!(status, 200, "{decisions}");
     assert!(decisions.contains("\"GB\""), "{decisions}");
-    let (_, channels) = http_get(control, "/api/v1/channels").await;
+    assert!(decisions.contains("\"keycard_id\":\""), "{decisions}");
+    let (status, channels) = admin_get(control, "/api/v1/channels");
+    assert_eq!(status, 200, "{channels}");
     assert!(channels.contains("\"demo\""), "{channels}");
+    // Without the token, the views of viewers are refused.
+    for path in ["/api/v1/decisions", "/api/v1/channels", "/api/v1/events"] {
+        let (status, body) = http_get(control, path).await;
+        assert_eq!(status, 401, "{path}: {body}");
+    }
     let (status, openapi) = http_get(control, "/api/v1/openapi.json").await;
     assert_eq!(status, 200);
     let openapi: serde_json::Value = serde_json::from_str(&openapi).unwrap();
@@ -379,14 +438,7 @@ async fn bad_input_is_refused_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), None);
     let (control, _control) = start_control(&config).await;
-    let post = |body: &str| {
-        let output = Command::new("curl")
-            .args(["-s", "-w", " %{http_code}", "-X", "POST", "-d", body])
-            .arg(format!("http://{control}/api/v1/reports"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
+    let post = |body: &str| post_report(control, body, true);
     let answer = post("{\"id\": 3");
     assert!(
         answer.ends_with(" 400") && answer.contains("not an edge report"),
@@ -397,6 +449,11 @@ async fn bad_input_is_refused_with_reasons() {
     let answer = post(unknown_site);
     assert!(
         answer.ends_with(" 400") && answer.contains("mars"),
+        "{answer}"
+    );
+    let answer = post_report(control, &unknown_site.replace("mars", "lon"), false);
+    assert!(
+        answer.ends_with(" 401") && answer.contains("not signed"),
         "{answer}"
     );
     let (_, edges) = http_get(control, "/api/v1/edges").await;
@@ -453,7 +510,7 @@ async fn bad_input_is_refused_with_reasons() {
     std::fs::write(&config, text).unwrap();
     let error = refusal();
     assert!(
-        error.contains("line 19") && error.contains("unknown field `sped`"),
+        error.contains("line 22") && error.contains("unknown field `sped`"),
         "{error}"
     );
 }
@@ -469,7 +526,7 @@ async fn the_dashboard_follows_reports_live() {
     let output = Command::new("node")
         .arg(web.join("tests/dashboard.mjs"))
         .arg(format!("http://{control}"))
-        .arg("fra")
+        .args(["fra", ADMIN_TOKEN, REPORT_KEY_ID, REPORT_KEY])
         .output()
         .unwrap();
     assert!(
@@ -482,6 +539,7 @@ async fn the_dashboard_follows_reports_live() {
     assert_eq!(report["consoleErrors"], serde_json::json!([]), "{report}");
     assert_eq!(report["pageErrors"], serde_json::json!([]), "{report}");
     assert_eq!(report["reloads"], 0, "{report}");
+    assert_eq!(report["tokenInUrl"], false, "{report}");
     let shown = report["shownAfterMs"].as_f64();
     assert!(
         shown.is_some_and(|ms| ms <= 2000.0),

@@ -846,14 +846,21 @@ async fn passwords_from_an_htpasswd_file() {
 }
 
 /// With --control, the edge reports every second: who and where it is, its clients, egress,
-/// hit ratio, CPU and mood (sad, with the reason, while its upstream fails).
+/// hit ratio, CPU and mood (sad, with the reason, while its upstream fails), each signed with
+/// the --report-key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_reports_to_control_every_second() {
     use estuary_proto::report::EdgeReport;
-    // A stand-in for control's registry: it keeps every report body.
+    let dir = tempfile::tempdir().unwrap();
+    let report_keys = dir.path().join("report-keys.txt");
+    let key_hex = "0123456789abcdef".repeat(4);
+    std::fs::write(&report_keys, format!("edges {key_hex}\n")).unwrap();
+    let key = estuary_proto::KeycardKey::from_hex(Some("edges"), &key_hex).unwrap();
+    // A stand-in for control's registry: it keeps every report body, with its signature.
     let control = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let control_address = control.local_addr().unwrap();
-    let (reports, mut received) = tokio::sync::mpsc::unbounded_channel::<(String, Bytes)>();
+    let (reports, mut received) =
+        tokio::sync::mpsc::unbounded_channel::<(String, Option<Vec<u8>>, Bytes)>();
     tokio::spawn(async move {
         loop {
             let (stream, _) = control.accept().await.unwrap();
@@ -864,8 +871,12 @@ async fn the_edge_reports_to_control_every_second() {
                         let reports = reports.clone();
                         async move {
                             let path = request.uri().path().to_owned();
+                            let signature = request
+                                .headers()
+                                .get("x-estuary-signature")
+                                .map(|value| value.as_bytes().to_vec());
                             let body = request.into_body().collect().await.unwrap().to_bytes();
-                            let _ = reports.send((path, body));
+                            let _ = reports.send((path, signature, body));
                             Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
                                 Bytes::new(),
                             )))
@@ -885,6 +896,8 @@ async fn the_edge_reports_to_control_every_second() {
             .args(["--upstream", "http://127.0.0.1:9"])
             .arg("--control")
             .arg(format!("http://{control_address}"))
+            .arg("--report-key")
+            .arg(&report_keys)
             .args([
                 "--id",
                 "lon-1",
@@ -899,12 +912,23 @@ async fn the_edge_reports_to_control_every_second() {
             .unwrap(),
     );
     wait_for_listener(edge).await;
-    let next = async |received: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Bytes)>| {
-        let (path, body) = tokio::time::timeout(Duration::from_secs(3), received.recv())
+    type Received = (String, Option<Vec<u8>>, Bytes);
+    let next = async |received: &mut tokio::sync::mpsc::UnboundedReceiver<Received>| {
+        let (path, signature, body) = tokio::time::timeout(Duration::from_secs(3), received.recv())
             .await
             .expect("a report within 3 s")
             .unwrap();
         assert_eq!(path, "/api/v1/reports");
+        let now = (support::unix_now() * 1000.0) as u64;
+        let signed = estuary_proto::report::verify(
+            signature.as_deref(),
+            &body,
+            std::slice::from_ref(&key),
+            now,
+            Duration::from_secs(5),
+        )
+        .expect("a report signed with the report key");
+        assert_eq!(signed.key_id.as_deref(), Some("edges"));
         serde_json::from_slice::<EdgeReport>(&body).expect("a report in the documented shape")
     };
     let first = next(&mut received).await;

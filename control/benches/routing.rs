@@ -1,6 +1,7 @@
 //! The routing function on its own: three sites with an edge each, 100 coverage zones, and
 //! MaxMind's GeoIP2 city test database (from ../shared/geoip, or $GEOIP_CITY). Clients in a
-//! zone, placed by GeoIP, and placed by neither.
+//! zone, placed by GeoIP, and placed by neither. Then what a redirect adds: minting its
+//! keycard (a random id, an HMAC).
 //!
 //! cargo bench -p estuary-control --bench routing
 
@@ -111,5 +112,15 @@ fn routing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, routing);
+fn keycards(c: &mut Criterion) {
+    let key = estuary_proto::KeycardKey::from_hex(Some("k1"), &"5a".repeat(32)).unwrap();
+    let minter =
+        estuary_control::keycards::Minter::new(&[key], std::time::Duration::from_secs(300))
+            .unwrap();
+    c.bench_function("keycard/mint", |b| {
+        b.iter(|| minter.mint("live", black_box("demo"), 1_800_000_000))
+    });
+}
+
+criterion_group!(benches, routing, keycards);
 criterion_main!(benches);

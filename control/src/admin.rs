@@ -1,14 +1,14 @@
 //! The admin API and the dashboard: what control knows (sites with their load, edges with
 //! their last reports and moods, channels seen, recent decisions per client group), a
 //! server-sent-events stream of changes, and the few changes an operator may make (the
-//! policies; forgetting an edge), which need the admin token. `/api/v1/openapi.json` describes
-//! it all; `/dashboard` shows it live.
+//! policies; forgetting an edge). The changes, and every view that shows viewers (their
+//! addresses in decisions and events, the channels they asked for), need the admin token.
+//! `/api/v1/openapi.json` describes it all; `/dashboard` shows it live.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -17,187 +17,12 @@ use axum::routing::{delete, get};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::activity::Recent;
 use crate::config::PolicyConfig;
-use crate::routing::Decision;
-use crate::server::{Control, json, problem};
+use crate::server::{Control, json, problem, read_body};
 
-/// Decisions kept per client group.
-const RECENT_PER_GROUP: usize = 20;
-/// Redirects per group and per site are counted over this many seconds.
-const ARRIVALS_SECONDS: u64 = 60;
-
-/// What control has done lately, and who is watching.
-pub struct Activity {
-    state: Mutex<Recorded>,
-    events: broadcast::Sender<String>,
-    started: Instant,
-}
-
-#[derive(Default)]
-struct Recorded {
-    recent: BTreeMap<String, VecDeque<(f64, Arc<Decision>)>>,
-    channels: BTreeMap<String, ChannelSeen>,
-    /// Redirects per second of the last minute, per group and per site.
-    group_arrivals: BTreeMap<String, Arrivals>,
-    site_arrivals: BTreeMap<String, Arrivals>,
-}
-
-/// Counts per second, the newest last, for the last [`ARRIVALS_SECONDS`].
-#[derive(Default)]
-struct Arrivals(VecDeque<(u64, u64)>);
-
-impl Arrivals {
-    fn add(&mut self, second: u64) {
-        match self.0.back_mut() {
-            Some((last, count)) if *last == second => *count += 1,
-            _ => self.0.push_back((second, 1)),
-        }
-        while self
-            .0
-            .front()
-            .is_some_and(|(first, _)| first + ARRIVALS_SECONDS <= second)
-        {
-            self.0.pop_front();
-        }
-    }
-
-    fn count(&self, second: u64) -> u64 {
-        self.0
-            .iter()
-            .filter(|(at, _)| at + ARRIVALS_SECONDS > second)
-            .map(|(_, count)| count)
-            .sum()
-    }
-}
-
-/// Counts one more in `map[key]`, allocating the key only the first time.
-fn count_in(map: &mut BTreeMap<String, Arrivals>, key: &str, second: u64) {
-    match map.get_mut(key) {
-        Some(arrivals) => arrivals.add(second),
-        None => map.entry(key.to_owned()).or_default().add(second),
-    }
-}
-
-/// A decision as the admin API shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct Recent<'a> {
-    pub unix_seconds: f64,
-    pub client: std::net::IpAddr,
-    pub channel: &'a str,
-    pub site: Option<&'a str>,
-    pub edge: Option<&'a str>,
-    pub reason: String,
-}
-
-impl<'a> Recent<'a> {
-    fn of(unix_seconds: f64, decision: &'a Decision) -> Recent<'a> {
-        Recent {
-            unix_seconds,
-            client: decision.client,
-            channel: &decision.channel,
-            site: decision.site.as_deref(),
-            edge: decision.edge.as_ref().map(|edge| edge.id.as_str()),
-            reason: decision.reason(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct ChannelSeen {
-    pub redirects: u64,
-    pub last_unix_seconds: f64,
-}
-
-impl Default for Activity {
-    fn default() -> Activity {
-        Activity {
-            state: Mutex::default(),
-            events: broadcast::channel(1024).0,
-            started: Instant::now(),
-        }
-    }
-}
-
-impl Activity {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Recorded> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn second(&self) -> u64 {
-        self.started.elapsed().as_secs()
-    }
-
-    /// Whether anyone follows the event stream.
-    pub fn watched(&self) -> bool {
-        self.events.receiver_count() > 0
-    }
-
-    /// Sends `{"kind": KIND, "data": DATA}` to whoever follows the event stream.
-    pub fn announce(&self, kind: &str, data: &impl Serialize) {
-        if self.watched()
-            && let Ok(text) =
-                serde_json::to_string(&serde_json::json!({ "kind": kind, "data": data }))
-        {
-            let _ = self.events.send(text);
-        }
-    }
-
-    /// Remembers a redirect's decision.
-    pub fn record(&self, decision: &Arc<Decision>) {
-        let now = unix_seconds();
-        let second = self.second();
-        {
-            let mut state = self.lock();
-            let group = decision.group.name.as_str();
-            let recent = match state.recent.get_mut(group) {
-                Some(recent) => recent,
-                None => state.recent.entry(group.to_owned()).or_default(),
-            };
-            if recent.len() == RECENT_PER_GROUP {
-                recent.pop_back();
-            }
-            recent.push_front((now, decision.clone()));
-            let seen = match state.channels.get_mut(&decision.channel) {
-                Some(seen) => seen,
-                None => state.channels.entry(decision.channel.clone()).or_default(),
-            };
-            seen.redirects += 1;
-            seen.last_unix_seconds = now;
-            count_in(&mut state.group_arrivals, group, second);
-            if let Some(site) = &decision.site {
-                count_in(&mut state.site_arrivals, site, second);
-            }
-        }
-        if self.watched() {
-            self.announce(
-                "decision",
-                &serde_json::json!({
-                    "group": decision.group.name,
-                    "decision": Recent::of(now, decision),
-                }),
-            );
-        }
-    }
-
-    /// Redirects of the last minute, per group and per site.
-    fn arrivals(&self) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
-        let state = self.lock();
-        let second = self.second();
-        let counts = |map: &BTreeMap<String, Arrivals>| {
-            map.iter()
-                .map(|(key, arrivals)| (key.clone(), arrivals.count(second)))
-                .collect()
-        };
-        (counts(&state.group_arrivals), counts(&state.site_arrivals))
-    }
-}
-
-fn unix_seconds() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-}
+/// The largest policy body read.
+const MAX_POLICY_BYTES: usize = 64 * 1024;
 
 /// The admin API's routes and the dashboard.
 pub fn routes() -> axum::Router<Arc<Control>> {
@@ -278,22 +103,30 @@ async fn sites(State(control): State<Arc<Control>>) -> Response {
     json(&serde_json::json!({ "sites": views }))
 }
 
-async fn channels(State(control): State<Arc<Control>>) -> Response {
+async fn channels(State(control): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = refused(&control, &headers) {
+        return refusal;
+    }
     let live = control.origins().channels();
-    json(&serde_json::json!({ "channels": control.activity.lock().channels, "live": live }))
+    let state = control.activity.lock();
+    json(&serde_json::json!({
+        "channels": state.channels.named,
+        "other": state.channels.other,
+        "live": live,
+    }))
 }
 
-async fn decisions(State(control): State<Arc<Control>>) -> Response {
+async fn decisions(State(control): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = refused(&control, &headers) {
+        return refusal;
+    }
     let (arrivals, _) = control.activity.arrivals();
     let state = control.activity.lock();
     let groups: BTreeMap<&String, serde_json::Value> = state
         .recent
         .iter()
         .map(|(group, recent)| {
-            let recent: Vec<Recent> = recent
-                .iter()
-                .map(|(at, decision)| Recent::of(*at, decision))
-                .collect();
+            let recent: Vec<Recent> = recent.iter().map(Recent::of).collect();
             (
                 group,
                 serde_json::json!({
@@ -308,7 +141,10 @@ async fn decisions(State(control): State<Arc<Control>>) -> Response {
 
 /// Server-sent events: `edge` (a report, with the edge's mood now), `decision` (a redirect),
 /// `policy` (new policies), `forgotten` (an edge removed), each `{"kind", "data"}` in JSON.
-async fn events(State(control): State<Arc<Control>>) -> Response {
+async fn events(State(control): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = refused(&control, &headers) {
+        return refusal;
+    }
     let receiver = control.activity.events.subscribe();
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         loop {
@@ -339,7 +175,7 @@ fn refused(control: &Control, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &control.admin_token else {
         return Some(problem(
             StatusCode::FORBIDDEN,
-            "the admin API is read-only: control's configuration has no admin_token",
+            "this needs the admin token, and control's configuration has no admin_token",
         ));
     };
     let given = headers
@@ -353,7 +189,7 @@ fn refused(control: &Control, headers: &HeaderMap) -> Option<Response> {
     } else {
         let mut response = problem(
             StatusCode::UNAUTHORIZED,
-            "this change needs the admin token: Authorization: Bearer TOKEN",
+            "this needs the admin token: Authorization: Bearer TOKEN",
         );
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -370,12 +206,24 @@ fn constant_time_equal(a: &[u8], b: &[u8]) -> bool {
 
 async fn set_policy(
     State(control): State<Arc<Control>>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: axum::extract::Request,
 ) -> Response {
-    if let Some(refusal) = refused(&control, &headers) {
+    let (parts, body) = request.into_parts();
+    // The token first: nobody without it makes control read a body.
+    if let Some(refusal) = refused(&control, &parts.headers) {
         return refusal;
     }
+    let body = match read_body(
+        &parts.headers,
+        body,
+        MAX_POLICY_BYTES,
+        control.timeouts().header,
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
     match serde_json::from_slice::<PolicyConfig>(&body) {
         Ok(policies) => {
             control.set_policies(policies.clone());
@@ -459,9 +307,10 @@ pub fn openapi_document() -> serde_json::Value {
                 "responses": { "200": object("group, candidate sites (distance, cost, load, why skipped), site, edge, reason"), "400": text("not an IP address, or not a path of the layout") }
             }},
             "/api/v1/reports": { "post": {
-                "summary": "An edge's report (every second)",
+                "summary": "An edge's report (every second), signed with a report key",
+                "parameters": [{ "name": "X-Estuary-Signature", "in": "header", "required": true, "schema": { "type": "string" }, "description": "t=UNIX_MS,kid=KEY_ID,sig=HEX: HMAC-SHA256 of \"estuary-report-v1\\n\" + t + \"\\n\" + body" }],
                 "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["id", "site", "url", "clients", "egress_bps", "cache_hit_ratio", "cpu", "mood"] } } } },
-                "responses": { "204": { "description": "taken" }, "400": text("does not parse, unknown site or unusable URL; nothing changed") }
+                "responses": { "204": { "description": "taken" }, "400": text("does not parse, out of bounds or unknown site; nothing changed"), "401": text("unsigned, bad signature, unknown key, outside the clock window or replayed; nothing changed"), "403": text("contradicts the edge's pin, or the edge is not pinned and only pinned edges are taken"), "408": text("the body came too slowly"), "413": text("the body is larger than 4096 bytes") }
             }},
             "/api/v1/edges": { "get": { "summary": "Every edge heard from: last report, age, mood now", "responses": { "200": object("edges") } } },
             "/api/v1/edges/{id}": { "delete": {
@@ -471,16 +320,16 @@ pub fn openapi_document() -> serde_json::Value {
                 "responses": { "204": { "description": "forgotten" }, "401": text("no or wrong admin token"), "403": text("no admin token configured"), "404": text("unknown edge") }
             }},
             "/api/v1/sites": { "get": { "summary": "Sites with their load, viewers, redirects in the last minute and edges", "responses": { "200": object("sites") } } },
-            "/api/v1/channels": { "get": { "summary": "Channels viewers asked for, and the live channels the origins have", "responses": { "200": object("channels") } } },
-            "/api/v1/decisions": { "get": { "summary": "Recent decisions per client group", "responses": { "200": object("groups") } } },
-            "/api/v1/events": { "get": { "summary": "Server-sent events: edge, decision, policy, forgotten", "responses": { "200": { "description": "an event stream", "content": { "text/event-stream": {} } } } } },
+            "/api/v1/channels": { "get": { "summary": "Channels viewers asked for (the first 1000 by name, the rest together), and the live channels the origins have", "security": admin, "responses": { "200": object("channels, other, live"), "401": text("no or wrong admin token"), "403": text("no admin token configured") } } },
+            "/api/v1/decisions": { "get": { "summary": "Recent decisions per client group, with viewers' addresses and keycard ids", "security": admin, "responses": { "200": object("groups"), "401": text("no or wrong admin token"), "403": text("no admin token configured") } } },
+            "/api/v1/events": { "get": { "summary": "Server-sent events: edge, decision, policy, forgotten", "security": admin, "responses": { "200": { "description": "an event stream", "content": { "text/event-stream": {} } }, "401": text("no or wrong admin token"), "403": text("no admin token configured") } } },
             "/api/v1/policy": {
                 "get": { "summary": "The routing policies now", "responses": { "200": object("default and per-channel policies") } },
                 "put": {
                     "summary": "Change the routing policies",
                     "security": admin,
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "properties": { "default": { "enum": ["closest", "least_cost", "least_loaded"] }, "channels": { "type": "object" } } } } } },
-                    "responses": { "200": object("the policies now"), "400": text("not a policy"), "401": text("no or wrong admin token"), "403": text("no admin token configured") }
+                    "responses": { "200": object("the policies now"), "400": text("not a policy"), "401": text("no or wrong admin token"), "403": text("no admin token configured"), "413": text("the body is larger than 64 KiB") }
                 }
             },
             "/api/v1/openapi.json": { "get": { "summary": "This document", "responses": { "200": object("OpenAPI 3.1") } } },
@@ -517,18 +366,11 @@ mod tests {
             assert!(document["paths"][path].is_object(), "{path}");
         }
         assert_eq!(document["openapi"], "3.1.0");
-    }
-
-    #[test]
-    fn arrivals_count_the_last_minute() {
-        let mut arrivals = Arrivals::default();
-        for second in [0, 0, 1, 30, 59] {
-            arrivals.add(second);
+        for path in ["/api/v1/decisions", "/api/v1/events", "/api/v1/channels"] {
+            assert!(
+                document["paths"][path]["get"]["security"].is_array(),
+                "{path} shows viewers: it needs the token"
+            );
         }
-        assert_eq!(arrivals.count(59), 5);
-        assert_eq!(arrivals.count(60), 3);
-        arrivals.add(90);
-        assert_eq!(arrivals.count(90), 2);
-        assert_eq!(arrivals.0.len(), 2, "older seconds are dropped");
     }
 }

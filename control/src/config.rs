@@ -1,6 +1,7 @@
 //! Control's configuration file (TOML): the sites, coverage zones (inline, or an Apache Traffic
-//! Control coverage-zone file), the GeoIP database, keycards, and the routing policy. Unknown
-//! keys are errors, and every error names the file and the line.
+//! Control coverage-zone file), the GeoIP database, keycards, the routing policy, how edge
+//! reports are authenticated (report keys, pins), and the connection timeouts. Unknown keys are
+//! errors, and every error names the file and the line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,9 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Where control listens, unless `--listen` says otherwise.
     pub listen: Option<String>,
+    /// Where the admin API and the dashboard listen on their own, unless `--admin-listen` says
+    /// otherwise. None: they share `listen` with the redirects.
+    pub admin_listen: Option<String>,
     /// A MaxMind DB (city or country) that places clients no coverage zone names.
     pub geoip: Option<PathBuf>,
     /// A coverage-zone file in Apache Traffic Control's JSON format, added to `zones`.
@@ -30,9 +34,17 @@ pub struct Config {
     #[serde(default)]
     pub origins: Vec<String>,
     pub keycards: Option<KeycardConfig>,
-    /// The bearer token that the admin API's changes (policy, forgetting an edge) need;
-    /// without one, the admin API is read-only.
+    /// The bearer token that the admin API's changes (policy, forgetting an edge) and its
+    /// views of viewers (decisions, the event stream, channels asked for) need; without one,
+    /// those are refused.
     pub admin_token: Option<String>,
+    #[serde(default)]
+    pub reports: ReportsConfig,
+    /// Edges pinned to their site (and URL, and key): `[[edges]]`.
+    #[serde(default)]
+    pub edges: Vec<EdgePin>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
     #[serde(default)]
     pub policy: PolicyConfig,
     #[serde(default)]
@@ -81,6 +93,110 @@ pub struct KeycardConfig {
 
 fn default_lifetime() -> Duration {
     Duration::from_secs(300)
+}
+
+/// How edge reports are authenticated, and how long a silent edge is remembered.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// Lines of `ID HEX` (or `HEX`), the keys reports may be signed with (the edges'
+    /// `--report-key` files). None: every report is refused.
+    pub key_file: Option<PathBuf>,
+    /// How far a report's signature time may be from control's clock, either way.
+    #[serde(
+        default = "default_clock_window",
+        with = "estuary_proto::duration::text"
+    )]
+    pub clock_window: Duration,
+    /// How long an edge may stay silent before control forgets it (it is `lost` long before).
+    #[serde(
+        default = "default_forget_after",
+        with = "estuary_proto::duration::text"
+    )]
+    pub forget_after: Duration,
+    /// Take reports only from edges that `[[edges]]` pins.
+    #[serde(default)]
+    pub pinned_only: bool,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> ReportsConfig {
+        ReportsConfig {
+            key_file: None,
+            clock_window: default_clock_window(),
+            forget_after: default_forget_after(),
+            pinned_only: false,
+        }
+    }
+}
+
+fn default_clock_window() -> Duration {
+    estuary_proto::report::DEFAULT_CLOCK_WINDOW
+}
+
+fn default_forget_after() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// What an edge id's reports must say: its site, its URL (exactly, or starting with what comes
+/// before a final `*`), and the key that signs them.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgePin {
+    pub id: String,
+    pub site: String,
+    /// `https://lon-1.cdn.example`, or a prefix such as `https://lon-1.cdn.example:*`. None:
+    /// any URL.
+    pub url: Option<String>,
+    /// The id of the report key that must sign. None: any report key.
+    pub key_id: Option<String>,
+}
+
+/// How long control waits for each part of a connection's life.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// For a request's head once it has started (and for a report's or a policy's body):
+    /// past it, the connection is closed (`408` at the front door).
+    #[serde(
+        default = "default_header_timeout",
+        with = "estuary_proto::duration::text"
+    )]
+    pub header: Duration,
+    /// For the next request on a kept-alive connection at the front door.
+    #[serde(
+        default = "default_idle_timeout",
+        with = "estuary_proto::duration::text"
+    )]
+    pub idle: Duration,
+    /// For a write to make progress (a client that reads nothing is let go).
+    #[serde(
+        default = "default_write_timeout",
+        with = "estuary_proto::duration::text"
+    )]
+    pub write: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            header: default_header_timeout(),
+            idle: default_idle_timeout(),
+            write: default_write_timeout(),
+        }
+    }
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -147,6 +263,7 @@ impl Config {
                 .keycards
                 .as_mut()
                 .map(|keycards| &mut keycards.key_file),
+            config.reports.key_file.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -194,6 +311,7 @@ impl Config {
                 ));
             }
         }
+        self.check_reports()?;
         for zone in &self.zones {
             match (zone.latitude, zone.longitude) {
                 (Some(latitude), Some(longitude)) => {
@@ -207,6 +325,56 @@ impl Config {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn check_reports(&self) -> Result<(), String> {
+        let reports = &self.reports;
+        if reports.clock_window.is_zero() || reports.clock_window > Duration::from_secs(600) {
+            return Err("reports.clock_window must be above 0 and at most 10m".into());
+        }
+        if reports.forget_after < crate::registry::LOST_AFTER {
+            return Err(format!(
+                "reports.forget_after must be at least {:?}, when a silent edge is lost",
+                crate::registry::LOST_AFTER
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for pin in &self.edges {
+            let what = format!("edge {:?}", pin.id);
+            estuary_proto::report::check_name(&pin.id)
+                .map_err(|error| format!("{what}: {error}"))?;
+            if !ids.insert(pin.id.as_str()) {
+                return Err(format!("{what}: pinned twice"));
+            }
+            if !self.sites.iter().any(|site| site.name == pin.site) {
+                return Err(format!(
+                    "{what}: site {:?} is not among the sites",
+                    pin.site
+                ));
+            }
+            if let Some(url) = &pin.url {
+                let whole = url.strip_suffix('*').unwrap_or(url);
+                let checked = if whole.len() < url.len() {
+                    // A prefix: what an edge's URL could start with.
+                    estuary_proto::report::check_url(&format!("{whole}x"))
+                        .or_else(|_| estuary_proto::report::check_url(&format!("{whole}1")))
+                } else {
+                    estuary_proto::report::check_url(url)
+                };
+                checked.map_err(|error| format!("{what}: url {url:?} {error}"))?;
+            }
+            if let Some(key_id) = &pin.key_id {
+                estuary_proto::report::check_name(key_id)
+                    .map_err(|error| format!("{what}: key_id {error}"))?;
+            }
+        }
+        let timeouts = &self.timeouts;
+        if timeouts.header.is_zero() || timeouts.idle.is_zero() || timeouts.write.is_zero() {
+            return Err("timeouts.header, timeouts.idle and timeouts.write must be above 0".into());
         }
         Ok(())
     }
@@ -304,5 +472,72 @@ longitude = 2.35
             "{EXAMPLE}\n[[sites]]\nname = \"lon\"\nlatitude = 1\nlongitude = 1\ncost_per_gb = 1\ncapacity_mbps = 1\n"
         );
         assert!(Config::parse(&twice).unwrap_err().contains("unique"));
+    }
+
+    #[test]
+    fn reports_pins_and_timeouts_have_defaults_and_are_checked() {
+        let config = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(config.reports.key_file, None);
+        assert_eq!(config.reports.clock_window, Duration::from_secs(30));
+        assert_eq!(config.reports.forget_after, Duration::from_secs(60));
+        assert!(!config.reports.pinned_only);
+        assert!(config.edges.is_empty());
+        assert_eq!(config.admin_listen, None);
+        assert_eq!(
+            config.timeouts,
+            Timeouts {
+                header: Duration::from_secs(10),
+                idle: Duration::from_secs(60),
+                write: Duration::from_secs(10),
+            }
+        );
+
+        let full = format!(
+            "admin_listen = \"127.0.0.1:8071\"\n{EXAMPLE}\n[reports]\nkey_file = \"report-keys.txt\"\n\
+             clock_window = \"10s\"\nforget_after = \"5m\"\npinned_only = true\n\n\
+             [timeouts]\nheader = \"5s\"\nidle = \"30s\"\nwrite = \"20s\"\n\n\
+             [[edges]]\nid = \"lon-1\"\nsite = \"lon\"\nurl = \"https://lon-1.cdn.example:*\"\nkey_id = \"lon-1\"\n"
+        );
+        let config = Config::parse(&full).unwrap();
+        assert_eq!(config.admin_listen.as_deref(), Some("127.0.0.1:8071"));
+        assert_eq!(config.reports.clock_window, Duration::from_secs(10));
+        assert_eq!(config.reports.forget_after, Duration::from_secs(300));
+        assert!(config.reports.pinned_only);
+        assert_eq!(config.timeouts.header, Duration::from_secs(5));
+        assert_eq!(
+            config.edges[0].url.as_deref(),
+            Some("https://lon-1.cdn.example:*")
+        );
+
+        for (from, to, says) in [
+            (
+                "site = \"lon\"\nurl",
+                "site = \"mars\"\nurl",
+                "not among the sites",
+            ),
+            ("id = \"lon-1\"", "id = \"lon 1\"", "must be 1 to 64"),
+            (
+                "url = \"https://lon-1.cdn.example:*\"",
+                "url = \"ftp://lon-1\"",
+                "url",
+            ),
+            ("key_id = \"lon-1\"", "key_id = \"\"", "key_id"),
+            (
+                "forget_after = \"5m\"",
+                "forget_after = \"1s\"",
+                "forget_after",
+            ),
+            (
+                "clock_window = \"10s\"",
+                "clock_window = \"0s\"",
+                "clock_window",
+            ),
+            ("header = \"5s\"", "header = \"0s\"", "timeouts"),
+        ] {
+            let error = Config::parse(&full.replace(from, to)).unwrap_err();
+            assert!(error.contains(says), "{to}: {error}");
+        }
+        let twice = format!("{full}\n[[edges]]\nid = \"lon-1\"\nsite = \"lon\"\n");
+        assert!(Config::parse(&twice).unwrap_err().contains("pinned twice"));
     }
 }

@@ -3,7 +3,11 @@
 //! kept-alive connection (pipelined ones in order), with no more work than finding the
 //! request line and `X-Forwarded-For`. The first request of any other kind (a report, the
 //! admin API, the dashboard and its event stream) hands the connection, with what was read of
-//! it, to axum for the rest of its life.
+//! it, to axum for the rest of its life (crate::connection).
+//!
+//! Timeouts (config `[timeouts]`): a head must arrive whole within `header` of its first byte
+//! (`408` past it), a kept-alive connection may wait `idle` for its next request, and a write
+//! that makes no progress for `write` ends the connection.
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -11,23 +15,18 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use bytes::{Buf as _, BytesMut};
 use estuary_proto::io::{Prefixed, read_request_bytes};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 
-use crate::server::{Answer, Control};
+use crate::redirect::Answer;
+use crate::server::Control;
 
 /// The largest request head read (request line and headers); larger is answered `431`.
 pub const MAX_HEAD: usize = 16 * 1024;
-/// How long a client may take to send a whole head once it has started.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a kept-alive connection may wait for its next request.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most request headers read; more is answered `431`.
 const MAX_HEADERS: usize = 64;
 
@@ -59,7 +58,7 @@ pub async fn serve(
 
 /// What to do with the head at the start of the buffer.
 #[derive(Debug, PartialEq)]
-enum Step {
+pub enum Step {
     /// Its answer is written; the head took `consumed` bytes.
     Answered { consumed: usize, keep_alive: bool },
     /// Not a redirect: axum serves the connection from here on.
@@ -68,7 +67,7 @@ enum Step {
 
 /// Why a connection is closed with an answer of its own.
 #[derive(Debug, PartialEq)]
-enum Refusal {
+pub enum Refusal {
     TooLarge,
     Malformed,
     TimedOut,
@@ -96,10 +95,11 @@ async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
 ) {
+    let timeouts = *control.timeouts();
     let mut buffer = BytesMut::with_capacity(4096);
     let mut out = Vec::with_capacity(1024);
     // The connection's one timer, moved rather than made anew for each request.
-    let mut deadline: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(IDLE_TIMEOUT));
+    let mut deadline: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(timeouts.idle));
     let mut waiting_for_head = false;
     loop {
         match step(&control, peer.ip(), &buffer, &mut out) {
@@ -110,32 +110,39 @@ async fn connection(
                 buffer.advance(consumed);
                 waiting_for_head = false;
                 if !keep_alive {
-                    let _ = stream.write_all(&out).await;
-                    let _ = stream.shutdown().await;
+                    if write_within(&mut stream, &out, timeouts.write).await {
+                        let _ = stream.shutdown().await;
+                    }
                     return;
                 }
             }
             Ok(Some(Step::HandOver)) => {
-                if !out.is_empty() && stream.write_all(&out).await.is_err() {
+                if !out.is_empty() && !write_within(&mut stream, &out, timeouts.write).await {
                     return;
                 }
-                hand_over(app, Prefixed::new(buffer.freeze(), stream), peer).await;
+                crate::connection::serve_http(
+                    app,
+                    Prefixed::new(buffer.freeze(), stream),
+                    peer,
+                    timeouts,
+                )
+                .await;
                 return;
             }
             Ok(None) => {
                 // Everything buffered is answered (or a head is incomplete): send the answers
                 // in one write, then read on.
                 if !out.is_empty() {
-                    if stream.write_all(&out).await.is_err() {
+                    if !write_within(&mut stream, &out, timeouts.write).await {
                         return;
                     }
                     out.clear();
                 }
                 if !waiting_for_head {
                     let wait = if buffer.is_empty() {
-                        IDLE_TIMEOUT
+                        timeouts.idle
                     } else {
-                        HEAD_TIMEOUT
+                        timeouts.header
                     };
                     deadline.as_mut().reset(Instant::now() + wait);
                     waiting_for_head = !buffer.is_empty();
@@ -145,8 +152,8 @@ async fn connection(
                         Ok(0) | Err(_) => return,
                         Ok(_) => {
                             if !waiting_for_head {
-                                // The next head has started: it gets the head timeout.
-                                deadline.as_mut().reset(Instant::now() + HEAD_TIMEOUT);
+                                // The next head has started: it gets the header timeout.
+                                deadline.as_mut().reset(Instant::now() + timeouts.header);
                                 waiting_for_head = true;
                             }
                         }
@@ -155,41 +162,35 @@ async fn connection(
                         if buffer.is_empty() {
                             return;
                         }
-                        return refuse(stream, &out, Refusal::TimedOut).await;
+                        return refuse(stream, &out, Refusal::TimedOut, timeouts.write).await;
                     }
                 }
             }
-            Err(refusal) => return refuse(stream, &out, refusal).await,
+            Err(refusal) => return refuse(stream, &out, refusal, timeouts.write).await,
         }
     }
 }
 
-async fn refuse(mut stream: TcpStream, answered: &[u8], refusal: Refusal) {
-    let _ = stream.write_all(answered).await;
-    let _ = stream.write_all(refusal.answer()).await;
-    let _ = stream.shutdown().await;
+/// Writes `bytes` whole within `limit`; false if the peer took too long or went away.
+async fn write_within(stream: &mut TcpStream, bytes: &[u8], limit: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(limit, stream.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
 }
 
-/// axum serves the rest of the connection, told who the peer is.
-async fn hand_over(app: axum::Router, stream: Prefixed<TcpStream>, peer: SocketAddr) {
-    let service = hyper::service::service_fn(move |mut request| {
-        request.extensions_mut().insert(ConnectInfo(peer));
-        tower_service::Service::call(&mut app.clone(), request)
-    });
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
-        .await;
-    if let Err(error) = served {
-        tracing::debug!(%error, %peer, "connection ended");
+async fn refuse(mut stream: TcpStream, answered: &[u8], refusal: Refusal, limit: Duration) {
+    let mut answer = answered.to_vec();
+    answer.extend_from_slice(refusal.answer());
+    if write_within(&mut stream, &answer, limit).await {
+        let _ = stream.shutdown().await;
     }
 }
 
 /// Looks at the head at the start of `buffer` (sans IO): a redirect is answered into `out`;
-/// anything else is handed over; `None` while the head is incomplete.
-fn step(
+/// anything else is handed over; `None` while the head is incomplete. Public for the fuzz
+/// target (control/fuzz).
+pub fn step(
     control: &Control,
     peer: IpAddr,
     buffer: &[u8],

@@ -1,5 +1,6 @@
 //! The registry: what control last heard from each edge. An edge that has not reported for
-//! [`LOST_AFTER`] is `lost` and gets no viewers; it comes back with its next report.
+//! [`LOST_AFTER`] is `lost` and gets no viewers; it comes back with its next report. One silent
+//! for the registry's `forget_after` is forgotten. Reports reach it checked (crate::reports).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -12,18 +13,30 @@ use serde::Serialize;
 /// How long an edge may stay silent before it is lost.
 pub const LOST_AFTER: Duration = Duration::from_secs(3);
 
+/// The most edges the registry holds: a report from another edge is refused.
+pub const MAX_EDGES: usize = 10_000;
+
 /// How long routing may reuse a snapshot when no report has come since: this much later than
 /// [`LOST_AFTER`] a silent edge may still be given viewers.
 pub const SNAPSHOT_REUSE: Duration = Duration::from_millis(100);
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     edges: Mutex<BTreeMap<String, (EdgeReport, Instant)>>,
     /// The snapshot routing last used, and when it was taken; dropped by every change.
     shared: Mutex<Option<(Instant, Arc<Snapshot>)>>,
+    /// How long an edge may stay silent before it is forgotten.
+    forget_after: Duration,
 }
 
-/// The registry at one moment: every edge ever heard, with its last report and its mood now.
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry::new(Duration::from_secs(60))
+    }
+}
+
+/// The registry at one moment: every edge heard from within `forget_after`, with its last
+/// report and its mood now.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Snapshot {
     pub edges: Vec<EdgeState>,
@@ -47,37 +60,45 @@ impl EdgeState {
 }
 
 impl Registry {
-    /// Takes a report. One that names no edge, no site known to `known_site`, or no usable URL
-    /// is refused, and changes nothing.
-    pub fn hear(
-        &self,
-        report: EdgeReport,
-        known_site: impl Fn(&str) -> bool,
-        now: Instant,
-    ) -> Result<(), String> {
-        if report.id.trim().is_empty() {
-            return Err("the report names no edge (id)".into());
+    pub fn new(forget_after: Duration) -> Registry {
+        Registry {
+            edges: Mutex::default(),
+            shared: Mutex::default(),
+            forget_after,
         }
-        if !known_site(&report.site) {
-            return Err(format!(
-                "site {:?} is not in control's configuration",
-                report.site
-            ));
+    }
+
+    /// Takes a report (checked already: see crate::reports). A new edge past [`MAX_EDGES`] is
+    /// refused, and nothing changes.
+    pub fn hear(&self, report: EdgeReport, now: Instant) -> Result<(), String> {
+        {
+            let mut edges = self.lock();
+            if edges.len() >= MAX_EDGES && !edges.contains_key(&report.id) {
+                return Err(format!(
+                    "control already knows {MAX_EDGES} edges; edge {:?} is not taken",
+                    report.id
+                ));
+            }
+            edges.insert(report.id.clone(), (report, now));
         }
-        let url_ok = (report.url.starts_with("http://") || report.url.starts_with("https://"))
-            && report
-                .url
-                .parse::<hyper::Uri>()
-                .is_ok_and(|uri| uri.host().is_some());
-        if !url_ok {
-            return Err(format!("{:?} is not an http(s) URL", report.url));
-        }
-        if !(report.cache_hit_ratio.is_finite() && report.cpu.is_finite()) {
-            return Err("cache_hit_ratio and cpu must be numbers".into());
-        }
-        self.lock().insert(report.id.clone(), (report, now));
         self.changed();
         Ok(())
+    }
+
+    /// Forgets the edges silent for `forget_after` at `now`: their ids.
+    pub fn forget_silent(&self, now: Instant) -> Vec<String> {
+        let mut forgotten = Vec::new();
+        self.lock().retain(|id, (_, heard)| {
+            let keep = now.saturating_duration_since(*heard) < self.forget_after;
+            if !keep {
+                forgotten.push(id.clone());
+            }
+            keep
+        });
+        if !forgotten.is_empty() {
+            self.changed();
+        }
+        forgotten
     }
 
     fn changed(&self) {
@@ -102,6 +123,7 @@ impl Registry {
         let edges = self
             .lock()
             .values()
+            .filter(|(_, heard)| now.saturating_duration_since(*heard) < self.forget_after)
             .map(|(report, heard)| {
                 let age = now.saturating_duration_since(*heard);
                 EdgeState {
@@ -149,10 +171,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn silent_edges_are_lost_and_come_back() {
-        let registry = Registry::default();
+    fn silent_edges_are_lost_come_back_and_are_forgotten() {
+        let registry = Registry::new(Duration::from_secs(60));
         let start = Instant::now();
-        registry.hear(report("a", "lon"), |_| true, start).unwrap();
+        registry.hear(report("a", "lon"), start).unwrap();
         let live = |at: Instant| registry.snapshot(at).edges[0].is_live();
         assert!(live(start + Duration::from_millis(2900)));
         assert!(!live(start + LOST_AFTER));
@@ -161,11 +183,7 @@ pub(crate) mod tests {
             Mood::Lost
         );
         registry
-            .hear(
-                report("a", "lon"),
-                |_| true,
-                start + Duration::from_secs(10),
-            )
+            .hear(report("a", "lon"), start + Duration::from_secs(10))
             .unwrap();
         assert!(live(start + Duration::from_secs(11)));
 
@@ -178,25 +196,50 @@ pub(crate) mod tests {
         ));
         assert!(!Arc::ptr_eq(&first, &registry.shared(at + SNAPSHOT_REUSE)));
         let before = registry.shared(at + SNAPSHOT_REUSE);
-        registry.hear(report("b", "lon"), |_| true, at).unwrap();
+        registry.hear(report("b", "lon"), at).unwrap();
         let after = registry.shared(at + SNAPSHOT_REUSE);
         assert_eq!((before.edges.len(), after.edges.len()), (1, 2));
+
+        // 60 s after its last report, a is forgotten (and out of snapshots even before the
+        // sweep); b, heard 2 s later, is still lost only.
+        let a_silent = start + Duration::from_secs(70);
+        assert_eq!(registry.snapshot(a_silent).edges.len(), 1);
+        assert_eq!(
+            registry.forget_silent(a_silent - Duration::from_millis(1)),
+            Vec::<String>::new()
+        );
+        assert_eq!(registry.forget_silent(a_silent), vec!["a".to_owned()]);
+        let left = registry.snapshot(a_silent);
+        assert_eq!(left.edges[0].report.id, "b");
+        assert_eq!(left.edges[0].mood, Mood::Lost);
+        assert_eq!(
+            registry.forget_silent(at + Duration::from_secs(60)),
+            vec!["b".to_owned()]
+        );
+        assert!(
+            registry
+                .snapshot(at + Duration::from_secs(60))
+                .edges
+                .is_empty()
+        );
+        // A forgotten edge comes back with its next report.
+        registry
+            .hear(report("a", "lon"), at + Duration::from_secs(61))
+            .unwrap();
+        assert!(live(at + Duration::from_secs(62)));
     }
 
     #[test]
-    fn bad_reports_change_nothing() {
+    fn the_registry_holds_a_bounded_number_of_edges() {
         let registry = Registry::default();
         let now = Instant::now();
-        let known = |site: &str| site == "lon";
-        assert!(registry.hear(report("", "lon"), known, now).is_err());
-        assert!(registry.hear(report("a", "mars"), known, now).is_err());
-        let mut no_url = report("a", "lon");
-        no_url.url = "ftp://x".into();
-        assert!(registry.hear(no_url, known, now).is_err());
-        assert!(registry.snapshot(now).edges.is_empty());
-        let mut sad = report("a", "lon");
-        sad.mood = Mood::Sad;
-        registry.hear(sad, known, now).unwrap();
-        assert!(!registry.snapshot(now).edges[0].is_live());
+        for n in 0..MAX_EDGES {
+            registry.hear(report(&format!("e{n}"), "lon"), now).unwrap();
+        }
+        let error = registry.hear(report("one-more", "lon"), now).unwrap_err();
+        assert!(error.contains("one-more"), "{error}");
+        // Edges it knows still report.
+        registry.hear(report("e7", "lon"), now).unwrap();
+        assert_eq!(registry.snapshot(now).edges.len(), MAX_EDGES);
     }
 }

@@ -59,10 +59,13 @@ impl EdgeConfig {
     }
 }
 
-/// Who this edge is, as its reports to control say.
+/// Who this edge is, as its reports to control say, and the key that proves it.
 #[derive(Clone, Debug)]
 pub struct Identity {
     pub id: String,
     pub site: String,
     pub url: String,
+    /// The report key that signs every report (the first of the `--report-key` file); none:
+    /// reports go unsigned, and a control that checks signatures refuses them.
+    pub key: Option<estuary_proto::keycard::KeycardKey>,
 }

@@ -1,15 +1,16 @@
 //! Reports to control (DESIGN.md "Edge reports"): once a second, `POST {control}/api/v1/reports`
-//! with the edge's id, site, public URL, open connections, egress, cache hit ratio, CPU and mood.
+//! with the edge's id, site, public URL, open connections, egress, cache hit ratio, CPU and mood,
+//! signed with the report key (`--report-key`) in the `X-Estuary-Signature` header.
 //! Control marks an edge lost after 3 s without one, so a failed report is only logged (once a
-//! minute at most) and the next one goes out on time.
+//! minute at most, with control's reason) and the next one goes out on time.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use estuary_proto::report::{EdgeReport, REPORTS_PATH};
-use http_body_util::Full;
+use estuary_proto::report::{self, EdgeReport, REPORTS_PATH, SIGNATURE_HEADER};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::Request;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -17,6 +18,9 @@ use hyper_util::rt::TokioExecutor;
 use crate::node::Edge;
 
 pub const INTERVAL: Duration = Duration::from_secs(1);
+
+/// The most of control's answer to a refused report that is read (for the log).
+const MAX_REFUSAL_BYTES: usize = 512;
 
 pub use crate::config::Identity;
 
@@ -40,16 +44,30 @@ pub async fn run(edge: Arc<Edge>, control: String, identity: Identity) {
                 continue;
             }
         };
-        let request = Request::post(&target)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)));
-        let outcome = match request {
-            Ok(request) => match tokio::time::timeout(INTERVAL, client.request(request)).await {
-                Ok(Ok(response)) if response.status().is_success() => Ok(()),
-                Ok(Ok(response)) => Err(format!("control answered {}", response.status())),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err("control did not answer within a second".into()),
-            },
+        let mut request = Request::post(&target).header("content-type", "application/json");
+        if let Some(key) = &identity.key {
+            request = request.header(SIGNATURE_HEADER, report::sign(key, &body, unix_ms()));
+        }
+        let outcome = match request.body(Full::new(Bytes::from(body))) {
+            Ok(request) => {
+                let answered = async {
+                    let response = client.request(request).await.map_err(|e| e.to_string())?;
+                    if response.status().is_success() {
+                        return Ok(());
+                    }
+                    let status = response.status();
+                    let reason = Limited::new(response.into_body(), MAX_REFUSAL_BYTES)
+                        .collect()
+                        .await
+                        .map(|body| String::from_utf8_lossy(&body.to_bytes()).trim().to_owned())
+                        .unwrap_or_default();
+                    Err(format!("control answered {status}: {reason}"))
+                };
+                match tokio::time::timeout(INTERVAL, answered).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err("control did not answer within a second".into()),
+                }
+            }
             Err(error) => Err(error.to_string()),
         };
         if let Err(reason) = outcome
@@ -107,9 +125,17 @@ impl Sample {
                 _ => 0.0,
             },
             mood,
-            reason,
+            // Control refuses a report whose reason is too long or holds control characters.
+            reason: reason.as_deref().map(report::fit_reason),
         }
     }
+}
+
+fn unix_ms() -> u64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// User and system CPU time of this process, in clock ticks, from /proc/self/stat.

@@ -29,7 +29,7 @@ pub const AUTHORIZATION_SCHEME: &str = "Bearer";
 #[derive(Clone)]
 pub struct KeycardKey {
     pub id: Option<String>,
-    key: hmac::Key,
+    pub(crate) key: hmac::Key,
 }
 
 impl std::fmt::Debug for KeycardKey {
@@ -346,7 +346,7 @@ fn glob_matches(pattern: &str, text: &str) -> bool {
     rest.ends_with(last)
 }
 
-fn encode_hex(bytes: &[u8]) -> String {
+pub(crate) fn encode_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
@@ -356,7 +356,7 @@ fn encode_hex(bytes: &[u8]) -> String {
     out
 }
 
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }
