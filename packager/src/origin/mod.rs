@@ -23,12 +23,12 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::continuous::Format;
 use crate::dash::Manifest;
 use crate::hls::{MasterPlaylist, MediaPlaylist, RenditionReport};
 use crate::receiver;
 use crate::server::{Shared, TrackCounters};
 use crate::window::Window;
+use estuary_proto::url::StreamFormat;
 
 pub use body::Body;
 pub use continuous::{Streams, VIEWER_QUEUE};
@@ -409,9 +409,9 @@ async fn live(
 }
 
 /// `stream.ts`, `stream.mp4`, `stream.webm`, `stream.aac`, `stream.mp3`.
-fn continuous_format(name: &str) -> Option<Format> {
+fn continuous_format(name: &str) -> Option<StreamFormat> {
     name.strip_prefix("stream.")
-        .and_then(Format::from_extension)
+        .and_then(StreamFormat::from_extension)
 }
 
 /// `1234.m4s` is segment 1234; `1234.5.m4s` is its part 5.
@@ -612,7 +612,7 @@ fn metrics(shared: &Shared) -> Response<Body> {
         "# HELP estuary_packager_continuous_viewers Viewers of continuous streams now, by format.\n# TYPE estuary_packager_continuous_viewers gauge"
     );
     let viewers = shared.continuous.viewers();
-    for format in Format::ALL {
+    for format in StreamFormat::ALL {
         let _ = writeln!(
             text,
             "estuary_packager_continuous_viewers{{format=\"{}\"}} {}",
