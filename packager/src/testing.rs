@@ -8,8 +8,8 @@ use estuary_proto::url::{ChannelName, TrackName};
 use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
 use mp4_atom::{
     Audio, Avc1, Avcc, Codec, Dops, Encode, Esds, FixedPoint, FourCC, Ftyp, Hdlr, Mdat, Mfhd, Moof,
-    Moov, Mp4a, Mvex, Opus, Styp, Tfdt, Tfhd, Traf, Trak, Trex, Trun, TrunEntry, Visual, Vp08,
-    Vp09, VpcC,
+    Moov, Mp4a, Mvex, Opus, Styp, Tfdt, Tfhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples,
+    Visual, Vp08, Vp09, VpcC,
 };
 
 use crate::cmaf::{self, Chunk, CmafReader, Piece, TrackHeader};
@@ -317,6 +317,42 @@ pub fn chunk(spec: &TrackSpec, sequence: u32, start: u64, samples: u32) -> Vec<u
         data.extend(sample);
     }
     encode(&Mdat { data }, &mut out);
+    out
+}
+
+/// A chunk as a hostile sender may write one: a `moof` whose only run is `samples` (its data
+/// offset pointing at the mdat's payload), sample defaults from `tfhd`, and an `mdat` of
+/// `mdat_bytes` filler bytes.
+pub fn crafted_chunk(start: u64, tfhd: Tfhd, samples: TrunSamples, mdat_bytes: usize) -> Vec<u8> {
+    let mut moof = Moof {
+        mfhd: Mfhd { sequence_number: 1 },
+        traf: vec![Traf {
+            tfhd: Tfhd {
+                track_id: 1,
+                default_base_is_moof: true,
+                ..tfhd
+            },
+            tfdt: Some(Tfdt {
+                base_media_decode_time: start,
+            }),
+            trun: vec![Trun {
+                data_offset: Some(0),
+                samples,
+            }],
+            ..Default::default()
+        }],
+    };
+    let mut sized = Vec::new();
+    encode(&moof, &mut sized);
+    moof.traf[0].trun[0].data_offset = Some(sized.len() as i32 + 8);
+    let mut out = Vec::new();
+    encode(&moof, &mut out);
+    encode(
+        &Mdat {
+            data: vec![7; mdat_bytes],
+        },
+        &mut out,
+    );
     out
 }
 
