@@ -382,6 +382,14 @@ pub fn stream(spec: &TrackSpec, first_chunk: u64, chunks: u64) -> Vec<u8> {
     out
 }
 
+/// The header, then `chunks` whole chunks from the segment that begins at `utc_seconds`
+/// (rounded down to a segment boundary): a track as an ingest would send it then.
+pub fn stream_at(spec: &TrackSpec, utc_seconds: u64, chunks: u64) -> Vec<u8> {
+    let segment_seconds = spec.segment_ticks() / u64::from(spec.timescale);
+    let first = utc_seconds / segment_seconds * spec.segment_ticks() / spec.chunk_ticks();
+    stream(spec, first, chunks)
+}
+
 /// Segments of the fixtures begin on this day (2026-11-21, UTC), in seconds since the epoch.
 pub const DAY_START_SECONDS: u64 = 1_795_219_200;
 
@@ -396,6 +404,7 @@ impl Channel {
         let config = WindowConfig {
             segment: Duration::from_secs(2),
             window: Duration::from_secs(window_seconds),
+            ..Default::default()
         };
         Channel {
             window: Window::new(config),
@@ -410,12 +419,67 @@ impl Channel {
             panic!("a header")
         };
         let header = cmaf::parse_header(bytes.clone()).unwrap();
-        self.window.push_header(&self.name, &track, header.clone());
+        let day = Duration::from_secs(DAY_START_SECONDS);
+        self.window
+            .push_header(&self.name, &track, header.clone(), day)
+            .unwrap();
         for index in chunks {
             let start = DAY_START_SECONDS * u64::from(spec.timescale) + index * spec.chunk_ticks();
             let bytes = chunk(spec, index as u32, start, spec.samples_per_chunk);
             let chunk = cmaf::parse_chunk(Bytes::from(bytes), &header).unwrap();
-            let _: Accepted = self.window.push_chunk(&self.name, &track, chunk).unwrap();
+            // Each chunk arrives live: the packager's clock reads its end.
+            let now = Duration::from_nanos(
+                ((start + chunk.duration) as u128 * 1_000_000_000 / u128::from(spec.timescale))
+                    as u64,
+            );
+            let _: Accepted = self
+                .window
+                .push_chunk(&self.name, &track, chunk, now)
+                .unwrap();
         }
     }
+}
+
+/// A packager serving `window` (a fixture channel's, say) on an ephemeral port of 127.0.0.1,
+/// configured by `configure`: its state and its address.
+pub async fn serve_window(
+    window: Window,
+    configure: impl FnOnce(&mut crate::PackagerConfig),
+) -> (std::sync::Arc<crate::server::Shared>, std::net::SocketAddr) {
+    let mut config = crate::PackagerConfig::new(([127, 0, 0, 1], 0).into());
+    configure(&mut config);
+    let listener = crate::server::bind(&config).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shared = crate::server::Shared::new(&config).unwrap();
+    shared.apply(|held| {
+        *held = window;
+        Vec::new()
+    });
+    tokio::spawn(crate::server::serve(listener, shared.clone()));
+    (shared, address)
+}
+
+/// Sends `request` (the raw bytes of one HTTP/1.1 request) to `address` and reads until the
+/// server closes the connection, at most `limit`: what came back, and whether it closed.
+pub async fn exchange(
+    address: std::net::SocketAddr,
+    request: &[u8],
+    limit: Duration,
+) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(limit, stream.read_to_end(&mut answer))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+/// `GET target` on a connection of its own: the status line and headers, then the body.
+pub async fn get(address: std::net::SocketAddr, method: &str, target: &str) -> String {
+    let request = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    exchange(address, request.as_bytes(), Duration::from_secs(5))
+        .await
+        .0
 }

@@ -215,6 +215,36 @@ impl Streams {
         }
     }
 
+    /// `track` of `channel` was retired: the streams that carry it end (their viewers
+    /// reconnect to what the channel still has, or are told it is gone), and with the
+    /// channel's last track its title goes too.
+    pub fn track_retired(&self, channel: &ChannelName, track: &TrackName, channel_gone: bool) {
+        let mut streams = self.lock();
+        let ended: Vec<StreamKey> = streams
+            .keys()
+            .filter(|key| &key.channel == channel)
+            .filter(|key| channel_gone || key.role_of(track).is_some())
+            .cloned()
+            .collect();
+        for key in ended {
+            if let Some(live) = streams.remove(&key) {
+                let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+                tracing::info!(%channel, %track, format = %key.format, "continuous stream ends");
+                close(
+                    &mut live.viewers,
+                    &format!("track {track} of channel {channel} stopped"),
+                );
+            }
+        }
+        drop(streams);
+        if channel_gone {
+            self.titles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(channel);
+        }
+    }
+
     /// The title of `channel` is now `title` (a radio's "now playing"): ICY listeners get it at
     /// their next block, edges in a title frame now.
     pub fn set_title(&self, channel: &ChannelName, title: &str) {
@@ -374,29 +404,21 @@ fn pick_tracks(
     }
 }
 
-/// The value of `name` in a query string.
-fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
-}
-
-/// Answers a viewer of the stream `format` of `channel`; `framed` for an edge, which asked for
+/// Answers a viewer of the stream `format` of `channel` (with the track `wanted` by its
+/// `?track=`); `framed` for an edge, which asked for
 /// [`chunks::CONTENT_TYPE`]; `icy` for a player that asked for ICY metadata, which radio
 /// streams (stream.mp3 and stream.aac) carry.
 pub fn serve(
     shared: &Shared,
     channel: &ChannelName,
     format: StreamFormat,
-    query: Option<&str>,
+    wanted: Option<&TrackName>,
     head: bool,
     framed: bool,
     icy: bool,
 ) -> Response<Body> {
     let icy = icy && !framed && format.is_radio();
-    let wanted = query_value(query, "track");
+    let wanted = wanted.map(TrackName::as_str);
     let picked = shared.read(|window| pick_tracks(window, channel, format, wanted));
     let (video, audio) = match picked {
         Ok(tracks) => tracks,
@@ -553,7 +575,11 @@ mod tests {
             height: 360,
         };
         let v360 = TrackName::new("v360").unwrap();
-        channel.window.push_header(&channel.name, &v360, low);
+        let day = std::time::Duration::from_secs(crate::testing::DAY_START_SECONDS);
+        channel
+            .window
+            .push_header(&channel.name, &v360, low, day)
+            .unwrap();
         let name = |n: &str| Some(TrackName::new(n).unwrap());
         let window = &channel.window;
         let (video, audio) = pick_tracks(window, &channel.name, StreamFormat::Ts, None).unwrap();
@@ -608,16 +634,7 @@ mod tests {
 
     /// What `serve` answers for `format` of a fixture channel, without a viewer staying.
     fn answer(channel: Channel, format: StreamFormat) -> (StatusCode, String, String) {
-        let config = crate::PackagerConfig {
-            listen: ([127, 0, 0, 1], 0).into(),
-            window: crate::window::WindowConfig {
-                segment: std::time::Duration::from_secs(2),
-                window: std::time::Duration::from_secs(60),
-            },
-            keys: Vec::new(),
-            web: None,
-            archive: None,
-        };
+        let config = crate::PackagerConfig::new(([127, 0, 0, 1], 0).into());
         let shared = Shared::new(&config).unwrap();
         shared.apply(|window| {
             *window = channel.window;
@@ -735,13 +752,5 @@ mod tests {
         let feed = Feed::from_window(StreamFormat::Ts, Some(video), Some(audio)).unwrap();
         let (pieces, _) = framed_joining(feed.joining(), "");
         assert_eq!(&pieces[0][..], &chunks::head(Kind::Header, 0, 0));
-    }
-
-    #[test]
-    fn queries_name_the_track() {
-        assert_eq!(query_value(Some("track=v360"), "track"), Some("v360"));
-        assert_eq!(query_value(Some("a=1&track=v720"), "track"), Some("v720"));
-        assert_eq!(query_value(Some("tracks=v720"), "track"), None);
-        assert_eq!(query_value(None, "track"), None);
     }
 }
