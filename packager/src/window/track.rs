@@ -191,21 +191,10 @@ impl TrackWindow {
 }
 
 impl TrackWindow {
-    /// Ends the track's timeline: its newest segment is complete, every segment leaves the
-    /// window, and the next one begins a discontinuity.
+    /// Ends the track's timeline: every segment leaves the window (the archive has kept the
+    /// whole ones), and the next one begins a discontinuity.
     pub(super) fn reset(&mut self, who: &Who) -> Vec<Event> {
-        let mut events = Vec::new();
-        if let Some((&newest, segment)) = self.segments.iter_mut().next_back()
-            && !segment.complete
-        {
-            segment.complete = true;
-            events.push(Event::SegmentCompleted {
-                channel: who.0.clone(),
-                track: who.1.clone(),
-                segment: newest,
-            });
-        }
-        events.extend(self.evict(u64::MAX, 0, who));
+        let mut events = self.evict(u64::MAX, 0, who);
         self.end = None;
         self.discontinuity_pending = true;
         self.counters.timeline_resets += 1;
