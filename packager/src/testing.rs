@@ -356,6 +356,43 @@ pub fn crafted_chunk(start: u64, tfhd: Tfhd, samples: TrunSamples, mdat_bytes: u
     out
 }
 
+/// An `sgpd` box (version 0, an unknown grouping type) that declares 2^32-1 entries and has
+/// none: what mp4-atom 0.17 reads as entries of no bytes, one after another, without end.
+pub fn endless_sgpd() -> Vec<u8> {
+    let mut sgpd = 20u32.to_be_bytes().to_vec();
+    sgpd.extend_from_slice(b"sgpd");
+    sgpd.extend_from_slice(&[0, 0, 0, 0]);
+    sgpd.extend_from_slice(b"goom");
+    sgpd.extend_from_slice(&u32::MAX.to_be_bytes());
+    sgpd
+}
+
+/// Puts `inserted` at the end of the box found by following `path` (box types, from the top
+/// level of `data`), growing the sizes of every box on the path.
+pub fn insert_box(data: &mut Vec<u8>, path: &[&[u8; 4]], inserted: &[u8]) {
+    let (mut start, mut end) = (0, data.len());
+    let mut containers = Vec::new();
+    for kind in path {
+        let mut at = start;
+        loop {
+            assert!(at + 8 <= end, "no {kind:?} on the path");
+            let size = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+            if &data[at + 4..at + 8] == *kind {
+                containers.push(at);
+                start = at + 8;
+                end = at + size;
+                break;
+            }
+            at += size;
+        }
+    }
+    data.splice(end..end, inserted.iter().copied());
+    for at in containers {
+        let size = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        data[at..at + 4].copy_from_slice(&((size + inserted.len()) as u32).to_be_bytes());
+    }
+}
+
 /// The fixture header of `spec`, parsed.
 pub fn parsed_header(spec: &TrackSpec) -> TrackHeader {
     cmaf::parse_header(Bytes::from(header(spec))).expect("fixture headers parse")

@@ -7,9 +7,9 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use mp4_atom::{Decode, Moof};
+use mp4_atom::{Tfdt, Tfhd, Trun};
 
-use super::reader::box_header;
+use super::reader::{RawBox, boxes, find};
 use super::{CmafError, MAX_CHUNK_BYTES, MAX_SAMPLE_BYTES, MAX_SAMPLES_PER_CHUNK, TrackHeader};
 
 /// ISO/IEC 14496-12 sample flags: `sample_is_non_sync_sample`.
@@ -82,53 +82,53 @@ struct Entry {
     data: Range<usize>,
 }
 
-/// Where a chunk's parts are: its `moof`, decoded, and where it begins; its `mdat`'s payload.
+/// What a chunk's `moof` says of its first track fragment, and where the chunk's parts are.
 struct Layout {
+    tfhd: Tfhd,
+    tfdt: Option<Tfdt>,
+    trun: Vec<Trun>,
+    /// Where the `moof` begins (the default base of data offsets).
     moof_offset: usize,
-    moof: Moof,
+    /// The `mdat`'s payload.
     mdat: Range<usize>,
 }
 
-/// Finds the `moof` and the `mdat` by their box headers alone: the `mdat` is never decoded
-/// (nor copied), the other boxes are skipped.
+/// Finds the `moof` and the `mdat` by their box headers, and in the `moof`'s first `traf`
+/// decodes its `tfhd`, `tfdt` and `trun` boxes alone: nothing else the sender put there is
+/// decoded, and the `mdat` is neither decoded nor copied.
 fn layout(bytes: &[u8]) -> Result<Layout, CmafError> {
-    let (mut offset, mut moof, mut mdat) = (0, None, None);
-    while offset < bytes.len() {
-        let rest = &bytes[offset..];
-        let (kind, size, header_size) = match box_header(rest)? {
-            Some(found) if found.1 <= rest.len() => found,
-            found => {
-                let kind = found.map_or_else(
-                    || "box header".to_owned(),
-                    |(kind, ..)| String::from_utf8_lossy(&kind).into_owned(),
-                );
-                let missing = found
-                    .map_or(8, |(_, size, _)| size)
-                    .saturating_sub(rest.len());
-                return Err(CmafError::Truncated {
-                    kind,
-                    missing: missing as u64,
-                });
-            }
-        };
-        match &kind {
-            b"moof" if moof.is_none() => {
-                let decoded = Moof::decode(&mut &rest[..size])
-                    .map_err(|error| CmafError::Unparsable("moof", error.to_string()))?;
-                moof = Some((offset, decoded));
-            }
-            b"mdat" if mdat.is_none() => mdat = Some(offset + header_size..offset + size),
-            _ => {}
-        }
-        offset += size;
-    }
-    let (moof_offset, moof) = moof.ok_or(CmafError::MissingInChunk("moof"))?;
-    let mdat = mdat.ok_or(CmafError::MissingInChunk("mdat"))?;
+    let top = boxes(bytes)?;
+    let moof = top
+        .iter()
+        .find(|found| &found.kind == b"moof")
+        .ok_or(CmafError::MissingInChunk("moof"))?;
+    let mdat = top
+        .iter()
+        .find(|found| &found.kind == b"mdat")
+        .ok_or(CmafError::MissingInChunk("mdat"))?;
+    let traf = find(moof.body, b"traf")?.ok_or(CmafError::MissingInChunk("traf"))?;
+    let inside = boxes(traf.body)?;
+    let header = mdat.bytes.len() - mdat.body.len();
     Ok(Layout {
-        moof_offset,
-        moof,
-        mdat,
+        tfhd: decoded(&inside, "tfhd")
+            .next()
+            .ok_or(CmafError::MissingInChunk("tfhd"))??,
+        tfdt: decoded(&inside, "tfdt").next().transpose()?,
+        trun: decoded(&inside, "trun").collect::<Result<_, _>>()?,
+        moof_offset: moof.offset,
+        mdat: mdat.offset + header..mdat.offset + mdat.bytes.len(),
     })
+}
+
+/// The boxes named `name` among `found`, each decoded as `T`.
+fn decoded<'a, T: mp4_atom::Decode>(
+    found: &'a [RawBox<'a>],
+    name: &'static str,
+) -> impl Iterator<Item = Result<T, CmafError>> + 'a {
+    found
+        .iter()
+        .filter(move |raw| raw.kind == *name.as_bytes())
+        .map(move |raw| raw.decode(name))
 }
 
 /// Visits every sample of the chunk in decode order, and returns the chunk's start (`tfdt`).
@@ -149,19 +149,19 @@ fn walk(
         });
     }
     let Layout {
+        tfhd,
+        tfdt,
+        trun,
         moof_offset,
-        moof,
         mdat,
     } = layout(bytes)?;
-    let traf = moof.traf.first().ok_or(CmafError::MissingInChunk("traf"))?;
-    let start = traf
-        .tfdt
+    let start = tfdt
         .as_ref()
         .ok_or(CmafError::MissingInChunk("tfdt"))?
         .base_media_decode_time;
     // A run without per-sample fields is only a count (mp4-atom keeps it as one): this is
     // where a count of 2^32 - 1 is stopped, before anything steps through it.
-    let declared: u64 = traf.trun.iter().map(|run| run.samples.len() as u64).sum();
+    let declared: u64 = trun.iter().map(|run| run.samples.len() as u64).sum();
     if declared == 0 {
         return Err(CmafError::MissingInChunk("samples"));
     }
@@ -174,7 +174,6 @@ fn walk(
             bytes: mdat.len(),
         });
     }
-    let tfhd = &traf.tfhd;
     let default_duration = tfhd.default_sample_duration.or(header.default_duration);
     let default_size = tfhd.default_sample_size.or(header.default_size);
     let default_flags = tfhd
@@ -186,7 +185,7 @@ fn walk(
         None => moof_offset,
     };
     let (mut position, mut decode, mut index, mut total) = (base, start, 0u64, 0usize);
-    for run in &traf.trun {
+    for run in &trun {
         if let Some(offset) = run.data_offset {
             position = base.saturating_add_signed(offset as isize);
         }
@@ -407,6 +406,25 @@ mod tests {
             at_cap as usize,
         ));
         assert_eq!(parse_chunk(bytes, &header).unwrap().samples, at_cap);
+    }
+
+    /// A track fragment may carry sample groups and other boxes; the packager decodes its
+    /// tfhd, tfdt and trun alone, so an `sgpd` that would make mp4-atom 0.17 allocate without
+    /// end is passed over.
+    #[test]
+    fn boxes_of_a_fragment_beside_its_runs_are_never_decoded() {
+        let spec = TrackSpec::video();
+        let header = video_header();
+        let mut bytes = testing::chunk(&spec, 0, 0, spec.samples_per_chunk);
+        let sgpd = testing::endless_sgpd();
+        testing::insert_box(&mut bytes, &[b"moof", b"traf"], &sgpd);
+        // The samples moved by as much as the moof grew.
+        let trun = bytes.windows(4).position(|w| w == b"trun").unwrap();
+        let at = trun + 12;
+        let offset = i32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        bytes[at..at + 4].copy_from_slice(&(offset + sgpd.len() as i32).to_be_bytes());
+        let chunk = parse_chunk(Bytes::from(bytes), &header).unwrap();
+        assert_eq!(chunk.samples, spec.samples_per_chunk);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //!
 //! Everything here reads what anyone who can reach the ingest port may send, so every count
 //! and size a box declares is checked against the bounds below before anything is done with
-//! it: nothing costs more than the bytes that were sent, and those are bounded too.
+//! it: nothing costs more than the bytes that were sent, and those are bounded too. Boxes are
+//! found by their headers, and only those the packager uses (`mdhd`, `stsd`, `trex`; `tfhd`,
+//! `tfdt`, `trun`) are handed to mp4-atom's decoders: whatever else a sender puts in a header
+//! or a fragment is passed over unread.
 
 mod chunk;
 mod header;

@@ -161,6 +161,61 @@ fn name(kind: &[u8; 4]) -> String {
     String::from_utf8_lossy(kind).into_owned()
 }
 
+/// A box found in a buffer by its header alone: its type, all its bytes (header included, as
+/// mp4-atom decodes a box) and its body.
+pub(super) struct RawBox<'a> {
+    pub kind: [u8; 4],
+    pub bytes: &'a [u8],
+    pub body: &'a [u8],
+    /// Where it begins in the buffer it was found in.
+    pub offset: usize,
+}
+
+impl RawBox<'_> {
+    /// Decodes this box alone as `T`, with mp4-atom. Only the boxes the packager needs are
+    /// ever decoded: a box it has no use for is never handed to a decoder, whatever it holds.
+    pub fn decode<T: mp4_atom::Decode>(&self, name: &'static str) -> Result<T, CmafError> {
+        let mut bytes = self.bytes;
+        T::decode(&mut bytes).map_err(|error| CmafError::Unparsable(name, error.to_string()))
+    }
+}
+
+/// The boxes one after another in `data`, which must hold them whole. There are at most
+/// `data.len() / 8` of them.
+pub(super) fn boxes(data: &[u8]) -> Result<Vec<RawBox<'_>>, CmafError> {
+    let mut found = Vec::new();
+    let mut offset = 0;
+    while offset < data.len() {
+        let rest = &data[offset..];
+        let (kind, size, header_size) = match box_header(rest)? {
+            Some(header) if header.1 <= rest.len() => header,
+            header => {
+                let kind = header.map_or_else(|| "box header".to_owned(), |(kind, ..)| name(&kind));
+                let missing = header
+                    .map_or(8, |(_, size, _)| size)
+                    .saturating_sub(rest.len());
+                return Err(CmafError::Truncated {
+                    kind,
+                    missing: missing as u64,
+                });
+            }
+        };
+        found.push(RawBox {
+            kind,
+            bytes: &rest[..size],
+            body: &rest[header_size..size],
+            offset,
+        });
+        offset += size;
+    }
+    Ok(found)
+}
+
+/// The first box of type `kind` in `data`.
+pub(super) fn find<'a>(data: &'a [u8], kind: &[u8; 4]) -> Result<Option<RawBox<'a>>, CmafError> {
+    Ok(boxes(data)?.into_iter().find(|found| &found.kind == kind))
+}
+
 /// The type, total size and header size of the box at the start of `data`, once its header
 /// is there. Sizes beyond what any unit may hold are refused by the callers; here a size
 /// only has to fit in memory's address space.

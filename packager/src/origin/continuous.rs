@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use estuary_proto::chunks::{self, Kind};
 use estuary_proto::icy;
-use estuary_proto::url::{ChannelName, TrackName};
+use estuary_proto::url::{ChannelName, StreamFormat, TrackName};
 use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
@@ -24,7 +24,6 @@ use crate::cmaf::{Media, TrackHeader};
 use crate::continuous::{Feed, Joining, Pushed, Role, role_of, webm};
 use crate::server::Shared;
 use crate::window::{TrackWindow, Window};
-use estuary_proto::url::StreamFormat;
 
 /// Chunks a viewer's queue holds beyond what it is sent on joining. A chunk is one part of one
 /// track (a queue entry in TS and AAC, two in MP4: the `moof` and the `mdat`): with the

@@ -474,16 +474,17 @@ mod tests {
             ("/live/demo/manifest.mpd", 200, None),
             ("/metrics", 200, Some("no-store")),
             ("/healthz", 200, Some("no-store")),
-            // Other spellings of the same objects name nothing.
-            ("//live/demo/master.m3u8", 404, None),
-            ("/live/%64emo/master.m3u8", 404, None),
-            ("/live/demo/%2e/master.m3u8", 404, None),
-            ("/live/demo/master.m3u8;x=1", 404, None),
-            ("/live/demo/./master.m3u8", 404, None),
+            // Other spellings of the same objects are bad requests…
+            ("//live/demo/master.m3u8", 400, None),
+            ("/live/%64emo/master.m3u8", 400, None),
+            ("/live/demo/%2e/master.m3u8", 400, None),
+            ("/live/demo/master.m3u8;x=1", 400, None),
+            ("/live/demo/./master.m3u8", 400, None),
+            ("/web/../../etc/passwd", 400, None),
+            // …and well-formed paths outside the layout name nothing.
             (&*format!("/live/demo/v720/0{msn}.m4s"), 404, None),
             ("/LIVE/demo/master.m3u8", 404, None),
             ("/vod/demo/20-10/master.m3u8", 404, None),
-            ("/web/../../etc/passwd", 404, None),
             // A query the layout defines must be well formed.
             ("/live/demo/v720/media.m3u8?_HLS_msn=x", 400, None),
             ("/live/demo/v720/media.m3u8?_HLS_part=1", 400, None),
