@@ -100,7 +100,8 @@ impl CmafReader {
         } else {
             ("chunk", MAX_CHUNK_BYTES)
         };
-        let unit_size = self.scanned as u64 + size as u64;
+        // `size` may be anything a 64-bit box size says: nothing here may overflow.
+        let unit_size = (self.scanned as u64).saturating_add(size as u64);
         if unit_size > limit as u64 {
             return Err(CmafError::UnitTooLarge {
                 unit,
@@ -110,7 +111,7 @@ impl CmafReader {
             });
         }
         let side = !matches!(kind, b"ftyp" | b"moov" | b"moof" | b"mdat");
-        if side && self.side_bytes + size > MAX_SIDE_BYTES {
+        if side && self.side_bytes.saturating_add(size) > MAX_SIDE_BYTES {
             return Err(CmafError::TooManySideBoxes { kind: name(kind) });
         }
         Ok(())
@@ -379,6 +380,22 @@ mod tests {
             "{error}"
         );
         assert!(after_header.buffer.len() < 200, "the mdat was not buffered");
+
+        // The largest size a box header can write, after other boxes of the unit (the
+        // fuzzer's find: the sum overflowed) is refused like any other.
+        for (first, kind) in [(b"moof", b"mdat"), (b"free", b"free"), (b"styp", b"moof")] {
+            let mut huge = 1u32.to_be_bytes().to_vec();
+            huge.extend_from_slice(kind);
+            huge.extend_from_slice(&u64::MAX.to_be_bytes());
+            let mut reader = CmafReader::new();
+            reader.push(&testing::header(&TrackSpec::video())).unwrap();
+            reader.push(&boxed(first, 16)).unwrap();
+            let error = reader.push(&huge).unwrap_err();
+            assert!(
+                matches!(error, CmafError::UnitTooLarge { .. }),
+                "{kind:?} after {first:?}: {error}"
+            );
+        }
     }
 
     /// A header followed by boxes that are never a moof: the reader refuses the
