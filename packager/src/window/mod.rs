@@ -353,8 +353,6 @@ impl Window {
         });
         // A part that reaches the next boundary completes its segment now, not when the next
         // segment begins: a player streaming the segment gets its end without waiting a part.
-        let end_ns = window.nanos(start + duration);
-        let segment = window.segments.get_mut(&number).expect("inserted above");
         if end_ns + BOUNDARY_TOLERANCE_NS >= (u128::from(number) + 1) * segment_ns {
             segment.complete = true;
             events.push(Event::SegmentCompleted {
