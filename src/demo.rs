@@ -34,12 +34,11 @@ pub async fn run(
     config: DemoConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // On loopback, where open ingest is allowed: only the demo's own ingest reaches it.
     let packager = PackagerConfig {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        window: Default::default(),
-        keys: Vec::new(),
         web: Some(config.web),
         archive: config.archive,
+        ..PackagerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
     };
     let listener = server::bind(&packager).await?;
     let origin = listener.local_addr().context("reading the bound address")?;

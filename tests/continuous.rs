@@ -155,7 +155,9 @@ async fn continuous_streams_play_from_the_packager() {
     require_tool("curl", "curl");
     require_tool("gst-launch-1.0", "gstreamer1.0-tools");
     let test_started = Instant::now();
-    let (mut packager, address) = start_packager(&[]).await;
+    // Titles need a credential: the admin token.
+    const ADMIN_TOKEN: &str = "continuous-test-admin-token";
+    let (mut packager, address) = start_packager(&["--admin-token", ADMIN_TOKEN]).await;
     let ingest = Running(
         support::test_ingest(address, &["--duration", "80s", "--audio", "aac,mp3"])
             .spawn()
@@ -276,7 +278,8 @@ async fn continuous_streams_play_from_the_packager() {
     // A radio's playout names what plays, as it would on Icecast; a player that asks for ICY
     // metadata gets it in the stream, from the packager and through the edge.
     let output = Command::new("curl")
-        .args(["-sf", &format!("http://{address}/admin/metadata?mount=/live/demo/stream.mp3&mode=updinfo&song=The+Band+-+Caf%C3%A9")])
+        .args(["-sf", "-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
+        .arg(format!("http://{address}/admin/metadata?mount=/live/demo/stream.mp3&mode=updinfo&song=The+Band+-+Caf%C3%A9"))
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");

@@ -1,151 +1,382 @@
 //! The ingest receiver: CMAF tracks arrive at `/ingest/{channel}/{track}` as one long chunked
 //! POST or PUT (DASH-IF live media ingest, interface 1) or as one request per segment. Each
 //! body is read as it streams in; every chunk reaches the window the moment its last byte does.
+//!
+//! A refused ingest is answered with the reason and counted by the reason alone (a fixed set,
+//! [`Refusal`]): it leaves no state named after what it asked for, and a track its header
+//! created is forgotten again if the request is refused before a chunk was taken.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use estuary_proto::keycard::{self, Keycard};
 use estuary_proto::url::{ChannelName, TrackName};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::{HeaderMap, Request, Response, StatusCode};
 
 use crate::cmaf::{self, CmafReader, Piece, TrackHeader};
-use crate::server::Shared;
-use crate::window::Accepted;
+use crate::origin::{Body, problem};
+use crate::server::{Shared, utc_now};
+use crate::window::{Accepted, Event, WindowError};
 
-/// What the sender is told when the body has been read, or why it was refused.
-pub struct Verdict {
+/// Why an ingest was refused: the label of `estuary_packager_ingest_refused_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No keycard, or one that does not let its holder ingest this track.
+    Keycard,
+    /// The channel or track name is not allowed.
+    Name,
+    /// The stream is not CMAF, or a box breaks a bound.
+    Cmaf,
+    /// A chunk came before any header.
+    NoHeader,
+    /// The channel has as many tracks as it may.
+    TooManyTracks,
+    /// The packager has as many channels as it may.
+    TooManyChannels,
+    /// A chunk ends too far ahead of the packager's clock.
+    AheadOfClock,
+    /// Nothing arrived for the ingest timeout.
+    Stalled,
+    /// The body broke off (the connection failed mid-request).
+    BrokenBody,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 9] = [
+        Refusal::Keycard,
+        Refusal::Name,
+        Refusal::Cmaf,
+        Refusal::NoHeader,
+        Refusal::TooManyTracks,
+        Refusal::TooManyChannels,
+        Refusal::AheadOfClock,
+        Refusal::Stalled,
+        Refusal::BrokenBody,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Keycard => "keycard",
+            Refusal::Name => "name",
+            Refusal::Cmaf => "cmaf",
+            Refusal::NoHeader => "no_header",
+            Refusal::TooManyTracks => "too_many_tracks",
+            Refusal::TooManyChannels => "too_many_channels",
+            Refusal::AheadOfClock => "ahead_of_clock",
+            Refusal::Stalled => "stalled",
+            Refusal::BrokenBody => "broken_body",
+        }
+    }
+
+    /// Its place in [`Refusal::ALL`], which lists the reasons in the order they are declared.
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How many ingests were refused, per reason.
+#[derive(Debug, Default)]
+pub struct Refusals([std::sync::atomic::AtomicU64; Refusal::ALL.len()]);
+
+impl Refusals {
+    pub fn count(&self, reason: Refusal) {
+        self.0[reason.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: Refusal) -> u64 {
+        self.0[reason.index()].load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// An ingest refused: the status, why (named for metrics) and the reason told to the sender.
+#[derive(Debug)]
+pub struct Refused {
     pub status: StatusCode,
+    pub reason: Refusal,
     pub message: String,
 }
 
-impl Verdict {
-    fn refuse(status: StatusCode, message: impl Into<String>) -> Self {
-        Verdict {
+impl Refused {
+    fn new(status: StatusCode, reason: Refusal, message: impl Into<String>) -> Self {
+        Refused {
             status,
+            reason,
             message: message.into(),
         }
     }
 }
 
-/// Checks the keycard of an ingest request, when the packager has keys.
+impl From<WindowError> for Refused {
+    fn from(error: WindowError) -> Self {
+        let (status, reason) = match &error {
+            WindowError::NoHeader { .. } => (StatusCode::BAD_REQUEST, Refusal::NoHeader),
+            WindowError::TooManyTracks { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, Refusal::TooManyTracks)
+            }
+            WindowError::TooManyChannels { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, Refusal::TooManyChannels)
+            }
+            WindowError::AheadOfClock { .. } => (StatusCode::BAD_REQUEST, Refusal::AheadOfClock),
+        };
+        Refused::new(status, reason, error.to_string())
+    }
+}
+
+/// Checks that `headers` carry a keycard, signed with one of `keys`, that lets its holder
+/// (from the address `client`, when known) at `path`. Says why not: 401 without one, 403 with
+/// one that does not do.
 pub fn check_keycard(
-    shared: &Shared,
-    request: &Request<Incoming>,
+    keys: &[estuary_proto::KeycardKey],
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
     path: &str,
     now: u64,
-) -> Result<(), Verdict> {
-    if shared.keys.is_empty() {
-        return Ok(());
-    }
-    let text = request
-        .headers()
+) -> Result<(), (StatusCode, String)> {
+    let text = bearer(headers).ok_or_else(|| {
+        (
+            StatusCode::UNAUTHORIZED,
+            "a keycard is required (Authorization: Bearer …)".to_owned(),
+        )
+    })?;
+    let card =
+        Keycard::parse(text).map_err(|error| (StatusCode::UNAUTHORIZED, error.to_string()))?;
+    card.verify(keys, path, client, now)
+        .map(|_| ())
+        .map_err(|error| (StatusCode::FORBIDDEN, error.to_string()))
+}
+
+/// The address a request came from (the connection puts it among the request's extensions).
+pub fn client(request: &Request<Incoming>) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<std::net::SocketAddr>()
+        .map(|peer| peer.ip())
+}
+
+/// The credential of an `Authorization: Bearer …` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(hyper::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix(keycard::AUTHORIZATION_SCHEME))
         .map(str::trim)
-        .ok_or_else(|| {
-            Verdict::refuse(
-                StatusCode::UNAUTHORIZED,
-                "a keycard is required (Authorization: Bearer …)",
-            )
-        })?;
-    let card = Keycard::parse(text)
-        .map_err(|error| Verdict::refuse(StatusCode::UNAUTHORIZED, error.to_string()))?;
-    card.verify(&shared.keys, path, None, now)
-        .map(|_| ())
-        .map_err(|error| Verdict::refuse(StatusCode::FORBIDDEN, error.to_string()))
 }
 
-/// Reads one ingest body into the window.
-pub async fn receive(
+/// `POST` or `PUT /ingest/{channel}/{track}`: checks the names and the keycard (when the
+/// packager has keys), then reads the body into the window. The answer comes when the body
+/// ends, or the moment it is refused.
+pub async fn ingest(
     shared: Arc<Shared>,
-    channel: ChannelName,
-    track: TrackName,
+    channel: &str,
+    track: &str,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let (channel, track) = match (ChannelName::new(channel), TrackName::new(track)) {
+        (Ok(channel), Ok(track)) => (channel, track),
+        (Err(error), _) | (_, Err(error)) => {
+            shared.refusals.count(Refusal::Name);
+            return problem(StatusCode::BAD_REQUEST, error.to_string());
+        }
+    };
+    let outcome = if shared.keys.is_empty() {
+        Ok(())
+    } else {
+        let path = estuary_proto::url::ingest_path(&channel, &track);
+        let client = client(&request);
+        check_keycard(
+            &shared.keys,
+            request.headers(),
+            client,
+            &path,
+            utc_now().as_secs(),
+        )
+        .map_err(|(status, message)| Refused::new(status, Refusal::Keycard, message))
+    };
+    let outcome = match outcome {
+        Ok(()) => receive(&shared, &channel, &track, request.into_body()).await,
+        Err(refused) => Err(refused),
+    };
+    match outcome {
+        Ok((chunks, duplicates)) => problem(
+            StatusCode::OK,
+            format!("{channel}/{track}: {chunks} chunks taken, {duplicates} already had\n"),
+        ),
+        Err(refused) => {
+            shared.refusals.count(refused.reason);
+            tracing::warn!(%channel, %track, reason = refused.reason.label(), message = %refused.message, "ingest refused");
+            problem(refused.status, refused.message)
+        }
+    }
+}
+
+/// Reads one ingest body into the window: how many chunks were taken and how many were
+/// copies of what it had. A track this request created is forgotten again if the request is
+/// refused before one of its chunks was taken.
+async fn receive(
+    shared: &Shared,
+    channel: &ChannelName,
+    track: &TrackName,
     body: Incoming,
-) -> Verdict {
-    let mut body = body;
+) -> Result<(u64, u64), Refused> {
+    let mut created = false;
+    let mut counts = (0, 0);
+    let outcome = read_body(shared, channel, track, body, &mut created, &mut counts).await;
+    if outcome.is_err() && created {
+        shared.apply(|window| window.forget_if_empty(channel, track));
+    }
+    outcome.map(|()| counts)
+}
+
+async fn read_body(
+    shared: &Shared,
+    channel: &ChannelName,
+    track: &TrackName,
+    mut body: Incoming,
+    created: &mut bool,
+    (chunks, duplicates): &mut (u64, u64),
+) -> Result<(), Refused> {
+    let bad = |what: String| Refused::new(StatusCode::BAD_REQUEST, Refusal::Cmaf, what);
     let mut reader = CmafReader::new();
     // A request per segment carries no header: it continues the track's known one.
-    let mut header: Option<TrackHeader> = shared.header(&channel, &track);
-    let mut chunks = 0u64;
-    let mut duplicates = 0u64;
+    let mut header: Option<TrackHeader> = shared.header(channel, track);
     loop {
-        let frame = match body.frame().await {
-            None => break,
-            Some(Ok(frame)) => frame,
-            Some(Err(error)) => {
-                return Verdict::refuse(
+        let frame = match tokio::time::timeout(shared.timeouts.ingest, body.frame()).await {
+            Err(_) => return Err(stalled(channel, track, shared.timeouts.ingest)),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(error))) => {
+                return Err(Refused::new(
                     StatusCode::BAD_REQUEST,
+                    Refusal::BrokenBody,
                     format!("the body broke off: {error}"),
-                );
+                ));
             }
         };
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        let pieces = match reader.push(&data) {
-            Ok(pieces) => pieces,
-            Err(error) => {
-                return Verdict::refuse(
-                    StatusCode::BAD_REQUEST,
-                    format!("{channel}/{track}: {error}"),
-                );
-            }
-        };
+        let pieces = reader
+            .push(&data)
+            .map_err(|error| bad(format!("{channel}/{track}: {error}")))?;
         for piece in pieces {
             match piece {
-                Piece::Header(bytes) => match cmaf::parse_header(bytes) {
-                    Ok(parsed) => {
-                        shared.apply(|window| window.push_header(&channel, &track, parsed.clone()));
-                        header = Some(parsed);
-                    }
-                    Err(error) => {
-                        return Verdict::refuse(
-                            StatusCode::BAD_REQUEST,
-                            format!("{channel}/{track}: header: {error}"),
-                        );
-                    }
-                },
+                Piece::Header(bytes) => {
+                    let parsed = cmaf::parse_header(bytes)
+                        .map_err(|error| bad(format!("{channel}/{track}: header: {error}")))?;
+                    let events = shared.try_apply(|window| {
+                        window.push_header(channel, track, parsed.clone(), utc_now())
+                    })?;
+                    *created |= events
+                        .iter()
+                        .any(|event| matches!(event, Event::TrackStarted { .. }));
+                    header = Some(parsed);
+                }
                 Piece::Chunk(bytes) => {
                     let Some(known) = header.as_ref() else {
-                        return Verdict::refuse(
+                        return Err(Refused::new(
                             StatusCode::BAD_REQUEST,
+                            Refusal::NoHeader,
                             format!("{channel}/{track}: a chunk came before any CMAF header"),
-                        );
+                        ));
                     };
-                    let chunk = match cmaf::parse_chunk(bytes, known) {
-                        Ok(chunk) => chunk,
-                        Err(error) => {
-                            return Verdict::refuse(
-                                StatusCode::BAD_REQUEST,
-                                format!("{channel}/{track}: chunk: {error}"),
-                            );
+                    let chunk = cmaf::parse_chunk(bytes, known)
+                        .map_err(|error| bad(format!("{channel}/{track}: chunk: {error}")))?;
+                    match shared
+                        .try_apply(|window| window.push_chunk(channel, track, chunk, utc_now()))?
+                    {
+                        Accepted::New(_) => {
+                            *chunks += 1;
+                            *created = false;
                         }
-                    };
-                    match shared.try_apply(|window| window.push_chunk(&channel, &track, chunk)) {
-                        Ok(Accepted::New(_)) => chunks += 1,
-                        Ok(Accepted::Duplicate) => {
-                            duplicates += 1;
-                            shared.count(&channel, &track, |c| c.duplicates += 1);
-                        }
-                        Err(error) => {
-                            return Verdict::refuse(StatusCode::BAD_REQUEST, error.to_string());
-                        }
+                        Accepted::Duplicate => *duplicates += 1,
                     }
                 }
             }
         }
     }
-    if let Err(error) = reader.finish() {
-        return Verdict::refuse(
-            StatusCode::BAD_REQUEST,
-            format!("{channel}/{track}: {error}"),
-        );
+    reader
+        .finish()
+        .map_err(|error| bad(format!("{channel}/{track}: {error}")))
+}
+
+fn stalled(channel: &ChannelName, track: &TrackName, limit: Duration) -> Refused {
+    Refused::new(
+        StatusCode::REQUEST_TIMEOUT,
+        Refusal::Stalled,
+        format!(
+            "{channel}/{track}: nothing arrived for {} s (an ingest sends a chunk every part): the connection is closed",
+            limit.as_secs_f64()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::testing::{self, TrackSpec, exchange};
+    use crate::window::{Window, WindowConfig};
+
+    async fn post(address: std::net::SocketAddr, path: &str, body: &[u8]) -> String {
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        exchange(address, &request, Duration::from_secs(5)).await.0
     }
-    Verdict {
-        status: StatusCode::OK,
-        message: format!("{channel}/{track}: {chunks} chunks taken, {duplicates} already had\n"),
+
+    /// Refused ingests are answered with the reason and counted by it alone: the track a
+    /// refused request's header made is forgotten, and no label names it.
+    #[tokio::test]
+    async fn refused_ingests_leave_nothing_behind() {
+        let config = WindowConfig {
+            max_tracks: 2,
+            max_channels: 2,
+            ..Default::default()
+        };
+        let (shared, address) = testing::serve_window(Window::new(config), |_| {}).await;
+        let spec = TrackSpec::video();
+        let now = utc_now().as_secs();
+        let live = testing::stream_at(&spec, now - 2, 1);
+        let future = testing::stream_at(&spec, now + 24 * 3600, 1);
+
+        let answer = post(address, "/ingest/good/v1", &live).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let answer = post(address, "/ingest/evil/v1", &future).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("ahead of the packager's clock"), "{answer}");
+        let answer = post(address, "/ingest/good/v2", &live).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let answer = post(address, "/ingest/good/v3", &live).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("already has 2 tracks"), "{answer}");
+        let answer = post(address, "/ingest/second/v1", &live).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let answer = post(address, "/ingest/third/v1", &live).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("2 channels"), "{answer}");
+
+        let channels: Vec<String> =
+            shared.read(|window| window.channels().map(|c| c.to_string()).collect());
+        assert_eq!(channels, ["good", "second"]);
+        let metrics = testing::get(address, "GET", "/metrics").await;
+        for absent in ["evil", "third", "v3"] {
+            assert!(!metrics.contains(absent), "{absent} in {metrics}");
+        }
+        for (reason, count) in [
+            ("ahead_of_clock", 1),
+            ("too_many_tracks", 1),
+            ("too_many_channels", 1),
+        ] {
+            let line =
+                format!("estuary_packager_ingest_refused_total{{reason=\"{reason}\"}} {count}");
+            assert!(metrics.contains(&line), "{line} not in {metrics}");
+        }
     }
 }

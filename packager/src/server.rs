@@ -1,60 +1,89 @@
 //! The packager's process: the window shared between the ingest receiver and the origin, the
-//! wake-ups that answer blocked requests the moment a part lands, and the HTTP server
-//! (HTTP/1.1 and HTTP/2) in front of both.
+//! wake-ups that answer blocked requests the moment a part lands, the retirement of idle
+//! tracks, and the HTTP server (HTTP/1.1 and HTTP/2, see `connection`) in front of both.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use estuary_proto::Mood;
 use estuary_proto::keycard::KeycardKey;
 use estuary_proto::url::{ChannelName, TrackName};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::AdminToken;
 use crate::archive::{self, Archive, ArchiveJob};
 use crate::cmaf::TrackHeader;
-use crate::origin;
+use crate::connection::{self, Timeouts};
 use crate::player::PlayerPage;
+use crate::receiver::Refusals;
 use crate::window::{Event, Window, WindowConfig};
 
 /// Without a part for this long, a channel is hungry.
 const HUNGRY_AFTER: Duration = Duration::from_secs(3);
 
+/// How often idle tracks are looked for.
+const RETIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// The packager's clock: UTC, since the Unix epoch (what media time is measured against).
+pub fn utc_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 #[derive(Clone, Debug)]
 pub struct PackagerConfig {
     pub listen: SocketAddr,
     pub window: WindowConfig,
-    /// Keys an ingest's keycard must be signed with; none means ingest is open.
+    /// Keys an ingest's keycard must be signed with; none means ingest is open, which only a
+    /// loopback address, or `open_ingest`, allows.
     pub keys: Vec<KeycardKey>,
+    /// Accept ingest without keycards on an address other than loopback.
+    pub open_ingest: bool,
+    /// The token `/admin/*` accepts besides an ingest keycard.
+    pub admin_token: Option<AdminToken>,
+    pub timeouts: Timeouts,
     /// Where the player page lives (web/); none serves no page.
     pub web: Option<std::path::PathBuf>,
     /// Where whole segments are kept for VOD; none keeps only the window.
     pub archive: Option<std::path::PathBuf>,
 }
 
+impl PackagerConfig {
+    /// A packager on `listen` with the defaults: open ingest (so `listen` must be loopback
+    /// unless keys are added), no admin token, no player page, no archive.
+    pub fn new(listen: SocketAddr) -> Self {
+        PackagerConfig {
+            listen,
+            window: WindowConfig::default(),
+            keys: Vec::new(),
+            open_ingest: false,
+            admin_token: None,
+            timeouts: Timeouts::default(),
+            web: None,
+            archive: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PackagerError {
     #[error("cannot listen on {address}: {reason}")]
     Listen { address: SocketAddr, reason: String },
+    #[error(
+        "refusing to listen on {address} with open ingest: anyone who reaches it could publish channels. \
+         Give a keycard key (--keycard-secret, ESTUARY_KEYCARD_SECRET) so that ingests must sign their \
+         requests, listen on a loopback address, or pass --open-ingest if the network in front of it is trusted"
+    )]
+    OpenIngest { address: SocketAddr },
     #[error("cannot use {dir} as the archive: {reason}")]
     Archive {
         dir: std::path::PathBuf,
         reason: String,
     },
-}
-
-/// Per-track counters for `/metrics`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TrackCounters {
-    pub parts: u64,
-    pub duplicates: u64,
-    pub refused: u64,
-    pub gaps: u64,
 }
 
 /// What the receiver and the origin share.
@@ -63,10 +92,12 @@ pub struct Shared {
     /// Bumped on every change of the window: blocked requests wake and look again.
     changes: watch::Sender<u64>,
     pub keys: Vec<KeycardKey>,
+    pub admin_token: Option<AdminToken>,
+    pub timeouts: Timeouts,
     pub player: PlayerPage,
     pub archive: Option<Archive>,
-    counters: Mutex<BTreeMap<(ChannelName, TrackName), TrackCounters>>,
-    last_part: Mutex<BTreeMap<ChannelName, Instant>>,
+    /// Ingests refused, by reason only (never by the names a refused request gave).
+    pub refusals: Refusals,
     /// TS segments written lately, served again without a remux.
     pub remuxed: crate::origin::Remuxed,
     /// Continuous streams being watched, fed from here as parts land.
@@ -91,14 +122,15 @@ impl Shared {
             window: RwLock::new(Window::new(config.window)),
             changes: watch::channel(0).0,
             keys: config.keys.clone(),
+            admin_token: config.admin_token.clone(),
+            timeouts: config.timeouts,
             player: config
                 .web
                 .as_deref()
                 .map(PlayerPage::load)
                 .unwrap_or_default(),
             archive,
-            counters: Mutex::default(),
-            last_part: Mutex::default(),
+            refusals: Refusals::default(),
             remuxed: Default::default(),
             continuous: Default::default(),
             requests: Mutex::default(),
@@ -130,20 +162,6 @@ impl Shared {
         outcome
     }
 
-    pub fn count(
-        &self,
-        channel: &ChannelName,
-        track: &TrackName,
-        update: impl FnOnce(&mut TrackCounters),
-    ) {
-        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        update(
-            counters
-                .entry((channel.clone(), track.clone()))
-                .or_default(),
-        );
-    }
-
     fn after(&self, events: &[Event]) {
         if events.is_empty() {
             return;
@@ -157,13 +175,8 @@ impl Shared {
                     part,
                     ..
                 } => {
-                    self.count(channel, track, |c| c.parts += 1);
                     self.continuous
                         .part_added(self, channel, track, *segment, *part);
-                    self.last_part
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(channel.clone(), Instant::now());
                 }
                 Event::Gap {
                     channel,
@@ -171,7 +184,15 @@ impl Shared {
                     missing,
                 } => {
                     tracing::warn!(%channel, %track, first = missing.start, end = missing.end, "segments missing");
-                    self.count(channel, track, |c| c.gaps += 1);
+                }
+                Event::TimelineReset { channel, track } => {
+                    tracing::warn!(%channel, %track, "track went back further than its window holds: a new timeline begins");
+                    self.continuous.track_changed(self, channel, track);
+                }
+                Event::TrackRetired { channel, track } => {
+                    tracing::info!(%channel, %track, "track retired");
+                    let channel_gone = self.read(|window| window.tracks(channel).next().is_none());
+                    self.continuous.track_retired(channel, track, channel_gone);
                 }
                 Event::TrackStarted { channel, track } => {
                     tracing::info!(%channel, %track, "track started");
@@ -242,18 +263,25 @@ impl Shared {
 
     /// Each channel's mood: happy while parts arrive, hungry when they stop.
     pub fn moods(&self) -> Vec<(ChannelName, Mood)> {
-        let last_part = self.last_part.lock().unwrap_or_else(|e| e.into_inner());
-        last_part
-            .iter()
-            .map(|(channel, at)| {
-                let mood = if at.elapsed() < HUNGRY_AFTER {
-                    Mood::Happy
-                } else {
-                    Mood::Hungry
-                };
-                (channel.clone(), mood)
-            })
-            .collect()
+        let now = utc_now();
+        self.read(|window| {
+            window
+                .channels()
+                .map(|channel| {
+                    let last_part = window
+                        .tracks(channel)
+                        .filter_map(|(_, track)| track.last_part())
+                        .max();
+                    let mood = if last_part.is_some_and(|at| now.saturating_sub(at) < HUNGRY_AFTER)
+                    {
+                        Mood::Happy
+                    } else {
+                        Mood::Hungry
+                    };
+                    (channel.clone(), mood)
+                })
+                .collect()
+        })
     }
 
     pub fn count_request(&self, kind: &'static str) {
@@ -271,18 +299,17 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-
-    pub fn counters(&self) -> BTreeMap<(ChannelName, TrackName), TrackCounters> {
-        self.counters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
 }
 
 /// What a change of the window reported.
 pub trait EventsOf {
     fn events(&self) -> &[Event];
+}
+
+impl EventsOf for Vec<Event> {
+    fn events(&self) -> &[Event] {
+        self
+    }
 }
 
 impl EventsOf for crate::window::Accepted {
@@ -294,16 +321,25 @@ impl EventsOf for crate::window::Accepted {
     }
 }
 
-/// Binds the configured address.
+/// Binds the configured address, once the configuration is known to be safe there: ingest
+/// needs keycards on any address but loopback, unless it is opened on purpose.
 pub async fn bind(config: &PackagerConfig) -> Result<TcpListener, PackagerError> {
+    let loopback = config.listen.ip().to_canonical().is_loopback();
+    if !loopback && config.keys.is_empty() && !config.open_ingest {
+        return Err(PackagerError::OpenIngest {
+            address: config.listen,
+        });
+    }
     estuary_proto::io::listen(config.listen).map_err(|error| PackagerError::Listen {
         address: config.listen,
         reason: error.to_string(),
     })
 }
 
-/// Serves ingest and origin requests on `listener` until the process ends.
+/// Serves ingest and origin requests on `listener` until the process ends, and retires idle
+/// tracks meanwhile.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    tokio::spawn(retire_idle(Arc::downgrade(&shared)));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -314,16 +350,19 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| origin::handle(shared.clone(), request));
-            if let Err(error) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%peer, %error, "connection ended");
-            }
-        });
+        tokio::spawn(connection::serve(stream, peer, shared.clone()));
+    }
+}
+
+/// Every [`RETIRE_EVERY`], retires the tracks that have taken nothing for the configured time;
+/// ends when the packager is gone.
+async fn retire_idle(shared: std::sync::Weak<Shared>) {
+    loop {
+        tokio::time::sleep(RETIRE_EVERY).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.apply(|window| window.retire_idle(utc_now()));
     }
 }
 

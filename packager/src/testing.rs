@@ -8,8 +8,8 @@ use estuary_proto::url::{ChannelName, TrackName};
 use mp4_atom::esds::{DecoderConfig, DecoderSpecific, EsDescriptor, SLConfig};
 use mp4_atom::{
     Audio, Avc1, Avcc, Codec, Dops, Encode, Esds, FixedPoint, FourCC, Ftyp, Hdlr, Mdat, Mfhd, Moof,
-    Moov, Mp4a, Mvex, Opus, Styp, Tfdt, Tfhd, Traf, Trak, Trex, Trun, TrunEntry, Visual, Vp08,
-    Vp09, VpcC,
+    Moov, Mp4a, Mvex, Opus, Styp, Tfdt, Tfhd, Traf, Trak, Trex, Trun, TrunEntry, TrunSamples,
+    Visual, Vp08, Vp09, VpcC,
 };
 
 use crate::cmaf::{self, Chunk, CmafReader, Piece, TrackHeader};
@@ -320,6 +320,79 @@ pub fn chunk(spec: &TrackSpec, sequence: u32, start: u64, samples: u32) -> Vec<u
     out
 }
 
+/// A chunk as a hostile sender may write one: a `moof` whose only run is `samples` (its data
+/// offset pointing at the mdat's payload), sample defaults from `tfhd`, and an `mdat` of
+/// `mdat_bytes` filler bytes.
+pub fn crafted_chunk(start: u64, tfhd: Tfhd, samples: TrunSamples, mdat_bytes: usize) -> Vec<u8> {
+    let mut moof = Moof {
+        mfhd: Mfhd { sequence_number: 1 },
+        traf: vec![Traf {
+            tfhd: Tfhd {
+                track_id: 1,
+                default_base_is_moof: true,
+                ..tfhd
+            },
+            tfdt: Some(Tfdt {
+                base_media_decode_time: start,
+            }),
+            trun: vec![Trun {
+                data_offset: Some(0),
+                samples,
+            }],
+            ..Default::default()
+        }],
+    };
+    let mut sized = Vec::new();
+    encode(&moof, &mut sized);
+    moof.traf[0].trun[0].data_offset = Some(sized.len() as i32 + 8);
+    let mut out = Vec::new();
+    encode(&moof, &mut out);
+    encode(
+        &Mdat {
+            data: vec![7; mdat_bytes],
+        },
+        &mut out,
+    );
+    out
+}
+
+/// An `sgpd` box (version 0, an unknown grouping type) that declares 2^32-1 entries and has
+/// none: what mp4-atom 0.17 reads as entries of no bytes, one after another, without end.
+pub fn endless_sgpd() -> Vec<u8> {
+    let mut sgpd = 20u32.to_be_bytes().to_vec();
+    sgpd.extend_from_slice(b"sgpd");
+    sgpd.extend_from_slice(&[0, 0, 0, 0]);
+    sgpd.extend_from_slice(b"goom");
+    sgpd.extend_from_slice(&u32::MAX.to_be_bytes());
+    sgpd
+}
+
+/// Puts `inserted` at the end of the box found by following `path` (box types, from the top
+/// level of `data`), growing the sizes of every box on the path.
+pub fn insert_box(data: &mut Vec<u8>, path: &[&[u8; 4]], inserted: &[u8]) {
+    let (mut start, mut end) = (0, data.len());
+    let mut containers = Vec::new();
+    for kind in path {
+        let mut at = start;
+        loop {
+            assert!(at + 8 <= end, "no {kind:?} on the path");
+            let size = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+            if &data[at + 4..at + 8] == *kind {
+                containers.push(at);
+                start = at + 8;
+                end = at + size;
+                break;
+            }
+            at += size;
+        }
+    }
+    data.splice(end..end, inserted.iter().copied());
+    for at in containers {
+        let size = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        data[at..at + 4].copy_from_slice(&((size + inserted.len()) as u32).to_be_bytes());
+    }
+}
+
 /// The fixture header of `spec`, parsed.
 pub fn parsed_header(spec: &TrackSpec) -> TrackHeader {
     cmaf::parse_header(Bytes::from(header(spec))).expect("fixture headers parse")
@@ -346,6 +419,14 @@ pub fn stream(spec: &TrackSpec, first_chunk: u64, chunks: u64) -> Vec<u8> {
     out
 }
 
+/// The header, then `chunks` whole chunks from the segment that begins at `utc_seconds`
+/// (rounded down to a segment boundary): a track as an ingest would send it then.
+pub fn stream_at(spec: &TrackSpec, utc_seconds: u64, chunks: u64) -> Vec<u8> {
+    let segment_seconds = spec.segment_ticks() / u64::from(spec.timescale);
+    let first = utc_seconds / segment_seconds * spec.segment_ticks() / spec.chunk_ticks();
+    stream(spec, first, chunks)
+}
+
 /// Segments of the fixtures begin on this day (2026-11-21, UTC), in seconds since the epoch.
 pub const DAY_START_SECONDS: u64 = 1_795_219_200;
 
@@ -360,6 +441,7 @@ impl Channel {
         let config = WindowConfig {
             segment: Duration::from_secs(2),
             window: Duration::from_secs(window_seconds),
+            ..Default::default()
         };
         Channel {
             window: Window::new(config),
@@ -374,12 +456,67 @@ impl Channel {
             panic!("a header")
         };
         let header = cmaf::parse_header(bytes.clone()).unwrap();
-        self.window.push_header(&self.name, &track, header.clone());
+        let day = Duration::from_secs(DAY_START_SECONDS);
+        self.window
+            .push_header(&self.name, &track, header.clone(), day)
+            .unwrap();
         for index in chunks {
             let start = DAY_START_SECONDS * u64::from(spec.timescale) + index * spec.chunk_ticks();
             let bytes = chunk(spec, index as u32, start, spec.samples_per_chunk);
             let chunk = cmaf::parse_chunk(Bytes::from(bytes), &header).unwrap();
-            let _: Accepted = self.window.push_chunk(&self.name, &track, chunk).unwrap();
+            // Each chunk arrives live: the packager's clock reads its end.
+            let now = Duration::from_nanos(
+                ((start + chunk.duration) as u128 * 1_000_000_000 / u128::from(spec.timescale))
+                    as u64,
+            );
+            let _: Accepted = self
+                .window
+                .push_chunk(&self.name, &track, chunk, now)
+                .unwrap();
         }
     }
+}
+
+/// A packager serving `window` (a fixture channel's, say) on an ephemeral port of 127.0.0.1,
+/// configured by `configure`: its state and its address.
+pub async fn serve_window(
+    window: Window,
+    configure: impl FnOnce(&mut crate::PackagerConfig),
+) -> (std::sync::Arc<crate::server::Shared>, std::net::SocketAddr) {
+    let mut config = crate::PackagerConfig::new(([127, 0, 0, 1], 0).into());
+    configure(&mut config);
+    let listener = crate::server::bind(&config).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let shared = crate::server::Shared::new(&config).unwrap();
+    shared.apply(|held| {
+        *held = window;
+        Vec::new()
+    });
+    tokio::spawn(crate::server::serve(listener, shared.clone()));
+    (shared, address)
+}
+
+/// Sends `request` (the raw bytes of one HTTP/1.1 request) to `address` and reads until the
+/// server closes the connection, at most `limit`: what came back, and whether it closed.
+pub async fn exchange(
+    address: std::net::SocketAddr,
+    request: &[u8],
+    limit: Duration,
+) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(limit, stream.read_to_end(&mut answer))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+/// `GET target` on a connection of its own: the status line and headers, then the body.
+pub async fn get(address: std::net::SocketAddr, method: &str, target: &str) -> String {
+    let request = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    exchange(address, request.as_bytes(), Duration::from_secs(5))
+        .await
+        .0
 }

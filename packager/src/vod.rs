@@ -4,43 +4,10 @@
 
 use std::fmt;
 
+use estuary_proto::url::VodRange;
 use estuary_proto::utc::UtcTime;
 
 use crate::archive::Entry;
-
-/// A range of UTC time, in seconds since the epoch: `{start}-{end}`, end not included.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Range {
-    pub start: u64,
-    pub end: u64,
-}
-
-impl Range {
-    pub fn parse(text: &str) -> Result<Range, String> {
-        let (start, end) = text
-            .split_once('-')
-            .ok_or_else(|| format!("{text:?} is not START-END (UTC seconds)"))?;
-        let number = |field: &str| {
-            field
-                .parse::<u64>()
-                .map_err(|_| format!("{field:?} in {text:?} is not a number of UTC seconds"))
-        };
-        let range = Range {
-            start: number(start)?,
-            end: number(end)?,
-        };
-        if range.end <= range.start {
-            return Err(format!("the range {text:?} ends before it starts"));
-        }
-        Ok(range)
-    }
-
-    /// Whether a segment starting at `ticks` of a `timescale` clock starts inside the range.
-    pub fn holds(&self, ticks: u64, timescale: u32) -> bool {
-        let seconds = ticks / u64::from(timescale.max(1));
-        (self.start..self.end).contains(&seconds)
-    }
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct VodSegment {
@@ -62,7 +29,7 @@ pub struct VodPlaylist {
 
 impl VodPlaylist {
     /// From a track's index, the segments starting in `range`; `None` when there are none.
-    pub fn build(entries: &[Entry], timescale: u32, range: Range) -> Option<VodPlaylist> {
+    pub fn build(entries: &[Entry], timescale: u32, range: VodRange) -> Option<VodPlaylist> {
         let scale = f64::from(timescale.max(1));
         let mut segments: Vec<VodSegment> = Vec::new();
         for entry in entries
@@ -132,24 +99,6 @@ mod tests {
     }
 
     #[test]
-    fn ranges_parse_or_say_why_not() {
-        assert_eq!(
-            Range::parse("1795219200-1795219260"),
-            Ok(Range {
-                start: 1_795_219_200,
-                end: 1_795_219_260
-            })
-        );
-        assert!(
-            Range::parse("1795219260-1795219200")
-                .unwrap_err()
-                .contains("ends before")
-        );
-        assert!(Range::parse("x-1").is_err());
-        assert!(Range::parse("100").is_err());
-    }
-
-    #[test]
     fn lists_the_range_with_discontinuities_and_an_end() {
         // 3000 Hz, 2 s segments: segment n starts at 2n seconds. The range 20-30 s holds
         // segments 10 to 14; 12 is missing and 14 has a new header.
@@ -161,7 +110,7 @@ mod tests {
             entry(14, 14),
             entry(15, 14),
         ];
-        let playlist = VodPlaylist::build(&entries, 3000, Range { start: 20, end: 30 }).unwrap();
+        let playlist = VodPlaylist::build(&entries, 3000, VodRange { start: 20, end: 30 }).unwrap();
         let text = playlist.to_string();
         let Ok(Playlist::MediaPlaylist(parsed)) = m3u8_rs::parse_playlist_res(text.as_bytes())
         else {
@@ -179,7 +128,7 @@ mod tests {
             Some("init-14.mp4")
         );
         assert_eq!(
-            VodPlaylist::build(&entries, 3000, Range { start: 40, end: 50 }),
+            VodPlaylist::build(&entries, 3000, VodRange { start: 40, end: 50 }),
             None
         );
     }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{ContinuousError, Format, Role};
+use super::{ContinuousError, Role, StreamFormat};
 use crate::cmaf::{Chunk, CodecConfig, TrackHeader};
 use crate::ts::adts_header;
 
@@ -23,7 +23,7 @@ impl AdtsStream {
         } = audio.config
         else {
             return Err(ContinuousError::Unsupported {
-                format: Format::Aac,
+                format: StreamFormat::Aac,
                 what: format!("audio in {}", audio.media.codec()),
             });
         };

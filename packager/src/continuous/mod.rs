@@ -9,9 +9,8 @@ pub mod mp4;
 pub mod ts;
 pub mod webm;
 
-use std::fmt;
-
 use bytes::Bytes;
+use estuary_proto::url::StreamFormat;
 
 use crate::cmaf::{self, Chunk, CmafError, Media, Sample, TrackHeader};
 use crate::window::TrackWindow;
@@ -19,80 +18,6 @@ use crate::window::TrackWindow;
 /// Pieces kept for joining viewers before a stream gives up waiting for a join point (a
 /// keyframe every few seconds keeps it to a few dozen).
 const MAX_JOIN_PIECES: usize = 512;
-
-/// The container of a continuous stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Format {
-    /// MPEG-TS: the video and its audio, one program.
-    Ts,
-    /// Fragmented MP4: one header with both tracks, then `moof` + `mdat` per chunk.
-    Mp4,
-    /// WebM: one header with both tracks (VP8 or VP9, Opus), then a Cluster per video chunk.
-    Webm,
-    /// ADTS: the audio alone.
-    Aac,
-    /// MPEG audio frames: the channel's MP3 track alone.
-    Mp3,
-}
-
-impl Format {
-    /// Every format, for metrics.
-    pub const ALL: [Format; 5] = [
-        Format::Ts,
-        Format::Mp4,
-        Format::Webm,
-        Format::Aac,
-        Format::Mp3,
-    ];
-
-    /// The format served at `stream.{extension}`.
-    pub fn from_extension(extension: &str) -> Option<Format> {
-        match extension {
-            "ts" => Some(Format::Ts),
-            "mp4" => Some(Format::Mp4),
-            "webm" => Some(Format::Webm),
-            "aac" => Some(Format::Aac),
-            "mp3" => Some(Format::Mp3),
-            _ => None,
-        }
-    }
-
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::Ts => "ts",
-            Format::Mp4 => "mp4",
-            Format::Webm => "webm",
-            Format::Aac => "aac",
-            Format::Mp3 => "mp3",
-        }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Ts => "video/mp2t",
-            Format::Mp4 => "video/mp4",
-            Format::Webm => "video/webm",
-            Format::Aac => "audio/aac",
-            Format::Mp3 => "audio/mpeg",
-        }
-    }
-
-    /// Audio-only streams that radio players read, which may carry ICY metadata.
-    pub fn is_radio(self) -> bool {
-        matches!(self, Format::Aac | Format::Mp3)
-    }
-
-    /// Whether the stream carries a video track when the channel has one.
-    pub fn has_video(self) -> bool {
-        matches!(self, Format::Ts | Format::Mp4 | Format::Webm)
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "stream.{}", self.extension())
-    }
-}
 
 /// Which of a stream's tracks a chunk belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,9 +38,12 @@ impl Role {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ContinuousError {
     #[error("{format} cannot carry {what}")]
-    Unsupported { format: Format, what: String },
+    Unsupported { format: StreamFormat, what: String },
     #[error("{format} needs {what} and the channel has none")]
-    NothingToCarry { format: Format, what: &'static str },
+    NothingToCarry {
+        format: StreamFormat,
+        what: &'static str,
+    },
     #[error("a chunk of the {role:?} track does not parse: {error}")]
     BadChunk { role: Role, error: CmafError },
     #[error("the {role:?} track's header does not parse as MP4: {reason}")]
@@ -160,7 +88,7 @@ pub struct Joining {
 /// A continuous stream of one channel in one format: the muxer, and what a joining viewer is
 /// sent.
 pub struct Feed {
-    format: Format,
+    format: StreamFormat,
     muxer: Muxer,
     /// The track whose independent chunks are join points: the video when there is one.
     lead: Role,
@@ -176,23 +104,23 @@ pub struct Feed {
 impl Feed {
     /// A stream of `video` and/or `audio`, as the format carries them.
     pub fn new(
-        format: Format,
+        format: StreamFormat,
         video: Option<&TrackHeader>,
         audio: Option<&TrackHeader>,
     ) -> Result<Feed, ContinuousError> {
         let video = video.filter(|_| format.has_video());
         let timescales = [video, audio].map(|track| track.map_or(1, |t| t.timescale.max(1)));
         let muxer = match format {
-            Format::Ts => Muxer::Ts(ts::TsStream::new(video, audio)?),
-            Format::Mp4 => Muxer::Mp4(mp4::Mp4Stream::new(video, audio)?),
-            Format::Webm => Muxer::Webm(webm::WebmStream::new(video, audio)?),
-            Format::Aac => Muxer::Aac(aac::AdtsStream::new(audio.ok_or(
+            StreamFormat::Ts => Muxer::Ts(ts::TsStream::new(video, audio)?),
+            StreamFormat::Mp4 => Muxer::Mp4(mp4::Mp4Stream::new(video, audio)?),
+            StreamFormat::Webm => Muxer::Webm(webm::WebmStream::new(video, audio)?),
+            StreamFormat::Aac => Muxer::Aac(aac::AdtsStream::new(audio.ok_or(
                 ContinuousError::NothingToCarry {
                     format,
                     what: "an audio track",
                 },
             )?)?),
-            Format::Mp3 => Muxer::Mp3(mp3::Mp3Stream::new(audio.ok_or(
+            StreamFormat::Mp3 => Muxer::Mp3(mp3::Mp3Stream::new(audio.ok_or(
                 ContinuousError::NothingToCarry {
                     format,
                     what: "an MP3 track (the ingest's --audio aac,mp3)",
@@ -220,7 +148,7 @@ impl Feed {
     /// track, with the other track's chunks interleaved by time from there on. Later chunks
     /// are pushed as they arrive.
     pub fn from_window(
-        format: Format,
+        format: StreamFormat,
         video: Option<&TrackWindow>,
         audio: Option<&TrackWindow>,
     ) -> Result<Feed, ContinuousError> {
@@ -279,7 +207,7 @@ impl Feed {
         Ok(feed)
     }
 
-    pub fn format(&self) -> Format {
+    pub fn format(&self) -> StreamFormat {
         self.format
     }
 
@@ -432,7 +360,7 @@ mod tests {
     fn a_joining_viewer_starts_at_the_newest_keyframe() {
         let channel = channel();
         let (video, audio) = (track(&channel, "v720"), track(&channel, "a128"));
-        let feed = Feed::from_window(Format::Ts, Some(video), Some(audio)).unwrap();
+        let feed = Feed::from_window(StreamFormat::Ts, Some(video), Some(audio)).unwrap();
         let (pieces, started) = feed.join();
         assert!(started);
         // The third segment has three parts so far: the keyframe's part and two more, each
@@ -447,7 +375,7 @@ mod tests {
         assert_eq!(video_pieces, 3);
         assert!(pieces.len() >= 5, "{} pieces", pieces.len());
 
-        let feed = Feed::from_window(Format::Mp4, Some(video), Some(audio)).unwrap();
+        let feed = Feed::from_window(StreamFormat::Mp4, Some(video), Some(audio)).unwrap();
         let (pieces, _) = feed.join();
         assert_eq!(&pieces[0][4..8], b"ftyp");
         assert_eq!(&pieces[1][4..8], b"moof");
@@ -463,7 +391,7 @@ mod tests {
         let mut channel = channel();
         let mut feed = {
             let (video, audio) = (track(&channel, "v720"), track(&channel, "a128"));
-            Feed::from_window(Format::Mp4, Some(video), Some(audio)).unwrap()
+            Feed::from_window(StreamFormat::Mp4, Some(video), Some(audio)).unwrap()
         };
         let (before, _) = feed.join();
         // The same part again is not muxed twice.
@@ -507,12 +435,12 @@ mod tests {
         let mut channel = Channel::new(60);
         channel.feed("a128", &TrackSpec::audio(), 0..9);
         let audio = track(&channel, "a128");
-        let feed = Feed::from_window(Format::Aac, None, Some(audio)).unwrap();
+        let feed = Feed::from_window(StreamFormat::Aac, None, Some(audio)).unwrap();
         let (pieces, started) = feed.join();
         assert!(started);
         // Segment two has three chunks so far; a viewer gets all three.
         assert_eq!(pieces.len(), 3);
-        let no_audio = Feed::from_window(Format::Aac, Some(track(&channel, "a128")), None);
+        let no_audio = Feed::from_window(StreamFormat::Aac, Some(track(&channel, "a128")), None);
         assert!(matches!(
             no_audio,
             Err(ContinuousError::NothingToCarry { .. })
@@ -524,7 +452,8 @@ mod tests {
         let mut channel = Channel::new(60);
         // Parts 1 to 4 of the first segment: its keyframe part never came.
         channel.feed("v720", &TrackSpec::video(), 1..5);
-        let feed = Feed::from_window(Format::Mp4, Some(track(&channel, "v720")), None).unwrap();
+        let feed =
+            Feed::from_window(StreamFormat::Mp4, Some(track(&channel, "v720")), None).unwrap();
         let (pieces, started) = feed.join();
         assert!(!started);
         assert_eq!(pieces.len(), 1, "the init alone");

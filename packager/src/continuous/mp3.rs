@@ -4,7 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::{ContinuousError, Format, Role};
+use super::{ContinuousError, Role, StreamFormat};
 use crate::cmaf::{Chunk, CodecConfig, TrackHeader};
 
 pub struct Mp3Stream {
@@ -15,7 +15,7 @@ impl Mp3Stream {
     pub fn new(audio: &TrackHeader) -> Result<Mp3Stream, ContinuousError> {
         if audio.config != CodecConfig::Mp3 {
             return Err(ContinuousError::Unsupported {
-                format: Format::Mp3,
+                format: StreamFormat::Mp3,
                 what: format!("audio in {}", audio.media.codec()),
             });
         }

@@ -164,7 +164,7 @@ impl Mp4Stream {
         }
         let Some(first) = tracks.first() else {
             return Err(ContinuousError::NothingToCarry {
-                format: super::Format::Mp4,
+                format: super::StreamFormat::Mp4,
                 what: "a video or audio track",
             });
         };
@@ -217,7 +217,7 @@ impl Mp4Stream {
     /// long fragmented file, not a run of segments.
     pub fn push(&mut self, role: Role, chunk: &Chunk) -> Result<Vec<Bytes>, ContinuousError> {
         let id = self.ids[role.index()].ok_or_else(|| ContinuousError::Unsupported {
-            format: super::Format::Mp4,
+            format: super::StreamFormat::Mp4,
             what: format!("a {role:?} track it was not opened with"),
         })?;
         let bad = |reason: String| ContinuousError::BadFragment { role, reason };

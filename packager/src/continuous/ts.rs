@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use super::{ContinuousError, Format, Role};
+use super::{ContinuousError, Role, StreamFormat};
 use crate::cmaf::{Chunk, CodecConfig, TrackHeader};
 use crate::ts::{
     AUDIO_FRAMES_PER_PES, AUDIO_PID, PAT_PID, PCR_LEAD, PMT_PID, Pes, STREAM_ID_AUDIO,
@@ -29,14 +29,14 @@ impl TsStream {
             && !matches!(video.config, CodecConfig::Avc { .. })
         {
             return Err(ContinuousError::Unsupported {
-                format: Format::Ts,
+                format: StreamFormat::Ts,
                 what: format!("video in {}", video.media.codec()),
             });
         }
         let audio = audio.filter(|audio| matches!(audio.config, CodecConfig::Aac { .. }));
         if video.is_none() && audio.is_none() {
             return Err(ContinuousError::NothingToCarry {
-                format: Format::Ts,
+                format: StreamFormat::Ts,
                 what: "H.264 video or AAC audio",
             });
         }
@@ -78,7 +78,7 @@ impl TsStream {
             Role::Audio => self.audio.as_ref(),
         }
         .ok_or_else(|| ContinuousError::Unsupported {
-            format: Format::Ts,
+            format: StreamFormat::Ts,
             what: format!("a {role:?} track it was not opened with"),
         })?;
         let samples = super::samples(chunk, header, role)?;

@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use super::{ContinuousError, Format, Role};
+use super::{ContinuousError, Role, StreamFormat};
 use crate::cmaf::{Chunk, CodecConfig, Media, OpusConfig, TrackHeader, VpConfig};
 
 /// Element IDs, with their length marker bits, as written: the EBML header's from RFC 8794
@@ -114,7 +114,7 @@ impl WebmStream {
             && !fits(video)
         {
             return Err(ContinuousError::Unsupported {
-                format: Format::Webm,
+                format: StreamFormat::Webm,
                 what: format!("video in {} (it takes VP8 or VP9)", video.media.codec()),
             });
         }
@@ -132,7 +132,7 @@ impl WebmStream {
         }
         if number == 0 {
             return Err(ContinuousError::NothingToCarry {
-                format: Format::Webm,
+                format: StreamFormat::Webm,
                 what: "VP8 or VP9 video or Opus audio",
             });
         }
@@ -192,7 +192,7 @@ impl WebmStream {
         let lead = self.lead();
         let Some(track) = &self.tracks[role.index()] else {
             return Err(ContinuousError::Unsupported {
-                format: Format::Webm,
+                format: StreamFormat::Webm,
                 what: format!("a {role:?} track it was not opened with"),
             });
         };
@@ -717,7 +717,7 @@ mod tests {
         channel.feed("v720", &TrackSpec::vp8(), 0..15);
         channel.feed("a64", &TrackSpec::opus(), 0..15);
         let (video, audio) = (track(&channel, "v720"), track(&channel, "a64"));
-        let mut feed = Feed::from_window(Format::Webm, Some(video), Some(audio)).unwrap();
+        let mut feed = Feed::from_window(StreamFormat::Webm, Some(video), Some(audio)).unwrap();
         assert_eq!(feed.mime(), "video/webm; codecs=\"vp8,opus\"");
         let (pieces, started) = feed.join();
         assert!(started);

@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use estuary_proto::chunks::{self, Kind};
 use estuary_proto::icy;
-use estuary_proto::url::{ChannelName, TrackName};
+use estuary_proto::url::{ChannelName, StreamFormat, TrackName};
 use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
 use super::{Body, problem, respond};
 use crate::cmaf::{Media, TrackHeader};
-use crate::continuous::{Feed, Format, Joining, Pushed, Role, role_of, webm};
+use crate::continuous::{Feed, Joining, Pushed, Role, role_of, webm};
 use crate::server::Shared;
 use crate::window::{TrackWindow, Window};
 
@@ -36,7 +36,7 @@ pub const VIEWER_QUEUE: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct StreamKey {
     channel: ChannelName,
-    format: Format,
+    format: StreamFormat,
     video: Option<TrackName>,
     audio: Option<TrackName>,
 }
@@ -66,7 +66,7 @@ struct Viewer {
 impl Viewer {
     /// Queues `pieces` (with the ICY blocks due in them, titled `title`), keeping one slot for
     /// the error that ends a viewer too slow to keep up. Says whether the viewer is still there.
-    fn send(&mut self, pieces: &[Bytes], format: Format, title: &Arc<str>) -> bool {
+    fn send(&mut self, pieces: &[Bytes], format: StreamFormat, title: &Arc<str>) -> bool {
         if self.queue.is_closed() {
             return false;
         }
@@ -214,6 +214,36 @@ impl Streams {
         }
     }
 
+    /// `track` of `channel` was retired: the streams that carry it end (their viewers
+    /// reconnect to what the channel still has, or are told it is gone), and with the
+    /// channel's last track its title goes too.
+    pub fn track_retired(&self, channel: &ChannelName, track: &TrackName, channel_gone: bool) {
+        let mut streams = self.lock();
+        let ended: Vec<StreamKey> = streams
+            .keys()
+            .filter(|key| &key.channel == channel)
+            .filter(|key| channel_gone || key.role_of(track).is_some())
+            .cloned()
+            .collect();
+        for key in ended {
+            if let Some(live) = streams.remove(&key) {
+                let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+                tracing::info!(%channel, %track, format = %key.format, "continuous stream ends");
+                close(
+                    &mut live.viewers,
+                    &format!("track {track} of channel {channel} stopped"),
+                );
+            }
+        }
+        drop(streams);
+        if channel_gone {
+            self.titles
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(channel);
+        }
+    }
+
     /// The title of `channel` is now `title` (a radio's "now playing"): ICY listeners get it at
     /// their next block, edges in a title frame now.
     pub fn set_title(&self, channel: &ChannelName, title: &str) {
@@ -253,7 +283,7 @@ impl Streams {
     }
 
     /// Viewers now, per format.
-    pub fn viewers(&self) -> BTreeMap<Format, usize> {
+    pub fn viewers(&self) -> BTreeMap<StreamFormat, usize> {
         let mut viewers = BTreeMap::new();
         for (key, live) in self.lock().iter() {
             let live = live.lock().unwrap_or_else(|e| e.into_inner());
@@ -323,7 +353,7 @@ fn close(viewers: &mut Vec<Viewer>, reason: &str) {
 fn pick_tracks(
     window: &Window,
     channel: &ChannelName,
-    format: Format,
+    format: StreamFormat,
     wanted: Option<&str>,
 ) -> Result<(Option<TrackName>, Option<TrackName>), String> {
     if window.tracks(channel).next().is_none() {
@@ -332,9 +362,9 @@ fn pick_tracks(
     // stream.mp3 takes the MP3 track; every other stream the channel's AAC or Opus.
     let tracks: Vec<(&TrackName, &TrackWindow)> = window
         .tracks(channel)
-        .filter(|(_, t)| t.header.is_mp3() == (format == Format::Mp3))
+        .filter(|(_, t)| t.header.is_mp3() == (format == StreamFormat::Mp3))
         .collect();
-    let preferred = |header: &TrackHeader| format != Format::Webm || webm::fits(header);
+    let preferred = |header: &TrackHeader| format != StreamFormat::Webm || webm::fits(header);
     let of_role = |role: Role| {
         tracks
             .iter()
@@ -373,29 +403,21 @@ fn pick_tracks(
     }
 }
 
-/// The value of `name` in a query string.
-fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
-}
-
-/// Answers a viewer of the stream `format` of `channel`; `framed` for an edge, which asked for
+/// Answers a viewer of the stream `format` of `channel` (with the track `wanted` by its
+/// `?track=`); `framed` for an edge, which asked for
 /// [`chunks::CONTENT_TYPE`]; `icy` for a player that asked for ICY metadata, which radio
 /// streams (stream.mp3 and stream.aac) carry.
 pub fn serve(
     shared: &Shared,
     channel: &ChannelName,
-    format: Format,
-    query: Option<&str>,
+    format: StreamFormat,
+    wanted: Option<&TrackName>,
     head: bool,
     framed: bool,
     icy: bool,
 ) -> Response<Body> {
     let icy = icy && !framed && format.is_radio();
-    let wanted = query_value(query, "track");
+    let wanted = wanted.map(TrackName::as_str);
     let picked = shared.read(|window| pick_tracks(window, channel, format, wanted));
     let (video, audio) = match picked {
         Ok(tracks) => tracks,
@@ -481,8 +503,8 @@ pub fn serve(
 
 /// Queue entries per chunk: the MP4 `moof` and `mdat` go as two shared pieces; the other
 /// formats write a chunk as one.
-fn entries_per_chunk(format: Format) -> usize {
-    if format == Format::Mp4 { 2 } else { 1 }
+fn entries_per_chunk(format: StreamFormat) -> usize {
+    if format == StreamFormat::Mp4 { 2 } else { 1 }
 }
 
 /// The response head of a stream of media type `mime` (for MP4 and WebM with its codecs, which
@@ -512,16 +534,16 @@ mod tests {
         channel.feed("a096-mp3", &TrackSpec::mp3(), 0..2);
         let name = |n: &str| Some(TrackName::new(n).unwrap());
         let window = &channel.window;
-        for format in [Format::Ts, Format::Mp4] {
+        for format in [StreamFormat::Ts, StreamFormat::Mp4] {
             let (_, audio) = pick_tracks(window, &channel.name, format, None).unwrap();
             assert_eq!(audio, name("a128"), "{format}");
         }
         assert_eq!(
-            pick_tracks(window, &channel.name, Format::Aac, None).unwrap(),
+            pick_tracks(window, &channel.name, StreamFormat::Aac, None).unwrap(),
             (None, name("a128"))
         );
         assert_eq!(
-            pick_tracks(window, &channel.name, Format::Mp3, None).unwrap(),
+            pick_tracks(window, &channel.name, StreamFormat::Mp3, None).unwrap(),
             (None, name("a096-mp3"))
         );
         let master = crate::hls::MasterPlaylist::build(window.tracks(&channel.name)).to_string();
@@ -533,7 +555,7 @@ mod tests {
         // A channel without an MP3 track has no stream.mp3.
         let mut plain = Channel::new(60);
         plain.feed("a128", &TrackSpec::audio(), 0..2);
-        let (_, audio) = pick_tracks(&plain.window, &plain.name, Format::Mp3, None).unwrap();
+        let (_, audio) = pick_tracks(&plain.window, &plain.name, StreamFormat::Mp3, None).unwrap();
         assert_eq!(audio, None);
     }
 
@@ -552,28 +574,32 @@ mod tests {
             height: 360,
         };
         let v360 = TrackName::new("v360").unwrap();
-        channel.window.push_header(&channel.name, &v360, low);
+        let day = std::time::Duration::from_secs(crate::testing::DAY_START_SECONDS);
+        channel
+            .window
+            .push_header(&channel.name, &v360, low, day)
+            .unwrap();
         let name = |n: &str| Some(TrackName::new(n).unwrap());
         let window = &channel.window;
-        let (video, audio) = pick_tracks(window, &channel.name, Format::Ts, None).unwrap();
+        let (video, audio) = pick_tracks(window, &channel.name, StreamFormat::Ts, None).unwrap();
         assert_eq!(video, name("v720"));
         assert_eq!(audio, name("a128"), "the first audio track by name");
         assert_eq!(
-            pick_tracks(window, &channel.name, Format::Mp4, Some("v360")).unwrap(),
+            pick_tracks(window, &channel.name, StreamFormat::Mp4, Some("v360")).unwrap(),
             (name("v360"), name("a128"))
         );
         assert_eq!(
-            pick_tracks(window, &channel.name, Format::Aac, None).unwrap(),
+            pick_tracks(window, &channel.name, StreamFormat::Aac, None).unwrap(),
             (None, name("a128"))
         );
         assert_eq!(
-            pick_tracks(window, &channel.name, Format::Aac, Some("a64")).unwrap(),
+            pick_tracks(window, &channel.name, StreamFormat::Aac, Some("a64")).unwrap(),
             (None, name("a64"))
         );
-        let error = pick_tracks(window, &channel.name, Format::Ts, Some("a128")).unwrap_err();
+        let error = pick_tracks(window, &channel.name, StreamFormat::Ts, Some("a128")).unwrap_err();
         assert!(error.contains("no Video track a128"), "{error}");
         let other = ChannelName::new("other").unwrap();
-        let error = pick_tracks(window, &other, Format::Ts, None).unwrap_err();
+        let error = pick_tracks(window, &other, StreamFormat::Ts, None).unwrap_err();
         assert_eq!(error, "no channel other");
     }
 
@@ -587,12 +613,12 @@ mod tests {
         let name = |n: &str| Some(TrackName::new(n).unwrap());
         let window = &channel.window;
         assert_eq!(
-            pick_tracks(window, &channel.name, Format::Webm, None).unwrap(),
+            pick_tracks(window, &channel.name, StreamFormat::Webm, None).unwrap(),
             (name("v360-vp9"), name("a64-opus")),
             "the tracks it can carry, though lower or later"
         );
         assert_eq!(
-            pick_tracks(window, &channel.name, Format::Mp4, None).unwrap(),
+            pick_tracks(window, &channel.name, StreamFormat::Mp4, None).unwrap(),
             (name("v720"), name("a128")),
             "the other streams pick as before"
         );
@@ -600,23 +626,14 @@ mod tests {
         let mut radio = Channel::new(60);
         radio.feed("a64", &TrackSpec::opus(), 0..2);
         assert_eq!(
-            pick_tracks(&radio.window, &radio.name, Format::Webm, None).unwrap(),
+            pick_tracks(&radio.window, &radio.name, StreamFormat::Webm, None).unwrap(),
             (None, name("a64"))
         );
     }
 
     /// What `serve` answers for `format` of a fixture channel, without a viewer staying.
-    fn answer(channel: Channel, format: Format) -> (StatusCode, String, String) {
-        let config = crate::PackagerConfig {
-            listen: ([127, 0, 0, 1], 0).into(),
-            window: crate::window::WindowConfig {
-                segment: std::time::Duration::from_secs(2),
-                window: std::time::Duration::from_secs(60),
-            },
-            keys: Vec::new(),
-            web: None,
-            archive: None,
-        };
+    fn answer(channel: Channel, format: StreamFormat) -> (StatusCode, String, String) {
+        let config = crate::PackagerConfig::new(([127, 0, 0, 1], 0).into());
         let shared = Shared::new(&config).unwrap();
         shared.apply(|window| {
             *window = channel.window;
@@ -640,7 +657,7 @@ mod tests {
         let mut channel = Channel::new(60);
         channel.feed("v720", &TrackSpec::video(), 0..2);
         channel.feed("a64", &TrackSpec::opus(), 0..2);
-        let (status, _, reason) = answer(channel, Format::Webm);
+        let (status, _, reason) = answer(channel, StreamFormat::Webm);
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(
             reason,
@@ -649,7 +666,7 @@ mod tests {
 
         let mut aac = Channel::new(60);
         aac.feed("a128", &TrackSpec::audio(), 0..2);
-        let (status, _, reason) = answer(aac, Format::Webm);
+        let (status, _, reason) = answer(aac, StreamFormat::Webm);
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(
             reason.contains("needs VP8 or VP9 video or Opus audio"),
@@ -659,7 +676,7 @@ mod tests {
         let mut vp8 = Channel::new(60);
         vp8.feed("v720", &TrackSpec::vp8(), 0..2);
         vp8.feed("a64", &TrackSpec::opus(), 0..2);
-        let (status, content_type, _) = answer(vp8, Format::Webm);
+        let (status, content_type, _) = answer(vp8, StreamFormat::Webm);
         assert_eq!(status, StatusCode::OK);
         assert_eq!(content_type, "video/webm; codecs=\"vp8,opus\"");
     }
@@ -677,9 +694,9 @@ mod tests {
         let title: Arc<str> = "".into();
         // Three pieces fit; the fourth slot is kept for the error.
         for _ in 0..3 {
-            assert!(viewer.send(std::slice::from_ref(&piece), Format::Ts, &title));
+            assert!(viewer.send(std::slice::from_ref(&piece), StreamFormat::Ts, &title));
         }
-        assert!(!viewer.send(std::slice::from_ref(&piece), Format::Ts, &title));
+        assert!(!viewer.send(std::slice::from_ref(&piece), StreamFormat::Ts, &title));
         for _ in 0..3 {
             assert_eq!(receiver.try_recv().unwrap().unwrap(), piece);
         }
@@ -698,7 +715,7 @@ mod tests {
             framed: false,
             icy: None,
         };
-        assert!(!gone.send(&[piece], Format::Mp4, &title));
+        assert!(!gone.send(&[piece], StreamFormat::Mp4, &title));
     }
 
     #[test]
@@ -709,7 +726,7 @@ mod tests {
         let name = |n: &str| TrackName::new(n).unwrap();
         let video = channel.window.track(&channel.name, &name("v720")).unwrap();
         let audio = channel.window.track(&channel.name, &name("a128")).unwrap();
-        let feed = Feed::from_window(Format::Mp4, Some(video), Some(audio)).unwrap();
+        let feed = Feed::from_window(StreamFormat::Mp4, Some(video), Some(audio)).unwrap();
         let (pieces, started) = framed_joining(feed.joining(), "");
         assert!(started);
         let mut decoder = chunks::Decoder::new();
@@ -731,16 +748,8 @@ mod tests {
         assert_eq!(decoder.next_frame(), Ok(None), "nothing else");
 
         // TS has no header of its own: an empty one says where the stream starts.
-        let feed = Feed::from_window(Format::Ts, Some(video), Some(audio)).unwrap();
+        let feed = Feed::from_window(StreamFormat::Ts, Some(video), Some(audio)).unwrap();
         let (pieces, _) = framed_joining(feed.joining(), "");
         assert_eq!(&pieces[0][..], &chunks::head(Kind::Header, 0, 0));
-    }
-
-    #[test]
-    fn queries_name_the_track() {
-        assert_eq!(query_value(Some("track=v360"), "track"), Some("v360"));
-        assert_eq!(query_value(Some("a=1&track=v720"), "track"), Some("v720"));
-        assert_eq!(query_value(Some("tracks=v720"), "track"), None);
-        assert_eq!(query_value(None, "track"), None);
     }
 }

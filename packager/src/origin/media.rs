@@ -7,11 +7,11 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use estuary_proto::url::{ChannelName, TrackName};
+use estuary_proto::url::{CacheClass, ChannelName, TrackName};
 use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
-use super::{IMMUTABLE, block_limit, problem, respond};
+use super::{block_limit, problem, respond};
 use crate::cmaf::Media;
 use crate::origin::Body;
 use crate::server::Shared;
@@ -87,7 +87,7 @@ pub async fn segment(
     respond(
         StatusCode::OK,
         content_type(shared, channel, track),
-        IMMUTABLE,
+        CacheClass::Immutable.cache_control(),
         body,
     )
 }
@@ -168,7 +168,7 @@ pub async fn part(
         Some(bytes) => respond(
             StatusCode::OK,
             content_type(shared, channel, track),
-            IMMUTABLE,
+            CacheClass::Immutable.cache_control(),
             Body::bytes(bytes),
         ),
         None => problem(

@@ -1,60 +1,45 @@
 //! `/live/{channel}/ts/…`: HLS with MPEG-TS segments. Each video track's segments carry the
 //! channel's audio too; a segment is remuxed from the window's CMAF samples when first asked
-//! for, outside the window's lock, and the last few are kept for the viewers after.
+//! for, outside the window's lock (the lock is held only to take the parts' shared bytes; the
+//! samples are read after), and the last few are kept for the viewers after.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use estuary_proto::url::{ChannelName, TrackName};
+use estuary_proto::url::{CacheClass, ChannelName, TrackName};
 use hyper::{Response, StatusCode};
 
-use super::{Body, IMMUTABLE, is_playable, playlist, problem, respond};
-use crate::cmaf::{self, CodecConfig, Media, Sample};
+use super::{Body, is_playable, playlist, problem, respond};
+use crate::cmaf::{self, CodecConfig, Media, Sample, TrackHeader};
 use crate::hls::MasterPlaylist;
 use crate::hls_ts::{TsMasterPlaylist, TsMediaPlaylist};
 use crate::server::Shared;
 use crate::ts::{self, Elementary};
 use crate::window::{TrackWindow, Window};
 
-pub async fn serve(shared: &Shared, channel: &ChannelName, rest: &[&str]) -> Response<Body> {
-    match rest {
-        ["master.m3u8"] => {
-            let text = shared.read(|window| {
-                is_playable(window, channel).then(|| {
-                    TsMasterPlaylist(MasterPlaylist::build(window.tracks(channel))).to_string()
-                })
-            });
-            playlist(text, || {
-                format!("channel {channel} has no whole segment yet")
-            })
-        }
-        [track, "media.m3u8"] => {
-            let Ok(track) = TrackName::new(track) else {
-                return problem(StatusCode::NOT_FOUND, format!("no track {track}"));
-            };
-            let text = shared.read(|window| {
-                let this = window.track(channel, &track)?;
-                let audio = audio_for(window, channel, this);
-                TsMediaPlaylist::build(this, audio.map(|(_, a)| a), &window.config())
-                    .map(|playlist| playlist.to_string())
-            });
-            playlist(text, || {
-                format!("{channel}/{track} has no whole segment yet")
-            })
-        }
-        [track, name] => {
-            let msn = name.strip_suffix(".ts").and_then(|msn| msn.parse().ok());
-            match (TrackName::new(track), msn) {
-                (Ok(track), Some(msn)) => segment(shared, channel, &track, msn),
-                _ => problem(
-                    StatusCode::NOT_FOUND,
-                    format!("nothing called {track}/{name}"),
-                ),
-            }
-        }
-        _ => problem(StatusCode::NOT_FOUND, "not part of the TS layout"),
-    }
+/// `ts/master.m3u8`.
+pub fn master(shared: &Shared, channel: &ChannelName) -> Response<Body> {
+    let text = shared.read(|window| {
+        is_playable(window, channel)
+            .then(|| TsMasterPlaylist(MasterPlaylist::build(window.tracks(channel))).to_string())
+    });
+    playlist(text, || {
+        format!("channel {channel} has no whole segment yet")
+    })
+}
+
+/// `ts/{track}/media.m3u8`.
+pub fn media_playlist(shared: &Shared, channel: &ChannelName, track: &TrackName) -> Response<Body> {
+    let text = shared.read(|window| {
+        let this = window.track(channel, track)?;
+        let audio = audio_for(window, channel, this);
+        TsMediaPlaylist::build(this, audio.map(|(_, a)| a), &window.config())
+            .map(|playlist| playlist.to_string())
+    });
+    playlist(text, || {
+        format!("{channel}/{track} has no whole segment yet")
+    })
 }
 
 /// The audio track muxed into `track`'s segments: the channel's first audio track, unless
@@ -104,11 +89,42 @@ impl Remuxed {
     }
 }
 
+/// A whole segment of one track, as the window holds it: its header and its parts' shared
+/// bytes, taken under the window's lock; [`Whole::samples`] reads them after.
+struct Whole {
+    header: TrackHeader,
+    parts: Vec<Bytes>,
+}
+
+impl Whole {
+    fn of(window: &TrackWindow, msn: u64) -> Option<Whole> {
+        let segment = window.segment(msn).filter(|segment| segment.complete)?;
+        Some(Whole {
+            header: window.header.clone(),
+            parts: segment
+                .parts
+                .iter()
+                .map(|part| part.bytes.clone())
+                .collect(),
+        })
+    }
+
+    /// The codec, the timescale and every sample, in order. Each part was checked when it
+    /// came in, so its samples are bounded by its bytes.
+    fn samples(&self) -> Result<(CodecConfig, u32, Vec<Sample>), String> {
+        let mut samples = Vec::new();
+        for part in &self.parts {
+            samples.extend(cmaf::samples(part, &self.header).map_err(|error| error.to_string())?);
+        }
+        Ok((self.header.config.clone(), self.header.timescale, samples))
+    }
+}
+
 /// What a TS segment is made of, taken from the window (shared bytes) so that the remux
 /// happens outside its lock.
 struct Makings {
-    main: (CodecConfig, u32, Vec<Sample>),
-    audio: Option<(CodecConfig, u32, Vec<Sample>)>,
+    main: Whole,
+    audio: Option<Whole>,
     is_video: bool,
     /// Nothing that goes into the segment can change any more.
     is_final: bool,
@@ -123,35 +139,14 @@ fn makings(
     let this = window
         .track(channel, track)
         .ok_or_else(|| format!("channel {channel} has no track {track}"))?;
-    let whole = |window: &TrackWindow| {
-        window
-            .segment(msn)
-            .filter(|segment| segment.complete)
-            .map(|segment| {
-                segment
-                    .parts
-                    .iter()
-                    .map(|part| cmaf::samples(&part.bytes, &window.header))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(|parts| {
-                        (
-                            window.header.config.clone(),
-                            window.header.timescale,
-                            parts.concat(),
-                        )
-                    })
-                    .map_err(|error| error.to_string())
-            })
-            .transpose()
-    };
-    let main = whole(this)?
+    let main = Whole::of(this, msn)
         .ok_or_else(|| format!("segment {msn} of {channel}/{track} is not whole in the window"))?;
     let (audio, is_final) = match audio_for(window, channel, this) {
         Some((_, audio)) => {
-            let samples = whole(audio)?;
+            let whole = Whole::of(audio, msn);
             let gone = audio.newest().is_some_and(|(newest, _)| newest > msn);
-            let is_final = samples.is_some() || gone;
-            (samples, is_final)
+            let is_final = whole.is_some() || gone;
+            (whole, is_final)
         }
         None => (None, true),
     };
@@ -171,7 +166,13 @@ fn elementary((config, timescale, samples): &(CodecConfig, u32, Vec<Sample>)) ->
     }
 }
 
-fn segment(shared: &Shared, channel: &ChannelName, track: &TrackName, msn: u64) -> Response<Body> {
+/// `ts/{track}/{msn}.ts`.
+pub fn segment(
+    shared: &Shared,
+    channel: &ChannelName,
+    track: &TrackName,
+    msn: u64,
+) -> Response<Body> {
     let key = (channel.clone(), track.clone(), msn);
     let muxed = match shared.remuxed.get(&key) {
         Some(bytes) => Ok(bytes),
@@ -184,6 +185,8 @@ fn segment(shared: &Shared, channel: &ChannelName, track: &TrackName, msn: u64) 
                     is_video,
                     is_final,
                 } = makings;
+                let main = main.samples()?;
+                let audio = audio.map(|audio| audio.samples()).transpose()?;
                 let main = Some(elementary(&main));
                 let audio = audio.as_ref().map(elementary);
                 let (video, audio) = if is_video {
@@ -199,7 +202,12 @@ fn segment(shared: &Shared, channel: &ChannelName, track: &TrackName, msn: u64) 
             }),
     };
     match muxed {
-        Ok(bytes) => respond(StatusCode::OK, "video/mp2t", IMMUTABLE, Body::bytes(bytes)),
+        Ok(bytes) => respond(
+            StatusCode::OK,
+            "video/mp2t",
+            CacheClass::Immutable.cache_control(),
+            Body::bytes(bytes),
+        ),
         Err(reason) => problem(StatusCode::NOT_FOUND, reason),
     }
 }

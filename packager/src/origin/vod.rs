@@ -3,17 +3,22 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use estuary_proto::url::{ChannelName, TrackName};
+use estuary_proto::url::{CacheClass, ChannelName, TrackName, VodObject, VodRange};
 use hyper::{Response, StatusCode};
 
-use super::{Body, IMMUTABLE, playlist, problem, respond};
+use super::{Body, playlist, problem, respond};
 use crate::archive::{self, Entry};
 use crate::cmaf::{self, Media, TrackHeader};
 use crate::hls::{AudioRendition, MasterPlaylist, Variant};
 use crate::server::Shared;
-use crate::vod::{Range, VodPlaylist};
+use crate::vod::VodPlaylist;
 
-pub async fn serve(shared: &Shared, channel: &str, range: &str, rest: &[&str]) -> Response<Body> {
+pub async fn serve(
+    shared: &Shared,
+    channel: &ChannelName,
+    range: VodRange,
+    object: VodObject,
+) -> Response<Body> {
     let Some(archive) = &shared.archive else {
         return problem(
             StatusCode::NOT_FOUND,
@@ -21,54 +26,35 @@ pub async fn serve(shared: &Shared, channel: &str, range: &str, rest: &[&str]) -
         );
     };
     let root = archive.dir();
-    let channel = match ChannelName::new(channel) {
-        Ok(channel) => channel,
-        Err(error) => return problem(StatusCode::NOT_FOUND, error.to_string()),
-    };
-    let range = match Range::parse(range) {
-        Ok(range) => range,
-        Err(reason) => return problem(StatusCode::BAD_REQUEST, reason),
-    };
-    match rest {
-        ["master.m3u8"] => master(root, &channel, range).await,
-        [track, file] => {
-            let Ok(track) = TrackName::new(track) else {
-                return problem(StatusCode::NOT_FOUND, format!("no track {track}"));
-            };
-            let dir = archive::track_dir(root, &channel, &track);
-            if *file == "media.m3u8" {
-                let text =
-                    in_range(root, &channel, &track, range)
-                        .await
-                        .map(|(header, entries)| {
-                            VodPlaylist::build(&entries, header.timescale, range)
-                                .map(|playlist| playlist.to_string())
-                        });
-                return playlist(text.flatten(), || {
-                    format!("{channel}/{track} has nothing archived in that range")
+    // File names are written from the parsed numbers, never taken from the request.
+    let (track, file) = match object {
+        VodObject::Master => return master(root, channel, range).await,
+        VodObject::MediaPlaylist { track } => {
+            let text = in_range(root, channel, &track, range)
+                .await
+                .map(|(header, entries)| {
+                    VodPlaylist::build(&entries, header.timescale, range)
+                        .map(|playlist| playlist.to_string())
                 });
-            }
-            let well_formed = file
-                .strip_suffix(".m4s")
-                .or_else(|| file.strip_prefix("init-")?.strip_suffix(".mp4"))
-                .is_some_and(|number| number.parse::<u64>().is_ok());
-            if !well_formed {
-                return problem(StatusCode::NOT_FOUND, format!("nothing called {file}"));
-            }
-            match tokio::fs::read(dir.join(file)).await {
-                Ok(bytes) => respond(
-                    StatusCode::OK,
-                    "video/mp4",
-                    IMMUTABLE,
-                    Body::bytes(Bytes::from(bytes)),
-                ),
-                Err(_) => problem(
-                    StatusCode::NOT_FOUND,
-                    format!("{channel}/{track}/{file} is not in the archive"),
-                ),
-            }
+            return playlist(text.flatten(), || {
+                format!("{channel}/{track} has nothing archived in that range")
+            });
         }
-        _ => problem(StatusCode::NOT_FOUND, "not part of the VOD layout"),
+        VodObject::Init { track, number } => (track, format!("init-{number}.mp4")),
+        VodObject::Segment { track, msn } => (track, format!("{msn}.m4s")),
+    };
+    let dir = archive::track_dir(root, channel, &track);
+    match tokio::fs::read(dir.join(&file)).await {
+        Ok(bytes) => respond(
+            StatusCode::OK,
+            "video/mp4",
+            CacheClass::Immutable.cache_control(),
+            Body::bytes(Bytes::from(bytes)),
+        ),
+        Err(_) => problem(
+            StatusCode::NOT_FOUND,
+            format!("{channel}/{track}/{file} is not in the archive"),
+        ),
     }
 }
 
@@ -77,7 +63,7 @@ async fn in_range(
     root: &Path,
     channel: &ChannelName,
     track: &TrackName,
-    range: Range,
+    range: VodRange,
 ) -> Option<(TrackHeader, Vec<Entry>)> {
     let all = archive::read_index(root, channel, track);
     // The timescale comes from a header; any of the track's headers will do to find the range.
@@ -102,7 +88,7 @@ async fn read_header(path: &Path) -> Option<TrackHeader> {
     cmaf::parse_header(Bytes::from(bytes)).ok()
 }
 
-async fn master(root: &Path, channel: &ChannelName, range: Range) -> Response<Body> {
+async fn master(root: &Path, channel: &ChannelName, range: VodRange) -> Response<Body> {
     let mut audio = None;
     let mut variants = Vec::new();
     for track in archive::tracks(root, channel) {

@@ -153,6 +153,37 @@ impl StreamFormat {
             .into_iter()
             .find(|format| format.extension() == extension)
     }
+
+    /// The media type of the stream, before any codecs parameter.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            StreamFormat::Ts => "video/mp2t",
+            StreamFormat::Mp4 => "video/mp4",
+            StreamFormat::Webm => "video/webm",
+            StreamFormat::Aac => "audio/aac",
+            StreamFormat::Mp3 => "audio/mpeg",
+        }
+    }
+
+    /// Audio-only streams that radio players read, which may carry ICY metadata.
+    pub fn is_radio(self) -> bool {
+        matches!(self, StreamFormat::Aac | StreamFormat::Mp3)
+    }
+
+    /// Whether the stream carries a video track when the channel has one.
+    pub fn has_video(self) -> bool {
+        matches!(
+            self,
+            StreamFormat::Ts | StreamFormat::Mp4 | StreamFormat::Webm
+        )
+    }
+}
+
+/// `stream.{extension}`: the stream's file name, as logs and reasons name it.
+impl fmt::Display for StreamFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stream.{}", self.extension())
+    }
 }
 
 /// The player page's scripts.
