@@ -550,7 +550,7 @@ fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         outputs,
         duration,
     };
-    runtime()?.block_on(estuary_ingest::run(run, shutdown_signal()))?;
+    runtime()?.block_on(async { estuary_ingest::run(run, shutdown_signal()).await })?;
     Ok(())
 }
 
@@ -687,7 +687,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
         archive: args.archive,
         keycards: args.keycards,
     };
-    runtime()?.block_on(demo::run(config, shutdown_signal()))
+    runtime()?.block_on(async { demo::run(config, shutdown_signal()).await })
 }
 
 fn packager(args: PackagerArgs) -> anyhow::Result<()> {
@@ -747,7 +747,8 @@ fn packager(args: PackagerArgs) -> anyhow::Result<()> {
         web: Some(args.web),
         archive: args.archive,
     };
-    runtime()?.block_on(estuary_packager::server::run(config, shutdown_signal()))?;
+    runtime()?
+        .block_on(async { estuary_packager::server::run(config, shutdown_signal()).await })?;
     Ok(())
 }
 
@@ -844,7 +845,7 @@ fn edge(args: EdgeArgs) -> anyhow::Result<()> {
             .map_err(|error| anyhow::anyhow!("--public-url {:?} {error}", identity.url))?;
         config.control = Some((control.clone(), identity));
     }
-    runtime()?.block_on(estuary_edge::run(config, shutdown_signal()))?;
+    runtime()?.block_on(async { estuary_edge::run(config, shutdown_signal()).await })?;
     Ok(())
 }
 
@@ -1033,6 +1034,7 @@ fn control(args: ControlArgs) -> anyhow::Result<()> {
     };
     let control = estuary_control::Control::new(&config).map_err(anyhow::Error::msg)?;
     runtime()?.block_on(async {
+        let shutdown = shutdown_signal();
         let listener = estuary_proto::io::listen(listen)
             .with_context(|| format!("cannot listen on {listen}"))?;
         let admin = match admin_listen {
@@ -1045,22 +1047,32 @@ fn control(args: ControlArgs) -> anyhow::Result<()> {
             None => None,
         };
         tracing::info!(address = %listener.local_addr()?, sites = config.sites.len(), "control listening");
-        estuary_control::server::serve(listener, admin, control, shutdown_signal()).await?;
+        estuary_control::server::serve(listener, admin, control, shutdown).await?;
         anyhow::Ok(())
     })
 }
 
-async fn shutdown_signal() {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the
+/// future is first polled: a role binds its port before it waits for the signal, and a signal
+/// in between would otherwise kill the process instead of stopping it. Call it inside the
+/// runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn received(signal: Option<Signal>) {
+        match signal {
+            Some(mut signal) => {
+                signal.recv().await;
             }
-        } => {}
+            None => std::future::pending::<()>().await,
+        }
+    }
+    let interrupt = received(signal(SignalKind::interrupt()).ok());
+    let terminate = received(signal(SignalKind::terminate()).ok());
+    async move {
+        tokio::select! {
+            () = interrupt => {}
+            () = terminate => {}
+        }
     }
 }
 
