@@ -218,6 +218,8 @@ fn attach_video_timing(
             if admission == Admission::Drop || stopper.ends_before(pad, snapped, &ended) {
                 return gst::PadProbeReturn::Drop;
             }
+            let opens_segment = *last_segment != Some(grid.position(snapped).segment);
+            let snapped = grid.onto_boundary(snapped, opens_segment);
             let Some(pts) =
                 segment.position_from_running_time(gst::ClockTime::from_nseconds(snapped))
             else {

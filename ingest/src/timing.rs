@@ -79,6 +79,19 @@ impl UtcGrid {
     pub fn next_segment_start(&self, utc_ns: u64) -> u64 {
         utc_ns.div_ceil(self.segment_ns) * self.segment_ns
     }
+
+    /// Where a video frame at `utc_ns` goes: a frame that opens a segment less than a part
+    /// after its boundary is moved back onto the boundary. The frames before it were lost (a
+    /// decoder drops late frames under load, a source skips one), and without this the
+    /// segment would start late and the one before it end a frame or more past its duration.
+    pub fn onto_boundary(&self, utc_ns: u64, opens_segment: bool) -> u64 {
+        let start = self.position(utc_ns).segment * self.segment_ns;
+        if opens_segment && utc_ns > start && utc_ns - start < self.part_ns() {
+            start
+        } else {
+            utc_ns
+        }
+    }
 }
 
 /// What a split point before a buffer should be, when the buffer starts a new part or segment.
@@ -423,6 +436,20 @@ mod tests {
             splitter.split_before(boundary + 3 * frame, false),
             Split::None
         );
+    }
+
+    #[test]
+    fn a_frame_opening_a_segment_late_is_moved_onto_the_boundary() {
+        let grid = grid();
+        let boundary = EPOCH_2026 + 2 * SECOND;
+        let frame = SECOND / 30;
+        // Frames 60 and 61 of the 2 s segment were lost: frame 62 opens it.
+        assert_eq!(grid.onto_boundary(boundary + 2 * frame, true), boundary);
+        assert_eq!(grid.onto_boundary(boundary, true), boundary);
+        // Not when it does not open the segment, nor a part or more after the boundary.
+        assert_eq!(grid.onto_boundary(boundary + 2 * frame, false), boundary + 2 * frame);
+        let late = boundary + grid.part_ns();
+        assert_eq!(grid.onto_boundary(late, true), late);
     }
 
     #[test]
