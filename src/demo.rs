@@ -92,7 +92,7 @@ pub async fn run(
         },
     )
     .map_err(anyhow::Error::msg)?;
-    let control_listener = estuary_proto::io::listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+    let control_listener = estuary_http::listen(SocketAddr::from(([127, 0, 0, 1], 0)))
         .context("binding control's listener")?;
     let control_url = format!(
         "http://{}",
@@ -117,7 +117,12 @@ pub async fn run(
             key: Some(report_key),
         },
     ));
-    tokio::spawn(estuary_edge::listen::serve(edge_listener, edge));
+    tokio::spawn(estuary_edge::listen::serve(
+        edge_listener,
+        edge,
+        estuary_http::listen::Connections::new(),
+        std::future::pending(),
+    ));
 
     let channel = ChannelSpec {
         text: Some("Estuary demo".into()),

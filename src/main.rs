@@ -639,7 +639,7 @@ fn viewers(args: ViewersArgs) -> anyhow::Result<()> {
         bail!("--count must be at least 1");
     }
     // A socket per viewer (and a few for a player's requests), as many as the system allows.
-    let files = estuary_edge::sealed::raise_file_limit();
+    let files = estuary_http::sealed::raise_file_limit();
     if args.count as u64 + 64 > files {
         bail!(
             "--count {} needs more open files than this process may have ({files}): raise the hard limit (ulimit -Hn) first",
@@ -1035,11 +1035,11 @@ fn control(args: ControlArgs) -> anyhow::Result<()> {
     let control = estuary_control::Control::new(&config).map_err(anyhow::Error::msg)?;
     runtime()?.block_on(async {
         let shutdown = shutdown_signal();
-        let listener = estuary_proto::io::listen(listen)
+        let listener = estuary_http::listen(listen)
             .with_context(|| format!("cannot listen on {listen}"))?;
         let admin = match admin_listen {
             Some(address) => {
-                let admin = estuary_proto::io::listen(address)
+                let admin = estuary_http::listen(address)
                     .with_context(|| format!("cannot listen on {address} (admin)"))?;
                 tracing::info!(address = %admin.local_addr()?, "control's admin API listening");
                 Some(admin)

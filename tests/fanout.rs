@@ -112,7 +112,7 @@ async fn open(address: SocketAddr, receive_buffer: Option<u32>) -> tokio::net::T
 /// One stack for all (an ingest each would multiply the suite's load); the edges take turns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fan_out_engines_under_load() {
-    estuary_edge::sealed::raise_file_limit();
+    estuary_http::sealed::raise_file_limit();
     let stack = stack().await;
     for edge in &stack.edges {
         println!("== the {} engine", edge.engine);

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use bytes::{Buf as _, BytesMut};
-use estuary_proto::io::{Prefixed, read_request_bytes};
+use estuary_http::{Prefixed, read_request_bytes};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};

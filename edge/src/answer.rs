@@ -12,37 +12,14 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::admit::{Admitted, Credentials, Refusal};
-use crate::body::{Body, OwnedLogLine, Tally};
-use crate::cache::Growing;
+use estuary_http::{Body, Growing, preflight, problem, respond};
+
 use crate::carry;
 use crate::fetch::CacheState;
+use crate::metrics::{OwnedLogLine, Tally};
 use crate::net;
 use crate::node::Edge;
 use crate::route::{Route, route};
-
-fn respond(status: StatusCode, content_type: &str, body: Body) -> Response<Body> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    if let Ok(value) = HeaderValue::from_str(content_type) {
-        headers.insert(header::CONTENT_TYPE, value);
-    }
-    response
-}
-
-fn problem(status: StatusCode, reason: impl Into<String>) -> Response<Body> {
-    let mut reason = reason.into();
-    reason.push('\n');
-    let mut response = respond(status, "text/plain; charset=utf-8", Body::text(reason));
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
 
 /// The answer to a request the gate turned away; a 401 asks for HTTP Basic credentials.
 fn refused(refusal: Refusal) -> Response<Body> {
@@ -99,14 +76,15 @@ fn tallied(
 ) -> Response<Body> {
     let status = response.status().as_u16();
     edge.metrics().count_request(status);
-    let body = std::mem::replace(response.body_mut(), Body::empty());
-    let mut body = body.tallied(Tally {
+    let tally = Tally {
         metrics: edge.metrics_handle().clone(),
-        log,
-        bytes: 0,
-    });
-    body.set_status(status);
-    *response.body_mut() = body;
+        log: log.map(|(log, mut line)| {
+            line.status = status;
+            (log, line)
+        }),
+    };
+    let body = std::mem::replace(response.body_mut(), Body::empty());
+    *response.body_mut() = body.on_end(move |bytes| tally.finish(bytes));
     response
 }
 
@@ -164,14 +142,14 @@ pub(crate) async fn serve_continuous(
     let arrival = arrival(edge, &path, &request, admitted);
     let (status, bytes) = crate::fanout::serve_viewer(edge.fanout(), socket, arrival).await;
     edge.metrics().count_request(status);
-    drop(Tally {
+    Tally {
         metrics: edge.metrics_handle().clone(),
         log: log.map(|(log, mut line)| {
             line.status = status;
             (log, line)
         }),
-        bytes,
-    });
+    }
+    .finish(bytes);
     Ok(())
 }
 
@@ -220,7 +198,7 @@ async fn answer(
 ) -> Response<Body> {
     let path = match routed {
         Route::Refuse { status, reason } => return problem(status, reason),
-        Route::Preflight => return preflight(),
+        Route::Preflight => return preflight("GET, HEAD, OPTIONS"),
         Route::Health => return healthz(edge),
         Route::Metrics => {
             let mut text = edge
@@ -246,20 +224,6 @@ async fn answer(
     } else {
         serve_object(edge, &path, admitted).await
     }
-}
-
-fn preflight() -> Response<Body> {
-    let mut response = respond(StatusCode::NO_CONTENT, "text/plain", Body::empty());
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("*"),
-    );
-    response
 }
 
 fn healthz(edge: &Edge) -> Response<Body> {

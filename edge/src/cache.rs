@@ -17,140 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hyper::StatusCode;
 use hyper::header::HeaderValue;
 use tokio::sync::watch;
 
 use crate::failure::FetchError;
-use crate::sealed::{self, Sealed};
-
-/// A body that may still be arriving.
-#[derive(Debug)]
-pub struct Growing {
-    state: Mutex<Pieces>,
-    changed: watch::Sender<()>,
-}
-
-#[derive(Debug, Default)]
-struct Pieces {
-    pieces: Vec<Bytes>,
-    bytes: usize,
-    /// `None` while more may come; then whether it ended whole.
-    end: Option<Result<(), String>>,
-    /// A whole body of some length is moved into a sealed memory file; `pieces` is then the
-    /// file's mapping.
-    sealed: Option<Arc<Sealed>>,
-}
-
-impl Growing {
-    pub fn new() -> Arc<Growing> {
-        Arc::new(Growing {
-            state: Mutex::default(),
-            changed: watch::channel(()).0,
-        })
-    }
-
-    /// A body that is already whole.
-    pub fn whole(pieces: Vec<Bytes>) -> Arc<Growing> {
-        let growing = Growing::new();
-        for piece in pieces {
-            growing.push(piece);
-        }
-        growing.finish(Ok(()));
-        growing
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pieces> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn push(&self, piece: Bytes) {
-        let mut state = self.lock();
-        state.bytes += piece.len();
-        state.pieces.push(piece);
-        drop(state);
-        self.changed.send_replace(());
-    }
-
-    pub fn finish(&self, end: Result<(), String>) {
-        self.lock().end.get_or_insert(end);
-        self.changed.send_replace(());
-    }
-
-    /// Moves a whole body of at least [`sealed::THRESHOLD`] bytes into a sealed memory file.
-    /// Only the one who pushed the pieces calls it, after the last, before `finish`. A body
-    /// that cannot be sealed stays as it is.
-    pub fn seal(&self) {
-        let pieces = {
-            let state = self.lock();
-            if state.bytes < sealed::THRESHOLD || state.sealed.is_some() {
-                return;
-            }
-            state.pieces.clone()
-        };
-        match Sealed::new(&pieces) {
-            Ok(sealed) => {
-                let mut state = self.lock();
-                state.pieces = vec![sealed.bytes().clone()];
-                state.sealed = Some(Arc::new(sealed));
-            }
-            // The body is served from memory as it came.
-            Err(error) => tracing::debug!(%error, "body not sealed"),
-        }
-    }
-
-    /// The body's bytes from byte `offset` on, and how the body ended if it has.
-    pub fn read(&self, offset: usize) -> (Vec<Bytes>, Option<Result<(), String>>) {
-        let state = self.lock();
-        let mut skip = offset;
-        let mut pieces = Vec::new();
-        for piece in &state.pieces {
-            if skip >= piece.len() {
-                skip -= piece.len();
-            } else {
-                pieces.push(piece.slice(skip..));
-                skip = 0;
-            }
-        }
-        (pieces, state.end.clone())
-    }
-
-    /// What the body is now: whole (sealed or in pieces) or still growing.
-    pub fn now(&self) -> Now {
-        let state = self.lock();
-        match (&state.end, &state.sealed) {
-            (Some(Ok(())), Some(sealed)) => Now::Sealed(sealed.clone()),
-            (Some(Ok(())), None) => Now::Whole(state.pieces.clone()),
-            _ => Now::Growing,
-        }
-    }
-
-    pub fn subscribe(&self) -> watch::Receiver<()> {
-        self.changed.subscribe()
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().bytes
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Whole, and how: `Some(Ok)` ended well, `Some(Err)` broke off.
-    pub fn end(&self) -> Option<Result<(), String>> {
-        self.lock().end.clone()
-    }
-}
-
-/// A body at one moment.
-pub enum Now {
-    Sealed(Arc<Sealed>),
-    Whole(Vec<Bytes>),
-    /// Still arriving, or broken off.
-    Growing,
-}
+pub use estuary_http::{Growing, Now};
 
 /// An upstream answer as kept in the cache.
 #[derive(Debug)]
@@ -442,6 +314,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn object(bytes: usize, fresh_for: Duration) -> Arc<Object> {
         answer(StatusCode::OK, bytes, fresh_for)
@@ -601,46 +474,5 @@ mod tests {
             freshness(StatusCode::BAD_GATEWAY, None, floor),
             Duration::ZERO
         );
-    }
-
-    #[test]
-    fn a_growing_body_is_read_as_it_grows() {
-        let body = Growing::new();
-        body.push(Bytes::from_static(b"ab"));
-        let (pieces, end) = body.read(0);
-        assert_eq!((pieces.len(), end), (1, None));
-        body.push(Bytes::from_static(b"cd"));
-        body.finish(Ok(()));
-        let (pieces, end) = body.read(1);
-        assert_eq!(
-            (pieces, end),
-            (
-                vec![Bytes::from_static(b"b"), Bytes::from_static(b"cd")],
-                Some(Ok(()))
-            )
-        );
-        assert_eq!(body.len(), 4);
-        body.seal();
-        assert!(matches!(body.now(), Now::Whole(_)), "too short to seal");
-    }
-
-    #[test]
-    fn a_sealed_body_reads_on_from_where_a_reader_was() {
-        let body = Growing::new();
-        let pieces: Vec<Bytes> = (0..40u8).map(|i| Bytes::from(vec![i; 1000])).collect();
-        for piece in &pieces {
-            body.push(piece.clone());
-        }
-        let before: Vec<u8> = body.read(12_345).0.concat();
-        body.seal();
-        body.finish(Ok(()));
-        let Now::Sealed(sealed) = body.now() else {
-            panic!("40 kB is sealed");
-        };
-        assert_eq!(sealed.bytes()[..], pieces.concat()[..]);
-        let (after, end) = body.read(12_345);
-        assert_eq!((after.len(), end), (1, Some(Ok(()))));
-        assert_eq!(after[0][..], before[..]);
-        assert_eq!(body.len(), 40_000);
     }
 }

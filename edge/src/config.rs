@@ -36,6 +36,8 @@ pub struct EdgeConfig {
     pub http3: bool,
     /// Continuous streams: slow viewers, bursts, limits.
     pub fanout: crate::fanout::FanoutConfig,
+    /// What a client's requests and connections may take: head size, headers, timeouts.
+    pub limits: estuary_http::Limits,
 }
 
 impl EdgeConfig {
@@ -55,6 +57,7 @@ impl EdgeConfig {
             tls: None,
             http3: true,
             fanout: crate::fanout::FanoutConfig::default(),
+            limits: estuary_http::Limits::default(),
         }
     }
 }

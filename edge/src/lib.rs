@@ -11,7 +11,6 @@
 
 pub mod admit;
 pub mod answer;
-pub mod body;
 pub mod bouncer;
 pub mod cache;
 pub mod carry;
@@ -28,7 +27,6 @@ pub mod report;
 pub mod revoked;
 pub mod route;
 pub mod run;
-pub mod sealed;
 pub mod upstream;
 
 pub use config::EdgeConfig;

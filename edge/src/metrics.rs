@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -275,6 +276,40 @@ impl AccessLog {
 
     pub fn write(&self, line: &LogLine) {
         let _ = self.lines.send(format!("{line}\n"));
+    }
+}
+
+/// What a finished response adds to the metrics and the access log.
+pub struct Tally {
+    pub metrics: Arc<Metrics>,
+    pub log: Option<(AccessLog, OwnedLogLine)>,
+}
+
+/// The parts of a log line known when the response starts.
+pub struct OwnedLogLine {
+    pub client: std::net::IpAddr,
+    pub unix_nanos: u64,
+    pub request_line: String,
+    pub status: u16,
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Tally {
+    /// The response is over, `bytes` sent: counted, and logged.
+    pub fn finish(self, bytes: u64) {
+        self.metrics.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        if let Some((log, line)) = &self.log {
+            log.write(&LogLine {
+                client: line.client,
+                unix_nanos: line.unix_nanos,
+                request_line: &line.request_line,
+                status: line.status,
+                bytes,
+                referer: line.referer.as_deref(),
+                user_agent: line.user_agent.as_deref(),
+            });
+        }
     }
 }
 

@@ -47,7 +47,7 @@ pub struct Edge {
 impl Edge {
     pub fn new(config: EdgeConfig) -> Result<Arc<Edge>, EdgeError> {
         // Sealed bodies hold a file each, beside the sockets.
-        let files = crate::sealed::raise_file_limit();
+        let files = estuary_http::sealed::raise_file_limit();
         tracing::debug!(files, "open-file limit");
         let access_log = config
             .access_log

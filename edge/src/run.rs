@@ -1,6 +1,8 @@
 //! Runs an edge: the node built from its configuration, its listeners (TCP, and QUIC beside it
 //! with TLS), the revocation list watched, reports sent to control, until shutdown.
 
+use estuary_http::listen::Connections;
+
 use crate::config::EdgeConfig;
 use crate::listen::{self, bind, serve};
 use crate::node::{Edge, EdgeError};
@@ -33,9 +35,7 @@ pub async fn run(
         tracing::info!(%address, "HTTP/3 on UDP");
         tokio::spawn(listen::http3::serve(endpoint, edge.clone()));
     }
-    tokio::select! {
-        () = serve(listener, edge) => {}
-        () = shutdown => tracing::info!("stopping"),
-    }
+    serve(listener, edge, Connections::new(), shutdown).await;
+    tracing::info!("stopping");
     Ok(())
 }

@@ -447,7 +447,10 @@ mod tests {
         assert_eq!(grid.onto_boundary(boundary + 2 * frame, true), boundary);
         assert_eq!(grid.onto_boundary(boundary, true), boundary);
         // Not when it does not open the segment, nor a part or more after the boundary.
-        assert_eq!(grid.onto_boundary(boundary + 2 * frame, false), boundary + 2 * frame);
+        assert_eq!(
+            grid.onto_boundary(boundary + 2 * frame, false),
+            boundary + 2 * frame
+        );
         let late = boundary + grid.part_ns();
         assert_eq!(grid.onto_boundary(late, true), late);
     }

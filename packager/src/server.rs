@@ -330,7 +330,7 @@ pub async fn bind(config: &PackagerConfig) -> Result<TcpListener, PackagerError>
             address: config.listen,
         });
     }
-    estuary_proto::io::listen(config.listen).map_err(|error| PackagerError::Listen {
+    estuary_http::listen(config.listen).map_err(|error| PackagerError::Listen {
         address: config.listen,
         reason: error.to_string(),
     })

@@ -97,13 +97,13 @@ pub async fn serve_viewer(
 pub async fn stream_body(
     fanout: &Arc<Fanout>,
     arrival: Arrival,
-) -> Result<(String, bool, crate::body::Body), Refusal> {
+) -> Result<(String, bool, estuary_http::Body), Refusal> {
     let (stream, generation) = open(fanout, &arrival).await?;
     let media_type = stream.media_type();
     let icy = arrival.icy && !arrival.framed && stream.carries_icy();
     if arrival.head_only {
         leave(&stream, 0);
-        return Ok((media_type, icy, crate::body::Body::empty()));
+        return Ok((media_type, icy, estuary_http::Body::empty()));
     }
     // A few chunks' worth: the client's pace comes through as the channel fills.
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
@@ -112,7 +112,7 @@ pub async fn stream_body(
         let sent = relay(&stream, Out::Channel(sender), place, &arrival, generation).await;
         leave(&stream, sent);
     });
-    Ok((media_type, icy, crate::body::Body::streaming(receiver)))
+    Ok((media_type, icy, estuary_http::Body::streaming(receiver)))
 }
 
 /// Why a viewer was not let onto a stream.

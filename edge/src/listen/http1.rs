@@ -4,64 +4,42 @@
 //! (`sendfile`), not copied out of the edge's memory for each viewer; bodies still arriving are
 //! sent chunked as they grow. TLS and HTTP/2 connections go to hyper instead.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use bytes::{Buf as _, Bytes, BytesMut};
+use estuary_http::head::{self, HeadError, ParsedRequest};
+use estuary_http::response::{Framing, write_head};
+use estuary_http::{Body, Limits, read_request_bytes, sealed};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Response, Version};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 
-use crate::body::Body;
-use estuary_proto::io::read_request_bytes;
-
-use super::porter::{HEAD_TIMEOUT, HeadError, MAX_HEAD};
 use crate::answer::{handle_routed, serve_continuous};
 use crate::node::Edge;
 use crate::route::{Route, route};
-use crate::sealed;
 
-/// How long a kept-alive connection may wait for its next request.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a write to a client may make no progress: one that stops reading is cut off
-/// rather than holding its connection and the body it was sent for ever.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// The most request headers read; more is answered `431`.
-const MAX_HEADERS: usize = 64;
-/// The largest request body read (and thrown away: the edge serves GET and HEAD).
-const MAX_REQUEST_BODY: u64 = 64 * 1024;
 /// Bodies up to this long are copied behind the head (a copy costs less than the allocations
 /// and the longer writev it saves); longer ones are written from where they are, in one writev
 /// with the head.
 const COPY_LIMIT: usize = 16 * 1024;
 
-/// A request as read off the connection, and what the connection does after it.
-pub struct ParsedRequest {
-    pub request: Request<()>,
-    /// Bytes of the buffer the head took.
-    pub head_length: usize,
-    /// The request body's length, to be read past.
-    pub body_length: u64,
-    pub keep_alive: bool,
-}
-
 /// Serves the connection, whose first bytes (holding at least the first whole head) are in
 /// `buffer`, until the client closes it, asks to close, goes idle, or breaks a rule.
 pub async fn serve(edge: &Arc<Edge>, mut stream: TcpStream, mut buffer: BytesMut, client: IpAddr) {
     let mut out = Vec::with_capacity(1024);
-    let mut idle = Box::pin(tokio::time::sleep(IDLE_TIMEOUT));
+    let limits = edge.config().limits;
+    let mut idle = Box::pin(tokio::time::sleep(limits.idle_timeout));
     loop {
-        let incoming = match next_request(&mut stream, &mut buffer, &mut idle).await {
+        let incoming = match next_request(&mut stream, &mut buffer, &mut idle, &limits).await {
             Ok(Some(incoming)) => incoming,
             Ok(None) => return,
             Err(error) => {
@@ -73,7 +51,7 @@ pub async fn serve(edge: &Arc<Edge>, mut stream: TcpStream, mut buffer: BytesMut
             }
         };
         buffer.advance(incoming.head_length);
-        if skip_body(&mut stream, &mut buffer, incoming.body_length)
+        if skip_body(&mut stream, &mut buffer, incoming.body_length, &limits)
             .await
             .is_err()
         {
@@ -96,16 +74,13 @@ pub async fn serve(edge: &Arc<Edge>, mut stream: TcpStream, mut buffer: BytesMut
         } else {
             handle_routed(edge, client, incoming.request, routed).await
         };
-        match respond(
-            &mut stream,
-            &mut out,
-            response,
+        let exchange = Exchange {
             head_only,
             http10,
-            incoming.keep_alive,
-        )
-        .await
-        {
+            keep_alive: incoming.keep_alive,
+            write_timeout: limits.write_timeout,
+        };
+        match respond(&mut stream, &mut out, response, exchange).await {
             Ok(true) if incoming.keep_alive => {}
             _ => {
                 let _ = stream.shutdown().await;
@@ -123,12 +98,13 @@ async fn next_request(
     stream: &mut TcpStream,
     buffer: &mut BytesMut,
     idle: &mut Pin<Box<tokio::time::Sleep>>,
+    limits: &Limits,
 ) -> Result<Option<ParsedRequest>, HeadError> {
-    if let Some(parsed) = parse(buffer)? {
+    if let Some(parsed) = head::parse_request(buffer, limits)? {
         return Ok(Some(parsed));
     }
     if buffer.is_empty() {
-        idle.as_mut().reset(Instant::now() + IDLE_TIMEOUT);
+        idle.as_mut().reset(Instant::now() + limits.idle_timeout);
         tokio::select! {
             read = read_request_bytes(stream, buffer) => match read {
                 Ok(0) | Err(_) => return Ok(None),
@@ -136,12 +112,12 @@ async fn next_request(
             },
             () = idle.as_mut() => return Ok(None),
         }
-        if let Some(parsed) = parse(buffer)? {
+        if let Some(parsed) = head::parse_request(buffer, limits)? {
             return Ok(Some(parsed));
         }
     }
     // The head came in pieces: the rest must come within the head timeout.
-    idle.as_mut().reset(Instant::now() + HEAD_TIMEOUT);
+    idle.as_mut().reset(Instant::now() + limits.head_timeout);
     loop {
         tokio::select! {
             read = read_request_bytes(stream, buffer) => match read {
@@ -150,84 +126,19 @@ async fn next_request(
             },
             () = idle.as_mut() => return Err(HeadError::TimedOut),
         }
-        if let Some(parsed) = parse(buffer)? {
+        if let Some(parsed) = head::parse_request(buffer, limits)? {
             return Ok(Some(parsed));
         }
     }
 }
 
-/// Parses a request head at the start of `buffer` (sans IO): `None` while more bytes are
-/// needed.
-pub fn parse(buffer: &[u8]) -> Result<Option<ParsedRequest>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    let head_length = match parsed.parse(buffer) {
-        Ok(httparse::Status::Complete(length)) if length <= MAX_HEAD => length,
-        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
-            return Err(HeadError::TooLarge);
-        }
-        Ok(httparse::Status::Partial) if buffer.len() >= MAX_HEAD => {
-            return Err(HeadError::TooLarge);
-        }
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(HeadError::Malformed),
-    };
-    let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version)
-    else {
-        return Err(HeadError::Malformed);
-    };
-    let method = Method::from_bytes(method.as_bytes()).map_err(|_| HeadError::Malformed)?;
-    let uri = Uri::try_from(target).map_err(|_| HeadError::Malformed)?;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    let mut body_length = 0;
-    let mut connection_close = minor == 0;
-    for field in parsed.headers.iter() {
-        let name =
-            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
-        let value = HeaderValue::from_bytes(field.value).map_err(|_| HeadError::Malformed)?;
-        if name == header::CONTENT_LENGTH {
-            body_length = value
-                .to_str()
-                .ok()
-                .and_then(|text| text.trim().parse::<u64>().ok())
-                .ok_or(HeadError::Malformed)?;
-            if body_length > MAX_REQUEST_BODY {
-                return Err(HeadError::BodyTooLarge);
-            }
-        } else if name == header::TRANSFER_ENCODING {
-            // A GET or HEAD has no use for a body of unknown length.
-            return Err(HeadError::Malformed);
-        } else if name == header::CONNECTION {
-            let tokens = value.to_str().unwrap_or("");
-            for token in tokens.split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    connection_close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") {
-                    connection_close = false;
-                }
-            }
-        }
-        headers.append(name, value);
-    }
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = if minor == 0 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    *request.headers_mut() = headers;
-    Ok(Some(ParsedRequest {
-        request,
-        head_length,
-        body_length,
-        keep_alive: !connection_close,
-    }))
-}
-
 /// Reads and drops a request body of `length` bytes, within the head timeout.
-async fn skip_body(stream: &mut TcpStream, buffer: &mut BytesMut, length: u64) -> io::Result<()> {
+async fn skip_body(
+    stream: &mut TcpStream,
+    buffer: &mut BytesMut,
+    length: u64,
+    limits: &Limits,
+) -> io::Result<()> {
     if length == 0 {
         return Ok(());
     }
@@ -246,78 +157,56 @@ async fn skip_body(stream: &mut TcpStream, buffer: &mut BytesMut, length: u64) -
             }
         }
     };
-    tokio::time::timeout(HEAD_TIMEOUT, skip)
+    tokio::time::timeout(limits.head_timeout, skip)
         .await
         .unwrap_or(Err(io::ErrorKind::TimedOut.into()))
 }
 
-/// `write` (one step of writing that makes some progress), given up after [`WRITE_TIMEOUT`].
-async fn progress<T>(write: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    tokio::time::timeout(WRITE_TIMEOUT, write)
+/// `write` (one step of writing that makes some progress), given up after `limit`: a client
+/// that stops reading is cut off rather than holding its connection and its body for ever.
+async fn progress<T>(limit: Duration, write: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(limit, write)
         .await
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
+/// How one response is written.
+struct Exchange {
+    head_only: bool,
+    http10: bool,
+    keep_alive: bool,
+    /// How long a write may make no progress.
+    write_timeout: Duration,
+}
+
 /// Writes the response: its head, then its body (none for HEAD). Gives whether the
-/// connection can carry another request. Every write must make progress within
-/// [`WRITE_TIMEOUT`].
+/// connection can carry another request. Every write must make progress within the write
+/// timeout.
 async fn respond(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     response: Response<Body>,
-    head_only: bool,
-    http10: bool,
-    keep_alive: bool,
+    exchange: Exchange,
 ) -> io::Result<bool> {
+    let Exchange {
+        head_only,
+        http10,
+        keep_alive,
+        write_timeout: limit,
+    } = exchange;
     let (parts, mut body) = response.into_parts();
-    let bodiless = parts.status.is_informational()
-        || parts.status == StatusCode::NO_CONTENT
-        || parts.status == StatusCode::NOT_MODIFIED;
-    let length = body.size_hint().exact();
-    // A body of unknown length is chunked for HTTP/1.1 and ends with the connection for 1.0.
-    let chunked = length.is_none() && !bodiless && !http10;
-    let keep_alive = keep_alive && (length.is_some() || chunked || bodiless);
-
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\ndate: ");
-    with_date(|date| out.extend_from_slice(date));
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if !bodiless {
-        match length {
-            Some(length) => {
-                out.extend_from_slice(b"content-length: ");
-                out.extend_from_slice(itoa(length, &mut [0; 20]));
-                out.extend_from_slice(b"\r\n");
-            }
-            None if chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-            None => {}
-        }
-    }
-    match (keep_alive, http10) {
-        (false, _) => out.extend_from_slice(b"connection: close\r\n"),
-        (true, true) => out.extend_from_slice(b"connection: keep-alive\r\n"),
-        (true, false) => {}
-    }
-    out.extend_from_slice(b"\r\n");
+    let framing = Framing::of(parts.status, body.size_hint().exact(), http10, keep_alive);
+    let (bodiless, chunked, keep_alive) = (framing.bodiless, framing.chunked, framing.keep_alive);
+    write_head(out, parts.status, &parts.headers, &framing);
 
     if head_only || bodiless {
-        progress(stream.write_all(out)).await?;
+        progress(limit, stream.write_all(out)).await?;
         return Ok(keep_alive);
     }
     if let Some(sealed) = body.take_sealed() {
-        send_more(stream, out).await?;
+        send_more(stream, out, limit).await?;
         let mut sent = 0;
-        let outcome = send_sealed(stream, &sealed, &mut sent).await;
+        let outcome = send_sealed(stream, &sealed, &mut sent, limit).await;
         body.count_sent(sent);
         outcome?;
         return Ok(keep_alive);
@@ -331,14 +220,14 @@ async fn respond(
             for piece in &pieces {
                 out.extend_from_slice(piece);
             }
-            progress(stream.write_all(out)).await?;
+            progress(limit, stream.write_all(out)).await?;
         } else {
-            write_all_vectored(stream, out, pieces).await?;
+            write_all_vectored(stream, out, pieces, limit).await?;
         }
         body.count_sent(length as u64);
         return Ok(keep_alive);
     }
-    progress(stream.write_all(out)).await?;
+    progress(limit, stream.write_all(out)).await?;
     // A growing body, piece by piece as it comes; an error ends the connection without the
     // last chunk, so the client does not take a cut-short body for whole.
     while let Some(frame) = body.frame().await {
@@ -351,23 +240,23 @@ async fn respond(
         if chunked {
             let size = format!("{:x}\r\n", data.len());
             let pieces = [data, Bytes::from_static(b"\r\n")].into();
-            write_all_vectored(stream, size.as_bytes(), pieces).await?;
+            write_all_vectored(stream, size.as_bytes(), pieces, limit).await?;
         } else {
-            write_all_vectored(stream, &[], [data].into()).await?;
+            write_all_vectored(stream, &[], [data].into(), limit).await?;
         }
     }
     if chunked {
-        progress(stream.write_all(b"0\r\n\r\n")).await?;
+        progress(limit, stream.write_all(b"0\r\n\r\n")).await?;
     }
     Ok(keep_alive)
 }
 
 /// Writes `bytes` with MSG_MORE, so that the kernel holds them for what follows (the body sent
 /// by `sendfile`) rather than sending the head in a packet of its own.
-async fn send_more(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+async fn send_more(stream: &TcpStream, mut bytes: &[u8], limit: Duration) -> io::Result<()> {
     use std::os::fd::AsRawFd as _;
     while !bytes.is_empty() {
-        progress(stream.writable()).await?;
+        progress(limit, stream.writable()).await?;
         let sent = stream.try_io(Interest::WRITABLE, || {
             // SAFETY: sends from a valid slice on an open socket.
             let sent = unsafe {
@@ -400,10 +289,11 @@ async fn send_sealed(
     stream: &TcpStream,
     body: &sealed::Sealed,
     offset: &mut u64,
+    limit: Duration,
 ) -> io::Result<()> {
     let length = body.len() as u64;
     while *offset < length {
-        progress(stream.writable()).await?;
+        progress(limit, stream.writable()).await?;
         let left = (length - *offset) as usize;
         match stream.try_io(Interest::WRITABLE, || {
             sealed::send_file(stream, body.file(), offset, left)
@@ -422,6 +312,7 @@ async fn write_all_vectored(
     stream: &mut TcpStream,
     mut head: &[u8],
     mut pieces: VecDeque<Bytes>,
+    limit: Duration,
 ) -> io::Result<()> {
     while !head.is_empty() || !pieces.is_empty() {
         let mut slices = [IoSlice::new(&[]); 64];
@@ -434,7 +325,7 @@ async fn write_all_vectored(
             slices[count] = IoSlice::new(piece);
             count += 1;
         }
-        let mut written = progress(stream.write_vectored(&slices[..count])).await?;
+        let mut written = progress(limit, stream.write_vectored(&slices[..count])).await?;
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -451,105 +342,4 @@ async fn write_all_vectored(
         }
     }
     Ok(())
-}
-
-/// The decimal digits of `value`, written at the end of `digits`.
-fn itoa(mut value: u64, digits: &mut [u8; 20]) -> &[u8] {
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            return &digits[at..];
-        }
-    }
-}
-
-/// The current time as an HTTP date (RFC 9110, 5.6.7), worked out once a second per thread.
-/// The second is read from the coarse clock, which costs less than the precise one.
-fn with_date(use_it: impl FnOnce(&[u8])) {
-    thread_local! {
-        static DATE: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
-    }
-    let mut coarse = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: the kernel writes the time into a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut coarse) };
-    DATE.with_borrow_mut(|(cached, date)| {
-        if *cached != coarse.tv_sec {
-            *cached = coarse.tv_sec;
-            *date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(coarse.tv_sec as u64));
-        }
-        use_it(date.as_bytes());
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn heads_are_parsed_with_their_connection_rules() {
-        let head = b"GET /live/demo/master.m3u8?keycard=x HTTP/1.1\r\nHost: a\r\n\r\nGET /next";
-        let incoming = parse(head).unwrap().unwrap();
-        assert_eq!(incoming.request.uri().path(), "/live/demo/master.m3u8");
-        assert_eq!(incoming.request.uri().query(), Some("keycard=x"));
-        assert_eq!(incoming.request.headers()["host"], "a");
-        assert_eq!(&head[incoming.head_length..], b"GET /next");
-        assert!(incoming.keep_alive);
-
-        let close = parse(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(!close.keep_alive);
-        let old = parse(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
-        assert!(!old.keep_alive);
-        let old_kept = parse(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
-            .unwrap()
-            .unwrap();
-        assert!(old_kept.keep_alive);
-        assert_eq!(old_kept.request.version(), Version::HTTP_10);
-        let with_body = parse(b"GET / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello")
-            .unwrap()
-            .unwrap();
-        assert_eq!(with_body.body_length, 5);
-
-        assert!(parse(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
-        assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").err(),
-            Some(HeadError::Malformed)
-        );
-        assert_eq!(
-            parse(b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n").err(),
-            Some(HeadError::BodyTooLarge)
-        );
-        assert_eq!(
-            parse(b"\x16\x03\x01garbage\r\n\r\n").err(),
-            Some(HeadError::Malformed)
-        );
-        let mut long = b"GET / HTTP/1.1\r\n".to_vec();
-        long.extend(std::iter::repeat_n(b'a', MAX_HEAD));
-        assert_eq!(parse(&long).err(), Some(HeadError::TooLarge));
-        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
-        for i in 0..=MAX_HEADERS {
-            many.extend_from_slice(format!("x-{i}: y\r\n").as_bytes());
-        }
-        many.extend_from_slice(b"\r\n");
-        assert_eq!(parse(&many).err(), Some(HeadError::TooLarge));
-    }
-
-    #[test]
-    fn numbers_and_dates_are_written_as_http_wants_them() {
-        assert_eq!(itoa(0, &mut [0; 20]), b"0");
-        assert_eq!(itoa(1_048_576, &mut [0; 20]), b"1048576");
-        assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
-        with_date(|date| {
-            let date = std::str::from_utf8(date).unwrap();
-            assert_eq!(date.len(), 29, "{date}");
-            assert!(date.ends_with(" GMT"), "{date}");
-        });
-    }
 }

@@ -20,11 +20,8 @@ use crate::node::{Edge, EdgeError};
 
 /// How long browsers may remember the Alt-Svc advertisement (RFC 7838 `ma`, seconds).
 const ALT_SVC_MAX_AGE: u32 = 86_400;
-/// A QUIC connection that carries nothing for this long is closed (the idle timeout of
-/// HTTP/1.1 and HTTP/2).
-pub const IDLE_TIMEOUT: std::time::Duration = super::http1::IDLE_TIMEOUT;
 /// Requests one connection may have open at once (HTTP/2's limit too).
-pub const MAX_STREAMS: u32 = super::H2_MAX_STREAMS;
+pub const MAX_STREAMS: u32 = estuary_http::connection::H2_MAX_STREAMS;
 
 /// Binds the QUIC endpoint on `address` (the TCP listener's), when the edge serves HTTPS with
 /// HTTP/3 on. From then on, responses carry the Alt-Svc header that names it.
@@ -38,7 +35,8 @@ pub fn bind(edge: &Edge, address: SocketAddr) -> Result<Option<quinn::Endpoint>,
     let mut config = quinn::ServerConfig::with_crypto(tls.quic.clone());
     let mut transport = quinn::TransportConfig::default();
     transport
-        .max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok())
+        // A QUIC connection that carries nothing for the idle timeout is closed, as over TCP.
+        .max_idle_timeout(quinn::IdleTimeout::try_from(edge.config().limits.idle_timeout).ok())
         .max_concurrent_bidi_streams(MAX_STREAMS.into())
         // HTTP/3 needs three of its own (control, QPACK encoder and decoder); no pushes.
         .max_concurrent_uni_streams(8u32.into());
@@ -75,7 +73,7 @@ pub async fn serve(endpoint: quinn::Endpoint, edge: Arc<Edge>) {
 
 async fn serve_connection(edge: &Arc<Edge>, connection: quinn::Connection, peer: SocketAddr) {
     let mut connection = match h3::server::builder()
-        .max_field_section_size(super::porter::MAX_HEAD as u64)
+        .max_field_section_size(edge.config().limits.head_bytes as u64)
         .build::<_, Bytes>(h3_quinn::Connection::new(connection))
         .await
     {
@@ -91,7 +89,7 @@ async fn serve_connection(edge: &Arc<Edge>, connection: quinn::Connection, peer:
                     // given up, as over HTTP/1 and HTTP/2.
                     let head = resolver.resolve_request();
                     let Ok(resolved) =
-                        tokio::time::timeout(super::porter::HEAD_TIMEOUT, head).await
+                        tokio::time::timeout(edge.config().limits.head_timeout, head).await
                     else {
                         return tracing::debug!(%peer, "HTTP/3 request head timed out");
                     };
@@ -121,7 +119,7 @@ async fn serve_connection(edge: &Arc<Edge>, connection: quinn::Connection, peer:
 /// Sends a response's head, then its body as it comes (none for HEAD). A body that fails ends
 /// the stream with an error, so the client does not take a cut-short body for whole.
 async fn send<S>(
-    response: Response<crate::body::Body>,
+    response: Response<estuary_http::Body>,
     mut stream: RequestStream<S, Bytes>,
     head: bool,
 ) -> Result<(), h3::error::StreamError>

@@ -3,7 +3,6 @@
 //! (HTTP/2, and everything over TLS), or, for HTTP/3, the QUIC endpoint beside them. Transport
 //! only: every request is answered by `answer`.
 
-pub mod h2_guard;
 pub mod http1;
 pub mod http3;
 pub mod porter;
@@ -12,12 +11,8 @@ pub mod tls;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use hyper::Request;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use estuary_http::listen::{self, Connections};
 use tokio::net::TcpListener;
 
 use crate::answer::handle;
@@ -27,37 +22,35 @@ use crate::node::{Edge, EdgeError};
 
 /// Binds the configured address.
 pub async fn bind(config: &EdgeConfig) -> Result<TcpListener, EdgeError> {
-    estuary_proto::io::listen(config.listen).map_err(|error| EdgeError::Listen {
+    listen::listen(config.listen).map_err(|error| EdgeError::Listen {
         address: config.listen,
         reason: error.to_string(),
     })
 }
 
-/// Serves viewers on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, edge: Arc<Edge>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+/// Serves viewers on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    edge: Arc<Edge>,
+    connections: Arc<Connections>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    listen::accept(listener, connections, shutdown, |stream, peer| {
         let edge = edge.clone();
-        tokio::spawn(async move {
+        async move {
             let open = &edge.metrics().open_connections;
             open.fetch_add(1, Ordering::Relaxed);
             serve_connection(&edge, stream, peer).await;
             open.fetch_sub(1, Ordering::Relaxed);
-        });
-    }
+        }
+    })
+    .await;
 }
 
 async fn serve_connection(edge: &Arc<Edge>, mut stream: tokio::net::TcpStream, peer: SocketAddr) {
-    let refused = |error: porter::HeadError| {
-        if error != porter::HeadError::Closed {
+    let limits = edge.config().limits;
+    let refused = |error: estuary_http::HeadError| {
+        if error != estuary_http::HeadError::Closed {
             edge.metrics().refused_heads.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, %error, "connection refused by the porter");
         }
@@ -66,7 +59,7 @@ async fn serve_connection(edge: &Arc<Edge>, mut stream: tokio::net::TcpStream, p
     let proxy_protocol =
         config.proxy_protocol && net::any_contains(&config.trusted_proxies, peer.ip());
     let (proxied, already) = if proxy_protocol {
-        match porter::read_proxy(&mut stream).await {
+        match porter::read_proxy(&mut stream, &limits).await {
             Ok(found) => found,
             Err(error) => return refused(error),
         }
@@ -76,7 +69,7 @@ async fn serve_connection(edge: &Arc<Edge>, mut stream: tokio::net::TcpStream, p
     // The client a PROXY header names stands where the socket's peer would.
     let client = proxied.unwrap_or(peer.ip());
     match edge.tls() {
-        None => match porter::admit(stream, already).await {
+        None => match porter::admit(stream, already, &limits).await {
             Ok((head, connection)) if !head.http2 => {
                 let (read, stream) = connection.into_parts();
                 http1::serve(edge, stream, bytes::BytesMut::from(read), client).await;
@@ -85,16 +78,18 @@ async fn serve_connection(edge: &Arc<Edge>, mut stream: tokio::net::TcpStream, p
             Err(error) => refused(error),
         },
         Some(tls) => {
-            let handshake = tls.acceptor.accept(porter::Prefixed::new(already, stream));
-            let tls = match tokio::time::timeout(porter::HEAD_TIMEOUT, handshake).await {
+            let handshake = tls
+                .acceptor
+                .accept(estuary_http::Prefixed::new(already, stream));
+            let tls = match tokio::time::timeout(limits.head_timeout, handshake).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
                     edge.metrics().refused_heads.fetch_add(1, Ordering::Relaxed);
                     return tracing::debug!(%peer, %error, "TLS handshake failed");
                 }
-                Err(_) => return refused(porter::HeadError::TimedOut),
+                Err(_) => return refused(estuary_http::HeadError::TimedOut),
             };
-            match porter::admit(tls, bytes::Bytes::new()).await {
+            match porter::admit(tls, bytes::Bytes::new(), &limits).await {
                 Ok((_head, connection)) => serve_http(edge, connection, client, peer).await,
                 Err(error) => refused(error),
             }
@@ -102,58 +97,19 @@ async fn serve_connection(edge: &Arc<Edge>, mut stream: tokio::net::TcpStream, p
     }
 }
 
-/// An HTTP/2 connection is pinged this often when quiet...
-pub const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
-/// ...and closed when a ping goes this long unanswered.
-pub const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Requests one HTTP/2 connection may have open at once.
-pub const H2_MAX_STREAMS: u32 = 256;
-
-/// HTTP/1.1 or HTTP/2 (by ALPN, or by the prior-knowledge preface) on an admitted connection.
-/// HTTP/1.1 has hyper's header timeout; HTTP/2 is guarded ([`h2_guard`]) so that a
-/// request dribbled a byte at a time is cut off after the same head timeout, and a connection
-/// with nothing open closes after the idle timeout; unanswered pings close it too.
+/// HTTP/1.1 or HTTP/2 (by ALPN, or by the prior-knowledge preface) on an admitted connection,
+/// served by hyper within the edge's limits.
 async fn serve_http<S>(edge: &Arc<Edge>, connection: S, client: IpAddr, peer: SocketAddr)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    use h2_guard::{Guarded, OpenRequests};
-    let requests = OpenRequests::new();
-    let counted = requests.clone();
     let service_edge = edge.clone();
-    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+    tracing::trace!(%peer, "served by hyper");
+    estuary_http::connection::serve(connection, &edge.config().limits, move |request| {
         let edge = service_edge.clone();
-        let open = counted.open();
         // The edge answers GET and HEAD, so a request's body is never read.
         let request = request.map(|_| ());
-        async move {
-            let response = handle(edge, client, request).await;
-            Ok::<_, std::convert::Infallible>(response.map(|body| body.holding(open)))
-        }
-    });
-    let connection = Guarded::new(
-        connection,
-        requests,
-        porter::HEAD_TIMEOUT,
-        http1::IDLE_TIMEOUT,
-    );
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(porter::HEAD_TIMEOUT)
-        .max_buf_size(porter::MAX_HEAD.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(H2_KEEP_ALIVE_INTERVAL))
-        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
-        .max_concurrent_streams(H2_MAX_STREAMS)
-        .max_header_list_size(porter::MAX_HEAD as u32);
-    if let Err(error) = builder
-        .serve_connection(TokioIo::new(connection), service)
-        .await
-    {
-        tracing::debug!(%peer, %error, "connection ended");
-    }
+        async move { handle(edge, client, request).await }
+    })
+    .await;
 }

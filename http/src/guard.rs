@@ -1,11 +1,13 @@
-//! Time limits on HTTP/2 connections, which hyper does not keep: a frame (or a header block of
-//! HEADERS and CONTINUATION frames) must arrive whole within the head timeout once it has
-//! begun, so that a client dribbling a request a byte at a time (slowloris) is cut off as over
-//! HTTP/1; and a connection with no request open and no new one for the idle timeout is
-//! closed. [`FrameWatch`] follows the frames in the bytes a client sends (sans IO, time passed
-//! in); [`Guarded`] wraps the connection and fails its reads when a limit passes, which ends
-//! the connection. Connections that do not start with the HTTP/2 preface (HTTP/1.1 over TLS)
-//! are left to hyper's own header timeout.
+//! Time limits on connections that hyper does not keep: the first request must come whole within
+//! the head timeout of the connection's opening (hyper's own timer starts only once it knows
+//! the protocol, so a client that sends nothing at all would stay); over HTTP/2, a frame (or a
+//! header block of HEADERS and CONTINUATION frames) must arrive whole within the head timeout
+//! once it has begun, so that a client dribbling a request a byte at a time (slowloris) is cut
+//! off as over HTTP/1; and an HTTP/2 connection with no request open and no new one for the
+//! idle timeout is closed. [`FrameWatch`] follows the frames in the bytes a client sends (sans
+//! IO, time passed in); [`Guarded`] wraps the connection and fails its reads when a limit
+//! passes, which ends the connection. Later HTTP/1.1 requests are left to hyper's own header
+//! timeout.
 
 use std::io;
 use std::pin::Pin;
@@ -148,6 +150,8 @@ impl FrameWatch {
 #[derive(Debug)]
 pub struct OpenRequests {
     open: AtomicUsize,
+    /// Requests ever opened on the connection.
+    opened: AtomicU64,
     /// When the last answer ended, in milliseconds since `epoch`.
     quiet_since_ms: AtomicU64,
     epoch: Instant,
@@ -157,6 +161,7 @@ impl OpenRequests {
     pub fn new() -> Arc<OpenRequests> {
         Arc::new(OpenRequests {
             open: AtomicUsize::new(0),
+            opened: AtomicU64::new(0),
             quiet_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         })
@@ -165,7 +170,13 @@ impl OpenRequests {
     /// Counts a request in until the returned guard is dropped (with the answer's body).
     pub fn open(self: &Arc<Self>) -> OpenRequest {
         self.open.fetch_add(1, Ordering::Relaxed);
+        self.opened.fetch_add(1, Ordering::Relaxed);
         OpenRequest(self.clone())
+    }
+
+    /// Whether a request has come on the connection yet.
+    fn any_opened(&self) -> bool {
+        self.opened.load(Ordering::Relaxed) > 0
     }
 
     /// When the connection last had nothing open, or `None` while something is.
@@ -218,6 +229,13 @@ impl<S> Guarded<S> {
 
     /// When the connection is to be cut if nothing changes.
     fn deadline(&self) -> Option<Instant> {
+        if !self.requests.any_opened() {
+            let first = self.requests.epoch + self.head_timeout;
+            return Some(match self.watch.owed_since() {
+                Some(since) => first.min(since + self.head_timeout),
+                None => first,
+            });
+        }
         if !self.watch.is_http2() {
             return None;
         }
@@ -245,7 +263,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
         if let Poll::Ready(Ok(())) = &read {
             this.watch.feed(&buf.filled()[before..], Instant::now());
         }
-        if read.is_ready() && this.watch.owed_since().is_none() {
+        if read.is_ready() && this.watch.owed_since().is_none() && this.requests.any_opened() {
             return read;
         }
         let Some(deadline) = this.deadline() else {

@@ -1,16 +1,21 @@
-//! Connection helpers the HTTP servers share (the edge's porter and HTTP/1 engine, control's
-//! front door, the packager): a listening socket with room for a crowd, reading a request
-//! without a wasted system call, and handing a connection on with the bytes already read put
-//! back in front.
+//! Listening: a socket with room for a crowd, an accept loop that backs off when the process
+//! runs out of file descriptors instead of spinning, stops on shutdown and can wait for the
+//! connections it started to end; reading a request without a wasted system call, and
+//! handing a connection on with the bytes already read put back in front.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf as _, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Notify;
 
 /// Connections the kernel may hold for a listener before it is accepted. Tokio's `bind` asks
 /// for 128: a crowd of viewers arriving at once overflows that, and each connection whose
@@ -27,6 +32,91 @@ pub fn listen(address: SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// How long the accept loop waits after an error (out of file descriptors, say) before it
+/// accepts again: long enough for connections to end, short enough not to be noticed.
+pub const ACCEPT_BACK_OFF: Duration = Duration::from_millis(50);
+
+/// Connections being served, counted so that a server can wait for them to end.
+#[derive(Debug, Default)]
+pub struct Connections {
+    open: AtomicUsize,
+    ended: Notify,
+}
+
+impl Connections {
+    pub fn new() -> Arc<Connections> {
+        Arc::default()
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Waits until no connection is open, at most `grace`; says whether none is.
+    pub async fn drained(&self, grace: Duration) -> bool {
+        let wait = async {
+            loop {
+                let ended = self.ended.notified();
+                if self.open() == 0 {
+                    return;
+                }
+                ended.await;
+            }
+        };
+        tokio::time::timeout(grace, wait).await.is_ok()
+    }
+}
+
+/// A connection counted open until it is dropped.
+struct Counted(Arc<Connections>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.ended.notify_waiters();
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `shutdown` resolves, serving each on a task of its
+/// own (with `TCP_NODELAY`: answers go out at once) and counting it in `connections`. An
+/// accept that fails (no file descriptor left, no memory for the socket) is logged and tried
+/// again after [`ACCEPT_BACK_OFF`]: the connections being served end, and free what they hold.
+pub async fn accept<S, F>(
+    listener: TcpListener,
+    connections: Arc<Connections>,
+    shutdown: impl Future<Output = ()>,
+    serve: S,
+) where
+    S: Fn(TcpStream, SocketAddr) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed; trying again shortly");
+                tokio::time::sleep(ACCEPT_BACK_OFF).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        connections.open.fetch_add(1, Ordering::Relaxed);
+        let counted = Counted(connections.clone());
+        let served = serve(stream, peer);
+        tokio::spawn(async move {
+            served.await;
+            drop(counted);
+        });
+    }
 }
 
 /// Reads what `stream` has into `buffer` (at least 4 KiB of room is made), waiting for it if
@@ -110,6 +200,38 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt as _;
+
+    #[tokio::test]
+    async fn the_accept_loop_stops_on_shutdown_and_its_connections_can_be_waited_for() {
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let connections = Connections::new();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let accepting = tokio::spawn(accept(
+            listener,
+            connections.clone(),
+            async {
+                let _ = stopped.await;
+            },
+            |mut stream: TcpStream, _| async move {
+                let mut byte = [0u8; 1];
+                let _ = stream.read(&mut byte).await;
+            },
+        ));
+        let client = TcpStream::connect(address).await.unwrap();
+        while connections.open() == 0 {
+            tokio::task::yield_now().await;
+        }
+        stop.send(()).unwrap();
+        accepting.await.unwrap();
+        assert!(!connections.drained(Duration::from_millis(50)).await);
+        drop(client);
+        assert!(connections.drained(Duration::from_secs(5)).await);
+        assert!(
+            TcpStream::connect(address).await.is_err(),
+            "no longer listening"
+        );
+    }
 
     #[tokio::test]
     async fn the_prefix_is_read_before_the_connection() {
