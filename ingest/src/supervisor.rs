@@ -150,8 +150,10 @@ fn play(
 
 /// A file source plays from a segment seek so that it ends with SEGMENT_DONE rather than EOS
 /// and can be looped. The seek can only be made once the decoder's pads are linked: until then
-/// the paced pads hold everything back, then one asks the bus thread to seek. Returns the pad
-/// to seek through.
+/// the paced pads hold everything back, then one asks the bus thread to seek. A short file can
+/// reach its end before the bus thread has seeked (on a loaded machine): that end of stream is
+/// held back too, or it would end the channel before it began. Returns the pad to seek
+/// through.
 fn hold_until_seek(pipeline: &gst::Pipeline) -> Option<gst::Pad> {
     let pads: Vec<gst::Pad> = [plan::VIDEO_PACE, plan::AUDIO_PACE]
         .iter()
@@ -163,12 +165,17 @@ fn hold_until_seek(pipeline: &gst::Pipeline) -> Option<gst::Pad> {
         let bus = pipeline.bus()?;
         let asked = std::sync::atomic::AtomicBool::new(false);
         pad.add_probe(
-            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_FLUSH,
+            gst::PadProbeType::BUFFER
+                | gst::PadProbeType::EVENT_FLUSH
+                | gst::PadProbeType::EVENT_DOWNSTREAM,
             move |_, info| match &info.data {
                 Some(gst::PadProbeData::Event(event))
                     if event.type_() == gst::EventType::FlushStop =>
                 {
                     gst::PadProbeReturn::Remove
+                }
+                Some(gst::PadProbeData::Event(event)) if event.type_() == gst::EventType::Eos => {
+                    gst::PadProbeReturn::Drop
                 }
                 Some(gst::PadProbeData::Buffer(_)) => {
                     if is_seek_pad && !asked.swap(true, Relaxed) {
