@@ -4,6 +4,7 @@
 //! continuous streams between packager and edge. Plain types and sans-IO functions: no runtime.
 
 pub mod chunks;
+pub mod config;
 pub mod duration;
 #[cfg(feature = "geo")]
 pub mod geo;
