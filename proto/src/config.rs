@@ -145,6 +145,7 @@ mod tests {
         let path = Path::new("deploy/example.toml");
         let example: Example = parse("cache = \"64KiB\"\nttl = \"2s\"\n", path).unwrap();
         assert_eq!(example.cache, ByteSize(64 << 10));
+        assert_eq!(example.ttl, std::time::Duration::from_secs(2));
         let numbered: Example = parse("cache = 1024\nttl = \"1m\"\n", path).unwrap();
         assert_eq!(numbered.cache, ByteSize(1024));
         let error = parse::<Example>("cache = \"64KiB\"\nttl = \"2s\"\ncolour = 1\n", path)
