@@ -1,0 +1,68 @@
+//! `estuary control`: its flags and configuration file, and the run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{runtime, shutdown_signal};
+
+#[derive(Args)]
+pub(crate) struct ControlArgs {
+    /// The configuration file (TOML): sites, coverage zones, GeoIP, keycards, policy.
+    #[arg(long, env = "ESTUARY_CONTROL_CONFIG")]
+    config: PathBuf,
+    /// Address viewers and edges connect to [default: the file's `listen`, else
+    /// 127.0.0.1:8070].
+    #[arg(long, env = "ESTUARY_CONTROL_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Address of the admin API and dashboard on their own (edges may report there too); the
+    /// public address then serves only redirects, reports and health [default: the file's
+    /// `admin_listen`, else none: everything on --listen].
+    #[arg(long, env = "ESTUARY_CONTROL_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+}
+
+/// Ctrl-C or SIGTERM.
+pub(crate) fn control(args: ControlArgs) -> anyhow::Result<()> {
+    let config = estuary_control::Config::load(&args.config).map_err(anyhow::Error::msg)?;
+    let listen = match (args.listen, &config.listen) {
+        (Some(listen), _) => listen,
+        (None, Some(text)) => text.parse().with_context(|| {
+            format!(
+                "{}: listen = {text:?} is not an address",
+                args.config.display()
+            )
+        })?,
+        (None, None) => "127.0.0.1:8070".parse()?,
+    };
+    let admin_listen = match (args.admin_listen, &config.admin_listen) {
+        (Some(listen), _) => Some(listen),
+        (None, Some(text)) => Some(text.parse().with_context(|| {
+            format!(
+                "{}: admin_listen = {text:?} is not an address",
+                args.config.display()
+            )
+        })?),
+        (None, None) => None,
+    };
+    let control = estuary_control::Control::new(&config).map_err(anyhow::Error::msg)?;
+    runtime()?.block_on(async {
+        let shutdown = shutdown_signal();
+        let listener = estuary_http::listen(listen)
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let admin = match admin_listen {
+            Some(address) => {
+                let admin = estuary_http::listen(address)
+                    .with_context(|| format!("cannot listen on {address} (admin)"))?;
+                tracing::info!(address = %admin.local_addr()?, "control's admin API listening");
+                Some(admin)
+            }
+            None => None,
+        };
+        tracing::info!(address = %listener.local_addr()?, sites = config.sites.len(), "control listening");
+        estuary_control::server::serve(listener, admin, control, shutdown).await?;
+        anyhow::Ok(())
+    })
+}
