@@ -42,7 +42,12 @@ pub async fn run(
     };
     let listener = server::bind(&packager).await?;
     let origin = listener.local_addr().context("reading the bound address")?;
-    tokio::spawn(server::serve(listener, Shared::new(&packager)?));
+    tokio::spawn(server::serve(
+        listener,
+        Shared::new(&packager)?,
+        estuary_http::listen::Connections::new(),
+        std::future::pending(),
+    ));
     let origin = format!("http://{origin}");
 
     let mut edge = EdgeConfig::new(config.listen, vec![origin.clone()]);

@@ -7,13 +7,13 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use estuary_http::{Body, problem, respond};
 use estuary_proto::KeycardKey;
 use estuary_proto::url::{ChannelName, ingest_acl};
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 use ring::hmac;
 
-use crate::origin::{Body, problem, respond};
 use crate::receiver::{bearer, check_keycard, client};
 use crate::server::{Shared, utc_now};
 
@@ -175,12 +175,16 @@ pub fn set_title(shared: &Shared, request: &Request<Incoming>) -> Response<Body>
     }
     tracing::info!(%channel, title = %song, "now playing");
     shared.continuous.set_title(&channel, &song);
-    respond(
+    let mut response = respond(
         StatusCode::OK,
         "text/plain; charset=utf-8",
-        "no-store",
         Body::text("Metadata update successful\n"),
-    )
+    );
+    response.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 #[cfg(test)]

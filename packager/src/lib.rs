@@ -4,13 +4,12 @@
 //! those chunks build, with the events that tell what changed, and what is written from that
 //! window: LL-HLS playlists, the DASH manifest, HLS with MPEG-TS segments remuxed from the same
 //! samples, and the continuous streams (MPEG-TS, fragmented MP4, ADTS). Around it: the ingest
-//! receiver, the origin HTTP server with its connections' timeouts, the admin endpoint, the
+//! receiver, the origin HTTP server, the admin endpoint, the
 //! archive on disk with its VOD playlists, and the player page.
 
 pub mod admin;
 pub mod archive;
 pub mod cmaf;
-pub mod connection;
 pub mod continuous;
 pub mod dash;
 pub mod hls;
@@ -23,7 +22,6 @@ pub mod ts;
 pub mod vod;
 pub mod window;
 
-pub use connection::Timeouts;
 pub use server::{PackagerConfig, PackagerError};
 
 #[cfg(test)]

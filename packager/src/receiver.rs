@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use estuary_http::{Body, problem, respond};
 use estuary_proto::keycard::{self, Keycard};
 use estuary_proto::url::{ChannelName, TrackName};
 use http_body_util::BodyExt;
@@ -17,7 +18,6 @@ use hyper::body::Incoming;
 use hyper::{HeaderMap, Request, Response, StatusCode};
 
 use crate::cmaf::{self, CmafReader, Piece, TrackHeader};
-use crate::origin::{Body, problem};
 use crate::server::{Shared, utc_now};
 use crate::window::{Accepted, Event, WindowError};
 
@@ -200,10 +200,20 @@ pub async fn ingest(
         Err(refused) => Err(refused),
     };
     match outcome {
-        Ok((chunks, duplicates)) => problem(
-            StatusCode::OK,
-            format!("{channel}/{track}: {chunks} chunks taken, {duplicates} already had\n"),
-        ),
+        Ok((chunks, duplicates)) => {
+            let mut response = respond(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                Body::text(format!(
+                    "{channel}/{track}: {chunks} chunks taken, {duplicates} already had\n"
+                )),
+            );
+            response.headers_mut().insert(
+                hyper::header::CACHE_CONTROL,
+                hyper::header::HeaderValue::from_static("no-store"),
+            );
+            response
+        }
         Err(refused) => {
             shared.refusals.count(refused.reason);
             tracing::warn!(%channel, %track, reason = refused.reason.label(), message = %refused.message, "ingest refused");
@@ -243,8 +253,8 @@ async fn read_body(
     // A request per segment carries no header: it continues the track's known one.
     let mut header: Option<TrackHeader> = shared.header(channel, track);
     loop {
-        let frame = match tokio::time::timeout(shared.timeouts.ingest, body.frame()).await {
-            Err(_) => return Err(stalled(channel, track, shared.timeouts.ingest)),
+        let frame = match tokio::time::timeout(shared.ingest_timeout, body.frame()).await {
+            Err(_) => return Err(stalled(channel, track, shared.ingest_timeout)),
             Ok(None) => break,
             Ok(Some(Ok(frame))) => frame,
             Ok(Some(Err(error))) => {

@@ -1,12 +1,15 @@
 //! The packager's process: the window shared between the ingest receiver and the origin, the
 //! wake-ups that answer blocked requests the moment a part lands, the retirement of idle
-//! tracks, and the HTTP server (HTTP/1.1 and HTTP/2, see `connection`) in front of both.
+//! tracks, and the HTTP server in front of both (HTTP/1.1 and HTTP/2, kept to the packager's
+//! limits by `estuary_http`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use estuary_http::Limits;
+use estuary_http::listen::Connections;
 use estuary_proto::Mood;
 use estuary_proto::keycard::KeycardKey;
 use estuary_proto::url::{ChannelName, TrackName};
@@ -16,7 +19,6 @@ use tokio::sync::watch;
 use crate::admin::AdminToken;
 use crate::archive::{self, Archive, ArchiveJob};
 use crate::cmaf::TrackHeader;
-use crate::connection::{self, Timeouts};
 use crate::player::PlayerPage;
 use crate::receiver::Refusals;
 use crate::window::{Event, Window, WindowConfig};
@@ -45,7 +47,11 @@ pub struct PackagerConfig {
     pub open_ingest: bool,
     /// The token `/admin/*` accepts besides an ingest keycard.
     pub admin_token: Option<AdminToken>,
-    pub timeouts: Timeouts,
+    /// What a client's requests and connections may take: head size, head and idle timeouts.
+    pub limits: Limits,
+    /// An ingest body that brings nothing for this long is refused and its connection closed
+    /// (the ingest sends a chunk every part, a third of a second).
+    pub ingest_timeout: Duration,
     /// Where the player page lives (web/); none serves no page.
     pub web: Option<std::path::PathBuf>,
     /// Where whole segments are kept for VOD; none keeps only the window.
@@ -62,7 +68,8 @@ impl PackagerConfig {
             keys: Vec::new(),
             open_ingest: false,
             admin_token: None,
-            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            ingest_timeout: Duration::from_secs(10),
             web: None,
             archive: None,
         }
@@ -93,7 +100,8 @@ pub struct Shared {
     changes: watch::Sender<u64>,
     pub keys: Vec<KeycardKey>,
     pub admin_token: Option<AdminToken>,
-    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub ingest_timeout: Duration,
     pub player: PlayerPage,
     pub archive: Option<Archive>,
     /// Ingests refused, by reason only (never by the names a refused request gave).
@@ -123,7 +131,8 @@ impl Shared {
             changes: watch::channel(0).0,
             keys: config.keys.clone(),
             admin_token: config.admin_token.clone(),
-            timeouts: config.timeouts,
+            limits: config.limits,
+            ingest_timeout: config.ingest_timeout,
             player: config
                 .web
                 .as_deref()
@@ -336,22 +345,29 @@ pub async fn bind(config: &PackagerConfig) -> Result<TcpListener, PackagerError>
     })
 }
 
-/// Serves ingest and origin requests on `listener` until the process ends, and retires idle
+/// Serves ingest and origin requests on `listener` until `shutdown` resolves (then it stops
+/// accepting; the connections it started are counted in `connections`), and retires idle
 /// tracks meanwhile.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    connections: Arc<Connections>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::spawn(retire_idle(Arc::downgrade(&shared)));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(connection::serve(stream, peer, shared.clone()));
-    }
+    estuary_http::listen::accept(listener, connections, shutdown, move |stream, peer| {
+        let shared = shared.clone();
+        async move {
+            let limits = shared.limits;
+            estuary_http::connection::serve(stream, &limits, move |mut request| {
+                // Who asked, for keycards bound to an address.
+                request.extensions_mut().insert(peer);
+                crate::origin::handle(shared.clone(), request)
+            })
+            .await;
+        }
+    })
+    .await;
 }
 
 /// Every [`RETIRE_EVERY`], retires the tracks that have taken nothing for the configured time;
@@ -366,7 +382,13 @@ async fn retire_idle(shared: std::sync::Weak<Shared>) {
     }
 }
 
-/// Runs the packager until `shutdown` resolves.
+/// How long requests in flight at shutdown have to finish (a blocking playlist request, a
+/// segment being streamed) before the process ends anyway; continuous streams and ingests
+/// never finish on their own, and are cut.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the packager until `shutdown` resolves: then it stops accepting connections and gives
+/// the requests in flight [`DRAIN_GRACE`] to finish.
 pub async fn run(
     config: PackagerConfig,
     shutdown: impl std::future::Future<Output = ()>,
@@ -374,9 +396,154 @@ pub async fn run(
     let listener = bind(&config).await?;
     let address = listener.local_addr().unwrap_or(config.listen);
     tracing::info!(%address, "packager listening: ingest at /ingest/{{channel}}/{{track}}, players at /live/…");
-    tokio::select! {
-        () = serve(listener, Shared::new(&config)?) => {}
-        () = shutdown => tracing::info!("stopping"),
-    }
+    let connections = Connections::new();
+    serve(
+        listener,
+        Shared::new(&config)?,
+        connections.clone(),
+        shutdown,
+    )
+    .await;
+    tracing::info!(open = connections.open(), "stopping");
+    connections.drained(DRAIN_GRACE).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant as StdInstant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::testing::{self, Channel, TrackSpec};
+
+    /// The header, ingest and idle timeouts of these tests.
+    struct Short {
+        header: Duration,
+        ingest: Duration,
+        idle: Duration,
+    }
+
+    const SHORT: Short = Short {
+        header: Duration::from_millis(400),
+        ingest: Duration::from_millis(400),
+        idle: Duration::from_millis(600),
+    };
+
+    async fn packager() -> std::net::SocketAddr {
+        let mut channel = Channel::new(60);
+        channel.feed("v720", &TrackSpec::video(), 0..13);
+        testing::serve_window(channel.window, |config| {
+            config.limits.head_timeout = SHORT.header;
+            config.limits.idle_timeout = SHORT.idle;
+            config.ingest_timeout = SHORT.ingest;
+        })
+        .await
+        .1
+    }
+
+    /// Reads until the server closes the connection; how long that took.
+    async fn closed_after(mut stream: tokio::net::TcpStream, limit: Duration) -> Duration {
+        let started = StdInstant::now();
+        let mut sink = Vec::new();
+        tokio::time::timeout(limit, stream.read_to_end(&mut sink))
+            .await
+            .expect("the server closed the connection")
+            .ok();
+        started.elapsed()
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_cut_off_at_the_header_timeout() {
+        let address = packager().await;
+        let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let took = closed_after(stream, Duration::from_secs(5)).await;
+        assert!(took >= SHORT.header && took < SHORT.header * 4, "{took:?}");
+        // Half an HTTP/2 preface does not hold the connection either.
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        let took = closed_after(stream, Duration::from_secs(5)).await;
+        assert!(took < SHORT.header * 4, "{took:?}");
+    }
+
+    /// A head sent a line at a time, each well within the timeout, never finishes in time.
+    #[tokio::test]
+    async fn a_slow_head_is_cut_off_at_the_header_timeout() {
+        let address = packager().await;
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let started = StdInstant::now();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        let mut cut = false;
+        for line in 0..20 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let header = format!("X-Slow-{line}: 1\r\n");
+            if stream.write_all(header.as_bytes()).await.is_err() {
+                cut = true;
+                break;
+            }
+        }
+        let took = started.elapsed();
+        let closed = closed_after(stream, Duration::from_secs(5)).await;
+        assert!(
+            cut || took + closed < SHORT.header * 4,
+            "{took:?} {closed:?}"
+        );
+        assert!(took < SHORT.header * 4, "sent for {took:?}");
+    }
+
+    /// After a response, a keep-alive connection left alone is closed.
+    #[tokio::test]
+    async fn an_idle_connection_is_closed() {
+        let address = packager().await;
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 12];
+        stream.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        let took = closed_after(stream, Duration::from_secs(5)).await;
+        assert!(took < SHORT.idle * 3, "{took:?}");
+    }
+
+    /// An ingest that opened its body and then sends nothing is refused with 408 once the
+    /// ingest timeout passes, and its connection ends.
+    #[tokio::test]
+    async fn a_stalled_ingest_is_refused_and_its_connection_ends() {
+        let address = packager().await;
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let header = testing::header(&TrackSpec::video());
+        let head =
+            "POST /ingest/quiet/v1 HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream
+            .write_all(format!("{:x}\r\n", header.len()).as_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&header).await.unwrap();
+        stream.write_all(b"\r\n").await.unwrap();
+        let started = StdInstant::now();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .expect("the connection ended")
+            .unwrap();
+        let took = started.elapsed();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("nothing arrived"), "{answer}");
+        assert!(took >= SHORT.ingest && took < SHORT.ingest * 4, "{took:?}");
+        // The track its header made is gone again: a refused ingest leaves nothing.
+        let metrics = testing::get(address, "GET", "/metrics").await;
+        assert!(!metrics.contains("channel=\"quiet\""), "{metrics}");
+        assert!(
+            metrics.contains("estuary_packager_ingest_refused_total{reason=\"stalled\"} 1"),
+            "{metrics}"
+        );
+    }
 }

@@ -492,7 +492,12 @@ pub async fn serve_window(
         *held = window;
         Vec::new()
     });
-    tokio::spawn(crate::server::serve(listener, shared.clone()));
+    tokio::spawn(crate::server::serve(
+        listener,
+        shared.clone(),
+        estuary_http::listen::Connections::new(),
+        std::future::pending(),
+    ));
     (shared, address)
 }
 

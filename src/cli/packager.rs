@@ -108,12 +108,14 @@ pub(crate) fn packager(args: PackagerArgs) -> anyhow::Result<()> {
         .transpose()
         .map_err(anyhow::Error::msg)
         .context("--admin-token")?;
-    let timeouts = estuary_packager::Timeouts {
-        header: parse_duration("--header-timeout", &args.header_timeout)?,
-        ingest: parse_duration("--ingest-timeout", &args.ingest_timeout)?,
-        idle: parse_duration("--idle-timeout", &args.idle_timeout)?,
+    let limits = estuary_http::Limits {
+        head_timeout: parse_duration("--header-timeout", &args.header_timeout)?,
+        idle_timeout: parse_duration("--idle-timeout", &args.idle_timeout)?,
+        ..estuary_http::Limits::default()
     };
-    if timeouts.header.is_zero() || timeouts.ingest.is_zero() || timeouts.idle.is_zero() {
+    let ingest_timeout = parse_duration("--ingest-timeout", &args.ingest_timeout)?;
+    if limits.head_timeout.is_zero() || ingest_timeout.is_zero() || limits.idle_timeout.is_zero()
+    {
         bail!("--header-timeout, --ingest-timeout and --idle-timeout must be longer than zero");
     }
     let config = estuary_packager::PackagerConfig {
@@ -122,7 +124,8 @@ pub(crate) fn packager(args: PackagerArgs) -> anyhow::Result<()> {
         keys,
         open_ingest: args.open_ingest,
         admin_token,
-        timeouts,
+        limits,
+        ingest_timeout,
         web: Some(args.web),
         archive: args.archive,
     };

@@ -16,10 +16,10 @@ use bytes::Bytes;
 use estuary_proto::chunks::{self, Kind};
 use estuary_proto::icy;
 use estuary_proto::url::{ChannelName, StreamFormat, TrackName};
+use estuary_http::{Body, problem, respond};
 use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
-use super::{Body, problem, respond};
 use crate::cmaf::{Media, TrackHeader};
 use crate::continuous::{Feed, Joining, Pushed, Role, role_of, webm};
 use crate::server::Shared;
@@ -445,7 +445,7 @@ pub fn serve(
                     Err(error) => return problem(StatusCode::NOT_FOUND, error.to_string()),
                 };
                 if head {
-                    return headers(&feed.mime(), framed, Body::text(""));
+                    return headers(&feed.mime(), framed, Body::empty());
                 }
                 let live = Arc::new(Mutex::new(Live {
                     feed,
@@ -458,7 +458,7 @@ pub fn serve(
         };
         let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
         if head {
-            return headers(&live.feed.mime(), framed, Body::text(""));
+            return headers(&live.feed.mime(), framed, Body::empty());
         }
         let (mut pieces, started) = if framed {
             framed_joining(live.feed.joining(), &live.title)
@@ -488,7 +488,7 @@ pub fn serve(
         (pieces.len(), started, receiver, live.feed.mime())
     };
     tracing::info!(%channel, %format, pieces, started, framed, icy, video = ?key.video, audio = ?key.audio, "viewer joined a continuous stream");
-    let mut response = headers(&mime, framed, Body::Growing(queue));
+    let mut response = headers(&mime, framed, Body::streaming(queue));
     if icy {
         let interval = hyper::header::HeaderValue::from(icy::INTERVAL);
         response
@@ -511,9 +511,9 @@ fn entries_per_chunk(format: StreamFormat) -> usize {
 /// MSE needs: `video/mp4; codecs="avc1.64001f,mp4a.40.2"`).
 fn headers(mime: &str, framed: bool, body: Body) -> Response<Body> {
     if !framed {
-        return respond(StatusCode::OK, mime, "no-store", body);
+        return respond(StatusCode::OK, mime, body);
     }
-    let mut response = respond(StatusCode::OK, chunks::CONTENT_TYPE, "no-store", body);
+    let mut response = respond(StatusCode::OK, chunks::CONTENT_TYPE, body);
     if let Ok(mime) = hyper::header::HeaderValue::from_str(mime) {
         response.headers_mut().insert(chunks::STREAM_TYPE, mime);
     }
@@ -645,9 +645,10 @@ mod tests {
             .to_str()
             .unwrap()
             .to_owned();
-        let Body::Ready(pieces) = response.into_body() else {
-            panic!("a HEAD or a refusal has its whole body at once")
-        };
+        let mut body = response.into_body();
+        let pieces = body
+            .take_ready()
+            .expect("a HEAD or a refusal has its whole body at once");
         let body: Vec<u8> = pieces.into_iter().flatten().collect();
         (status, content_type, String::from_utf8(body).unwrap())
     }
@@ -657,11 +658,14 @@ mod tests {
         let mut channel = Channel::new(60);
         channel.feed("v720", &TrackSpec::video(), 0..2);
         channel.feed("a64", &TrackSpec::opus(), 0..2);
-        let (status, _, reason) = answer(channel, StreamFormat::Webm);
+        let (status, content_type, reason) = answer(channel, StreamFormat::Webm);
         assert_eq!(status, StatusCode::NOT_FOUND);
-        assert_eq!(
-            reason,
-            "stream.webm cannot carry video in avc1.64001f (it takes VP8 or VP9)\n"
+        assert_eq!(content_type, estuary_http::problem::PROBLEM_JSON);
+        assert!(
+            reason.contains(
+                "\"detail\":\"stream.webm cannot carry video in avc1.64001f (it takes VP8 or VP9)\""
+            ),
+            "{reason}"
         );
 
         let mut aac = Channel::new(60);

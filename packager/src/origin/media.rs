@@ -2,18 +2,17 @@
 //! segment still being written (low-latency DASH asks for it one part after it starts, and an
 //! HLS player may too) is sent with chunked transfer, each part the moment it lands.
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use estuary_proto::url::{CacheClass, ChannelName, TrackName};
+use estuary_http::{Body, problem, respond};
+use estuary_proto::url::{ChannelName, TrackName};
 use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
-use super::{block_limit, problem, respond};
+use super::block_limit;
 use crate::cmaf::Media;
-use crate::origin::Body;
 use crate::server::Shared;
 use crate::window::Window;
 
@@ -65,12 +64,12 @@ pub async fn segment(
         let segment = window.track(channel, track)?.segment(msn)?;
         segment
             .complete
-            .then(|| segment.body().collect::<VecDeque<_>>())
+            .then(|| segment.body().collect::<Vec<_>>())
     });
     let body = match whole {
-        Some(pieces) => Body::Ready(pieces),
+        Some(pieces) => Body::pieces(pieces),
         None if shared.read(|window| is_imminent(window, channel, track, msn, None)) => {
-            Body::Growing(stream_segment(
+            Body::streaming(stream_segment(
                 shared.clone(),
                 channel.clone(),
                 track.clone(),
@@ -84,12 +83,7 @@ pub async fn segment(
             );
         }
     };
-    respond(
-        StatusCode::OK,
-        content_type(shared, channel, track),
-        CacheClass::Immutable.cache_control(),
-        body,
-    )
+    respond(StatusCode::OK, content_type(shared, channel, track), body)
 }
 
 /// Sends the parts of segment `msn` as they arrive, until it is whole. If the ingest stops (no
@@ -168,7 +162,6 @@ pub async fn part(
         Some(bytes) => respond(
             StatusCode::OK,
             content_type(shared, channel, track),
-            CacheClass::Immutable.cache_control(),
             Body::bytes(bytes),
         ),
         None => problem(

@@ -10,18 +10,17 @@
 //! carries the Cache-Control of its path's [`CacheClass`], and CORS for browser players;
 //! blocking playlist reloads and part requests answer the moment the part lands.
 
-mod body;
 mod continuous;
 mod media;
 mod status;
 mod ts;
 mod vod;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use estuary_http::{Body, preflight, problem, respond};
 use estuary_proto::url::{
     Blocking, CacheClass, ChannelName, LiveObject, PublicPath, Script, Skip, TrackName,
 };
@@ -35,96 +34,64 @@ use crate::server::{Shared, utc_now};
 use crate::window::Window;
 use crate::{admin, receiver};
 
-pub use body::Body;
 pub use continuous::{Streams, VIEWER_QUEUE};
 pub use ts::Remuxed;
 
-pub(crate) fn respond(
-    status: StatusCode,
-    content_type: &str,
-    cache: &str,
-    body: Body,
-) -> Response<Body> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    if let Ok(value) = HeaderValue::from_str(content_type) {
-        headers.insert(header::CONTENT_TYPE, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(cache) {
-        headers.insert(header::CACHE_CONTROL, value);
-    }
-    response
-}
-
-/// A short answer in text: a refusal with its reason, or what an ingest achieved.
-pub(crate) fn problem(status: StatusCode, reason: impl Into<String>) -> Response<Body> {
-    let mut reason = reason.into();
-    if !reason.ends_with('\n') {
-        reason.push('\n');
-    }
-    let cache = if status == StatusCode::NOT_FOUND {
-        CacheClass::NOT_YET
-    } else {
-        "no-store"
-    };
-    respond(
-        status,
-        "text/plain; charset=utf-8",
-        cache,
-        Body::text(reason),
-    )
-}
-
-pub async fn handle(
-    shared: Arc<Shared>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+/// Answers one request.
+pub async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path();
     if let Some(names) = path.strip_prefix("/ingest/") {
         let Some((channel, track)) = names.split_once('/') else {
-            return Ok(problem(
+            return problem(
                 StatusCode::NOT_FOUND,
                 "ingest is at /ingest/{channel}/{track}",
-            ));
+            );
         };
         if !matches!(*request.method(), Method::POST | Method::PUT) {
-            return Ok(not_allowed("ingest takes POST or PUT", "POST, PUT"));
+            return not_allowed("ingest takes POST or PUT", "POST, PUT");
         }
         let (channel, track) = (channel.to_owned(), track.to_owned());
-        return Ok(receiver::ingest(shared, &channel, &track, request).await);
+        return receiver::ingest(shared, &channel, &track, request).await;
     }
     if path == "/admin/metadata" {
-        return Ok(match *request.method() {
+        return match *request.method() {
             Method::GET => admin::set_title(&shared, &request),
             _ => not_allowed("/admin/metadata takes GET", "GET"),
-        });
+        };
     }
     let public = match PublicPath::parse(path, request.uri().query()) {
         Ok(public) => public,
         Err(error) => {
             let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::NOT_FOUND);
-            return Ok(problem(status, error.to_string()));
+            return problem(status, error.to_string());
         }
     };
     match *request.method() {
         Method::GET | Method::HEAD => {}
-        Method::OPTIONS => return Ok(preflight()),
+        Method::OPTIONS => return preflight("GET, HEAD, OPTIONS"),
         _ => {
-            return Ok(not_allowed(
-                "this path takes GET or HEAD",
-                "GET, HEAD, OPTIONS",
-            ));
+            return not_allowed("this path takes GET or HEAD", "GET, HEAD, OPTIONS");
         }
     }
     if let Some(kind) = request_kind(&public) {
         shared.count_request(kind);
     }
-    Ok(serve(&shared, &request, public).await)
+    let class = public.cache_class();
+    let media = matches!(public, PublicPath::Live { .. } | PublicPath::Vod { .. });
+    let mut response = serve(&shared, &request, public).await;
+    // Every answer carries its path's Cache-Control; an error is not stored (the problem says
+    // so), except a 404 for media, which may exist in a moment: caches keep that for a second.
+    let cache = match response.status() {
+        status if status.is_success() => Some(class.cache_control()),
+        StatusCode::NOT_FOUND if media => Some(CacheClass::NOT_YET),
+        _ => None,
+    };
+    if let Some(cache) = cache {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    }
+    response
 }
 
 /// Answers a request for `public`, an object of the public layout.
@@ -202,7 +169,6 @@ pub(crate) fn playlist(text: Option<String>, missing: impl FnOnce() -> String) -
         Some(text) => respond(
             StatusCode::OK,
             "application/vnd.apple.mpegurl",
-            CacheClass::Playlist.cache_control(),
             Body::text(text),
         ),
         None => problem(StatusCode::NOT_FOUND, missing()),
@@ -212,36 +178,12 @@ pub(crate) fn playlist(text: Option<String>, missing: impl FnOnce() -> String) -
 /// A file of the player page, or why it is missing.
 fn asset(bytes: &Option<Bytes>, content_type: &str, what: &str) -> Response<Body> {
     match bytes {
-        Some(bytes) => respond(
-            StatusCode::OK,
-            content_type,
-            CacheClass::Page.cache_control(),
-            Body::bytes(bytes.clone()),
-        ),
+        Some(bytes) => respond(StatusCode::OK, content_type, Body::bytes(bytes.clone())),
         None => problem(
             StatusCode::NOT_FOUND,
             format!("{what} is not installed: run `npm ci` in web/"),
         ),
     }
-}
-
-fn preflight() -> Response<Body> {
-    let mut response = respond(
-        StatusCode::NO_CONTENT,
-        "text/plain",
-        "public, max-age=86400",
-        Body::text(""),
-    );
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("*"),
-    );
-    response
 }
 
 /// How long a blocked request may wait: three target durations, as RFC 8216bis says.
@@ -298,12 +240,7 @@ async fn live(
                     .map(|manifest| manifest.to_string())
             });
             match text {
-                Some(text) => respond(
-                    StatusCode::OK,
-                    "application/dash+xml",
-                    CacheClass::Playlist.cache_control(),
-                    Body::text(text),
-                ),
+                Some(text) => respond(StatusCode::OK, "application/dash+xml", Body::text(text)),
                 None => problem(StatusCode::NOT_FOUND, unplayable()),
             }
         }
@@ -330,7 +267,6 @@ async fn live(
             Some(header) => respond(
                 StatusCode::OK,
                 media::content_type(shared, channel, &track),
-                CacheClass::Immutable.cache_control(),
                 Body::bytes(header.bytes),
             ),
             None => problem(StatusCode::NOT_FOUND, "no header yet"),

@@ -5,10 +5,10 @@
 use std::fmt::Write as _;
 
 use estuary_proto::Mood;
-use estuary_proto::url::{CacheClass, StreamFormat};
+use estuary_http::{Body, respond};
+use estuary_proto::url::StreamFormat;
 use hyper::{Response, StatusCode};
 
-use super::{Body, respond};
 use crate::receiver::Refusal;
 use crate::server::Shared;
 use crate::window::TrackCounters;
@@ -29,12 +29,7 @@ pub fn healthz(shared: &Shared) -> Response<Body> {
         );
     }
     text.push_str("]}\n");
-    respond(
-        StatusCode::OK,
-        "application/json",
-        CacheClass::Local.cache_control(),
-        Body::text(text),
-    )
+    respond(StatusCode::OK, "application/json", Body::text(text))
 }
 
 pub fn metrics(shared: &Shared) -> Response<Body> {
@@ -132,10 +127,5 @@ pub fn metrics(shared: &Shared) -> Response<Body> {
             );
         }
     }
-    respond(
-        StatusCode::OK,
-        "text/plain; version=0.0.4",
-        CacheClass::Local.cache_control(),
-        Body::text(text),
-    )
+    respond(StatusCode::OK, "text/plain; version=0.0.4", Body::text(text))
 }

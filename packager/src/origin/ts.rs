@@ -7,10 +7,11 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use estuary_proto::url::{CacheClass, ChannelName, TrackName};
+use estuary_http::{Body, problem, respond};
+use estuary_proto::url::{ChannelName, TrackName};
 use hyper::{Response, StatusCode};
 
-use super::{Body, is_playable, playlist, problem, respond};
+use super::{is_playable, playlist};
 use crate::cmaf::{self, CodecConfig, Media, Sample, TrackHeader};
 use crate::hls::MasterPlaylist;
 use crate::hls_ts::{TsMasterPlaylist, TsMediaPlaylist};
@@ -202,12 +203,7 @@ pub fn segment(
             }),
     };
     match muxed {
-        Ok(bytes) => respond(
-            StatusCode::OK,
-            "video/mp2t",
-            CacheClass::Immutable.cache_control(),
-            Body::bytes(bytes),
-        ),
+        Ok(bytes) => respond(StatusCode::OK, "video/mp2t", Body::bytes(bytes)),
         Err(reason) => problem(StatusCode::NOT_FOUND, reason),
     }
 }
