@@ -32,7 +32,8 @@ use crate::upstream::Upstreams;
 use ring::{Limits, Ring};
 
 /// What happens to a viewer that falls behind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SlowPolicy {
     /// Moved on to the newest join point (what it missed is skipped).
     Skip,
@@ -89,7 +90,8 @@ impl Default for MountPolicy {
 }
 
 /// Which engine writes plain HTTP/1 viewers' sockets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EngineChoice {
     /// io_uring when the kernel offers what the engine uses, else epoll.
     Auto,

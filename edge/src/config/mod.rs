@@ -1,4 +1,14 @@
-//! What an edge is told: where to listen, its upstreams, its cache, bouncers and policies.
+//! What an edge is told: where to listen, its upstreams, its cache, bouncers and policies. An
+//! operator writes an [`EdgeFile`] (`deploy/edge.toml`, or flags over it); it resolves into the
+//! [`EdgeConfig`] the edge runs with.
+
+mod file;
+mod resolve;
+
+pub use file::{
+    Admission, BouncersFile, ControlFile, EdgeFile, LimitsFile, MountFile, StreamsFile, TlsFile,
+};
+pub use resolve::ResolveError;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
