@@ -10,16 +10,26 @@ use estuary_edge::config::{Admission, EdgeFile, MountFile};
 use estuary_edge::net::Cidr;
 use estuary_proto::config::ByteSize;
 
-use super::{runtime, shutdown_signal};
+use std::sync::Arc;
+
+use super::runtime;
 
 /// Every flag is also an `ESTUARY_EDGE_*` environment variable, and every one is a key of the
 /// configuration file (`--config`, as deploy/edge.toml documents them); a flag given wins over
 /// the file, the file over the defaults.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub(crate) struct EdgeArgs {
-    /// A configuration file (TOML, as deploy/edge.toml); flags given override its keys.
+    /// A configuration file (TOML, as deploy/edge.toml); flags given override its keys. A
+    /// reload (SIGHUP, POST /admin/reload) reads it again, with the same flags over it.
     #[arg(long, env = "ESTUARY_EDGE_CONFIG")]
     config: Option<PathBuf>,
+    /// The token POST /admin/reload and /admin/drain need (at least 16 characters); without it
+    /// they are not served. Better given by the environment than on the command line.
+    #[arg(long, env = "ESTUARY_EDGE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// How long a draining edge (SIGTERM, POST /admin/drain) serves on before it stops.
+    #[arg(long, env = "ESTUARY_EDGE_DRAIN_GRACE", value_parser = duration)]
+    drain_grace: Option<Duration>,
     /// Address viewers connect to.
     #[arg(long, env = "ESTUARY_EDGE_LISTEN")]
     listen: Option<SocketAddr>,
@@ -186,6 +196,7 @@ fn layered(args: EdgeArgs) -> anyhow::Result<EdgeFile> {
         };
     }
     set! {
+        drain_grace => drain_grace,
         listen => listen, cache_size => cache_size, playlist_ttl => playlist_ttl,
         stale_limit => stale_limit, unknown_country => bouncers.unknown_country,
         site => control.site, slow_clients => streams.slow_clients,
@@ -194,6 +205,7 @@ fn layered(args: EdgeArgs) -> anyhow::Result<EdgeFile> {
         fanout => streams.fanout,
     }
     set_some! {
+        admin_token => admin_token,
         key_file => bouncers.key_file, revoked => bouncers.revoked, geoip => bouncers.geoip,
         htpasswd => bouncers.htpasswd, open_at => bouncers.open_at,
         close_at => bouncers.close_at, bouncers => bouncers.rule, control => control.url,
@@ -220,15 +232,30 @@ fn layered(args: EdgeArgs) -> anyhow::Result<EdgeFile> {
     Ok(file)
 }
 
-pub(crate) fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+/// The configuration the flags and the file give, resolved.
+fn configuration(args: &EdgeArgs) -> anyhow::Result<estuary_edge::EdgeConfig> {
     let source = args
         .config
         .as_ref()
         .map_or("the flags".to_owned(), |path| path.display().to_string());
-    let config = layered(args)?
+    layered(args.clone())?
         .resolve()
-        .with_context(|| format!("the configuration from {source}"))?;
-    runtime()?.block_on(async { estuary_edge::run(config, shutdown_signal()).await })?;
+        .with_context(|| format!("the configuration from {source}"))
+}
+
+pub(crate) fn edge(args: EdgeArgs) -> anyhow::Result<()> {
+    let config = configuration(&args)?;
+    let source: estuary_edge::node::ConfigSource =
+        Arc::new(move || configuration(&args).map_err(|error| format!("{error:#}")));
+    runtime()?.block_on(async {
+        let (requester, requests) = estuary_http::lifecycle::signals();
+        let lifecycle = estuary_edge::Lifecycle {
+            requests,
+            requester,
+            source: Some(source),
+        };
+        estuary_edge::run(config, lifecycle).await
+    })?;
     Ok(())
 }
 

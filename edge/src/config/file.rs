@@ -36,6 +36,12 @@ pub struct EdgeFile {
     pub trusted_proxies: Vec<Cidr>,
     /// Trusted proxies may start connections with a PROXY protocol header (v1 or v2).
     pub proxy_protocol: bool,
+    /// The token `POST /admin/reload` and `/admin/drain` need (at least 16 characters); none:
+    /// they are not served.
+    pub admin_token: Option<String>,
+    /// How long a draining edge (SIGTERM, `POST /admin/drain`) serves on before it stops.
+    #[serde(with = "duration")]
+    pub drain_grace: Duration,
     pub bouncers: BouncersFile,
     pub tls: TlsFile,
     pub control: ControlFile,
@@ -54,6 +60,8 @@ impl Default for EdgeFile {
             access_log: None,
             trusted_proxies: Vec::new(),
             proxy_protocol: false,
+            admin_token: None,
+            drain_grace: Duration::from_secs(30),
             bouncers: BouncersFile::default(),
             tls: TlsFile::default(),
             control: ControlFile::default(),

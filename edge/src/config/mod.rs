@@ -48,6 +48,10 @@ pub struct EdgeConfig {
     pub fanout: crate::fanout::FanoutConfig,
     /// What a client's requests and connections may take: head size, headers, timeouts.
     pub limits: estuary_http::Limits,
+    /// The token `/admin/reload` and `/admin/drain` need; none: they are not served.
+    pub admin_token: Option<String>,
+    /// How long a draining edge serves on before it stops, however many it still serves.
+    pub drain_grace: Duration,
 }
 
 impl EdgeConfig {
@@ -68,6 +72,8 @@ impl EdgeConfig {
             http3: true,
             fanout: crate::fanout::FanoutConfig::default(),
             limits: estuary_http::Limits::default(),
+            admin_token: None,
+            drain_grace: Duration::from_secs(30),
         }
     }
 }

@@ -71,6 +71,16 @@ impl EdgeFile {
             ..estuary_http::Limits::default()
         };
         config.control = self.identity(config.tls.is_some())?;
+        if let Some(token) = &self.admin_token
+            && token.len() < 16
+        {
+            return Err(refuse(
+                "admin_token",
+                "use at least 16 characters (openssl rand -hex 32)",
+            ));
+        }
+        config.admin_token = self.admin_token.clone();
+        config.drain_grace = self.drain_grace;
         Ok(config)
     }
 
