@@ -347,6 +347,12 @@ impl Edge {
     /// upstreams fail; with the reason a reload was refused, if the last one was.
     pub fn mood(&self) -> (estuary_proto::Mood, Option<String>) {
         let (mood, reason) = self.fetcher.mood();
+        // Draining says more than how the upstreams are: it is what control acts on.
+        let mood = if self.is_draining() {
+            estuary_proto::Mood::Draining
+        } else {
+            mood
+        };
         let refused = self
             .reload_failure
             .lock()

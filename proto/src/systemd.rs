@@ -84,7 +84,10 @@ mod tests {
         for (state, expected) in [
             (State::Ready, "READY=1"),
             (State::Stopping, "STOPPING=1"),
-            (State::Status("serving\n2 channels"), "STATUS=serving 2 channels"),
+            (
+                State::Status("serving\n2 channels"),
+                "STATUS=serving 2 channels",
+            ),
         ] {
             notify(state);
             let length = listener.recv(&mut buffer).unwrap();
