@@ -1191,3 +1191,54 @@ async fn http3_in_chromium_gets_the_same_bytes_as_http1() {
         );
     }
 }
+
+/// `estuary edge --config FILE`: the documented example runs, flags given win over its keys,
+/// and a file with an unknown key or a key file that is not there stops the edge at start with
+/// the file and the line or key named.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_edge_runs_from_its_configuration_file() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/edge.toml");
+    let edge: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _edge = Running(
+        estuary()
+            .args(["edge", "--config"])
+            .arg(&example)
+            .args(["--listen", &edge.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_listener(edge).await;
+    let (status, _, body) = get(edge, "/healthz").await;
+    assert_eq!(status, StatusCode::OK, "{}", text(&body));
+    assert!(text(&body).contains("\"role\":\"edge\""));
+
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content, says) in [
+        (
+            "unknown.toml",
+            "upstreams = [\"http://127.0.0.1:9\"]\n\n[streams]\nslow = \"drop\"\n",
+            "line 4",
+        ),
+        (
+            "missing.toml",
+            "upstreams = [\"http://127.0.0.1:9\"]\n[bouncers]\nkey_file = \"/nonexistent/keys\"\n",
+            "bouncers.key_file",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let output = estuary()
+            .args(["edge", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let errors = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{name} started");
+        assert!(
+            errors.contains(name) || errors.contains(&path.display().to_string()),
+            "{name}: {errors}"
+        );
+        assert!(errors.contains(says), "{name}: {errors}");
+    }
+}

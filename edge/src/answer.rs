@@ -49,13 +49,35 @@ pub(crate) async fn handle_routed(
 ) -> Response<Body> {
     let client = client_of(edge, peer, &request);
     let log = log_start(edge, client, &request);
+    let in_flight = InFlight::new(edge.metrics_handle());
     let mut response = answer(edge, client, &request, routed).await;
     if let Some(alt_svc) = edge.alt_svc() {
         response
             .headers_mut()
             .insert(header::ALT_SVC, alt_svc.clone());
     }
-    tallied(edge, log, response)
+    tallied(edge, log, response).map(|body| body.holding(in_flight))
+}
+
+/// A request counted in flight until its response's body is over (or the request is dropped
+/// unanswered): a draining edge waits for these.
+struct InFlight(Arc<crate::metrics::Metrics>);
+
+impl InFlight {
+    fn new(metrics: &Arc<crate::metrics::Metrics>) -> InFlight {
+        metrics
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        InFlight(metrics.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Who the client is: the socket's peer, or what a trusted proxy in front says.
@@ -205,11 +227,32 @@ async fn answer(
                 .metrics()
                 .render(edge.cache_counts(), edge.fetcher().upstream_requests());
             text.push_str(&edge.fanout().render_metrics());
+            let (reloads, refused) = edge.reload_counts();
+            let in_flight = edge
+                .metrics()
+                .in_flight
+                .load(std::sync::atomic::Ordering::Relaxed);
+            text.push_str(&format!(
+                "# HELP estuary_edge_reloads_total Reloads of the configuration, by outcome.\n\
+                 # TYPE estuary_edge_reloads_total counter\n\
+                 estuary_edge_reloads_total{{outcome=\"applied\"}} {reloads}\n\
+                 estuary_edge_reloads_total{{outcome=\"refused\"}} {refused}\n\
+                 # HELP estuary_edge_draining 1 while the edge drains.\n\
+                 # TYPE estuary_edge_draining gauge\n\
+                 estuary_edge_draining {}\n\
+                 # HELP estuary_edge_requests_in_flight Requests being answered now.\n\
+                 # TYPE estuary_edge_requests_in_flight gauge\n\
+                 estuary_edge_requests_in_flight {in_flight}\n",
+                u8::from(edge.is_draining())
+            ));
             return respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
                 Body::text(text),
             );
+        }
+        Route::Admin(action) => {
+            return crate::admin::answer(edge, action, request.headers()).await;
         }
         Route::Stream(path) | Route::Object(path) => path,
     };
@@ -240,7 +283,8 @@ fn healthz(edge: &Edge) -> Response<Body> {
         StatusCode::OK,
         "application/json",
         Body::text(format!(
-            "{{\"role\":\"edge\",\"mood\":\"{mood}\"{reason},\"fanout\":\"{}\"}}\n",
+            "{{\"role\":\"edge\",\"mood\":\"{mood}\"{reason},\"draining\":{},\"fanout\":\"{}\"}}\n",
+            edge.is_draining(),
             edge.fanout().engine()
         )),
     )

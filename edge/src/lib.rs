@@ -9,6 +9,7 @@
 //! viewers). `node` holds what every connection shares; `run` starts it all. Everything an
 //! edge knows comes from its upstreams and its configuration.
 
+pub mod admin;
 pub mod admit;
 pub mod answer;
 pub mod bouncer;
@@ -32,4 +33,4 @@ pub mod upstream;
 pub use config::EdgeConfig;
 pub use estuary_proto::net;
 pub use node::{Edge, EdgeError};
-pub use run::run;
+pub use run::{Lifecycle, run};

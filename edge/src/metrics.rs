@@ -31,6 +31,8 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<u16, u64>>,
     pub bytes_out: AtomicU64,
     pub open_connections: AtomicI64,
+    /// Requests being answered now (from the request to the end of its response's body).
+    pub in_flight: AtomicI64,
     pub stale_served: AtomicU64,
     pub refused_heads: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],

@@ -18,6 +18,8 @@ pub enum Route {
     Health,
     /// `/metrics`, answered by the edge itself.
     Metrics,
+    /// `POST /admin/reload` or `/admin/drain`: the edge's own, never forwarded.
+    Admin(crate::admin::Action),
     /// A continuous stream, for the fan-out engine (never the cache).
     Stream(PublicPath),
     /// An object of the layout, through the cache from the upstreams.
@@ -37,6 +39,11 @@ impl Route {
 /// Routes a request by its target, then its method: a path that is not of the layout is not
 /// there for any method (a packager's `POST /ingest/…` through an edge is a 404).
 pub fn route(method: &Method, uri: &Uri) -> Route {
+    if method == Method::POST
+        && let Some(action) = crate::admin::Action::at(uri.path())
+    {
+        return Route::Admin(action);
+    }
     let path = match PublicPath::parse(uri.path(), uri.query()) {
         Ok(path) => path,
         Err(error) => {
@@ -78,6 +85,7 @@ mod tests {
             Route::Preflight => Ok(("preflight", String::new())),
             Route::Health => Ok(("health", String::new())),
             Route::Metrics => Ok(("metrics", String::new())),
+            Route::Admin(action) => Ok(("admin", format!("{action:?}"))),
             Route::Stream(path) => Ok(("stream", path.to_string())),
             Route::Object(path) => Ok(("object", path.to_string())),
         }
@@ -217,6 +225,17 @@ mod tests {
             Ok(("preflight", String::new()))
         );
         assert_eq!(outcome(&Method::OPTIONS, "/admin/metadata"), Err(404));
+        // The edge's own admin endpoints, by POST alone; the rest of /admin is no path.
+        assert_eq!(
+            outcome(&Method::POST, "/admin/reload"),
+            Ok(("admin", "Reload".into()))
+        );
+        assert_eq!(
+            outcome(&Method::POST, "/admin/drain"),
+            Ok(("admin", "Drain".into()))
+        );
+        assert_eq!(outcome(&Method::GET, "/admin/reload"), Err(404));
+        assert_eq!(outcome(&Method::POST, "//admin/reload"), Err(400));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod body;
 pub mod connection;
 pub mod guard;
 pub mod head;
+pub mod lifecycle;
 pub mod limits;
 pub mod listen;
 pub mod problem;

@@ -171,9 +171,10 @@ pub fn healthz(channels: &[Arc<ChannelHealth>]) -> (Mood, String) {
         .map(|(_, (mood, _))| *mood)
         .max_by_key(|mood| match mood {
             Mood::Happy => 0,
-            Mood::Waking => 1,
-            Mood::Hungry => 2,
-            Mood::Sad | Mood::Lost => 3,
+            Mood::Draining => 1,
+            Mood::Waking => 2,
+            Mood::Hungry => 3,
+            Mood::Sad | Mood::Lost => 4,
         })
         .unwrap_or(Mood::Waking);
     let body = serde_json::json!({

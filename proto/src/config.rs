@@ -157,8 +157,14 @@ mod tests {
         let error = parse::<Example>("cache = \"lots\"\nttl = \"2s\"\n", path)
             .unwrap_err()
             .to_string();
-        assert!(error.contains("line 1") && error.contains("not a size"), "{error}");
+        assert!(
+            error.contains("line 1") && error.contains("not a size"),
+            "{error}"
+        );
         let missing = load::<Example>(Path::new("/nonexistent/edge.toml")).unwrap_err();
-        assert!(missing.to_string().contains("/nonexistent/edge.toml"), "{missing}");
+        assert!(
+            missing.to_string().contains("/nonexistent/edge.toml"),
+            "{missing}"
+        );
     }
 }

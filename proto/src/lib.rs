@@ -13,6 +13,7 @@ pub mod keycard;
 pub mod mood;
 pub mod net;
 pub mod report;
+pub mod systemd;
 pub mod url;
 pub mod utc;
 

@@ -20,15 +20,19 @@ pub enum Mood {
     Sad,
     /// Not heard from (said by an observer, never by the component itself).
     Lost,
+    /// Finishing what it serves before it stops: it takes no one new (control sends it no
+    /// viewer), and who it serves is served on.
+    Draining,
 }
 
 impl Mood {
-    pub const ALL: [Mood; 5] = [
+    pub const ALL: [Mood; 6] = [
         Mood::Waking,
         Mood::Happy,
         Mood::Hungry,
         Mood::Sad,
         Mood::Lost,
+        Mood::Draining,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +42,7 @@ impl Mood {
             Mood::Hungry => "hungry",
             Mood::Sad => "sad",
             Mood::Lost => "lost",
+            Mood::Draining => "draining",
         }
     }
 }

@@ -9,7 +9,7 @@ pub(crate) mod ingest;
 pub(crate) mod loadtest;
 pub(crate) mod packager;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("starting the async runtime")
@@ -41,30 +41,6 @@ pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 pub(crate) fn parse_duration(flag: &str, text: &str) -> anyhow::Result<std::time::Duration> {
     estuary_proto::duration::parse_duration(text).with_context(|| flag.to_owned())
-}
-
-pub(crate) fn parse_size(flag: &str, text: &str) -> anyhow::Result<usize> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: usize = number
-        .parse()
-        .with_context(|| format!("{flag}: {text:?} does not start with a number"))?;
-    let scale: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KB" | "kB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        other => bail!("{flag}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB or GiB)"),
-    };
-    number
-        .checked_mul(scale)
-        .with_context(|| format!("{flag}: {text} is too large"))
 }
 
 /// Writes a report to stdout; a reader that stopped early (`| head`) is not an error.

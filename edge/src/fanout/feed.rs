@@ -21,7 +21,7 @@ const IDLE_LINGER: Duration = Duration::from_secs(5);
 /// again when the upstream breaks off, until nobody watches or the upstreams stay away.
 pub(super) async fn feed(fanout: Arc<Fanout>, stream: Arc<Stream>) {
     let fanout = &fanout;
-    let limits = fanout.config.ring;
+    let limits = fanout.config.read().unwrap_or_else(|e| e.into_inner()).ring;
     let mut generation = 0u64;
     let mut failing_since: Option<Instant> = None;
     let mut idle_since: Option<Instant> = None;

@@ -32,7 +32,8 @@ use crate::upstream::Upstreams;
 use ring::{Limits, Ring};
 
 /// What happens to a viewer that falls behind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SlowPolicy {
     /// Moved on to the newest join point (what it missed is skipped).
     Skip,
@@ -89,7 +90,8 @@ impl Default for MountPolicy {
 }
 
 /// Which engine writes plain HTTP/1 viewers' sockets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum EngineChoice {
     /// io_uring when the kernel offers what the engine uses, else epoll.
     Auto,
@@ -262,7 +264,8 @@ impl Drop for Stream {
 
 /// Every continuous stream the edge is relaying.
 pub struct Fanout {
-    config: FanoutConfig,
+    /// Read when a stream starts: a reload's new policies apply to streams started after it.
+    config: std::sync::RwLock<FanoutConfig>,
     /// Where streams come from: the packager, or a parent edge.
     upstreams: Arc<Upstreams>,
     streams: Mutex<HashMap<String, Arc<Stream>>>,
@@ -297,12 +300,28 @@ impl Fanout {
     pub fn new(config: FanoutConfig, upstreams: Arc<Upstreams>) -> Result<Arc<Fanout>, String> {
         let uring = uring::Engine::start(config.engine, config.engine_threads)?;
         Ok(Arc::new(Fanout {
-            config,
+            config: std::sync::RwLock::new(config),
             upstreams,
             streams: Mutex::default(),
             finished: Finished::default(),
             uring,
         }))
+    }
+
+    /// New policies (the edge-wide one and the mounts'), for streams started from now on; the
+    /// engine and its threads stay as they are.
+    pub fn set_policies(&self, policy: MountPolicy, mounts: Vec<(String, MountPolicy)>) {
+        let mut config = self.config.write().unwrap_or_else(|e| e.into_inner());
+        config.policy = policy;
+        config.mounts = mounts;
+    }
+
+    /// Viewers of every stream now.
+    pub fn viewers(&self) -> usize {
+        self.streams()
+            .values()
+            .map(|stream| stream.counters.viewers.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The name `/healthz` and `/metrics` give the engine.
@@ -344,7 +363,12 @@ impl Fanout {
             stream.counters.viewers.fetch_add(1, Ordering::Relaxed);
             return Ok(stream.clone());
         }
-        let policy = self.config.policy_for(key).clone();
+        let policy = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .policy_for(key)
+            .clone();
         let stream = Arc::new(Stream::new(key, policy, self.finished.clone()));
         stream.counters.viewers.store(1, Ordering::Relaxed);
         streams.insert(key.to_owned(), stream.clone());

@@ -4,17 +4,19 @@
 //! serves HTTP/3 over QUIC, which is TLS 1.3 only and speaks ALPN `h3`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use quinn::crypto::rustls::QuicServerConfig;
 use ring::digest::{SHA256, digest};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
 /// Where the certificate comes from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TlsSource {
     /// PEM files: the chain (leaf first) and its private key (PKCS#8, PKCS#1 or SEC1).
     Files { certificate: PathBuf, key: PathBuf },
@@ -22,67 +24,86 @@ pub enum TlsSource {
     SelfSigned { names: Vec<String> },
 }
 
-/// The acceptors for TCP and QUIC, and the leaf certificate (DER) for whoever wants to pin or
-/// print it.
+/// Why a certificate cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("{0} holds no certificate")]
+    NoCertificate(PathBuf),
+    #[error("the certificate and key do not go together: {0}")]
+    Mismatch(String),
+    #[error("making a self-signed certificate: {0}")]
+    SelfSigned(String),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The acceptors for TCP and QUIC, both presenting the certificate of the moment: a new one
+/// (after a reload) is presented by every handshake from then on, while connections already
+/// made keep theirs.
 pub struct Tls {
     pub acceptor: TlsAcceptor,
     pub quic: Arc<QuicServerConfig>,
-    pub certificate: CertificateDer<'static>,
+    current: Arc<Current>,
+}
+
+/// The certificate handshakes present now.
+#[derive(Debug)]
+struct Current(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
 }
 
 impl Tls {
-    pub fn new(source: &TlsSource) -> Result<Tls, String> {
-        let (chain, key) = match source {
-            TlsSource::Files { certificate, key } => {
-                let chain = CertificateDer::pem_file_iter(certificate)
-                    .map_err(|error| format!("{}: {error}", certificate.display()))?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|error| format!("{}: {error}", certificate.display()))?;
-                if chain.is_empty() {
-                    return Err(format!("{} holds no certificate", certificate.display()));
-                }
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|error| format!("{}: {error}", key.display()))?;
-                (chain, key)
-            }
-            TlsSource::SelfSigned { names } => {
-                let made = rcgen::generate_simple_self_signed(names.clone())
-                    .map_err(|error| format!("making a self-signed certificate: {error}"))?;
-                let key = PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
-                (vec![made.cert.der().clone()], key)
-            }
-        };
-        let config = |versions: &[&'static rustls::SupportedProtocolVersion],
-                      key: PrivateKeyDer<'static>,
-                      alpn: &[&[u8]]| {
+    pub fn new(source: &TlsSource) -> Result<Tls, TlsError> {
+        let current = Arc::new(Current(RwLock::new(Arc::new(certified(source)?))));
+        let config = |versions: &[&'static rustls::SupportedProtocolVersion], alpn: &[&[u8]]| {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let mut config = ServerConfig::builder_with_provider(provider)
                 .with_protocol_versions(versions)
-                .map_err(|error| error.to_string())?
+                .map_err(|error| TlsError::Config(error.to_string()))?
                 .with_no_client_auth()
-                .with_single_cert(chain.clone(), key)
-                .map_err(|error| format!("the certificate and key do not go together: {error}"))?;
+                .with_cert_resolver(current.clone());
             config.alpn_protocols = alpn.iter().map(|name| name.to_vec()).collect();
-            Ok::<_, String>(config)
+            Ok::<_, TlsError>(config)
         };
-        let tcp = config(
-            rustls::DEFAULT_VERSIONS,
-            key.clone_key(),
-            &[b"h2", b"http/1.1"],
-        )?;
-        let quic = config(&[&rustls::version::TLS13], key, &[b"h3"])?;
-        let quic = QuicServerConfig::try_from(quic).map_err(|error| error.to_string())?;
+        let tcp = config(rustls::DEFAULT_VERSIONS, &[b"h2", b"http/1.1"])?;
+        let quic = config(&[&rustls::version::TLS13], &[b"h3"])?;
+        let quic = QuicServerConfig::try_from(quic)
+            .map_err(|error| TlsError::Config(error.to_string()))?;
         Ok(Tls {
             acceptor: TlsAcceptor::from(Arc::new(tcp)),
             quic: Arc::new(quic),
-            certificate: chain[0].clone(),
+            current,
         })
+    }
+
+    /// Reads the certificate again: handshakes from now on present it. A certificate that
+    /// cannot be used changes nothing.
+    pub fn reload(&self, source: &TlsSource) -> Result<(), TlsError> {
+        let fresh = Arc::new(certified(source)?);
+        *self.current.0.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// The leaf certificate presented now.
+    fn certificate(&self) -> CertificateDer<'static> {
+        self.current
+            .0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .cert[0]
+            .clone()
     }
 
     /// The leaf certificate's SHA-256 fingerprint, as `openssl x509 -fingerprint -sha256` prints
     /// it.
     pub fn fingerprint(&self) -> String {
-        digest(&SHA256, &self.certificate)
+        digest(&SHA256, &self.certificate())
             .as_ref()
             .iter()
             .map(|byte| format!("{byte:02X}"))
@@ -94,9 +115,51 @@ impl Tls {
     /// Chromium's `--ignore-certificate-errors-spki-list` takes to trust a self-signed
     /// certificate, over TCP and over QUIC alike.
     pub fn spki_sha256(&self) -> Option<String> {
-        let spki = subject_public_key_info(&self.certificate)?;
+        let certificate = self.certificate();
+        let spki = subject_public_key_info(&certificate)?;
         Some(base64(digest(&SHA256, spki).as_ref()))
     }
+}
+
+/// The chain and key of `source`, checked to go together.
+fn certified(source: &TlsSource) -> Result<CertifiedKey, TlsError> {
+    let (chain, key) = match source {
+        TlsSource::Files { certificate, key } => {
+            fn file(
+                path: &std::path::Path,
+            ) -> impl Fn(rustls::pki_types::pem::Error) -> TlsError + '_ {
+                move |error| TlsError::File {
+                    path: path.to_owned(),
+                    reason: error.to_string(),
+                }
+            }
+            let chain = CertificateDer::pem_file_iter(certificate)
+                .map_err(file(certificate))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(file(certificate))?;
+            if chain.is_empty() {
+                return Err(TlsError::NoCertificate(certificate.clone()));
+            }
+            let key = PrivateKeyDer::from_pem_file(key).map_err(file(key))?;
+            (chain, key)
+        }
+        TlsSource::SelfSigned { names } => {
+            let made = rcgen::generate_simple_self_signed(names.clone())
+                .map_err(|error| TlsError::SelfSigned(error.to_string()))?;
+            let key = PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+            (vec![made.cert.der().clone()], key)
+        }
+    };
+    let provider = rustls::crypto::ring::default_provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|error| TlsError::Mismatch(error.to_string()))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|error| TlsError::Mismatch(error.to_string()))?;
+    Ok(certified)
 }
 
 /// One DER element: its tag, its contents, and what follows it.

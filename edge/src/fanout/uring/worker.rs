@@ -155,6 +155,9 @@ impl Worker {
                 && error.raw_os_error() != Some(libc::EINTR)
             {
                 tracing::warn!(%error, "fan-out engine: io_uring_enter failed");
+                // An engine thread of its own, not a tokio worker: pausing it stalls no one
+                // else, and keeps a failing ring from spinning.
+                #[allow(clippy::disallowed_methods)]
                 std::thread::sleep(Duration::from_millis(10));
             }
             completions.clear();

@@ -1,4 +1,14 @@
-//! What an edge is told: where to listen, its upstreams, its cache, bouncers and policies.
+//! What an edge is told: where to listen, its upstreams, its cache, bouncers and policies. An
+//! operator writes an [`EdgeFile`] (`deploy/edge.toml`, or flags over it); it resolves into the
+//! [`EdgeConfig`] the edge runs with.
+
+mod file;
+mod resolve;
+
+pub use file::{
+    Admission, BouncersFile, ControlFile, EdgeFile, LimitsFile, MountFile, StreamsFile, TlsFile,
+};
+pub use resolve::ResolveError;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +48,10 @@ pub struct EdgeConfig {
     pub fanout: crate::fanout::FanoutConfig,
     /// What a client's requests and connections may take: head size, headers, timeouts.
     pub limits: estuary_http::Limits,
+    /// The token `/admin/reload` and `/admin/drain` need; none: they are not served.
+    pub admin_token: Option<String>,
+    /// How long a draining edge serves on before it stops, however many it still serves.
+    pub drain_grace: Duration,
 }
 
 impl EdgeConfig {
@@ -58,6 +72,8 @@ impl EdgeConfig {
             http3: true,
             fanout: crate::fanout::FanoutConfig::default(),
             limits: estuary_http::Limits::default(),
+            admin_token: None,
+            drain_grace: Duration::from_secs(30),
         }
     }
 }

@@ -1,0 +1,146 @@
+//! The edge's own admin endpoints, for its operator: `POST /admin/reload` (read the
+//! configuration again) and `POST /admin/drain` (drain, then stop). They exist only when an admin
+//! token is configured, and need it as `Authorization: Bearer`; without a token they are not
+//! there at all (404), as nothing under `/admin` is forwarded to a packager.
+
+use std::sync::Arc;
+
+use estuary_http::lifecycle::Request as LifecycleRequest;
+use estuary_http::{Body, problem, respond};
+use hyper::header::{self, HeaderMap};
+use hyper::{Response, StatusCode};
+use ring::hmac;
+
+use crate::node::Edge;
+
+/// What an admin request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Reload,
+    Drain,
+}
+
+impl Action {
+    /// The action at `path`, for `POST` only.
+    pub fn at(path: &str) -> Option<Action> {
+        match path {
+            "/admin/reload" => Some(Action::Reload),
+            "/admin/drain" => Some(Action::Drain),
+            _ => None,
+        }
+    }
+}
+
+/// The admin token, compared in constant time: both sides are signed with a key made at start
+/// and ring compares the signatures.
+#[derive(Clone)]
+pub struct AdminToken {
+    key: hmac::Key,
+    tag: hmac::Tag,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.write_str("AdminToken")
+    }
+}
+
+impl AdminToken {
+    pub fn new(token: &str) -> AdminToken {
+        let rng = ring::rand::SystemRandom::new();
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
+            .unwrap_or_else(|_| hmac::Key::new(hmac::HMAC_SHA256, b"estuary admin token"));
+        let tag = hmac::sign(&key, token.as_bytes());
+        AdminToken { key, tag }
+    }
+
+    /// Whether `headers` carry the token (`Authorization: Bearer TOKEN`).
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim);
+        presented.is_some_and(|presented| {
+            hmac::verify(&self.key, presented.as_bytes(), self.tag.as_ref()).is_ok()
+        })
+    }
+}
+
+/// Answers an admin request.
+pub async fn answer(edge: &Arc<Edge>, action: Action, headers: &HeaderMap) -> Response<Body> {
+    let Some(token) = edge.admin_token() else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "nothing of the public layout is at this path",
+        );
+    };
+    if !token.admits(headers) {
+        let mut refused = problem(
+            StatusCode::UNAUTHORIZED,
+            "the admin token is required (Authorization: Bearer …)",
+        );
+        refused.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return refused;
+    }
+    match action {
+        Action::Reload => match edge.reload_now() {
+            Ok(reloaded) => {
+                let list = |keys: &[&str]| {
+                    keys.iter()
+                        .map(|key| format!("\"{key}\""))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                respond(
+                    StatusCode::OK,
+                    "application/json",
+                    Body::text(format!(
+                        "{{\"reloaded\":true,\"applied\":[{}],\"needs_restart\":[{}]}}\n",
+                        list(&reloaded.applied),
+                        list(&reloaded.needs_restart)
+                    )),
+                )
+            }
+            Err(reason) => problem(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("nothing changed: {reason}"),
+            ),
+        },
+        Action::Drain => {
+            edge.request(LifecycleRequest::Drain).await;
+            respond(
+                StatusCode::ACCEPTED,
+                "application/json",
+                Body::text("{\"draining\":true}\n"),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::HeaderValue;
+
+    #[test]
+    fn the_token_is_checked_whole() {
+        let token = AdminToken::new("s3cret-token-of-some-length");
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
+            headers
+        };
+        assert!(token.admits(&with("Bearer s3cret-token-of-some-length")));
+        assert!(!token.admits(&with("Bearer s3cret-token-of-some-lengt")));
+        assert!(!token.admits(&with("Basic s3cret-token-of-some-length")));
+        assert!(!token.admits(&HeaderMap::new()));
+        assert_eq!(Action::at("/admin/reload"), Some(Action::Reload));
+        assert_eq!(Action::at("/admin/drain"), Some(Action::Drain));
+        assert_eq!(Action::at("/admin/metadata"), None);
+    }
+}

@@ -1,0 +1,233 @@
+//! Operating a running edge: reloading its configuration (SIGHUP, `POST /admin/reload`), a
+//! reload that cannot be used, and the admin endpoints' credential; end to end, with the
+//! `estuary` binary, real sockets and real TLS handshakes (openssl).
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Running, estuary, free_port, require_tool, run_ok};
+
+const TOKEN: &str = "operator-token-0123456789";
+
+/// A self-signed certificate and key for localhost, by openssl; gives the certificate's
+/// SHA-256 fingerprint as openssl prints it.
+fn certificate(dir: &Path, name: &str) -> String {
+    require_tool("openssl", "openssl");
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    run_ok(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args([
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-days", "1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    fingerprint_of_file(&cert)
+}
+
+fn fingerprint_of_file(cert: &Path) -> String {
+    let printed = run_ok(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(cert),
+    );
+    printed.trim().rsplit('=').next().unwrap_or("").to_owned()
+}
+
+/// The fingerprint of the certificate a new TLS handshake with `port` is presented.
+fn presented(port: u16) -> String {
+    let shown = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&shown.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Status and body of `method url` with `curl` (self-signed certificates taken).
+fn curl(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
+    let mut command = Command::new("curl");
+    command.args(["-s", "-k", "-X", method, "-w", "\n%{http_code}", url]);
+    if let Some(token) = token {
+        command.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let output = command.output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", ""));
+    (status.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn sign(keys: &Path, key_id: &str) -> String {
+    run_ok(
+        estuary()
+            .args(["keycard", "sign", "--key-file"])
+            .arg(keys)
+            .args(["--key-id", key_id, "--acl", "/live/demo/*", "--ttl", "1h"]),
+    )
+    .trim()
+    .to_owned()
+}
+
+fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ready()
+}
+
+#[test]
+fn a_reload_changes_keys_and_certificate_and_a_broken_one_changes_nothing() {
+    require_tool("curl", "curl");
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, "k1 00112233445566778899aabbccddeeff\n").unwrap();
+    let first = certificate(dir.path(), "first");
+    let port = free_port();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nupstreams = [\"http://127.0.0.1:9\"]\nadmin_token = \"{TOKEN}\"\n\n[bouncers]\nkey_file = \"{}\"\n\n[tls]\ncertificate = \"{}\"\nkey = \"{}\"\nhttp3 = false\n",
+            keys.display(),
+            dir.path().join("first.pem").display(),
+            dir.path().join("first.key").display(),
+        ),
+    )
+    .unwrap();
+    let mut edge = Running(
+        estuary()
+            .args(["edge", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    assert!(
+        wait_until(Duration::from_secs(10), || curl(
+            "GET",
+            &format!("{base}/healthz"),
+            None
+        )
+        .0 == 200),
+        "the edge did not come up"
+    );
+    assert_eq!(presented(port), first);
+
+    // A keycard signed with a key the edge does not have yet is refused.
+    let rotated = "k2 ffeeddccbbaa99887766554433221100";
+    let other = dir.path().join("other");
+    std::fs::write(&other, format!("{rotated}\n")).unwrap();
+    let keycard = sign(&other, "k2");
+    let media = format!("{base}/live/demo/master.m3u8?keycard={keycard}");
+    assert_eq!(curl("GET", &media, None).0, 403);
+
+    // The key file gains the key, the certificate is replaced, and SIGHUP reloads: the
+    // keycard is let in (the upstream is down: 502), new handshakes present the new certificate.
+    std::fs::write(
+        &keys,
+        format!("{rotated}\nk1 00112233445566778899aabbccddeeff\n"),
+    )
+    .unwrap();
+    let second = certificate(dir.path(), "second");
+    std::fs::copy(dir.path().join("second.pem"), dir.path().join("first.pem")).unwrap();
+    std::fs::copy(dir.path().join("second.key"), dir.path().join("first.key")).unwrap();
+    let pid = edge.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || curl("GET", &media, None).0
+            == 502),
+        "the rotated key was not taken"
+    );
+    assert_eq!(
+        presented(port),
+        second,
+        "new handshakes present the new certificate"
+    );
+
+    // The admin endpoint: without the token 401, GET is no path; with it, a reload that
+    // changes nothing needing a restart.
+    assert_eq!(curl("POST", &format!("{base}/admin/reload"), None).0, 401);
+    assert_eq!(
+        curl("GET", &format!("{base}/admin/reload"), Some(TOKEN)).0,
+        404
+    );
+    let (status, body) = curl("POST", &format!("{base}/admin/reload"), Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"needs_restart\":[]"), "{body}");
+
+    // A broken key file: the reload is refused, nothing changes, and the edge says why.
+    std::fs::write(&keys, "k2 not-hex\n").unwrap();
+    let (status, body) = curl("POST", &format!("{base}/admin/reload"), Some(TOKEN));
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("bouncers.key_file"), "{body}");
+    assert_eq!(
+        curl("GET", &media, None).0,
+        502,
+        "the keys in force are kept"
+    );
+    let (_, health) = curl("GET", &format!("{base}/healthz"), None);
+    assert!(
+        health.contains("the last reload changed nothing"),
+        "{health}"
+    );
+    let (_, metrics) = curl("GET", &format!("{base}/metrics"), None);
+    assert!(
+        metrics.contains("estuary_edge_reloads_total{outcome=\"refused\"} 1"),
+        "{metrics}"
+    );
+
+    // A listen address changed in the file is named as needing a restart.
+    std::fs::write(&keys, format!("{rotated}\n")).unwrap();
+    let moved = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{}", free_port()),
+    );
+    std::fs::write(&config, moved).unwrap();
+    let (status, body) = curl("POST", &format!("{base}/admin/reload"), Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"needs_restart\":[\"listen\"]"), "{body}");
+    let (_, health) = curl("GET", &format!("{base}/healthz"), None);
+    assert!(
+        !health.contains("the last reload changed nothing"),
+        "{health}"
+    );
+
+    // A drain asked over HTTP: the edge says so, and stops once nothing is in flight.
+    let (status, _) = curl("POST", &format!("{base}/admin/drain"), Some(TOKEN));
+    assert_eq!(status, 202);
+    let stopped = wait_until(Duration::from_secs(10), || {
+        edge.0.try_wait().unwrap().is_some()
+    });
+    assert!(stopped, "the drained edge did not stop");
+    assert!(edge.0.wait().unwrap().success());
+}
