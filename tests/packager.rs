@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use estuary_packager::cmaf::{self, CmafReader, Piece};
+use estuary_packager_core::cmaf::{self, CmafReader, Piece};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};

@@ -15,8 +15,8 @@ use mp4_atom::{
 use crate::support::{Running, Track, estuary, free_port, require_tool};
 use crate::{Cases, Demo};
 
-use estuary_packager::PackagerConfig;
-use estuary_packager::window::WindowConfig;
+use estuary_packager::Settings;
+use estuary_packager_core::window::WindowConfig;
 
 pub fn run(demo: &Demo, cases: &mut Cases) {
     require_tool("ffmpeg", "ffmpeg");
@@ -27,7 +27,7 @@ pub fn run(demo: &Demo, cases: &mut Cases) {
         .to_owned();
     let packager = Packager { origin, demo };
     // The demo's packager runs with the defaults: these are the bounds the cases run into.
-    let defaults = PackagerConfig::new(([127, 0, 0, 1], 0).into());
+    let defaults = Settings::new(([127, 0, 0, 1], 0).into());
     let window = WindowConfig::default();
 
     cases.case("packager_crafted_trun_is_refused_at_once", || {

@@ -4,23 +4,23 @@ use std::path::Path;
 
 use bytes::Bytes;
 use estuary_http::{Body, problem, respond};
+use estuary_packager_core::cmaf::{self, Media, TrackHeader};
+use estuary_packager_core::hls::{AudioRendition, MasterPlaylist, Variant};
+use estuary_packager_core::vod::{Entry, VodPlaylist};
 use estuary_proto::url::{ChannelName, TrackName, VodObject, VodRange};
 use hyper::{Response, StatusCode};
 
 use super::playlist;
-use crate::archive::{self, Entry};
-use crate::cmaf::{self, Media, TrackHeader};
-use crate::hls::{AudioRendition, MasterPlaylist, Variant};
-use crate::server::Shared;
-use crate::vod::VodPlaylist;
+use crate::archive;
+use crate::service::Service;
 
 pub async fn serve(
-    shared: &Shared,
+    service: &Service,
     channel: &ChannelName,
     range: VodRange,
     object: VodObject,
 ) -> Response<Body> {
-    let Some(archive) = &shared.archive else {
+    let Some(archive) = &service.archive else {
         return problem(
             StatusCode::NOT_FOUND,
             "this packager keeps no archive (start it with --archive DIR)",
