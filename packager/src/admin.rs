@@ -6,7 +6,7 @@
 //! forward `/admin/*`.
 
 use estuary_http::{Body, problem, respond};
-use estuary_proto::url::ChannelName;
+use estuary_proto::url::{BadName, ChannelName};
 use estuary_proto::utc::unix_now;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -16,6 +16,48 @@ use crate::service::Service;
 
 /// The longest title accepted (ICY blocks carry at most 4080 bytes of it).
 pub const MAX_TITLE: usize = 1024;
+
+/// Why a title request does not say what to set.
+#[derive(Debug, thiserror::Error)]
+pub enum TitleRequestError {
+    #[error("mode must be updinfo")]
+    NotUpdinfo,
+    #[error("song=TITLE is missing")]
+    NoSong,
+    #[error("the title is {length} bytes; the longest accepted is {MAX_TITLE}")]
+    TooLong { length: usize },
+    #[error("mount {mount:?} is not /live/{{channel}}/stream.{{ext}}")]
+    BadMount { mount: String },
+    #[error(transparent)]
+    BadChannel(#[from] BadName),
+}
+
+/// The channel and the title a query of `/admin/metadata` names.
+fn title_request(query: &str) -> Result<(ChannelName, String), TitleRequestError> {
+    let value = |name: &str| {
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=')?;
+            // Form encoding: a `+` is a space.
+            (key == name).then(|| estuary_proto::url::percent_decode(&value.replace('+', " ")))
+        })
+    };
+    if value("mode").as_deref() != Some("updinfo") {
+        return Err(TitleRequestError::NotUpdinfo);
+    }
+    let song = value("song").ok_or(TitleRequestError::NoSong)?;
+    if song.len() > MAX_TITLE {
+        return Err(TitleRequestError::TooLong { length: song.len() });
+    }
+    let mount = value("mount").unwrap_or_default();
+    let mut names = mount
+        .strip_prefix("/live/")
+        .ok_or_else(|| TitleRequestError::BadMount {
+            mount: mount.clone(),
+        })?
+        .split('/');
+    let channel = ChannelName::new(names.next().unwrap_or(""))?;
+    Ok((channel, song))
+}
 
 /// `GET /admin/metadata?mount=/live/{channel}/stream.mp3&mode=updinfo&song=TITLE`: a radio's
 /// playout sets the channel's "now playing", the way it does on Icecast (the mount names the
@@ -28,39 +70,9 @@ pub fn set_title(service: &Service, request: &Request<Incoming>) -> Response<Bod
             AdminRefusal::NotConfigured.to_string(),
         );
     }
-    let query = request.uri().query().unwrap_or("");
-    let value = |name: &str| {
-        query.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=')?;
-            // Form encoding: a `+` is a space.
-            (key == name).then(|| estuary_proto::url::percent_decode(&value.replace('+', " ")))
-        })
-    };
-    if value("mode").as_deref() != Some("updinfo") {
-        return problem(StatusCode::BAD_REQUEST, "mode must be updinfo");
-    }
-    let Some(song) = value("song") else {
-        return problem(StatusCode::BAD_REQUEST, "song=TITLE is missing");
-    };
-    if song.len() > MAX_TITLE {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "the title is {} bytes; the longest accepted is {MAX_TITLE}",
-                song.len()
-            ),
-        );
-    }
-    let mount = value("mount").unwrap_or_default();
-    let channel = match mount.strip_prefix("/live/").map(|rest| rest.split('/')) {
-        Some(mut names) => ChannelName::new(names.next().unwrap_or("")).map_err(|e| e.to_string()),
-        None => Err(format!(
-            "mount {mount:?} is not /live/{{channel}}/stream.{{ext}}"
-        )),
-    };
-    let channel = match channel {
-        Ok(channel) => channel,
-        Err(reason) => return problem(StatusCode::BAD_REQUEST, reason),
+    let (channel, song) = match title_request(request.uri().query().unwrap_or("")) {
+        Ok(asked) => asked,
+        Err(error) => return problem(StatusCode::BAD_REQUEST, error.to_string()),
     };
     let now = unix_now().as_secs();
     let allowed = authorize(
@@ -105,4 +117,44 @@ pub fn set_title(service: &Service, request: &Request<Incoming>) -> Response<Bod
         hyper::header::HeaderValue::from_static("no-store"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_title_request_names_a_channel_and_a_bounded_title() {
+        let (channel, song) =
+            title_request("mount=/live/radio/stream.mp3&mode=updinfo&song=Night+%26+Day").unwrap();
+        assert_eq!(channel.as_str(), "radio");
+        assert_eq!(song, "Night & Day");
+        let long = format!(
+            "mount=/live/radio/stream.mp3&mode=updinfo&song={}",
+            "x".repeat(MAX_TITLE + 1)
+        );
+        for (query, expected) in [
+            (
+                "mount=/live/radio/stream.mp3&song=x",
+                "mode must be updinfo",
+            ),
+            (
+                "mount=/live/radio/stream.mp3&mode=updinfo",
+                "song=TITLE is missing",
+            ),
+            (&*long, "the title is 1025 bytes"),
+            (
+                "mount=/radio&mode=updinfo&song=x",
+                "is not /live/{channel}/stream.{ext}",
+            ),
+            ("mode=updinfo&song=x", "mount \"\""),
+        ] {
+            let error = title_request(query).unwrap_err().to_string();
+            assert!(error.contains(expected), "{query}: {error}");
+        }
+        assert!(matches!(
+            title_request("mount=/live/../stream.mp3&mode=updinfo&song=x"),
+            Err(TitleRequestError::BadChannel(_))
+        ));
+    }
 }
