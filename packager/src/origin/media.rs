@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use estuary_http::{Body, problem, respond};
+use estuary_packager_core::cmaf::Media;
+use estuary_packager_core::window::Window;
 use estuary_proto::url::{ChannelName, TrackName};
 use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
 use super::block_limit;
 use crate::service::Service;
-use estuary_packager_core::cmaf::Media;
-use estuary_packager_core::window::Window;
 
 pub fn content_type(service: &Service, channel: &ChannelName, track: &TrackName) -> &'static str {
     let audio = service.state.read(|window| {

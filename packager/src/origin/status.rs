@@ -5,13 +5,13 @@
 use std::fmt::Write as _;
 
 use estuary_http::{Body, respond};
+use estuary_packager_core::window::TrackCounters;
 use estuary_proto::Mood;
 use estuary_proto::url::StreamFormat;
 use hyper::{Response, StatusCode};
 
 use crate::service::Service;
 use crate::tally::Refusal;
-use estuary_packager_core::window::TrackCounters;
 
 pub fn healthz(service: &Service) -> Response<Body> {
     let moods = service.state.moods();
