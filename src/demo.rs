@@ -13,8 +13,8 @@ use estuary_edge::EdgeConfig;
 use estuary_edge::bouncer::Bouncer;
 use estuary_ingest::IngestRun;
 use estuary_ingest::config::{ChannelSpec, OutputSpec};
-use estuary_packager::PackagerConfig;
-use estuary_packager::server::{self, Shared};
+use estuary_packager::Settings;
+use estuary_packager::service::Service;
 use estuary_proto::keycard::{self, KeycardKey, KeycardRequest};
 
 /// How long the demo's printed keycard works.
@@ -35,14 +35,19 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     // On loopback, where open ingest is allowed: only the demo's own ingest reaches it.
-    let packager = PackagerConfig {
+    let packager = Settings {
         web: Some(config.web),
         archive: config.archive,
-        ..PackagerConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+        ..Settings::new(SocketAddr::from(([127, 0, 0, 1], 0)))
     };
-    let listener = server::bind(&packager).await?;
+    let listener = estuary_packager::run::bind(&packager).await?;
     let origin = listener.local_addr().context("reading the bound address")?;
-    tokio::spawn(server::serve(listener, Shared::new(&packager)?));
+    tokio::spawn(estuary_packager::run::serve(
+        listener,
+        Service::new(&packager)?,
+        estuary_http::listen::Connections::new(),
+        std::future::pending(),
+    ));
     let origin = format!("http://{origin}");
 
     let mut edge = EdgeConfig::new(config.listen, vec![origin.clone()]);

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use estuary_packager::cmaf::{self, CmafReader, Piece};
+use estuary_packager_core::cmaf::{self, CmafReader, Piece};
 use estuary_proto::keycard::{Keycard, KeycardKey};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use estuary_packager::cmaf::{self, CmafReader, Piece};
+use estuary_packager_core::cmaf::{self, CmafReader, Piece};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
@@ -285,6 +285,46 @@ async fn ingest_keycards_are_checked() {
     let (status, reason) = post(address, "/ingest/demo/v720", Vec::new(), Some(&good)).await;
     assert_eq!(status, StatusCode::OK, "{reason}");
     assert!(packager.terminate(Duration::from_secs(10)).success());
+}
+
+/// `--config FILE`: the file's keys apply, a flag given wins over its key, and a file the
+/// packager cannot use stops it with the file, the line and the key named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_is_read_and_flags_win_over_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("packager.toml");
+    // Port 1 is not the packager's: start_packager's --listen must win.
+    std::fs::write(
+        &path,
+        "listen = \"127.0.0.1:1\"\nkeycard_secret = \"00112233445566778899aabbccddeeff\"\n",
+    )
+    .unwrap();
+    let (mut packager, address) = start_packager(&["--config", path.to_str().unwrap()]).await;
+    let (status, reason) = post(address, "/ingest/demo/v720", b"....ftyp".to_vec(), None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the file's keycard key: {reason}"
+    );
+    assert!(packager.terminate(Duration::from_secs(10)).success());
+
+    for (text, expected) in [
+        ("segment = \"2s\"\nwindw = \"4s\"\n", "line 2"),
+        (
+            "window = \"1s\"\n",
+            "window (1s) must hold at least one segment",
+        ),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let output = estuary()
+            .args(["packager", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains(path.to_str().unwrap()), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
 }
 
 /// Low-latency DASH: the MPD parses as XML and describes the track; the segment being written

@@ -1,5 +1,5 @@
-//! The archive (`--archive DIR`): every segment is written to disk when it is whole, so it
-//! outlives the window, and `/vod/{channel}/{start}-{end}/…` serves any archived range.
+//! The archive (`--archive DIR`): every segment is written to disk when it is whole (the
+//! archive follows the window's events), so it outlives the window, and `/vod/{channel}/{start}-{end}/…` serves any archived range.
 //!
 //! Layout, per track: `DIR/{channel}/{track}/{msn}.m4s` (the segment as served live),
 //! `init-{id}.mp4` (a header; `id` is the number of the first segment written with it) and
@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use bytes::Bytes;
+use estuary_packager_core::vod::Entry;
+use estuary_packager_core::window::Event;
 use estuary_proto::url::{ChannelName, TrackName};
 
 /// A whole segment to keep.
@@ -26,42 +28,31 @@ pub struct ArchiveJob {
     pub parts: Vec<Bytes>,
 }
 
-/// One line of a track's index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub msn: u64,
-    pub start: u64,
-    pub duration: u64,
-    pub bytes: u64,
-    pub init: u64,
-    pub discontinuity: bool,
+/// A line of a track's index.
+fn line(entry: &Entry) -> String {
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{}\n",
+        entry.msn,
+        entry.start,
+        entry.duration,
+        entry.bytes,
+        entry.init,
+        u8::from(entry.discontinuity)
+    )
 }
 
-impl Entry {
-    fn line(&self) -> String {
-        format!(
-            "{}\t{}\t{}\t{}\t{}\t{}\n",
-            self.msn,
-            self.start,
-            self.duration,
-            self.bytes,
-            self.init,
-            u8::from(self.discontinuity)
-        )
-    }
-
-    fn parse(line: &str) -> Option<Entry> {
-        let mut fields = line.split('\t').map(str::parse::<u64>);
-        let mut next = || fields.next()?.ok();
-        Some(Entry {
-            msn: next()?,
-            start: next()?,
-            duration: next()?,
-            bytes: next()?,
-            init: next()?,
-            discontinuity: next()? == 1,
-        })
-    }
+/// An index line; `None` for one that is not six numbers.
+fn parse_line(line: &str) -> Option<Entry> {
+    let mut fields = line.split('\t').map(str::parse::<u64>);
+    let mut next = || fields.next()?.ok();
+    Some(Entry {
+        msn: next()?,
+        start: next()?,
+        duration: next()?,
+        bytes: next()?,
+        init: next()?,
+        discontinuity: next()? == 1,
+    })
 }
 
 /// Where segments go; cloning shares the writer thread.
@@ -98,6 +89,38 @@ impl Archive {
 
     pub fn keep(&self, job: ArchiveJob) {
         let _ = self.jobs.send(job);
+    }
+
+    /// Follows the window: each segment is kept the moment it is whole (the writing happens
+    /// on the archive's thread).
+    pub fn on_event(&self, event: &Event) {
+        let Event::SegmentCompleted {
+            channel,
+            track,
+            segment,
+            header,
+        } = event
+        else {
+            return;
+        };
+        self.keep(ArchiveJob {
+            channel: channel.clone(),
+            track: track.clone(),
+            header: header.clone(),
+            entry: Entry {
+                msn: segment.number,
+                start: segment.start(),
+                duration: segment.duration(),
+                bytes: segment.len() as u64,
+                init: 0,
+                discontinuity: segment.discontinuity,
+            },
+            parts: segment
+                .parts
+                .iter()
+                .map(|part| part.bytes.clone())
+                .collect(),
+        });
     }
 
     pub fn dir(&self) -> &Path {
@@ -137,7 +160,7 @@ impl Writer {
             .create(true)
             .append(true)
             .open(dir.join("index.tsv"))?
-            .write_all(entry.line().as_bytes())
+            .write_all(line(&entry).as_bytes())
     }
 }
 
@@ -160,7 +183,7 @@ pub fn track_dir(root: &Path, channel: &ChannelName, track: &TrackName) -> PathB
 pub fn read_index(root: &Path, channel: &ChannelName, track: &TrackName) -> Vec<Entry> {
     let text =
         fs::read_to_string(track_dir(root, channel, track).join("index.tsv")).unwrap_or_default();
-    let mut entries: Vec<Entry> = text.lines().filter_map(Entry::parse).collect();
+    let mut entries: Vec<Entry> = text.lines().filter_map(parse_line).collect();
     entries.reverse();
     entries.sort_by_key(|entry| entry.msn);
     entries.dedup_by_key(|entry| entry.msn);

@@ -1,30 +1,28 @@
-//! The packager turns the ingest's CMAF tracks into what players ask for (DESIGN.md
-//! "packager"). So far it holds its sans-IO core: reading CMAF (cutting an ingest stream into
-//! the header and chunks, and parsing each) and the window of recent segments and parts that
-//! those chunks build, with the events that tell what changed, and what is written from that
-//! window: LL-HLS playlists, the DASH manifest, HLS with MPEG-TS segments remuxed from the same
-//! samples, and the continuous streams (MPEG-TS, fragmented MP4, ADTS). Around it: the ingest
-//! receiver, the origin HTTP server with its connections' timeouts, the admin endpoint, the
-//! archive on disk with its VOD playlists, and the player page.
+//! The packager service (DESIGN.md "packager"): the I/O around `estuary-packager-core`. The
+//! ingest [`receiver`] feeds the core's window, held in the [`state`]; the window's events go
+//! to whoever subscribed: the continuous [`streams`] and the [`archive`]. The [`origin`]
+//! answers every request (its routes read the state; blocked ones wake when it changes), the
+//! [`admin`] endpoint sets titles, [`auth`] checks credentials, [`tally`] counts for
+//! `/metrics`, and [`remux`] writes HLS-TS segments. [`config`] reads what an operator wrote,
+//! the [`service`] holds what the routes share, and [`run`] binds, serves and drains.
 
 pub mod admin;
 pub mod archive;
-pub mod cmaf;
-pub mod connection;
-pub mod continuous;
-pub mod dash;
-pub mod hls;
-pub mod hls_ts;
+pub mod auth;
+pub mod config;
+pub mod error;
 pub mod origin;
 pub mod player;
 pub mod receiver;
-pub mod server;
-pub mod ts;
-pub mod vod;
-pub mod window;
+pub mod remux;
+pub mod run;
+pub mod service;
+pub mod state;
+pub mod streams;
+pub mod tally;
 
-pub use connection::Timeouts;
-pub use server::{PackagerConfig, PackagerError};
+pub use config::{Config, ConfigError, Settings};
+pub use error::PackagerError;
 
 #[cfg(test)]
 mod testing;

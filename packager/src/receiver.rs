@@ -6,90 +6,21 @@
 //! [`Refusal`]): it leaves no state named after what it asked for, and a track its header
 //! created is forgotten again if the request is refused before a chunk was taken.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use estuary_proto::keycard::{self, Keycard};
+use estuary_http::{Body, problem, respond};
+use estuary_packager_core::cmaf::{self, CmafReader, Piece, TrackHeader};
+use estuary_packager_core::window::{Accepted, Event, WindowError};
 use estuary_proto::url::{ChannelName, TrackName};
+use estuary_proto::utc::unix_now;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::{HeaderMap, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 
-use crate::cmaf::{self, CmafReader, Piece, TrackHeader};
-use crate::origin::{Body, problem};
-use crate::server::{Shared, utc_now};
-use crate::window::{Accepted, Event, WindowError};
-
-/// Why an ingest was refused: the label of `estuary_packager_ingest_refused_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// No keycard, or one that does not let its holder ingest this track.
-    Keycard,
-    /// The channel or track name is not allowed.
-    Name,
-    /// The stream is not CMAF, or a box breaks a bound.
-    Cmaf,
-    /// A chunk came before any header.
-    NoHeader,
-    /// The channel has as many tracks as it may.
-    TooManyTracks,
-    /// The packager has as many channels as it may.
-    TooManyChannels,
-    /// A chunk ends too far ahead of the packager's clock.
-    AheadOfClock,
-    /// Nothing arrived for the ingest timeout.
-    Stalled,
-    /// The body broke off (the connection failed mid-request).
-    BrokenBody,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 9] = [
-        Refusal::Keycard,
-        Refusal::Name,
-        Refusal::Cmaf,
-        Refusal::NoHeader,
-        Refusal::TooManyTracks,
-        Refusal::TooManyChannels,
-        Refusal::AheadOfClock,
-        Refusal::Stalled,
-        Refusal::BrokenBody,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Refusal::Keycard => "keycard",
-            Refusal::Name => "name",
-            Refusal::Cmaf => "cmaf",
-            Refusal::NoHeader => "no_header",
-            Refusal::TooManyTracks => "too_many_tracks",
-            Refusal::TooManyChannels => "too_many_channels",
-            Refusal::AheadOfClock => "ahead_of_clock",
-            Refusal::Stalled => "stalled",
-            Refusal::BrokenBody => "broken_body",
-        }
-    }
-
-    /// Its place in [`Refusal::ALL`], which lists the reasons in the order they are declared.
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// How many ingests were refused, per reason.
-#[derive(Debug, Default)]
-pub struct Refusals([std::sync::atomic::AtomicU64; Refusal::ALL.len()]);
-
-impl Refusals {
-    pub fn count(&self, reason: Refusal) {
-        self.0[reason.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn get(&self, reason: Refusal) -> u64 {
-        self.0[reason.index()].load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
+use crate::auth::{check_keycard, client};
+use crate::service::Service;
+use crate::tally::Refusal;
 
 /// An ingest refused: the status, why (named for metrics) and the reason told to the sender.
 #[derive(Debug)]
@@ -125,51 +56,11 @@ impl From<WindowError> for Refused {
     }
 }
 
-/// Checks that `headers` carry a keycard, signed with one of `keys`, that lets its holder
-/// (from the address `client`, when known) at `path`. Says why not: 401 without one, 403 with
-/// one that does not do.
-pub fn check_keycard(
-    keys: &[estuary_proto::KeycardKey],
-    headers: &HeaderMap,
-    client: Option<IpAddr>,
-    path: &str,
-    now: u64,
-) -> Result<(), (StatusCode, String)> {
-    let text = bearer(headers).ok_or_else(|| {
-        (
-            StatusCode::UNAUTHORIZED,
-            "a keycard is required (Authorization: Bearer …)".to_owned(),
-        )
-    })?;
-    let card =
-        Keycard::parse(text).map_err(|error| (StatusCode::UNAUTHORIZED, error.to_string()))?;
-    card.verify(keys, path, client, now)
-        .map(|_| ())
-        .map_err(|error| (StatusCode::FORBIDDEN, error.to_string()))
-}
-
-/// The address a request came from (the connection puts it among the request's extensions).
-pub fn client(request: &Request<Incoming>) -> Option<IpAddr> {
-    request
-        .extensions()
-        .get::<std::net::SocketAddr>()
-        .map(|peer| peer.ip())
-}
-
-/// The credential of an `Authorization: Bearer …` header.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix(keycard::AUTHORIZATION_SCHEME))
-        .map(str::trim)
-}
-
 /// `POST` or `PUT /ingest/{channel}/{track}`: checks the names and the keycard (when the
 /// packager has keys), then reads the body into the window. The answer comes when the body
 /// ends, or the moment it is refused.
 pub async fn ingest(
-    shared: Arc<Shared>,
+    service: Arc<Service>,
     channel: &str,
     track: &str,
     request: Request<Incoming>,
@@ -177,35 +68,45 @@ pub async fn ingest(
     let (channel, track) = match (ChannelName::new(channel), TrackName::new(track)) {
         (Ok(channel), Ok(track)) => (channel, track),
         (Err(error), _) | (_, Err(error)) => {
-            shared.refusals.count(Refusal::Name);
+            service.refusals.count(Refusal::Name);
             return problem(StatusCode::BAD_REQUEST, error.to_string());
         }
     };
-    let outcome = if shared.keys.is_empty() {
+    let outcome = if service.keys.is_empty() {
         Ok(())
     } else {
         let path = estuary_proto::url::ingest_path(&channel, &track);
         let client = client(&request);
         check_keycard(
-            &shared.keys,
+            &service.keys,
             request.headers(),
             client,
             &path,
-            utc_now().as_secs(),
+            unix_now().as_secs(),
         )
-        .map_err(|(status, message)| Refused::new(status, Refusal::Keycard, message))
+        .map_err(|refusal| Refused::new(refusal.status(), Refusal::Keycard, refusal.to_string()))
     };
     let outcome = match outcome {
-        Ok(()) => receive(&shared, &channel, &track, request.into_body()).await,
+        Ok(()) => receive(&service, &channel, &track, request.into_body()).await,
         Err(refused) => Err(refused),
     };
     match outcome {
-        Ok((chunks, duplicates)) => problem(
-            StatusCode::OK,
-            format!("{channel}/{track}: {chunks} chunks taken, {duplicates} already had\n"),
-        ),
+        Ok((chunks, duplicates)) => {
+            let mut response = respond(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                Body::text(format!(
+                    "{channel}/{track}: {chunks} chunks taken, {duplicates} already had\n"
+                )),
+            );
+            response.headers_mut().insert(
+                hyper::header::CACHE_CONTROL,
+                hyper::header::HeaderValue::from_static("no-store"),
+            );
+            response
+        }
         Err(refused) => {
-            shared.refusals.count(refused.reason);
+            service.refusals.count(refused.reason);
             tracing::warn!(%channel, %track, reason = refused.reason.label(), message = %refused.message, "ingest refused");
             problem(refused.status, refused.message)
         }
@@ -216,22 +117,24 @@ pub async fn ingest(
 /// copies of what it had. A track this request created is forgotten again if the request is
 /// refused before one of its chunks was taken.
 async fn receive(
-    shared: &Shared,
+    service: &Service,
     channel: &ChannelName,
     track: &TrackName,
     body: Incoming,
 ) -> Result<(u64, u64), Refused> {
     let mut created = false;
     let mut counts = (0, 0);
-    let outcome = read_body(shared, channel, track, body, &mut created, &mut counts).await;
+    let outcome = read_body(service, channel, track, body, &mut created, &mut counts).await;
     if outcome.is_err() && created {
-        shared.apply(|window| window.forget_if_empty(channel, track));
+        service
+            .state
+            .apply(|window| window.forget_if_empty(channel, track));
     }
     outcome.map(|()| counts)
 }
 
 async fn read_body(
-    shared: &Shared,
+    service: &Service,
     channel: &ChannelName,
     track: &TrackName,
     mut body: Incoming,
@@ -241,10 +144,10 @@ async fn read_body(
     let bad = |what: String| Refused::new(StatusCode::BAD_REQUEST, Refusal::Cmaf, what);
     let mut reader = CmafReader::new();
     // A request per segment carries no header: it continues the track's known one.
-    let mut header: Option<TrackHeader> = shared.header(channel, track);
+    let mut header: Option<TrackHeader> = service.state.header(channel, track);
     loop {
-        let frame = match tokio::time::timeout(shared.timeouts.ingest, body.frame()).await {
-            Err(_) => return Err(stalled(channel, track, shared.timeouts.ingest)),
+        let frame = match tokio::time::timeout(service.ingest_timeout, body.frame()).await {
+            Err(_) => return Err(stalled(channel, track, service.ingest_timeout)),
             Ok(None) => break,
             Ok(Some(Ok(frame))) => frame,
             Ok(Some(Err(error))) => {
@@ -266,8 +169,8 @@ async fn read_body(
                 Piece::Header(bytes) => {
                     let parsed = cmaf::parse_header(bytes)
                         .map_err(|error| bad(format!("{channel}/{track}: header: {error}")))?;
-                    let events = shared.try_apply(|window| {
-                        window.push_header(channel, track, parsed.clone(), utc_now())
+                    let events = service.state.try_apply(|window| {
+                        window.push_header(channel, track, parsed.clone(), unix_now())
                     })?;
                     *created |= events
                         .iter()
@@ -284,8 +187,9 @@ async fn read_body(
                     };
                     let chunk = cmaf::parse_chunk(bytes, known)
                         .map_err(|error| bad(format!("{channel}/{track}: chunk: {error}")))?;
-                    match shared
-                        .try_apply(|window| window.push_chunk(channel, track, chunk, utc_now()))?
+                    match service
+                        .state
+                        .try_apply(|window| window.push_chunk(channel, track, chunk, unix_now()))?
                     {
                         Accepted::New(_) => {
                             *chunks += 1;
@@ -319,7 +223,7 @@ mod tests {
 
     use super::*;
     use crate::testing::{self, TrackSpec, exchange};
-    use crate::window::{Window, WindowConfig};
+    use estuary_packager_core::window::{Window, WindowConfig};
 
     async fn post(address: std::net::SocketAddr, path: &str, body: &[u8]) -> String {
         let mut request = format!(
@@ -340,9 +244,9 @@ mod tests {
             max_channels: 2,
             ..Default::default()
         };
-        let (shared, address) = testing::serve_window(Window::new(config), |_| {}).await;
+        let (service, address) = testing::serve_window(Window::new(config), |_| {}).await;
         let spec = TrackSpec::video();
-        let now = utc_now().as_secs();
+        let now = unix_now().as_secs();
         let live = testing::stream_at(&spec, now - 2, 1);
         let future = testing::stream_at(&spec, now + 24 * 3600, 1);
 
@@ -362,8 +266,9 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
         assert!(answer.contains("2 channels"), "{answer}");
 
-        let channels: Vec<String> =
-            shared.read(|window| window.channels().map(|c| c.to_string()).collect());
+        let channels: Vec<String> = service
+            .state
+            .read(|window| window.channels().map(|c| c.to_string()).collect());
         assert_eq!(channels, ["good", "second"]);
         let metrics = testing::get(address, "GET", "/metrics").await;
         for absent in ["evil", "third", "v3"] {

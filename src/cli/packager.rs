@@ -1,28 +1,34 @@
-//! `estuary packager`: its flags, and the run.
+//! `estuary packager`: its flags, laid over its configuration file, and the run.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
+use estuary_packager::Config;
 
-use super::{parse_duration, runtime, shutdown_signal};
+use super::{runtime, shutdown_signal};
 
+/// Every flag is also an `ESTUARY_*` environment variable and a key of the configuration file
+/// (`--config`, as deploy/packager.toml documents them); a flag given wins over the file, the
+/// file over the defaults.
 #[derive(Args)]
 pub(crate) struct PackagerArgs {
-    /// Address for ingest (/ingest/{channel}/{track}) and players (/live/...).
-    #[arg(
-        long,
-        env = "ESTUARY_PACKAGER_LISTEN",
-        default_value = "127.0.0.1:8080"
-    )]
-    listen: SocketAddr,
-    /// Segment duration the ingests use; segment numbers are floor(utc / segment).
-    #[arg(long, env = "ESTUARY_PACKAGER_SEGMENT", default_value = "2s")]
-    segment: String,
-    /// How much recent media each track keeps.
-    #[arg(long, env = "ESTUARY_PACKAGER_WINDOW", default_value = "60s")]
-    window: String,
+    /// A configuration file (TOML, as deploy/packager.toml); flags given override its keys.
+    #[arg(long, env = "ESTUARY_PACKAGER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address for ingest (/ingest/{channel}/{track}) and players (/live/...)
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, env = "ESTUARY_PACKAGER_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Segment duration the ingests use; segment numbers are floor(utc / segment)
+    /// [default: 2s].
+    #[arg(long, env = "ESTUARY_PACKAGER_SEGMENT", value_parser = duration)]
+    segment: Option<Duration>,
+    /// How much recent media each track keeps [default: 60s].
+    #[arg(long, env = "ESTUARY_PACKAGER_WINDOW", value_parser = duration)]
+    window: Option<Duration>,
     /// Hex key ingest keycards must be signed with; without it ingest is open, which the
     /// packager allows only on a loopback --listen address (or with --open-ingest).
     #[arg(long, env = "ESTUARY_KEYCARD_SECRET", hide_env_values = true)]
@@ -39,94 +45,77 @@ pub(crate) struct PackagerArgs {
     /// refuses every request.
     #[arg(long, env = "ESTUARY_PACKAGER_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// The most tracks a channel may have; an ingest of one more is refused (503).
-    #[arg(long, env = "ESTUARY_PACKAGER_MAX_TRACKS", default_value_t = 16)]
-    max_tracks: usize,
-    /// The most channels the packager holds; an ingest of one more is refused (503).
-    #[arg(long, env = "ESTUARY_PACKAGER_MAX_CHANNELS", default_value_t = 64)]
-    max_channels: usize,
+    /// The most tracks a channel may have; an ingest of one more is refused (503)
+    /// [default: 16].
+    #[arg(long, env = "ESTUARY_PACKAGER_MAX_TRACKS")]
+    max_tracks: Option<usize>,
+    /// The most channels the packager holds; an ingest of one more is refused (503)
+    /// [default: 64].
+    #[arg(long, env = "ESTUARY_PACKAGER_MAX_CHANNELS")]
+    max_channels: Option<usize>,
     /// A track that takes no header or new chunk for this long is retired (its streams end,
-    /// its counters go); a channel goes with its last track.
-    #[arg(long, env = "ESTUARY_PACKAGER_RETIRE_AFTER", default_value = "120s")]
-    retire_after: String,
+    /// its counters go); a channel goes with its last track [default: 120s].
+    #[arg(long, env = "ESTUARY_PACKAGER_RETIRE_AFTER", value_parser = duration)]
+    retire_after: Option<Duration>,
     /// A request head must be whole within this long of the connection opening (and, in
-    /// HTTP/1.1, of the previous response): slow clients are cut off.
-    #[arg(long, env = "ESTUARY_PACKAGER_HEADER_TIMEOUT", default_value = "10s")]
-    header_timeout: String,
+    /// HTTP/1.1, of the previous response): slow clients are cut off [default: 10s].
+    #[arg(long, env = "ESTUARY_PACKAGER_HEADER_TIMEOUT", value_parser = duration)]
+    header_timeout: Option<Duration>,
     /// An ingest body that brings nothing for this long is refused (408) and its connection
-    /// closed; the ingest sends a chunk every part.
-    #[arg(long, env = "ESTUARY_PACKAGER_INGEST_TIMEOUT", default_value = "10s")]
-    ingest_timeout: String,
-    /// A connection with no request in flight for this long is closed.
-    #[arg(long, env = "ESTUARY_PACKAGER_IDLE_TIMEOUT", default_value = "60s")]
-    idle_timeout: String,
-    /// Folder of the player page served at / and /play/{channel}.
-    #[arg(long, env = "ESTUARY_WEB", default_value = "web")]
-    web: PathBuf,
+    /// closed; the ingest sends a chunk every part [default: 10s].
+    #[arg(long, env = "ESTUARY_PACKAGER_INGEST_TIMEOUT", value_parser = duration)]
+    ingest_timeout: Option<Duration>,
+    /// A connection with no request in flight for this long is closed [default: 60s].
+    #[arg(long, env = "ESTUARY_PACKAGER_IDLE_TIMEOUT", value_parser = duration)]
+    idle_timeout: Option<Duration>,
+    /// Folder of the player page served at / and /play/{channel} [default: web].
+    #[arg(long, env = "ESTUARY_WEB")]
+    web: Option<PathBuf>,
     /// Keep every segment in DIR too, served as VOD at /vod/{channel}/{start}-{end}/
     /// (start and end in UTC seconds).
     #[arg(long, env = "ESTUARY_PACKAGER_ARCHIVE")]
     archive: Option<PathBuf>,
 }
 
+/// The flags given, over the file (or the defaults).
+fn layered(args: PackagerArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    macro_rules! set {
+        ($($flag:ident),* $(,)?) => {
+            $(if let Some(value) = args.$flag { config.$flag = value; })*
+        };
+    }
+    macro_rules! set_some {
+        ($($flag:ident),* $(,)?) => {
+            $(if args.$flag.is_some() { config.$flag = args.$flag; })*
+        };
+    }
+    set! {
+        listen, segment, window, max_tracks, max_channels, retire_after, header_timeout,
+        ingest_timeout, idle_timeout,
+    }
+    set_some! { keycard_secret, keycard_key_id, admin_token, web, archive }
+    if args.open_ingest {
+        config.open_ingest = true;
+    }
+    Ok(config)
+}
+
 pub(crate) fn packager(args: PackagerArgs) -> anyhow::Result<()> {
-    let window = estuary_packager::window::WindowConfig {
-        segment: parse_duration("--segment", &args.segment)?,
-        window: parse_duration("--window", &args.window)?,
-        max_tracks: args.max_tracks,
-        max_channels: args.max_channels,
-        retire_after: parse_duration("--retire-after", &args.retire_after)?,
-    };
-    if window.segment.is_zero() || window.window < window.segment {
-        bail!(
-            "--window ({:?}) must hold at least one --segment ({:?})",
-            window.window,
-            window.segment
-        );
-    }
-    if window.max_tracks == 0 || window.max_channels == 0 {
-        bail!("--max-tracks and --max-channels must be at least 1");
-    }
-    if window.retire_after < window.segment {
-        bail!(
-            "--retire-after ({:?}) must be at least one --segment ({:?})",
-            window.retire_after,
-            window.segment
-        );
-    }
-    let keys = match &args.keycard_secret {
-        Some(secret) => vec![
-            estuary_proto::KeycardKey::from_hex(args.keycard_key_id.as_deref(), secret)
-                .context("--keycard-secret")?,
-        ],
-        None => Vec::new(),
-    };
-    let admin_token = args
-        .admin_token
-        .as_deref()
-        .map(estuary_packager::admin::AdminToken::new)
-        .transpose()
-        .map_err(anyhow::Error::msg)
-        .context("--admin-token")?;
-    let timeouts = estuary_packager::Timeouts {
-        header: parse_duration("--header-timeout", &args.header_timeout)?,
-        ingest: parse_duration("--ingest-timeout", &args.ingest_timeout)?,
-        idle: parse_duration("--idle-timeout", &args.idle_timeout)?,
-    };
-    if timeouts.header.is_zero() || timeouts.ingest.is_zero() || timeouts.idle.is_zero() {
-        bail!("--header-timeout, --ingest-timeout and --idle-timeout must be longer than zero");
-    }
-    let config = estuary_packager::PackagerConfig {
-        listen: args.listen,
-        window,
-        keys,
-        open_ingest: args.open_ingest,
-        admin_token,
-        timeouts,
-        web: Some(args.web),
-        archive: args.archive,
-    };
-    runtime()?
-        .block_on(async { estuary_packager::server::run(config, shutdown_signal()).await })?;
+    let source = args.config.as_ref().map_or("the flags".to_owned(), |path| {
+        format!("{} and the flags", path.display())
+    });
+    let settings = layered(args)?
+        .resolve()
+        .with_context(|| format!("the configuration from {source}"))?;
+    runtime()?.block_on(async { estuary_packager::run::run(settings, shutdown_signal()).await })?;
     Ok(())
+}
+
+/// A duration flag: `2s`, `500ms`, `5m`.
+fn duration(text: &str) -> Result<Duration, String> {
+    estuary_proto::duration::parse_duration(text).map_err(|error| error.to_string())
 }

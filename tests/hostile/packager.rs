@@ -15,8 +15,8 @@ use mp4_atom::{
 use crate::support::{Running, Track, estuary, free_port, require_tool};
 use crate::{Cases, Demo};
 
-use estuary_packager::Timeouts;
-use estuary_packager::window::WindowConfig;
+use estuary_packager::Settings;
+use estuary_packager_core::window::WindowConfig;
 
 pub fn run(demo: &Demo, cases: &mut Cases) {
     require_tool("ffmpeg", "ffmpeg");
@@ -27,7 +27,8 @@ pub fn run(demo: &Demo, cases: &mut Cases) {
         .to_owned();
     let packager = Packager { origin, demo };
     // The demo's packager runs with the defaults: these are the bounds the cases run into.
-    let (timeouts, window) = (Timeouts::default(), WindowConfig::default());
+    let defaults = Settings::new(([127, 0, 0, 1], 0).into());
+    let window = WindowConfig::default();
 
     cases.case("packager_crafted_trun_is_refused_at_once", || {
         packager.crafted_trun()
@@ -55,10 +56,10 @@ pub fn run(demo: &Demo, cases: &mut Cases) {
         packager.non_canonical_paths()
     });
     cases.case("packager_slowloris_is_cut_off", || {
-        packager.slowloris(timeouts.header)
+        packager.slowloris(defaults.limits.head_timeout)
     });
     cases.case("packager_half_open_ingest_is_cut_off", || {
-        packager.half_open_ingest(timeouts.ingest)
+        packager.half_open_ingest(defaults.ingest_timeout)
     });
     // These two leave headers-only tracks behind (retired after --retire-after): they come last.
     cases.case("packager_too_many_tracks_in_a_channel", || {

@@ -2,23 +2,22 @@
 //! segment still being written (low-latency DASH asks for it one part after it starts, and an
 //! HLS player may too) is sent with chunked transfer, each part the moment it lands.
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use estuary_proto::url::{CacheClass, ChannelName, TrackName};
+use estuary_http::{Body, problem, respond};
+use estuary_packager_core::cmaf::Media;
+use estuary_packager_core::window::Window;
+use estuary_proto::url::{ChannelName, TrackName};
 use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
-use super::{block_limit, problem, respond};
-use crate::cmaf::Media;
-use crate::origin::Body;
-use crate::server::Shared;
-use crate::window::Window;
+use super::block_limit;
+use crate::service::Service;
 
-pub fn content_type(shared: &Shared, channel: &ChannelName, track: &TrackName) -> &'static str {
-    let audio = shared.read(|window| {
+pub fn content_type(service: &Service, channel: &ChannelName, track: &TrackName) -> &'static str {
+    let audio = service.state.read(|window| {
         window
             .track(channel, track)
             .is_some_and(|t| matches!(t.header.media, Media::Audio { .. }))
@@ -56,22 +55,23 @@ fn progress(
 }
 
 pub async fn segment(
-    shared: &Arc<Shared>,
+    service: &Arc<Service>,
     channel: &ChannelName,
     track: &TrackName,
     msn: u64,
 ) -> Response<Body> {
-    let whole = shared.read(|window| {
+    let whole = service.state.read(|window| {
         let segment = window.track(channel, track)?.segment(msn)?;
-        segment
-            .complete
-            .then(|| segment.body().collect::<VecDeque<_>>())
+        segment.complete.then(|| segment.body().collect::<Vec<_>>())
     });
     let body = match whole {
-        Some(pieces) => Body::Ready(pieces),
-        None if shared.read(|window| is_imminent(window, channel, track, msn, None)) => {
-            Body::Growing(stream_segment(
-                shared.clone(),
+        Some(pieces) => Body::pieces(pieces),
+        None if service
+            .state
+            .read(|window| is_imminent(window, channel, track, msn, None)) =>
+        {
+            Body::streaming(stream_segment(
+                service.clone(),
                 channel.clone(),
                 track.clone(),
                 msn,
@@ -84,34 +84,30 @@ pub async fn segment(
             );
         }
     };
-    respond(
-        StatusCode::OK,
-        content_type(shared, channel, track),
-        CacheClass::Immutable.cache_control(),
-        body,
-    )
+    respond(StatusCode::OK, content_type(service, channel, track), body)
 }
 
 /// Sends the parts of segment `msn` as they arrive, until it is whole. If the ingest stops (no
 /// part within the blocking limit) or the segment never begins, the body ends with an error.
 fn stream_segment(
-    shared: Arc<Shared>,
+    service: Arc<Service>,
     channel: ChannelName,
     track: TrackName,
     msn: u64,
 ) -> mpsc::Receiver<io::Result<Bytes>> {
     let (sender, receiver) = mpsc::channel(8);
     tokio::spawn(async move {
-        let limit = block_limit(&shared);
+        let limit = block_limit(&service);
         let mut sent = 0;
         loop {
-            let moved = shared
+            let moved = service
+                .state
                 .wait_until(limit, |window| {
                     progress(window, &channel, &track, msn)
                         .is_some_and(|(parts, complete)| parts > sent || complete)
                 })
                 .await;
-            let (pieces, complete) = shared.read(|window| {
+            let (pieces, complete) = service.state.read(|window| {
                 let Some(segment) = window.track(&channel, &track).and_then(|t| t.segment(msn))
                 else {
                     return (Vec::new(), false);
@@ -142,15 +138,19 @@ fn stream_segment(
 }
 
 pub async fn part(
-    shared: &Shared,
+    service: &Service,
     channel: &ChannelName,
     track: &TrackName,
     msn: u64,
     part: usize,
 ) -> Response<Body> {
-    if shared.read(|window| is_imminent(window, channel, track, msn, Some(part))) {
-        shared
-            .wait_until(block_limit(shared), |window| {
+    if service
+        .state
+        .read(|window| is_imminent(window, channel, track, msn, Some(part)))
+    {
+        service
+            .state
+            .wait_until(block_limit(service), |window| {
                 window
                     .track(channel, track)
                     .and_then(|t| t.part(msn, part))
@@ -158,7 +158,7 @@ pub async fn part(
             })
             .await;
     }
-    let bytes = shared.read(|window| {
+    let bytes = service.state.read(|window| {
         window
             .track(channel, track)?
             .part(msn, part)
@@ -167,8 +167,7 @@ pub async fn part(
     match bytes {
         Some(bytes) => respond(
             StatusCode::OK,
-            content_type(shared, channel, track),
-            CacheClass::Immutable.cache_control(),
+            content_type(service, channel, track),
             Body::bytes(bytes),
         ),
         None => problem(

@@ -3,152 +3,117 @@
 //! /ingest/{channel}/{track}`, the receiver) and `GET /admin/metadata` (admin). Everything
 //! else is the public layout of DESIGN.md, parsed into a [`PublicPath`] from its one canonical
 //! spelling and answered by matching on it: `/live/…` from the window (LL-HLS and the MPD
-//! here, segments and parts in `media`, HLS-TS in `ts`, continuous streams in `continuous`),
+//! here, segments and parts in `media`, HLS-TS in `hls_ts`, continuous streams in `continuous`),
 //! `/vod/…` from the archive (`vod`), `/healthz` and `/metrics` (`status`), the player page and
 //! its scripts. A path that does not parse is answered with the parser's status and reason:
 //! `//live/…`, `/live/%64emo/…` or `/live/demo/master.m3u8;x` name nothing here. Each answer
 //! carries the Cache-Control of its path's [`CacheClass`], and CORS for browser players;
 //! blocking playlist reloads and part requests answer the moment the part lands.
 
-mod body;
 mod continuous;
+mod hls_ts;
 mod media;
 mod status;
-mod ts;
 mod vod;
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use estuary_http::{Body, preflight, problem, respond};
+use estuary_packager_core::dash::Manifest;
+use estuary_packager_core::hls::{MasterPlaylist, MediaPlaylist, RenditionReport};
+use estuary_packager_core::window::Window;
 use estuary_proto::url::{
     Blocking, CacheClass, ChannelName, LiveObject, PublicPath, Script, Skip, TrackName,
 };
+use estuary_proto::utc::unix_now;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::dash::Manifest;
-use crate::hls::{MasterPlaylist, MediaPlaylist, RenditionReport};
-use crate::server::{Shared, utc_now};
-use crate::window::Window;
+use crate::service::Service;
 use crate::{admin, receiver};
 
-pub use body::Body;
-pub use continuous::{Streams, VIEWER_QUEUE};
-pub use ts::Remuxed;
-
-pub(crate) fn respond(
-    status: StatusCode,
-    content_type: &str,
-    cache: &str,
-    body: Body,
-) -> Response<Body> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    if let Ok(value) = HeaderValue::from_str(content_type) {
-        headers.insert(header::CONTENT_TYPE, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(cache) {
-        headers.insert(header::CACHE_CONTROL, value);
-    }
-    response
-}
-
-/// A short answer in text: a refusal with its reason, or what an ingest achieved.
-pub(crate) fn problem(status: StatusCode, reason: impl Into<String>) -> Response<Body> {
-    let mut reason = reason.into();
-    if !reason.ends_with('\n') {
-        reason.push('\n');
-    }
-    let cache = if status == StatusCode::NOT_FOUND {
-        CacheClass::NOT_YET
-    } else {
-        "no-store"
-    };
-    respond(
-        status,
-        "text/plain; charset=utf-8",
-        cache,
-        Body::text(reason),
-    )
-}
-
-pub async fn handle(
-    shared: Arc<Shared>,
-    request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+/// Answers one request.
+pub async fn handle(service: Arc<Service>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path();
     if let Some(names) = path.strip_prefix("/ingest/") {
         let Some((channel, track)) = names.split_once('/') else {
-            return Ok(problem(
+            return problem(
                 StatusCode::NOT_FOUND,
                 "ingest is at /ingest/{channel}/{track}",
-            ));
+            );
         };
         if !matches!(*request.method(), Method::POST | Method::PUT) {
-            return Ok(not_allowed("ingest takes POST or PUT", "POST, PUT"));
+            return not_allowed("ingest takes POST or PUT", "POST, PUT");
         }
         let (channel, track) = (channel.to_owned(), track.to_owned());
-        return Ok(receiver::ingest(shared, &channel, &track, request).await);
+        return receiver::ingest(service, &channel, &track, request).await;
     }
     if path == "/admin/metadata" {
-        return Ok(match *request.method() {
-            Method::GET => admin::set_title(&shared, &request),
+        return match *request.method() {
+            Method::GET => admin::set_title(&service, &request),
             _ => not_allowed("/admin/metadata takes GET", "GET"),
-        });
+        };
     }
     let public = match PublicPath::parse(path, request.uri().query()) {
         Ok(public) => public,
         Err(error) => {
             let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::NOT_FOUND);
-            return Ok(problem(status, error.to_string()));
+            return problem(status, error.to_string());
         }
     };
     match *request.method() {
         Method::GET | Method::HEAD => {}
-        Method::OPTIONS => return Ok(preflight()),
+        Method::OPTIONS => return preflight("GET, HEAD, OPTIONS"),
         _ => {
-            return Ok(not_allowed(
-                "this path takes GET or HEAD",
-                "GET, HEAD, OPTIONS",
-            ));
+            return not_allowed("this path takes GET or HEAD", "GET, HEAD, OPTIONS");
         }
     }
     if let Some(kind) = request_kind(&public) {
-        shared.count_request(kind);
+        service.requests.count(kind);
     }
-    Ok(serve(&shared, &request, public).await)
+    let class = public.cache_class();
+    let media = matches!(public, PublicPath::Live { .. } | PublicPath::Vod { .. });
+    let mut response = serve(&service, &request, public).await;
+    // Every answer carries its path's Cache-Control; an error is not stored (the problem says
+    // so), except a 404 for media, which may exist in a moment: caches keep that for a second.
+    let cache = match response.status() {
+        status if status.is_success() => Some(class.cache_control()),
+        StatusCode::NOT_FOUND if media => Some(CacheClass::NOT_YET),
+        _ => None,
+    };
+    if let Some(cache) = cache {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    }
+    response
 }
 
 /// Answers a request for `public`, an object of the public layout.
 async fn serve(
-    shared: &Arc<Shared>,
+    service: &Arc<Service>,
     request: &Request<Incoming>,
     public: PublicPath,
 ) -> Response<Body> {
     match public {
-        PublicPath::Live { channel, object } => live(shared, request, &channel, object).await,
+        PublicPath::Live { channel, object } => live(service, request, &channel, object).await,
         PublicPath::Vod {
             channel,
             range,
             object,
-        } => vod::serve(shared, &channel, range, object).await,
-        PublicPath::Health => status::healthz(shared),
-        PublicPath::Metrics => status::metrics(shared),
+        } => vod::serve(service, &channel, range, object).await,
+        PublicPath::Health => status::healthz(service),
+        PublicPath::Metrics => status::metrics(service),
         PublicPath::Player { .. } => asset(
-            &shared.player.html,
+            &service.player.html,
             "text/html; charset=utf-8",
             "the player page",
         ),
         PublicPath::Script(script) => {
-            let player = &shared.player;
+            let player = &service.player;
             let (bytes, name) = match script {
                 Script::Hls => (&player.hls_js, "hls.js"),
                 Script::Dash => (&player.dash_js, "dash.js"),
@@ -202,7 +167,6 @@ pub(crate) fn playlist(text: Option<String>, missing: impl FnOnce() -> String) -
         Some(text) => respond(
             StatusCode::OK,
             "application/vnd.apple.mpegurl",
-            CacheClass::Playlist.cache_control(),
             Body::text(text),
         ),
         None => problem(StatusCode::NOT_FOUND, missing()),
@@ -212,12 +176,7 @@ pub(crate) fn playlist(text: Option<String>, missing: impl FnOnce() -> String) -
 /// A file of the player page, or why it is missing.
 fn asset(bytes: &Option<Bytes>, content_type: &str, what: &str) -> Response<Body> {
     match bytes {
-        Some(bytes) => respond(
-            StatusCode::OK,
-            content_type,
-            CacheClass::Page.cache_control(),
-            Body::bytes(bytes.clone()),
-        ),
+        Some(bytes) => respond(StatusCode::OK, content_type, Body::bytes(bytes.clone())),
         None => problem(
             StatusCode::NOT_FOUND,
             format!("{what} is not installed: run `npm ci` in web/"),
@@ -225,28 +184,9 @@ fn asset(bytes: &Option<Bytes>, content_type: &str, what: &str) -> Response<Body
     }
 }
 
-fn preflight() -> Response<Body> {
-    let mut response = respond(
-        StatusCode::NO_CONTENT,
-        "text/plain",
-        "public, max-age=86400",
-        Body::text(""),
-    );
-    let headers = response.headers_mut();
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("*"),
-    );
-    response
-}
-
 /// How long a blocked request may wait: three target durations, as RFC 8216bis says.
-pub(crate) fn block_limit(shared: &Shared) -> Duration {
-    shared.read(|window| {
+pub(crate) fn block_limit(service: &Service) -> Duration {
+    service.state.read(|window| {
         window
             .config()
             .segment
@@ -263,13 +203,17 @@ pub(crate) fn is_playable(window: &Window, channel: &ChannelName) -> bool {
 }
 
 async fn live(
-    shared: &Arc<Shared>,
+    service: &Arc<Service>,
     request: &Request<Incoming>,
     channel: &ChannelName,
     object: LiveObject,
 ) -> Response<Body> {
     let unplayable = || format!("channel {channel} has no whole segment yet");
-    let known = |track: &TrackName| shared.read(|window| window.track(channel, track).is_some());
+    let known = |track: &TrackName| {
+        service
+            .state
+            .read(|window| window.track(channel, track).is_some())
+    };
     match object {
         LiveObject::Stream { format, track } => {
             let head = request.method() == Method::HEAD;
@@ -280,36 +224,32 @@ async fn live(
             let icy = headers
                 .get(estuary_proto::icy::REQUEST_HEADER)
                 .is_some_and(|value| estuary_proto::icy::wanted(value.as_bytes()));
-            continuous::serve(shared, channel, format, track.as_ref(), head, framed, icy)
+            let asked = crate::streams::Asked { head, framed, icy };
+            continuous::serve(service, channel, format, track.as_ref(), asked)
         }
         LiveObject::Master => {
-            let text = shared.read(|window| {
+            let text = service.state.read(|window| {
                 is_playable(window, channel)
                     .then(|| MasterPlaylist::build(window.tracks(channel)).to_string())
             });
             playlist(text, unplayable)
         }
         LiveObject::Manifest => {
-            let now = utc_now().as_nanos() as u64;
-            let text = shared.read(|window| {
+            let now = unix_now().as_nanos() as u64;
+            let text = service.state.read(|window| {
                 is_playable(window, channel)
                     .then(|| Manifest::build(window.tracks(channel), &window.config(), now))
                     .flatten()
                     .map(|manifest| manifest.to_string())
             });
             match text {
-                Some(text) => respond(
-                    StatusCode::OK,
-                    "application/dash+xml",
-                    CacheClass::Playlist.cache_control(),
-                    Body::text(text),
-                ),
+                Some(text) => respond(StatusCode::OK, "application/dash+xml", Body::text(text)),
                 None => problem(StatusCode::NOT_FOUND, unplayable()),
             }
         }
-        LiveObject::TsMaster => ts::master(shared, channel),
-        LiveObject::TsMediaPlaylist { track } => ts::media_playlist(shared, channel, &track),
-        LiveObject::TsSegment { track, msn } => ts::segment(shared, channel, &track, msn),
+        LiveObject::TsMaster => hls_ts::master(service, channel),
+        LiveObject::TsMediaPlaylist { track } => hls_ts::media_playlist(service, channel, &track),
+        LiveObject::TsSegment { track, msn } => hls_ts::segment(service, channel, &track, msn),
         LiveObject::MediaPlaylist { track, .. }
         | LiveObject::Init { track }
         | LiveObject::Segment { track, .. }
@@ -325,19 +265,18 @@ async fn live(
             track,
             blocking,
             skip,
-        } => media_playlist(shared, channel, &track, blocking, skip != Skip::No).await,
-        LiveObject::Init { track } => match shared.header(channel, &track) {
+        } => media_playlist(service, channel, &track, blocking, skip != Skip::No).await,
+        LiveObject::Init { track } => match service.state.header(channel, &track) {
             Some(header) => respond(
                 StatusCode::OK,
-                media::content_type(shared, channel, &track),
-                CacheClass::Immutable.cache_control(),
+                media::content_type(service, channel, &track),
                 Body::bytes(header.bytes),
             ),
             None => problem(StatusCode::NOT_FOUND, "no header yet"),
         },
-        LiveObject::Segment { track, msn } => media::segment(shared, channel, &track, msn).await,
+        LiveObject::Segment { track, msn } => media::segment(service, channel, &track, msn).await,
         LiveObject::Part { track, msn, part } => {
-            media::part(shared, channel, &track, msn, part as usize).await
+            media::part(service, channel, &track, msn, part as usize).await
         }
     }
 }
@@ -362,7 +301,7 @@ fn has(window: &Window, channel: &ChannelName, track: &TrackName, blocking: Bloc
 }
 
 async fn media_playlist(
-    shared: &Shared,
+    service: &Service,
     channel: &ChannelName,
     track: &TrackName,
     blocking: Option<Blocking>,
@@ -370,7 +309,9 @@ async fn media_playlist(
 ) -> Response<Body> {
     if let Some(blocking) = blocking {
         let msn = blocking.msn;
-        let newest = shared.read(|window| window.track(channel, track).and_then(|t| t.newest()));
+        let newest = service
+            .state
+            .read(|window| window.track(channel, track).and_then(|t| t.newest()));
         if newest.is_some_and(|(newest, _)| msn > newest + 2) {
             // RFC 8216bis 6.2.5.2: a request this far ahead will not be answered in time.
             return problem(
@@ -378,8 +319,9 @@ async fn media_playlist(
                 format!("_HLS_msn={msn} is more than two segments ahead"),
             );
         }
-        let ready = shared
-            .wait_until(block_limit(shared), |window| {
+        let ready = service
+            .state
+            .wait_until(block_limit(service), |window| {
                 has(window, channel, track, blocking)
             })
             .await;
@@ -390,7 +332,7 @@ async fn media_playlist(
             );
         }
     }
-    let text = shared.read(|window| {
+    let text = service.state.read(|window| {
         let reports = window
             .tracks(channel)
             .filter(|(name, _)| *name != track)

@@ -4,17 +4,17 @@
 
 use std::fmt::Write as _;
 
+use estuary_http::{Body, respond};
+use estuary_packager_core::window::TrackCounters;
 use estuary_proto::Mood;
-use estuary_proto::url::{CacheClass, StreamFormat};
+use estuary_proto::url::StreamFormat;
 use hyper::{Response, StatusCode};
 
-use super::{Body, respond};
-use crate::receiver::Refusal;
-use crate::server::Shared;
-use crate::window::TrackCounters;
+use crate::service::Service;
+use crate::tally::Refusal;
 
-pub fn healthz(shared: &Shared) -> Response<Body> {
-    let moods = shared.moods();
+pub fn healthz(service: &Service) -> Response<Body> {
+    let moods = service.state.moods();
     let overall = if moods.iter().any(|(_, mood)| *mood == Mood::Happy) {
         "happy"
     } else {
@@ -29,15 +29,10 @@ pub fn healthz(shared: &Shared) -> Response<Body> {
         );
     }
     text.push_str("]}\n");
-    respond(
-        StatusCode::OK,
-        "application/json",
-        CacheClass::Local.cache_control(),
-        Body::text(text),
-    )
+    respond(StatusCode::OK, "application/json", Body::text(text))
 }
 
-pub fn metrics(shared: &Shared) -> Response<Body> {
+pub fn metrics(service: &Service) -> Response<Body> {
     let mut text = String::new();
     type Family = (&'static str, &'static str, fn(&TrackCounters) -> u64);
     let families: [Family; 4] = [
@@ -62,7 +57,7 @@ pub fn metrics(shared: &Shared) -> Response<Body> {
             |c| c.timeline_resets,
         ),
     ];
-    let tracks: Vec<(String, TrackCounters)> = shared.read(|window| {
+    let tracks: Vec<(String, TrackCounters)> = service.state.read(|window| {
         window
             .all_tracks()
             .map(|(channel, track, window)| {
@@ -93,14 +88,14 @@ pub fn metrics(shared: &Shared) -> Response<Body> {
             text,
             "estuary_packager_ingest_refused_total{{reason=\"{}\"}} {}",
             reason.label(),
-            shared.refusals.get(reason)
+            service.refusals.get(reason)
         );
     }
     let _ = writeln!(
         text,
         "# HELP estuary_packager_requests_total Requests for media and playlists, by kind.\n# TYPE estuary_packager_requests_total counter"
     );
-    for (kind, count) in shared.requests() {
+    for (kind, count) in service.requests.get() {
         let _ = writeln!(
             text,
             "estuary_packager_requests_total{{kind=\"{kind}\"}} {count}"
@@ -110,7 +105,7 @@ pub fn metrics(shared: &Shared) -> Response<Body> {
         text,
         "# HELP estuary_packager_continuous_viewers Viewers of continuous streams now, by format.\n# TYPE estuary_packager_continuous_viewers gauge"
     );
-    let viewers = shared.continuous.viewers();
+    let viewers = service.streams.viewers();
     for format in StreamFormat::ALL {
         let _ = writeln!(
             text,
@@ -123,7 +118,7 @@ pub fn metrics(shared: &Shared) -> Response<Body> {
         text,
         "# HELP estuary_packager_mood 1 for each channel's current mood.\n# TYPE estuary_packager_mood gauge"
     );
-    for (channel, current) in shared.moods() {
+    for (channel, current) in service.state.moods() {
         for mood in Mood::ALL {
             let _ = writeln!(
                 text,
@@ -135,7 +130,6 @@ pub fn metrics(shared: &Shared) -> Response<Body> {
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4",
-        CacheClass::Local.cache_control(),
         Body::text(text),
     )
 }

@@ -3,23 +3,24 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use estuary_proto::url::{CacheClass, ChannelName, TrackName, VodObject, VodRange};
+use estuary_http::{Body, problem, respond};
+use estuary_packager_core::cmaf::{self, Media, TrackHeader};
+use estuary_packager_core::hls::{AudioRendition, MasterPlaylist, Variant};
+use estuary_packager_core::vod::{Entry, VodPlaylist};
+use estuary_proto::url::{ChannelName, TrackName, VodObject, VodRange};
 use hyper::{Response, StatusCode};
 
-use super::{Body, playlist, problem, respond};
-use crate::archive::{self, Entry};
-use crate::cmaf::{self, Media, TrackHeader};
-use crate::hls::{AudioRendition, MasterPlaylist, Variant};
-use crate::server::Shared;
-use crate::vod::VodPlaylist;
+use super::playlist;
+use crate::archive;
+use crate::service::Service;
 
 pub async fn serve(
-    shared: &Shared,
+    service: &Service,
     channel: &ChannelName,
     range: VodRange,
     object: VodObject,
 ) -> Response<Body> {
-    let Some(archive) = &shared.archive else {
+    let Some(archive) = &service.archive else {
         return problem(
             StatusCode::NOT_FOUND,
             "this packager keeps no archive (start it with --archive DIR)",
@@ -45,12 +46,7 @@ pub async fn serve(
     };
     let dir = archive::track_dir(root, channel, &track);
     match tokio::fs::read(dir.join(&file)).await {
-        Ok(bytes) => respond(
-            StatusCode::OK,
-            "video/mp4",
-            CacheClass::Immutable.cache_control(),
-            Body::bytes(Bytes::from(bytes)),
-        ),
+        Ok(bytes) => respond(StatusCode::OK, "video/mp4", Body::bytes(Bytes::from(bytes))),
         Err(_) => problem(
             StatusCode::NOT_FOUND,
             format!("{channel}/{track}/{file} is not in the archive"),

@@ -32,21 +32,44 @@ struct Found {
     body: usize,
 }
 
+/// Why a header or a chunk cannot be taken apart into the boxes `stream.mp4` rewrites.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BoxError {
+    #[error("a box header is cut short at byte {at}")]
+    HeaderCutShort { at: usize },
+    #[error("a large box header is cut short at byte {at}")]
+    LargeHeaderCutShort { at: usize },
+    #[error("box {kind:?} at byte {at} claims {size} bytes")]
+    BadSize {
+        kind: String,
+        at: usize,
+        size: usize,
+    },
+    #[error("a field at byte {at} is past the box's end")]
+    FieldPastEnd { at: usize },
+    #[error("no {0}")]
+    Missing(&'static str),
+    #[error("an empty {0}")]
+    Empty(&'static str),
+    #[error("its tfhd has an absolute base data offset; CMAF chunks are relative to their moof")]
+    AbsoluteOffset,
+}
+
 /// The boxes one after another in `data[range]`.
-fn boxes(data: &[u8], range: Range<usize>) -> Result<Vec<Found>, String> {
+fn boxes(data: &[u8], range: Range<usize>) -> Result<Vec<Found>, BoxError> {
     let mut found = Vec::new();
     let mut at = range.start;
     while at < range.end {
         let header = data
             .get(at..at + 8)
-            .ok_or_else(|| format!("a box header is cut short at byte {at}"))?;
+            .ok_or(BoxError::HeaderCutShort { at })?;
         let kind = [header[4], header[5], header[6], header[7]];
         let (size, body) = match u32::from_be_bytes([header[0], header[1], header[2], header[3]]) {
             0 => (range.end - at, at + 8),
             1 => {
                 let large = data
                     .get(at + 8..at + 16)
-                    .ok_or_else(|| format!("a large box header is cut short at byte {at}"))?;
+                    .ok_or(BoxError::LargeHeaderCutShort { at })?;
                 let size = u64::from_be_bytes(large.try_into().unwrap_or_default());
                 (usize::try_from(size).unwrap_or(usize::MAX), at + 16)
             }
@@ -56,10 +79,11 @@ fn boxes(data: &[u8], range: Range<usize>) -> Result<Vec<Found>, String> {
         let end = match end {
             Some(end) if size >= body - at => end,
             _ => {
-                return Err(format!(
-                    "box {:?} at byte {at} claims {size} bytes",
-                    String::from_utf8_lossy(&kind)
-                ));
+                return Err(BoxError::BadSize {
+                    kind: String::from_utf8_lossy(&kind).into_owned(),
+                    at,
+                    size,
+                });
             }
         };
         found.push(Found {
@@ -85,9 +109,9 @@ fn wrap(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
     out
 }
 
-fn put_u32(data: &mut [u8], at: usize, value: u32) -> Result<(), String> {
+fn put_u32(data: &mut [u8], at: usize, value: u32) -> Result<(), BoxError> {
     data.get_mut(at..at + 4)
-        .ok_or_else(|| format!("a field at byte {at} is past the box's end"))?
+        .ok_or(BoxError::FieldPastEnd { at })?
         .copy_from_slice(&value.to_be_bytes());
     Ok(())
 }
@@ -100,19 +124,22 @@ struct TrackBoxes {
     trex: Vec<u8>,
 }
 
-fn track_boxes(header: &[u8], id: u32) -> Result<TrackBoxes, String> {
+fn track_boxes(header: &[u8], id: u32) -> Result<TrackBoxes, BoxError> {
     let top = boxes(header, 0..header.len())?;
-    let ftyp = find(&top, b"ftyp").ok_or("no ftyp")?;
-    let moov = find(&top, b"moov").ok_or("no moov")?;
+    let ftyp = find(&top, b"ftyp").ok_or(BoxError::Missing("ftyp"))?;
+    let moov = find(&top, b"moov").ok_or(BoxError::Missing("moov"))?;
     let inside = boxes(header, moov.body..moov.range.end)?;
-    let mvhd = find(&inside, b"mvhd").ok_or("no mvhd")?;
-    let trak = find(&inside, b"trak").ok_or("no trak")?;
+    let mvhd = find(&inside, b"mvhd").ok_or(BoxError::Missing("mvhd"))?;
+    let trak = find(&inside, b"trak").ok_or(BoxError::Missing("trak"))?;
 
     let mut trak_bytes = header[trak.range.clone()].to_vec();
     let in_trak = boxes(header, trak.body..trak.range.end)?;
-    let tkhd = find(&in_trak, b"tkhd").ok_or("no tkhd")?;
+    let tkhd = find(&in_trak, b"tkhd").ok_or(BoxError::Missing("tkhd"))?;
     // tkhd: version, flags, then creation and modification times (4 or 8 bytes each).
-    let version = header.get(tkhd.body).copied().ok_or("an empty tkhd")?;
+    let version = header
+        .get(tkhd.body)
+        .copied()
+        .ok_or(BoxError::Empty("tkhd"))?;
     let id_at = tkhd.body - trak.range.start + if version == 1 { 20 } else { 12 };
     put_u32(&mut trak_bytes, id_at, id)?;
 
@@ -157,7 +184,7 @@ impl Mp4Stream {
             let Some(header) = header else { continue };
             let id = tracks.len() as u32 + 1;
             let boxes = track_boxes(&header.bytes, id)
-                .map_err(|reason| ContinuousError::BadHeader { role, reason })?;
+                .map_err(|error| ContinuousError::BadHeader { role, error })?;
             tracks.push(boxes);
             ids[role.index()] = Some(id);
             codecs.push(header.media.codec().to_owned());
@@ -172,10 +199,10 @@ impl Mp4Stream {
         let mut mvhd = first.mvhd.clone();
         let next_id = tracks.len() as u32 + 1;
         let end = mvhd.len();
-        put_u32(&mut mvhd, end.saturating_sub(4), next_id).map_err(|reason| {
+        put_u32(&mut mvhd, end.saturating_sub(4), next_id).map_err(|error| {
             ContinuousError::BadHeader {
                 role: Role::Video,
-                reason,
+                error,
             }
         })?;
         let mut moov = mvhd;
@@ -220,10 +247,10 @@ impl Mp4Stream {
             format: super::StreamFormat::Mp4,
             what: format!("a {role:?} track it was not opened with"),
         })?;
-        let bad = |reason: String| ContinuousError::BadFragment { role, reason };
+        let bad = |error: BoxError| ContinuousError::BadFragment { role, error };
         let bytes = &chunk.bytes;
         let top = boxes(bytes, 0..bytes.len()).map_err(bad)?;
-        let moof = find(&top, b"moof").ok_or_else(|| bad("no moof".into()))?;
+        let moof = find(&top, b"moof").ok_or_else(|| bad(BoxError::Missing("moof")))?;
         let mut copy = BytesMut::from(&bytes[moof.range.clone()]);
         let offset = moof.range.start;
         self.sequence = self.sequence.wrapping_add(1);
@@ -235,15 +262,14 @@ impl Mp4Stream {
                 }
                 b"traf" => {
                     let in_traf = boxes(bytes, inside.body..inside.range.end).map_err(bad)?;
-                    let tfhd = find(&in_traf, b"tfhd").ok_or_else(|| bad("no tfhd".into()))?;
+                    let tfhd =
+                        find(&in_traf, b"tfhd").ok_or_else(|| bad(BoxError::Missing("tfhd")))?;
                     let flags = bytes
                         .get(tfhd.body..tfhd.body + 4)
                         .map(|f| u32::from_be_bytes([0, f[1], f[2], f[3]]))
-                        .ok_or_else(|| bad("an empty tfhd".into()))?;
+                        .ok_or_else(|| bad(BoxError::Empty("tfhd")))?;
                     if flags & BASE_DATA_OFFSET_PRESENT != 0 {
-                        return Err(bad(
-                            "its tfhd has an absolute base data offset; CMAF chunks are relative to their moof".into(),
-                        ));
+                        return Err(bad(BoxError::AbsoluteOffset));
                     }
                     put_u32(&mut copy, tfhd.body - offset + 4, id).map_err(bad)?;
                 }

@@ -8,7 +8,7 @@ use super::reader::find;
 use super::{CmafError, MAX_HEADER_BYTES, Media};
 
 /// What a track is, from its header.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackHeader {
     /// The header's bytes, as received: served as `init.mp4`.
     pub bytes: Bytes,

@@ -15,15 +15,16 @@
 //! a new timeline instead of being dropped as a copy for ever (see [`Window::push_chunk`]).
 
 use std::collections::BTreeMap;
-use std::ops::Range;
 use std::time::Duration;
 
 use estuary_proto::url::{ChannelName, TrackName};
 
 use crate::cmaf::{Chunk, TrackHeader};
 
+mod event;
 mod track;
 
+pub use event::Event;
 pub use track::{Part, Segment, TrackCounters, TrackWindow};
 
 /// Timestamps this close below a segment boundary count as on it (rounding between
@@ -57,56 +58,6 @@ impl Default for WindowConfig {
             retire_after: Duration::from_secs(120),
         }
     }
-}
-
-/// What changed; the origin wakes blocked playlist requests and the archive keeps evicted
-/// segments from these.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    TrackStarted {
-        channel: ChannelName,
-        track: TrackName,
-    },
-    HeaderChanged {
-        channel: ChannelName,
-        track: TrackName,
-    },
-    PartAdded {
-        channel: ChannelName,
-        track: TrackName,
-        segment: u64,
-        part: usize,
-        independent: bool,
-    },
-    SegmentCompleted {
-        channel: ChannelName,
-        track: TrackName,
-        segment: u64,
-    },
-    /// Segments that never came: the ingest stopped or lost media.
-    Gap {
-        channel: ChannelName,
-        track: TrackName,
-        missing: Range<u64>,
-    },
-    /// Left the window; the archive may keep it.
-    Evicted {
-        channel: ChannelName,
-        track: TrackName,
-        segment: Segment,
-    },
-    /// The track went back further than its window holds and starts a new timeline: every
-    /// segment it had has left the window (with its own `Evicted` event).
-    TimelineReset {
-        channel: ChannelName,
-        track: TrackName,
-    },
-    /// The track took nothing new for [`WindowConfig::retire_after`], or its first ingest was
-    /// refused before it sent a chunk: it is gone, with its counters.
-    TrackRetired {
-        channel: ChannelName,
-        track: TrackName,
-    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -209,11 +160,12 @@ impl Window {
                 // Times in the old timescale mean nothing in the new one.
                 window.end = None;
             }
-            window.header = header;
+            window.header = header.clone();
             window.discontinuity_pending = true;
             return Ok(vec![Event::HeaderChanged {
                 channel: channel.clone(),
                 track: track.clone(),
+                header,
             }]);
         }
         let tracks = self.channels.get(channel).map_or(0, BTreeMap::len);
@@ -231,10 +183,11 @@ impl Window {
         self.channels
             .entry(channel.clone())
             .or_default()
-            .insert(track.clone(), TrackWindow::new(header, now));
+            .insert(track.clone(), TrackWindow::new(header.clone(), now));
         Ok(vec![Event::TrackStarted {
             channel: channel.clone(),
             track: track.clone(),
+            header,
         }])
     }
 
@@ -320,7 +273,8 @@ impl Window {
                 events.push(Event::SegmentCompleted {
                     channel: who.0.clone(),
                     track: who.1.clone(),
-                    segment: newest,
+                    segment: previous.clone(),
+                    header: window.header.bytes.clone(),
                 });
             }
             if number > newest + 1 {
@@ -341,15 +295,15 @@ impl Window {
         if std::mem::take(&mut window.discontinuity_pending) {
             segment.discontinuity = true;
         }
-        let (start, duration, independent) = (chunk.start, chunk.duration, chunk.independent);
-        segment.parts.push(chunk);
+        let (start, duration) = (chunk.start, chunk.duration);
+        segment.parts.push(chunk.clone());
         let part = segment.parts.len() - 1;
         events.push(Event::PartAdded {
             channel: who.0.clone(),
             track: who.1.clone(),
             segment: number,
             part,
-            independent,
+            chunk,
         });
         // A part that reaches the next boundary completes its segment now, not when the next
         // segment begins: a player streaming the segment gets its end without waiting a part.
@@ -358,7 +312,8 @@ impl Window {
             events.push(Event::SegmentCompleted {
                 channel: who.0.clone(),
                 track: who.1.clone(),
-                segment: number,
+                segment: segment.clone(),
+                header: window.header.bytes.clone(),
             });
         }
         window.longest_part = window.longest_part.max(duration);
@@ -386,6 +341,11 @@ impl Window {
                 }
                 !idle
             });
+            if tracks.is_empty() {
+                events.push(Event::ChannelRetired {
+                    channel: channel.clone(),
+                });
+            }
             !tracks.is_empty()
         });
         events
@@ -401,18 +361,24 @@ impl Window {
             return Vec::new();
         }
         tracks.remove(track);
-        if tracks.is_empty() {
-            self.channels.remove(channel);
-        }
-        vec![Event::TrackRetired {
+        let mut events = vec![Event::TrackRetired {
             channel: channel.clone(),
             track: track.clone(),
-        }]
+        }];
+        if tracks.is_empty() {
+            self.channels.remove(channel);
+            events.push(Event::ChannelRetired {
+                channel: channel.clone(),
+            });
+        }
+        events
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::ops::Range;
+
     use super::*;
     use crate::cmaf::{self, CmafReader, Piece};
     use crate::testing::{self, DAY_START_SECONDS, TrackSpec, parsed_chunk as chunk};
@@ -680,7 +646,8 @@ mod tests {
                 .unwrap(),
             [Event::HeaderChanged {
                 channel: channel.clone(),
-                track: track.clone()
+                track: track.clone(),
+                header: second.clone(),
             }]
         );
         push(&mut window, "v720", chunk(&spec, &second, 6));
@@ -838,10 +805,10 @@ mod tests {
         else {
             panic!("the new timeline's first chunk was dropped")
         };
-        assert!(events.contains(&Event::TimelineReset {
-            channel: channel.clone(),
-            track: track.clone()
-        }));
+        assert!(events.iter().any(|event| matches!(
+            event,
+            Event::TimelineReset { channel: c, track: t, .. } if c == &channel && t == &track
+        )));
         let evicted = events
             .iter()
             .filter(|event| matches!(event, Event::Evicted { .. }))
@@ -932,10 +899,15 @@ mod tests {
         );
         assert_eq!(
             window.retire_idle(live(11) + Duration::from_secs(30)),
-            [Event::TrackRetired {
-                channel: channel.clone(),
-                track: track.clone()
-            }]
+            [
+                Event::TrackRetired {
+                    channel: channel.clone(),
+                    track: track.clone()
+                },
+                Event::ChannelRetired {
+                    channel: channel.clone()
+                }
+            ]
         );
         assert!(window.track(&channel, &track).is_none());
         assert_eq!(window.channels().count(), 0);

@@ -6,7 +6,7 @@
 pub mod aac;
 pub mod mp3;
 pub mod mp4;
-pub mod ts;
+pub mod mpegts_stream;
 pub mod webm;
 
 use bytes::Bytes;
@@ -46,17 +46,17 @@ pub enum ContinuousError {
     },
     #[error("a chunk of the {role:?} track does not parse: {error}")]
     BadChunk { role: Role, error: CmafError },
-    #[error("the {role:?} track's header does not parse as MP4: {reason}")]
-    BadHeader { role: Role, reason: String },
-    #[error("a chunk of the {role:?} track does not parse as MP4: {reason}")]
-    BadFragment { role: Role, reason: String },
+    #[error("the {role:?} track's header does not parse as MP4: {error}")]
+    BadHeader { role: Role, error: mp4::BoxError },
+    #[error("a chunk of the {role:?} track does not parse as MP4: {error}")]
+    BadFragment { role: Role, error: mp4::BoxError },
     #[error("an H.264 sample's NAL unit lengths run past its end")]
     BadNalUnits,
 }
 
 /// One muxer per container.
 enum Muxer {
-    Ts(ts::TsStream),
+    Ts(mpegts_stream::TsStream),
     Mp4(mp4::Mp4Stream),
     Webm(webm::WebmStream),
     Aac(aac::AdtsStream),
@@ -111,7 +111,7 @@ impl Feed {
         let video = video.filter(|_| format.has_video());
         let timescales = [video, audio].map(|track| track.map_or(1, |t| t.timescale.max(1)));
         let muxer = match format {
-            StreamFormat::Ts => Muxer::Ts(ts::TsStream::new(video, audio)?),
+            StreamFormat::Ts => Muxer::Ts(mpegts_stream::TsStream::new(video, audio)?),
             StreamFormat::Mp4 => Muxer::Mp4(mp4::Mp4Stream::new(video, audio)?),
             StreamFormat::Webm => Muxer::Webm(webm::WebmStream::new(video, audio)?),
             StreamFormat::Aac => Muxer::Aac(aac::AdtsStream::new(audio.ok_or(
@@ -337,8 +337,8 @@ fn parts_of(track: &TrackWindow) -> Vec<(u64, usize, &Chunk)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mpegts::{PACKET, PAT_PID};
     use crate::testing::{Channel, TrackSpec};
-    use crate::ts::{PACKET, PAT_PID};
     use estuary_proto::url::TrackName;
 
     fn track<'a>(channel: &'a Channel, name: &str) -> &'a TrackWindow {
@@ -370,7 +370,11 @@ mod tests {
         assert_eq!(pid(&pieces[0]), PAT_PID);
         let video_pieces = pieces
             .iter()
-            .filter(|piece| piece.chunks(PACKET).any(|p| pid(p) == crate::ts::VIDEO_PID))
+            .filter(|piece| {
+                piece
+                    .chunks(PACKET)
+                    .any(|p| pid(p) == crate::mpegts::VIDEO_PID)
+            })
             .count();
         assert_eq!(video_pieces, 3);
         assert!(pieces.len() >= 5, "{} pieces", pieces.len());

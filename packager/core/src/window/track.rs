@@ -201,6 +201,7 @@ impl TrackWindow {
         events.push(Event::TimelineReset {
             channel: who.0.clone(),
             track: who.1.clone(),
+            header: self.header.clone(),
         });
         events
     }

@@ -3,7 +3,7 @@
 //! samples out of their `mdat`. Errors are fine; panics, hangs and overreads are not.
 #![no_main]
 
-use estuary_packager::cmaf::{self, CmafReader, Piece};
+use estuary_packager_core::cmaf::{self, CmafReader, Piece};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

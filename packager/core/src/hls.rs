@@ -533,7 +533,7 @@ mod tests {
                 let config = channel.window.config();
                 let track = TrackName::new("v720").unwrap();
                 let window = channel.window.track(&channel.name, &track).unwrap();
-                if let Some(ts) = crate::hls_ts::TsMediaPlaylist::build(window, None, &config) {
+                if let Some(ts) = crate::hls_ts_playlist::TsMediaPlaylist::build(window, None, &config) {
                     let parsed = parse_media(&ts.to_string());
                     prop_assert_eq!(parsed.media_sequence, ts.media_sequence);
                     prop_assert!(parsed.segments.iter().all(|s| s.uri.ends_with(".ts")));

@@ -7,7 +7,19 @@ use std::fmt;
 use estuary_proto::url::VodRange;
 use estuary_proto::utc::UtcTime;
 
-use crate::archive::Entry;
+/// One archived segment, as a track's index lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub msn: u64,
+    /// Its start and duration, in the track's timescale.
+    pub start: u64,
+    pub duration: u64,
+    pub bytes: u64,
+    /// The id of its header: the number of the first segment archived with it.
+    pub init: u64,
+    /// Something is missing before this segment, or its header changed.
+    pub discontinuity: bool,
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct VodSegment {

@@ -4,51 +4,30 @@
 use bytes::Bytes;
 
 use super::{ContinuousError, Role, StreamFormat};
-use crate::cmaf::{Chunk, CodecConfig, TrackHeader};
-use crate::ts::adts_header;
+use crate::adts::Adts;
+use crate::cmaf::{Chunk, TrackHeader};
 
 pub struct AdtsStream {
     header: TrackHeader,
-    object_type: u8,
-    frequency_index: u8,
-    channel_configuration: u8,
+    adts: Adts,
 }
 
 impl AdtsStream {
     pub fn new(audio: &TrackHeader) -> Result<AdtsStream, ContinuousError> {
-        let CodecConfig::Aac {
-            object_type,
-            frequency_index,
-            channel_configuration,
-        } = audio.config
-        else {
-            return Err(ContinuousError::Unsupported {
-                format: StreamFormat::Aac,
-                what: format!("audio in {}", audio.media.codec()),
-            });
-        };
+        let adts = Adts::of(&audio.config).ok_or_else(|| ContinuousError::Unsupported {
+            format: StreamFormat::Aac,
+            what: format!("audio in {}", audio.media.codec()),
+        })?;
         Ok(AdtsStream {
             header: audio.clone(),
-            object_type,
-            frequency_index,
-            channel_configuration,
+            adts,
         })
     }
 
     /// The frames of one chunk.
     pub fn push(&mut self, chunk: &Chunk) -> Result<Bytes, ContinuousError> {
         let samples = super::samples(chunk, &self.header, Role::Audio)?;
-        let mut out = Vec::with_capacity(samples.iter().map(|s| s.data.len() + 7).sum());
-        for frame in &samples {
-            out.extend(adts_header(
-                self.object_type,
-                self.frequency_index,
-                self.channel_configuration,
-                frame.data.len(),
-            ));
-            out.extend_from_slice(&frame.data);
-        }
-        Ok(Bytes::from(out))
+        Ok(Bytes::from(self.adts.frames(&samples)))
     }
 }
 

@@ -1,11 +1,12 @@
 //! MPEG-2 transport stream segments (ISO/IEC 13818-1) for players that cannot read CMAF: the
 //! same samples as the CMAF segment, H.264 in Annex B form and AAC in ADTS frames, one program
 //! with a video and an audio stream. Each segment starts with its own PAT and PMT and a
-//! keyframe, so any segment can be played on its own. The packet writer and the PES framing are
-//! shared with the continuous MPEG-TS stream (`continuous::ts`).
+//! keyframe, so any segment can be played on its own. The packet writer and the PES packets of
+//! each codec are shared with the continuous MPEG-TS stream (`continuous::mpegts_stream`).
 
 use bytes::Bytes;
 
+use crate::adts::Adts;
 use crate::cmaf::{CodecConfig, Sample};
 
 pub(crate) const PACKET: usize = 188;
@@ -17,14 +18,14 @@ const PROGRAM: u16 = 1;
 /// ISO/IEC 13818-1 stream types: H.264, and AAC with ADTS framing.
 const STREAM_TYPE_H264: u8 = 0x1b;
 const STREAM_TYPE_AAC: u8 = 0x0f;
-pub(crate) const STREAM_ID_VIDEO: u8 = 0xe0;
-pub(crate) const STREAM_ID_AUDIO: u8 = 0xc0;
+const STREAM_ID_VIDEO: u8 = 0xe0;
+const STREAM_ID_AUDIO: u8 = 0xc0;
 /// 90 kHz timestamps are 33 bits wide and wrap (every 26.5 hours).
 const TIMESTAMP_MASK: u64 = (1 << 33) - 1;
 /// The program clock runs this far (100 ms) ahead of the decode time of the video it carries.
 pub(crate) const PCR_LEAD: u64 = 9_000;
 /// AAC frames per audio PES packet (about 85 ms at 48 kHz).
-pub(crate) const AUDIO_FRAMES_PER_PES: usize = 4;
+const AUDIO_FRAMES_PER_PES: usize = 4;
 /// H.264 access unit delimiter, primary_pic_type 7 (any slice type).
 const ACCESS_UNIT_DELIMITER: [u8; 6] = [0, 0, 0, 1, 0x09, 0xf0];
 
@@ -54,6 +55,66 @@ pub(crate) struct Pes {
     pub random_access: bool,
 }
 
+impl Pes {
+    /// One PES packet per H.264 sample of a track in `timescale`, each an Annex B access unit.
+    pub(crate) fn video(
+        samples: &[Sample],
+        config: &CodecConfig,
+        timescale: u32,
+    ) -> Result<Vec<Pes>, TsError> {
+        let CodecConfig::Avc {
+            length_size,
+            parameter_sets,
+        } = config
+        else {
+            return Err(TsError::Unsupported("this video codec"));
+        };
+        samples
+            .iter()
+            .map(|sample| {
+                let presentation = sample
+                    .decode
+                    .saturating_add_signed(sample.composition_offset);
+                Ok(Pes {
+                    pid: VIDEO_PID,
+                    stream_id: STREAM_ID_VIDEO,
+                    decode: to_90khz(sample.decode, timescale),
+                    presentation: to_90khz(presentation, timescale),
+                    payload: annex_b(sample, *length_size, parameter_sets)?,
+                    random_access: sample.sync,
+                })
+            })
+            .collect()
+    }
+
+    /// The AAC frames of a track in `timescale`, [`AUDIO_FRAMES_PER_PES`] to a PES packet,
+    /// each frame behind its ADTS header.
+    pub(crate) fn audio(
+        samples: &[Sample],
+        config: &CodecConfig,
+        timescale: u32,
+    ) -> Result<Vec<Pes>, TsError> {
+        let adts = Adts::of(config).ok_or(TsError::Unsupported(match config {
+            CodecConfig::Opus(_) => "Opus",
+            _ => "this audio codec",
+        }))?;
+        Ok(samples
+            .chunks(AUDIO_FRAMES_PER_PES)
+            .map(|frames| {
+                let time = to_90khz(frames[0].decode, timescale);
+                Pes {
+                    pid: AUDIO_PID,
+                    stream_id: STREAM_ID_AUDIO,
+                    decode: time,
+                    presentation: time,
+                    payload: adts.frames(frames),
+                    random_access: true,
+                }
+            })
+            .collect())
+    }
+}
+
 /// Writes segment `msn` of one program: the video (if any) and the audio (if any), interleaved
 /// by decode time.
 pub fn segment(
@@ -63,59 +124,10 @@ pub fn segment(
 ) -> Result<Bytes, TsError> {
     let mut packets = Vec::new();
     if let Some(video) = &video {
-        let CodecConfig::Avc {
-            length_size,
-            parameter_sets,
-        } = video.config
-        else {
-            return Err(TsError::Unsupported("this video codec"));
-        };
-        for sample in &video.samples {
-            packets.push(Pes {
-                pid: VIDEO_PID,
-                stream_id: STREAM_ID_VIDEO,
-                decode: to_90khz(sample.decode, video.timescale),
-                presentation: to_90khz(
-                    sample
-                        .decode
-                        .saturating_add_signed(sample.composition_offset),
-                    video.timescale,
-                ),
-                payload: annex_b(sample, *length_size, parameter_sets)?,
-                random_access: sample.sync,
-            });
-        }
+        packets.extend(Pes::video(&video.samples, video.config, video.timescale)?);
     }
     if let Some(audio) = &audio {
-        let CodecConfig::Aac {
-            object_type,
-            frequency_index,
-            channel_configuration,
-        } = *audio.config
-        else {
-            return Err(TsError::Unsupported("Opus"));
-        };
-        for frames in audio.samples.chunks(AUDIO_FRAMES_PER_PES) {
-            let mut payload = Vec::new();
-            for frame in frames {
-                payload.extend(adts_header(
-                    object_type,
-                    frequency_index,
-                    channel_configuration,
-                    frame.data.len(),
-                ));
-                payload.extend_from_slice(&frame.data);
-            }
-            let time = to_90khz(frames[0].decode, audio.timescale);
-            packets.push(Pes {
-                pid: AUDIO_PID,
-                stream_id: STREAM_ID_AUDIO,
-                decode: time,
-                presentation: time,
-                payload,
-                random_access: true,
-            });
-        }
+        packets.extend(Pes::audio(&audio.samples, audio.config, audio.timescale)?);
     }
     // Stable: at equal times the video (pushed first) goes first.
     packets.sort_by_key(|pes| pes.decode);
@@ -142,17 +154,13 @@ pub fn segment(
     Ok(Bytes::from(writer.out))
 }
 
-pub(crate) fn to_90khz(ticks: u64, timescale: u32) -> u64 {
+fn to_90khz(ticks: u64, timescale: u32) -> u64 {
     (u128::from(ticks) * 90_000 / u128::from(timescale.max(1))) as u64
 }
 
 /// An H.264 sample (length-prefixed NAL units) as an Annex B access unit: a delimiter, the
 /// parameter sets before a keyframe, then each NAL unit after a start code.
-pub(crate) fn annex_b(
-    sample: &Sample,
-    length_size: u8,
-    parameter_sets: &[Bytes],
-) -> Result<Vec<u8>, TsError> {
+fn annex_b(sample: &Sample, length_size: u8, parameter_sets: &[Bytes]) -> Result<Vec<u8>, TsError> {
     let length_size = usize::from(length_size.clamp(1, 4));
     let mut out = Vec::with_capacity(sample.data.len() + 64);
     out.extend_from_slice(&ACCESS_UNIT_DELIMITER);
@@ -182,26 +190,6 @@ pub(crate) fn annex_b(
         out.extend_from_slice(unit);
     }
     Ok(out)
-}
-
-/// The 7-byte ADTS header (no CRC) of an AAC frame of `length` bytes.
-pub(crate) fn adts_header(
-    object_type: u8,
-    frequency_index: u8,
-    channels: u8,
-    length: usize,
-) -> [u8; 7] {
-    let frame_length = length + 7;
-    let profile = object_type.saturating_sub(1) & 0x03;
-    [
-        0xff,
-        0xf1, // MPEG-4, layer 0, no CRC
-        (profile << 6) | ((frequency_index & 0x0f) << 2) | ((channels >> 2) & 0x01),
-        ((channels & 0x03) << 6) | ((frame_length >> 11) as u8 & 0x03),
-        (frame_length >> 3) as u8,
-        ((frame_length as u8 & 0x07) << 5) | 0x1f, // buffer fullness 0x7ff: variable rate
-        0xfc,
-    ]
 }
 
 pub(crate) fn pat() -> Vec<u8> {

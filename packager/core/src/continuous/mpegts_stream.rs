@@ -7,9 +7,8 @@ use bytes::Bytes;
 
 use super::{ContinuousError, Role, StreamFormat};
 use crate::cmaf::{Chunk, CodecConfig, TrackHeader};
-use crate::ts::{
-    AUDIO_FRAMES_PER_PES, AUDIO_PID, PAT_PID, PCR_LEAD, PMT_PID, Pes, STREAM_ID_AUDIO,
-    STREAM_ID_VIDEO, VIDEO_PID, Writer, adts_header, annex_b, pat, pmt, to_90khz,
+use crate::mpegts::{
+    AUDIO_PID, PAT_PID, PCR_LEAD, PMT_PID, Pes, TsError, VIDEO_PID, Writer, pat, pmt,
 };
 
 pub struct TsStream {
@@ -82,58 +81,18 @@ impl TsStream {
             what: format!("a {role:?} track it was not opened with"),
         })?;
         let samples = super::samples(chunk, header, role)?;
-        let mut packets = Vec::new();
-        match &header.config {
-            CodecConfig::Avc {
-                length_size,
-                parameter_sets,
-            } => {
-                for sample in &samples {
-                    let presentation = sample
-                        .decode
-                        .saturating_add_signed(sample.composition_offset);
-                    packets.push(Pes {
-                        pid: VIDEO_PID,
-                        stream_id: STREAM_ID_VIDEO,
-                        decode: to_90khz(sample.decode, header.timescale),
-                        presentation: to_90khz(presentation, header.timescale),
-                        payload: annex_b(sample, *length_size, parameter_sets)
-                            .map_err(|_| ContinuousError::BadNalUnits)?,
-                        random_access: sample.sync,
-                    });
-                }
-            }
-            CodecConfig::Aac {
-                object_type,
-                frequency_index,
-                channel_configuration,
-            } => {
-                for frames in samples.chunks(AUDIO_FRAMES_PER_PES) {
-                    let mut payload = Vec::new();
-                    for frame in frames {
-                        payload.extend(adts_header(
-                            *object_type,
-                            *frequency_index,
-                            *channel_configuration,
-                            frame.data.len(),
-                        ));
-                        payload.extend_from_slice(&frame.data);
-                    }
-                    let time = to_90khz(frames[0].decode, header.timescale);
-                    packets.push(Pes {
-                        pid: AUDIO_PID,
-                        stream_id: STREAM_ID_AUDIO,
-                        decode: time,
-                        presentation: time,
-                        payload,
-                        random_access: true,
-                    });
-                }
-            }
-            CodecConfig::Vp8(_) | CodecConfig::Vp9(_) | CodecConfig::Opus(_) | CodecConfig::Mp3 => {
-                unreachable!("only H.264 video and AAC audio tracks are opened (TsStream::new)")
-            }
+        // Only H.264 video and AAC audio tracks are opened (`TsStream::new`).
+        let packets = match role {
+            Role::Video => Pes::video(&samples, &header.config, header.timescale),
+            Role::Audio => Pes::audio(&samples, &header.config, header.timescale),
         }
+        .map_err(|error| match error {
+            TsError::BadNalUnits => ContinuousError::BadNalUnits,
+            TsError::Unsupported(what) => ContinuousError::Unsupported {
+                format: StreamFormat::Ts,
+                what: what.to_owned(),
+            },
+        })?;
         let pcr_pid = self.pcr_pid();
         if join_point {
             self.writer.table(PAT_PID, &pat());
@@ -153,8 +112,8 @@ impl TsStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mpegts::PACKET;
     use crate::testing::{self, TrackSpec, parsed_chunk as chunk, parsed_header as header};
-    use crate::ts::PACKET;
 
     fn pid(packet: &[u8]) -> u16 {
         u16::from(packet[1] & 0x1f) << 8 | u16::from(packet[2])
