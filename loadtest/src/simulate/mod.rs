@@ -33,8 +33,12 @@ const ALIGN_WINDOW: u64 = 8 << 20;
 pub enum SimulateError {
     #[error(transparent)]
     Log(#[from] LogError),
-    #[error("control's configuration {path}: {reason}")]
-    Config { path: PathBuf, reason: String },
+    #[error("control's configuration: {0}")]
+    Config(#[from] estuary_control::ConfigError),
+    #[error("the GeoIP database {path} that control's configuration names: {reason}")]
+    GeoIp { path: PathBuf, reason: String },
+    #[error("the coverage zones control's configuration names: {0}")]
+    CoverageZones(#[from] estuary_control::coverage::CoverageError),
     #[error("control's configuration {path} has no [[sites]]: there is nowhere to send viewers")]
     NoSites { path: PathBuf },
     #[error(
@@ -84,32 +88,24 @@ impl Setup {
     /// Reads control's configuration at `config` (and the GeoIP database and coverage-zone
     /// file it names) as `estuary control` does.
     pub fn load(config: &Path, policies: &[Policy], bucket: i64) -> Result<Setup, SimulateError> {
-        let error = |reason: String| SimulateError::Config {
-            path: config.to_owned(),
-            reason,
-        };
-        let file = Config::load(config).map_err(|reason| SimulateError::Config {
-            path: config.to_owned(),
-            // Config::load names the file already.
-            reason: reason
-                .strip_prefix(&format!("{}: ", config.display()))
-                .unwrap_or(&reason)
-                .to_owned(),
-        })?;
+        let file = Config::load(config)?;
         if file.sites.is_empty() {
             return Err(SimulateError::NoSites {
                 path: config.to_owned(),
             });
         }
-        let geo = file
-            .geoip
-            .as_deref()
-            .map(GeoDatabase::open)
-            .transpose()
-            .map_err(error)?;
+        let geo = match &file.geoip {
+            Some(path) => Some(
+                GeoDatabase::open(path).map_err(|reason| SimulateError::GeoIp {
+                    path: path.clone(),
+                    reason,
+                })?,
+            ),
+            None => None,
+        };
         let mut zones = file.zones.clone();
         if let Some(path) = &file.coverage_zones {
-            zones.extend(coverage::read_traffic_control(path).map_err(error)?);
+            zones.extend(coverage::read_traffic_control(path)?);
         }
         let mut choices: Vec<Choice> = policies.iter().copied().map(Choice::Fixed).collect();
         choices.dedup();
