@@ -16,6 +16,7 @@ use estuary_control::config::{Config, Policy, PolicyConfig};
 use estuary_control::coverage::{self, Coverage};
 use estuary_control::geo::GeoDatabase;
 use estuary_control::routing::{Router, SiteState, rank_sites};
+use estuary_proto::url::{ChannelName, PublicPath};
 
 use crate::log::{Format, LogError, LogReader, Record, Tally, line_boundaries};
 use crate::progress;
@@ -52,8 +53,11 @@ pub enum SimulateError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("plotting {path}: {reason}")]
-    Plot { path: PathBuf, reason: String },
+    #[error("plotting {path}: {source}")]
+    Plot {
+        path: PathBuf,
+        source: crate::plot::PlotError,
+    },
 }
 
 /// How sites are chosen in one run of the simulation.
@@ -235,8 +239,9 @@ impl<'a> Simulation<'a> {
         let channel = if setup.choices.contains(&Choice::Configured) {
             channel_of(record.target)
         } else {
-            ""
+            None
         };
+        let channel = channel.as_ref().map_or("", ChannelName::as_str);
         for (choice_index, choice) in setup.choices.iter().enumerate() {
             let policy = match choice {
                 Choice::Fixed(policy) => *policy,
@@ -357,20 +362,17 @@ impl<'a> Simulation<'a> {
     }
 }
 
-/// The channel of a path of the public layout (`/live/CHANNEL/…`, `/vod/CHANNEL/…`); empty
-/// for any other path, which gets the default policy.
-pub fn channel_of(target: &str) -> &str {
-    let Some(rest) = target
-        .strip_prefix("/live/")
-        .or_else(|| target.strip_prefix("/vod/"))
-    else {
-        return "";
+/// The channel of a logged request target, when it is a media path of the public layout as
+/// control reads it (`PublicPath::parse`: `/live/CHANNEL/…`, `/vod/CHANNEL/…` in their one
+/// canonical spelling); none for any other, which gets the default policy, as control would
+/// send it no viewer.
+pub fn channel_of(target: &str) -> Option<ChannelName> {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
     };
-    let end = rest
-        .bytes()
-        .position(|byte| matches!(byte, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
-    &rest[..end]
+    let path = PublicPath::parse(path, query).ok()?;
+    path.is_media().then(|| path.channel().cloned()).flatten()
 }
 
 /// A fast hash for client addresses (FxHash's mixing): they are not chosen by an adversary
@@ -433,9 +435,9 @@ pub struct Options {
 /// Runs the simulation and writes its outputs; returns the report.
 pub fn run(options: &Options) -> Result<Report, SimulateError> {
     // A missing font is found before the log is read, not after.
-    crate::plot::register_font(&options.font).map_err(|reason| SimulateError::Plot {
+    crate::plot::register_font(&options.font).map_err(|source| SimulateError::Plot {
         path: options.font.clone(),
-        reason,
+        source,
     })?;
     let setup = Setup::load(&options.config, &options.policies, options.bucket)?;
     let simulation = simulate(&setup, &options.log, options.format, options.threads)?;
@@ -686,9 +688,22 @@ mod tests {
             .map(|c| c.bytes)
             .collect();
         assert_eq!(bytes, [10, 1, 0]);
-        assert_eq!(channel_of("/vod/a/0-10/x"), "a");
-        assert_eq!(channel_of("/live?x=/live/b"), "");
-        assert_eq!(channel_of("/index.html"), "");
+        let channel = |target: &str| channel_of(target).map(|channel| channel.to_string());
+        assert_eq!(channel("/vod/a/0-10/master.m3u8").as_deref(), Some("a"));
+        assert_eq!(
+            channel("/live/b/v720/media.m3u8?_HLS_msn=3&cb=1").as_deref(),
+            Some("b")
+        );
+        for other in [
+            "/live?x=/live/b",
+            "/index.html",
+            "/vod/a/0-10/x",
+            "//live/b/master.m3u8",
+            "/live/%62/master.m3u8",
+            "/play/b",
+        ] {
+            assert_eq!(channel(other), None, "{other}");
+        }
     }
 
     #[test]
