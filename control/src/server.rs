@@ -149,6 +149,13 @@ mod tests {
         .await;
         assert!(outside.starts_with("HTTP/1.1 400 "), "{outside}");
         assert!(outside.contains("canonical"), "{outside}");
+        let wrong_method = exchange(
+            admin_address,
+            "DELETE /api/v1/sites HTTP/1.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(wrong_method.starts_with("HTTP/1.1 405 "), "{wrong_method}");
+        assert!(wrong_method.contains("\"status\":405"), "{wrong_method}");
 
         stop.send(()).unwrap();
         serving.await.unwrap().unwrap();

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -243,11 +244,15 @@ async fn set_policy(
 async fn forget_edge(
     State(control): State<Arc<Control>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Response {
     if let Some(refusal) = refused(&control, &headers) {
         return refusal;
     }
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(rejection) => return problem(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
     if control.forget(&id) {
         StatusCode::NO_CONTENT.into_response()
     } else {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +40,7 @@ pub fn app(control: Arc<Control>) -> axum::Router {
     public_routes()
         .merge(admin_routes())
         .fallback(redirect::viewer)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(control)
 }
 
@@ -47,6 +49,7 @@ pub fn app(control: Arc<Control>) -> axum::Router {
 pub fn public_app(control: Arc<Control>) -> axum::Router {
     public_routes()
         .fallback(redirect::viewer)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(control)
 }
 
@@ -60,6 +63,7 @@ pub fn admin_app(control: Arc<Control>) -> axum::Router {
                 "not here: viewers ask control's public address",
             )
         })
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(control)
 }
 
@@ -74,6 +78,14 @@ fn admin_routes() -> axum::Router<Arc<Control>> {
         .route("/api/v1/route", get(route))
         .route("/api/v1/edges", get(edges))
         .merge(admin::routes())
+}
+
+/// A known path asked for with a method it does not take.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}", uri.path()),
+    )
 }
 
 /// An RFC 9457 problem, as axum sends it.
@@ -166,8 +178,12 @@ async fn report(State(control): State<Arc<Control>>, request: axum::extract::Req
 
 async fn route(
     State(control): State<Arc<Control>>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return problem(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
     let Some(ip) = query.get("ip") else {
         return problem(
             StatusCode::BAD_REQUEST,
