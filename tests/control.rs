@@ -282,12 +282,14 @@ async fn viewers_go_to_the_best_edge_and_players_follow() {
     assert_eq!(zone["site"], "nyc", "{zone}");
 
     // The redirect names the edge and carries a keycard for the channel, which the edge
-    // accepts; without it the edge says 403.
-    let (status, location) = redirect(control, LONDON, &format!("{master}?x=1"));
+    // accepts; without it the edge says 403. Of the query, only what the layout defines
+    // stays, and a keycard the viewer brought is replaced.
+    let (status, location) = redirect(control, LONDON, &format!("{master}?x=1&keycard=old"));
     assert_eq!(status, 302);
-    let lon_edge = format!("http://{}{master}?x=1&keycard=", edges[0]);
+    let lon_edge = format!("http://{}{master}?keycard=", edges[0]);
     assert!(location.starts_with(&lon_edge), "{location}");
     assert!(location.contains("acl=/live/demo/*"), "{location}");
+    assert!(!location.contains("old"), "{location}");
     let status_of = |url: &str| {
         let output = Command::new("curl")
             .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", url])
@@ -464,6 +466,23 @@ async fn bad_input_is_refused_with_reasons() {
     assert!(body.contains("not an IP address"), "{body}");
     let (status, body) = http_get(control, "/api/v1/route?ip=192.0.2.1&path=/elsewhere").await;
     assert_eq!(status, 400, "{body}");
+    // Only the canonical spelling of a media path is redirected; the rest is a problem that
+    // names the path.
+    for (path, expected) in [
+        ("//live/demo/master.m3u8", 400),
+        ("/live/%64emo/master.m3u8", 400),
+        ("/live/demo/./master.m3u8", 400),
+        ("/live/demo/v720/media.m3u8?_HLS_msn=x", 400),
+        ("/live/demo/nothing.txt", 404),
+        ("/index.html", 404),
+        ("/play/demo", 404),
+    ] {
+        let (status, body) = http_get(control, path).await;
+        assert_eq!(status, expected, "{path}: {body}");
+        let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(problem["status"], expected, "{path}: {problem}");
+        assert!(!problem["detail"].as_str().unwrap().is_empty(), "{path}");
+    }
     // No edge has reported: a viewer is told to come back, with the reason.
     let (status, body) = http_get(control, "/live/demo/master.m3u8").await;
     assert_eq!(status, 503);

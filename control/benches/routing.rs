@@ -96,12 +96,13 @@ fn routing(c: &mut Criterion) {
         ("default", "192.0.2.1"),
     ] {
         let client: IpAddr = client.parse().unwrap();
+        let channel = estuary_proto::url::ChannelName::new("demo").unwrap();
         group.bench_function(name, |b| {
             b.iter(|| {
                 router.route(
                     black_box(Request {
                         client,
-                        channel: "demo",
+                        channel: &channel,
                     }),
                     &snapshot,
                     Policy::Closest,

@@ -1,12 +1,16 @@
-//! Control's configuration file (TOML): the sites, coverage zones (inline, or an Apache Traffic
-//! Control coverage-zone file), the GeoIP database, keycards, the routing policy, how edge
-//! reports are authenticated (report keys, pins), and the connection timeouts. Unknown keys are
-//! errors, and every error names the file and the line.
+//! Control's configuration file (TOML): where it listens, the sites, coverage zones (inline, or
+//! an Apache Traffic Control coverage-zone file), the GeoIP database, keycards, the routing
+//! policy, how edge reports are authenticated (report keys, pins), and the connection
+//! timeouts. It is read as every role reads its file (`estuary_proto::config`): unknown keys
+//! are errors naming the file and the line; then [`Config::validate`] checks what the types
+//! cannot (bounds, names, pins), naming the entry. `deploy/control.toml` is the example.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use estuary_http::Limits;
 use estuary_proto::net::Cidr;
 use serde::{Deserialize, Serialize};
 
@@ -15,10 +19,10 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where control listens, unless `--listen` says otherwise.
-    pub listen: Option<String>,
+    pub listen: Option<SocketAddr>,
     /// Where the admin API and the dashboard listen on their own, unless `--admin-listen` says
     /// otherwise. None: they share `listen` with the redirects.
-    pub admin_listen: Option<String>,
+    pub admin_listen: Option<SocketAddr>,
     /// A MaxMind DB (city or country) that places clients no coverage zone names.
     pub geoip: Option<PathBuf>,
     /// A coverage-zone file in Apache Traffic Control's JSON format, added to `zones`.
@@ -55,6 +59,50 @@ pub struct Config {
 
 fn default_group() -> String {
     "default".into()
+}
+
+/// Why control's configuration cannot be used.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable, not TOML, or not what control expects: the file and the line say where.
+    #[error(transparent)]
+    File(#[from] estuary_proto::config::ConfigError),
+    /// Read, but a value is out of bounds or contradicts another.
+    #[error("{}: {invalid}", path.display())]
+    Invalid { path: PathBuf, invalid: Invalid },
+}
+
+/// A value the types let through but control cannot use: the entry and what was expected.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Invalid {
+    #[error("site {name:?}: names must be non-empty and unique")]
+    SiteName { name: String },
+    #[error("site {name:?}: capacity_mbps must be above 0 and cost_per_gb at least 0")]
+    SiteCapacity { name: String },
+    #[error(
+        "{what}: latitude must be within ±90 and longitude within ±180, not {latitude}, {longitude}"
+    )]
+    Location {
+        what: String,
+        latitude: f64,
+        longitude: f64,
+    },
+    #[error("zone {name:?}: give both latitude and longitude, or neither")]
+    HalfLocation { name: String },
+    #[error(transparent)]
+    Origin(#[from] crate::origins::BadOrigin),
+    #[error("reports.clock_window must be above 0 and at most 10m, not {0:?}")]
+    ClockWindow(Duration),
+    #[error(
+        "reports.forget_after must be at least {lost:?}, when a silent edge is lost, not {given:?}"
+    )]
+    ForgetAfter { given: Duration, lost: Duration },
+    #[error("edge {id:?}: {problem}")]
+    Pin { id: String, problem: String },
+    #[error("timeouts.{0} must be above 0")]
+    Timeout(&'static str),
+    #[error("default_group must not be empty")]
+    DefaultGroup,
 }
 
 /// A place with edges in it.
@@ -199,6 +247,20 @@ fn default_write_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
+impl Timeouts {
+    /// The limits every connection to control is kept to, at the front door and in axum
+    /// alike: these timeouts, and estuary-http's bounds on a request head (16 KiB, 64
+    /// headers).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            head_timeout: self.header,
+            idle_timeout: self.idle,
+            write_timeout: self.write,
+            ..Limits::default()
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
@@ -223,6 +285,11 @@ pub enum Policy {
     LeastLoaded,
 }
 
+/// A policy name that is none of them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown policy {0:?}: expected closest, least_cost or least_loaded")]
+pub struct UnknownPolicy(pub String);
+
 impl Policy {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -234,27 +301,25 @@ impl Policy {
 }
 
 impl std::str::FromStr for Policy {
-    type Err = String;
+    type Err = UnknownPolicy;
 
-    fn from_str(text: &str) -> Result<Policy, String> {
+    fn from_str(text: &str) -> Result<Policy, UnknownPolicy> {
         match text {
             "closest" => Ok(Policy::Closest),
             "least_cost" => Ok(Policy::LeastCost),
             "least_loaded" => Ok(Policy::LeastLoaded),
-            _ => Err(format!(
-                "unknown policy {text:?}: expected closest, least_cost or least_loaded"
-            )),
+            _ => Err(UnknownPolicy(text.to_owned())),
         }
     }
 }
 
+/// What [`Config::parse`] names as the file of configuration text.
+const INLINE: &str = "(control configuration)";
+
 impl Config {
     /// Reads and checks the file at `path`; relative paths in it are taken from its folder.
-    pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|error| format!("{}: {error}", path.display()))?;
-        let mut config =
-            Config::parse(&text).map_err(|error| format!("{}: {error}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = estuary_proto::config::load(path)?;
         let folder = path.parent().unwrap_or(Path::new("."));
         for file in [
             config.geoip.as_mut(),
@@ -272,89 +337,109 @@ impl Config {
                 *file = folder.join(&*file);
             }
         }
-        Ok(config)
+        config.checked(path)
     }
 
-    /// Parses and checks configuration text. Errors say the line and what was expected.
-    pub fn parse(text: &str) -> Result<Config, String> {
-        let config: Config = toml::from_str(text).map_err(|error| {
-            // toml's message starts "TOML parse error at line L, column C" and shows the line.
-            error.to_string().trim_end().to_owned()
+    /// Parses and checks configuration text (the demo's, tests'). Errors say the line and
+    /// what was expected.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let path = Path::new(INLINE);
+        let config: Config = estuary_proto::config::parse(text, path)?;
+        config.checked(path)
+    }
+
+    fn checked(self, path: &Path) -> Result<Config, ConfigError> {
+        self.validate().map_err(|invalid| ConfigError::Invalid {
+            path: path.to_owned(),
+            invalid,
         })?;
-        config.check()?;
-        Ok(config)
+        Ok(self)
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Checks what the types cannot: names unique, locations on Earth, capacities above 0,
+    /// origins usable, the report bounds and pins, timeouts above 0.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.default_group.is_empty() {
+            return Err(Invalid::DefaultGroup);
+        }
         for url in &self.origins {
-            crate::origins::base_of(url)?;
+            if crate::origins::base_of(url).is_none() {
+                return Err(crate::origins::BadOrigin { url: url.clone() }.into());
+            }
         }
         let mut names = std::collections::HashSet::new();
         for site in &self.sites {
             if site.name.is_empty() || !names.insert(site.name.as_str()) {
-                return Err(format!(
-                    "site {:?}: names must be non-empty and unique",
-                    site.name
-                ));
+                return Err(Invalid::SiteName {
+                    name: site.name.clone(),
+                });
             }
             check_location(
-                &format!("site {:?}", site.name),
+                || format!("site {:?}", site.name),
                 site.latitude,
                 site.longitude,
             )?;
             // NaN fails both tests too.
             let usable = site.capacity_mbps > 0.0 && site.cost_per_gb >= 0.0;
             if !usable {
-                return Err(format!(
-                    "site {:?}: capacity_mbps must be above 0 and cost_per_gb at least 0",
-                    site.name
-                ));
+                return Err(Invalid::SiteCapacity {
+                    name: site.name.clone(),
+                });
             }
         }
-        self.check_reports()?;
         for zone in &self.zones {
             match (zone.latitude, zone.longitude) {
                 (Some(latitude), Some(longitude)) => {
-                    check_location(&format!("zone {:?}", zone.name), latitude, longitude)?
+                    check_location(|| format!("zone {:?}", zone.name), latitude, longitude)?
                 }
                 (None, None) => {}
                 _ => {
-                    return Err(format!(
-                        "zone {:?}: give both latitude and longitude, or neither",
-                        zone.name
-                    ));
+                    return Err(Invalid::HalfLocation {
+                        name: zone.name.clone(),
+                    });
                 }
+            }
+        }
+        self.validate_reports()?;
+        let timeouts = &self.timeouts;
+        for (name, timeout) in [
+            ("header", timeouts.header),
+            ("idle", timeouts.idle),
+            ("write", timeouts.write),
+        ] {
+            if timeout.is_zero() {
+                return Err(Invalid::Timeout(name));
             }
         }
         Ok(())
     }
-}
 
-impl Config {
-    fn check_reports(&self) -> Result<(), String> {
+    fn validate_reports(&self) -> Result<(), Invalid> {
         let reports = &self.reports;
         if reports.clock_window.is_zero() || reports.clock_window > Duration::from_secs(600) {
-            return Err("reports.clock_window must be above 0 and at most 10m".into());
+            return Err(Invalid::ClockWindow(reports.clock_window));
         }
         if reports.forget_after < crate::registry::LOST_AFTER {
-            return Err(format!(
-                "reports.forget_after must be at least {:?}, when a silent edge is lost",
-                crate::registry::LOST_AFTER
-            ));
+            return Err(Invalid::ForgetAfter {
+                given: reports.forget_after,
+                lost: crate::registry::LOST_AFTER,
+            });
         }
         let mut ids = std::collections::HashSet::new();
         for pin in &self.edges {
-            let what = format!("edge {:?}", pin.id);
-            estuary_proto::report::check_name(&pin.id)
-                .map_err(|error| format!("{what}: {error}"))?;
+            let invalid = |problem: String| Invalid::Pin {
+                id: pin.id.clone(),
+                problem,
+            };
+            estuary_proto::report::check_name(&pin.id).map_err(invalid)?;
             if !ids.insert(pin.id.as_str()) {
-                return Err(format!("{what}: pinned twice"));
+                return Err(invalid("pinned twice".into()));
             }
             if !self.sites.iter().any(|site| site.name == pin.site) {
-                return Err(format!(
-                    "{what}: site {:?} is not among the sites",
+                return Err(invalid(format!(
+                    "site {:?} is not among the sites",
                     pin.site
-                ));
+                )));
             }
             if let Some(url) = &pin.url {
                 let whole = url.strip_suffix('*').unwrap_or(url);
@@ -365,16 +450,12 @@ impl Config {
                 } else {
                     estuary_proto::report::check_url(url)
                 };
-                checked.map_err(|error| format!("{what}: url {url:?} {error}"))?;
+                checked.map_err(|error| invalid(format!("url {url:?} {error}")))?;
             }
             if let Some(key_id) = &pin.key_id {
                 estuary_proto::report::check_name(key_id)
-                    .map_err(|error| format!("{what}: key_id {error}"))?;
+                    .map_err(|error| invalid(format!("key_id {error}")))?;
             }
-        }
-        let timeouts = &self.timeouts;
-        if timeouts.header.is_zero() || timeouts.idle.is_zero() || timeouts.write.is_zero() {
-            return Err("timeouts.header, timeouts.idle and timeouts.write must be above 0".into());
         }
         Ok(())
     }
@@ -387,13 +468,15 @@ impl PolicyConfig {
     }
 }
 
-fn check_location(what: &str, latitude: f64, longitude: f64) -> Result<(), String> {
+fn check_location(what: impl Fn() -> String, latitude: f64, longitude: f64) -> Result<(), Invalid> {
     if (-90.0..=90.0).contains(&latitude) && (-180.0..=180.0).contains(&longitude) {
         Ok(())
     } else {
-        Err(format!(
-            "{what}: latitude must be within ±90 and longitude within ±180, not {latitude}, {longitude}"
-        ))
+        Err(Invalid::Location {
+            what: what(),
+            latitude,
+            longitude,
+        })
     }
 }
 
@@ -442,7 +525,7 @@ longitude = 2.35
     #[test]
     fn errors_name_the_line_and_what_was_expected() {
         let unknown = EXAMPLE.replace("cost_per_gb = 0.02", "cost_per_gb = 0.02\nspeed = 3");
-        let error = Config::parse(&unknown).unwrap_err();
+        let error = Config::parse(&unknown).unwrap_err().to_string();
         assert!(error.contains("line 19"), "{error}");
         assert!(error.contains("unknown field `speed`"), "{error}");
         assert!(
@@ -451,27 +534,42 @@ longitude = 2.35
         );
 
         let bad_range = EXAMPLE.replace("192.0.2.0/24", "192.0.2.0/33");
-        let error = Config::parse(&bad_range).unwrap_err();
+        let error = Config::parse(&bad_range).unwrap_err().to_string();
         assert!(
             error.contains("line 23") && error.contains("prefix length"),
             "{error}"
         );
 
         let bad_policy = EXAMPLE.replace("\"least_cost\"", "\"cheapest\"");
-        let error = Config::parse(&bad_policy).unwrap_err();
+        let error = Config::parse(&bad_policy).unwrap_err().to_string();
         assert!(
             error.contains("line 12") && error.contains("least_loaded"),
             "{error}"
         );
 
         let far = EXAMPLE.replace("latitude = 51.5", "latitude = 151.5");
-        assert!(Config::parse(&far).unwrap_err().contains("latitude"));
+        assert!(
+            Config::parse(&far)
+                .unwrap_err()
+                .to_string()
+                .contains("latitude")
+        );
         let https = EXAMPLE.replace("http://127.0.0.1:8080", "https://packager");
-        assert!(Config::parse(&https).unwrap_err().contains("origin"));
+        assert!(
+            Config::parse(&https)
+                .unwrap_err()
+                .to_string()
+                .contains("origin")
+        );
         let twice = format!(
             "{EXAMPLE}\n[[sites]]\nname = \"lon\"\nlatitude = 1\nlongitude = 1\ncost_per_gb = 1\ncapacity_mbps = 1\n"
         );
-        assert!(Config::parse(&twice).unwrap_err().contains("unique"));
+        assert!(
+            Config::parse(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("unique")
+        );
     }
 
     #[test]
@@ -499,7 +597,7 @@ longitude = 2.35
              [[edges]]\nid = \"lon-1\"\nsite = \"lon\"\nurl = \"https://lon-1.cdn.example:*\"\nkey_id = \"lon-1\"\n"
         );
         let config = Config::parse(&full).unwrap();
-        assert_eq!(config.admin_listen.as_deref(), Some("127.0.0.1:8071"));
+        assert_eq!(config.admin_listen, Some("127.0.0.1:8071".parse().unwrap()));
         assert_eq!(config.reports.clock_window, Duration::from_secs(10));
         assert_eq!(config.reports.forget_after, Duration::from_secs(300));
         assert!(config.reports.pinned_only);
@@ -534,10 +632,130 @@ longitude = 2.35
             ),
             ("header = \"5s\"", "header = \"0s\"", "timeouts"),
         ] {
-            let error = Config::parse(&full.replace(from, to)).unwrap_err();
+            let error = Config::parse(&full.replace(from, to))
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(says), "{to}: {error}");
         }
         let twice = format!("{full}\n[[edges]]\nid = \"lon-1\"\nsite = \"lon\"\n");
-        assert!(Config::parse(&twice).unwrap_err().contains("pinned twice"));
+        assert!(
+            Config::parse(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("pinned twice")
+        );
+    }
+
+    #[test]
+    fn timeouts_are_the_limits_of_every_connection() {
+        let config =
+            Config::parse("[timeouts]\nheader = \"5s\"\nidle = \"1m\"\nwrite = \"2s\"\n").unwrap();
+        let limits = config.timeouts.limits();
+        assert_eq!(limits.head_timeout, Duration::from_secs(5));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(limits.write_timeout, Duration::from_secs(2));
+        assert_eq!(limits.head_bytes, Limits::default().head_bytes);
+        let error = Config::parse("listen = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 1") && error.contains("listen"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_file_is_named_in_its_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.toml");
+        std::fs::write(&path, "[[sites]]\nname = \"lon\"\nlatitude = 95\nlongitude = 0\ncost_per_gb = 0\ncapacity_mbps = 1\n").unwrap();
+        let error = Config::load(&path).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                ConfigError::Invalid {
+                    invalid: Invalid::Location { .. },
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().starts_with(&path.display().to_string()),
+            "{error}"
+        );
+        let missing = Config::load(&dir.path().join("absent.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("absent.toml"), "{missing}");
+    }
+
+    /// The example in deploy/ is a configuration control takes, and every key it shows (each
+    /// with its default, commented) is in docs/control.md.
+    #[test]
+    fn the_deploy_example_loads_and_every_key_is_documented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/control.toml");
+        let config = Config::load(&path).unwrap();
+        let sites: Vec<&str> = config.sites.iter().map(|site| site.name.as_str()).collect();
+        assert_eq!(sites, ["lon", "fra", "nyc"]);
+        let docs = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/control.md"),
+        )
+        .unwrap();
+        let example = std::fs::read_to_string(&path).unwrap();
+        let mut table = String::new();
+        let mut keys = Vec::new();
+        for line in example.lines() {
+            // Keys, and keys commented out (`# key = default`), under their tables.
+            let line = line.trim_start_matches('#').trim();
+            if let Some(name) = line.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+                table = format!("{name}[].");
+            } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+                table = format!("{name}.");
+            } else if let Some((key, _)) = line.split_once(" = ")
+                && !key.contains(' ')
+                && !key.is_empty()
+            {
+                keys.push(format!("{table}{key}"));
+            }
+        }
+        for key in [
+            "listen",
+            "admin_listen",
+            "geoip",
+            "coverage_zones",
+            "default_group",
+            "trusted_proxies",
+            "origins",
+            "admin_token",
+            "keycards.key_file",
+            "keycards.lifetime",
+            "reports.key_file",
+            "reports.clock_window",
+            "reports.forget_after",
+            "reports.pinned_only",
+            "edges[].id",
+            "edges[].url",
+            "edges[].key_id",
+            "timeouts.header",
+            "timeouts.idle",
+            "timeouts.write",
+            "policy.default",
+            "policy.channels",
+            "sites[].name",
+            "sites[].capacity_mbps",
+            "zones[].networks",
+        ] {
+            assert!(
+                keys.contains(&key.to_owned()),
+                "deploy/control.toml does not show {key}: {keys:?}"
+            );
+        }
+        for key in keys {
+            assert!(
+                docs.contains(&format!("`{key}`")),
+                "docs/control.md does not document `{key}`"
+            );
+        }
     }
 }

@@ -1,8 +1,13 @@
-//! Connections that axum serves (through hyper): the rest of a front-door connection after its
-//! first request that is not a redirect, and every connection to the admin address. Each has
-//! the configured timeouts: a request head must arrive within the header timeout (hyper counts
-//! it from the end of the previous response, so it bounds an idle kept-alive connection too),
-//! and a write that makes no progress for the write timeout ends the connection.
+//! Connections that axum serves (through hyper, HTTP/1.1): the rest of a front-door connection
+//! after its first request that is not a redirect, and every connection to the admin address.
+//! Each is kept to control's [`Limits`]: a request head must arrive within the head timeout
+//! (hyper counts it from the end of the previous response, so it bounds an idle kept-alive
+//! connection too; heads are at most the head limit), and a write that makes no progress for
+//! the write timeout ends the connection.
+//!
+//! Why not `estuary_http::connection::serve`: axum's bodies (the event stream among them) are
+//! not estuary-http's, and the event stream needs the write timeout, which a client that never
+//! reads its events would otherwise escape.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,15 +16,13 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use estuary_http::Limits;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
 use tokio::time::Sleep;
 
-use crate::config::Timeouts;
-
-/// axum serves `stream` from `peer` until it ends, with `timeouts`.
-pub async fn serve_http<S>(app: axum::Router, stream: S, peer: SocketAddr, timeouts: Timeouts)
+/// axum serves `stream` from `peer` until it ends, kept to `limits`.
+pub async fn serve_http<S>(app: axum::Router, stream: S, peer: SocketAddr, limits: Limits)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -27,40 +30,15 @@ where
         request.extensions_mut().insert(ConnectInfo(peer));
         tower_service::Service::call(&mut app.clone(), request)
     });
-    let stream = WriteDeadline::new(stream, timeouts.write);
+    let stream = WriteDeadline::new(stream, limits.write_timeout);
     let served = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.header)
+        .header_read_timeout(limits.head_timeout)
+        .max_buf_size(limits.head_bytes.max(8192))
         .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades()
         .await;
     if let Err(error) = served {
         tracing::debug!(%error, %peer, "connection ended");
-    }
-}
-
-/// Serves `app` on every connection to `listener` (the admin address) until `shutdown`.
-pub async fn serve_admin(
-    listener: TcpListener,
-    app: axum::Router,
-    timeouts: Timeouts,
-    shutdown: impl Future<Output = ()>,
-) {
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_http(app.clone(), stream, peer, timeouts));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot accept an admin connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            () = &mut shutdown => return,
-        }
     }
 }
 

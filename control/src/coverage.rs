@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use estuary_proto::net::Cidr;
 use serde::Deserialize;
@@ -106,22 +106,49 @@ struct Coordinates {
     longitude: f64,
 }
 
+/// Why a coverage-zone file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CoverageError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "line {line}, column {column}: {reason} (expected a coverage-zone file: {{\"coverageZones\": {{NAME: {{\"network\": [...], \"network6\": [...], \"coordinates\": {{...}}}}}}}})"
+    )]
+    Parse {
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: Box<CoverageError>,
+    },
+}
+
 /// Reads a coverage-zone file in Apache Traffic Control's format.
-pub fn read_traffic_control(path: &Path) -> Result<Vec<Zone>, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
-    parse_traffic_control(&text).map_err(|error| format!("{}: {error}", path.display()))
+pub fn read_traffic_control(path: &Path) -> Result<Vec<Zone>, CoverageError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CoverageError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_traffic_control(&text).map_err(|error| CoverageError::File {
+        path: path.to_owned(),
+        source: Box::new(error),
+    })
 }
 
 /// Parses a coverage-zone file in Apache Traffic Control's format.
-pub fn parse_traffic_control(text: &str) -> Result<Vec<Zone>, String> {
-    let file: TrafficControlFile = serde_json::from_str(text).map_err(|error| {
-        format!(
-            "line {}, column {}: {error} (expected a coverage-zone file: {{\"coverageZones\": {{NAME: {{\"network\": [...], \"network6\": [...], \"coordinates\": {{...}}}}}}}})",
-            error.line(),
-            error.column()
-        )
-    })?;
+pub fn parse_traffic_control(text: &str) -> Result<Vec<Zone>, CoverageError> {
+    let file: TrafficControlFile =
+        serde_json::from_str(text).map_err(|error| CoverageError::Parse {
+            line: error.line(),
+            column: error.column(),
+            reason: error.to_string(),
+        })?;
     Ok(file
         .coverage_zones
         .into_iter()
@@ -193,7 +220,8 @@ mod tests {
         );
         let error =
             parse_traffic_control("{\"coverageZones\": {\"x\": {\"network\": [\"nope\"]}}}")
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
         assert!(
             error.contains("line 1") && error.contains("nope"),
             "{error}"

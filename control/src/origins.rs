@@ -62,10 +62,10 @@ struct ChannelHealth {
 
 impl Origins {
     /// `urls` are checked here: each must be an `http://` URL with a host.
-    pub fn new(urls: &[String]) -> Result<Origins, String> {
+    pub fn new(urls: &[String]) -> Result<Origins, BadOrigin> {
         let bases = urls
             .iter()
-            .map(|url| base_of(url))
+            .map(|url| base_of(url).ok_or_else(|| BadOrigin { url: url.clone() }))
             .collect::<Result<Vec<_>, _>>()?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(ANSWER_TIMEOUT));
@@ -134,7 +134,7 @@ impl Origins {
     }
 
     /// The union of the channels of every origin that answers; an error when none does.
-    async fn poll(&self) -> Result<HashSet<String>, String> {
+    async fn poll(&self) -> Result<HashSet<String>, Silent> {
         let mut channels = HashSet::new();
         let mut failures = Vec::new();
         let mut answered = false;
@@ -144,46 +144,85 @@ impl Origins {
                     answered = true;
                     channels.extend(health.channels.into_iter().map(|c| c.channel));
                 }
-                Ok(Err(error)) => failures.push(format!("{base}: {error}")),
-                Err(_) => failures.push(format!("{base}: no answer in {ANSWER_TIMEOUT:?}")),
+                Ok(Err(error)) => failures.push(error),
+                Err(_) => failures.push(OriginError::Slow {
+                    base: base.clone(),
+                    waited: ANSWER_TIMEOUT,
+                }),
             }
         }
         if answered {
             Ok(channels)
         } else {
-            Err(failures.join("; "))
+            Err(Silent(failures))
         }
     }
 
-    async fn ask(&self, base: &str) -> Result<Health, String> {
+    async fn ask(&self, base: &str) -> Result<Health, OriginError> {
+        let failed = |reason: String| OriginError::Unreachable {
+            base: base.to_owned(),
+            reason,
+        };
         let request = Request::get(format!("{base}/healthz"))
             .body(Empty::new())
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| failed(error.to_string()))?;
         let response = self
             .client
             .request(request)
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| failed(error.to_string()))?;
         if !response.status().is_success() {
-            return Err(format!("/healthz answered {}", response.status()));
+            return Err(OriginError::Status {
+                base: base.to_owned(),
+                status: response.status().as_u16(),
+            });
         }
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|error| error.to_string())?
+            .map_err(|error| failed(error.to_string()))?
             .to_bytes();
-        serde_json::from_slice(&body)
-            .map_err(|error| format!("/healthz does not list channels: {error}"))
+        serde_json::from_slice(&body).map_err(|error| OriginError::NotHealth {
+            base: base.to_owned(),
+            reason: error.to_string(),
+        })
     }
 }
 
-/// The base of an origin's URL (no trailing slash), or why it is not one.
-pub fn base_of(url: &str) -> Result<String, String> {
+/// An origin's URL that is not an `http://` URL with a host.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("origin {url:?} is not an http:// URL with a host")]
+pub struct BadOrigin {
+    pub url: String,
+}
+
+/// Why an origin did not say which channels it has.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OriginError {
+    #[error("{base}: {reason}")]
+    Unreachable { base: String, reason: String },
+    #[error("{base}: no answer in {waited:?}")]
+    Slow { base: String, waited: Duration },
+    #[error("{base}: /healthz answered {status}")]
+    Status { base: String, status: u16 },
+    #[error("{base}: /healthz does not list channels: {reason}")]
+    NotHealth { base: String, reason: String },
+}
+
+/// No origin answered: why each did not.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct Silent(pub Vec<OriginError>);
+
+/// The base of an origin's URL (no trailing slash), if it is an `http://` URL with a host.
+pub fn base_of(url: &str) -> Option<String> {
     let base = url.trim_end_matches('/');
     match base.parse::<Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Ok(base.to_owned()),
-        _ => Err(format!("origin {url:?} is not an http:// URL with a host")),
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {
+            Some(base.to_owned())
+        }
+        _ => None,
     }
 }
 
@@ -237,7 +276,7 @@ mod tests {
         assert!(channels.contains("news"));
 
         let nobody = Origins::new(&["http://127.0.0.1:9".into()]).unwrap();
-        let error = nobody.poll().await.unwrap_err();
+        let error = nobody.poll().await.unwrap_err().to_string();
         assert!(error.contains("127.0.0.1:9"), "{error}");
     }
 }

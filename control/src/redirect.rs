@@ -1,210 +1,168 @@
-//! What control answers a viewer asking for a path of the public layout: a `302` to the chosen
-//! edge with a fresh keycard of its own (its id recorded with the decision, for revocation), or
-//! a problem with its reason. The front door and axum both write [`Answer`].
+//! A viewer's answer in HTTP, written once for the front door and for axum: a `302` to the
+//! edge (no-store, open to every origin), or an RFC 9457 problem with its reason (`404` for a
+//! channel no origin has or a path that is not media, `503` and `Retry-After` when no site can
+//! take the viewer, `400`/`404` for a path the public layout does not have). Also the axum
+//! handler for the viewers' requests that reach axum rather than the front door.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use estuary_proto::net;
-use estuary_proto::url::ChannelName;
+use estuary_http::Body;
+use estuary_proto::url::{PublicPath, PublicPathError};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Response, StatusCode};
 
-use crate::origins::Presence;
-use crate::server::{Control, problem};
+use crate::state::Control;
+use crate::viewer::Answer;
 
-/// A redirect or a problem.
-#[derive(Debug, PartialEq)]
-pub enum Answer {
-    /// `302` to this Location.
-    Redirect(String),
-    /// This status, with the reason as the body.
-    Problem(StatusCode, String),
-}
+/// How long a viewer no site could take should wait before asking again.
+const RETRY_AFTER_SECONDS: &str = "2";
 
-/// `live` or `vod`, and the channel, of a path of the public layout.
-pub(crate) fn channel_of(path: &str) -> Result<(&str, &str), String> {
-    let mut segments = path.trim_start_matches('/').split('/');
-    let (Some(root @ ("live" | "vod")), Some(channel)) = (segments.next(), segments.next()) else {
-        return Err(format!(
-            "{path:?} is not a path of the public layout (/live/CHANNEL/…)"
-        ));
-    };
-    ChannelName::new(channel).map_err(|error| error.to_string())?;
-    Ok((root, channel))
-}
-
-impl Control {
-    /// Where the viewer at `peer` (or the client its `X-Forwarded-For` names, from a trusted
-    /// proxy) asking for `path?query` goes, with a fresh keycard for the channel.
-    pub fn answer(
-        &self,
-        peer: IpAddr,
-        path: &str,
-        query: Option<&str>,
-        forwarded_for: Option<&str>,
-    ) -> Answer {
-        let (root, channel) = match channel_of(path) {
-            Ok(found) => found,
-            Err(reason) => return Answer::Problem(StatusCode::BAD_REQUEST, reason),
-        };
-        let presence = if root == "live" {
-            self.origins().presence(channel, Instant::now())
-        } else {
-            Presence::Unknown
-        };
-        if presence == Presence::Absent {
-            return Answer::Problem(
-                StatusCode::NOT_FOUND,
-                format!("no origin has a live channel {channel:?}"),
+/// The response that says `answer`.
+pub fn response(answer: &Answer) -> Response<Body> {
+    match answer {
+        Answer::Redirect(redirect) => {
+            let Ok(location) = HeaderValue::try_from(redirect.location.as_str()) else {
+                // Edge URLs are checked when reports come in; this is the last line.
+                return estuary_http::problem(
+                    StatusCode::BAD_GATEWAY,
+                    "the chosen edge's URL is not a usable Location",
+                );
+            };
+            let mut response = estuary_http::respond(StatusCode::FOUND, "", Body::empty());
+            let headers = response.headers_mut();
+            headers.remove(header::CONTENT_TYPE);
+            headers.insert(header::LOCATION, location);
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Answer::ChannelAbsent(channel) => estuary_http::problem(
+            StatusCode::NOT_FOUND,
+            format!("no origin has a live channel {channel:?}"),
+        ),
+        Answer::NoSite(decision) => {
+            let mut response =
+                estuary_http::problem(StatusCode::SERVICE_UNAVAILABLE, decision.reason());
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
             );
+            response
         }
-        let client = net::client_address(peer, forwarded_for, self.trusted_proxies());
-        let decision = Arc::new(self.decide(client, channel));
-        let keycard = match (&decision.edge, self.minter()) {
-            (Some(_), Some(minter)) => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
-                Some(minter.mint(root, channel, now))
-            }
-            _ => None,
-        };
-        let keycard_id = keycard.as_ref().map(|minted| minted.id.as_str());
-        self.activity
-            .record(&decision, keycard_id, presence == Presence::Live);
-        let Some(edge) = &decision.edge else {
-            return Answer::Problem(StatusCode::SERVICE_UNAVAILABLE, decision.reason());
-        };
-        let mut location = String::with_capacity(edge.url.len() + path.len() + 180);
-        location.push_str(edge.url.trim_end_matches('/'));
-        location.push_str(path);
-        let mut separator = '?';
-        let kept = query.unwrap_or("").split('&').filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
-            !pair.is_empty() && name != "keycard" && name != "__token__"
-        });
-        for pair in kept {
-            location.push(separator);
-            location.push_str(pair);
-            separator = '&';
-        }
-        if let Some(keycard) = &keycard {
-            location.push(separator);
-            location.push_str("keycard=");
-            location.push_str(&keycard.text);
-        }
-        // A Location is one header line: visible ASCII (and tabs) only.
-        if !location
-            .bytes()
-            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
-        {
-            return Answer::Problem(
-                StatusCode::BAD_GATEWAY,
-                "the edge's URL is not a usable Location".into(),
-            );
-        }
-        tracing::debug!(%client, channel, edge = %edge.id, site = ?decision.site, keycard = ?keycard_id, "redirect");
-        Answer::Redirect(location)
+        Answer::NotMedia => estuary_http::problem(
+            StatusCode::NOT_FOUND,
+            "control sends viewers of /live/… and /vod/… paths to edges, and has nothing else here",
+        ),
     }
 }
 
-/// Redirects that reach axum: requests after another kind on the same connection.
-pub(crate) async fn redirect(
+/// The problem for a request whose path is not one of the public layout.
+pub fn not_in_layout(path: &str, error: &PublicPathError) -> Response<Body> {
+    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let shown: String = path.chars().take(128).collect();
+    estuary_http::problem(status, format!("{shown:?}: {error}"))
+}
+
+/// The viewers' requests that reach axum (after another kind of request on the same
+/// connection, or a GET with a body), and every path no other route has: a path of the
+/// public layout is answered as at the front door; any other is a problem.
+pub(crate) async fn viewer(
     State(control): State<Arc<Control>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: axum::extract::Request,
-) -> Response {
+) -> axum::response::Response {
     let (uri, headers) = (request.uri(), request.headers());
+    let path = match PublicPath::parse(uri.path(), uri.query()) {
+        Ok(path) => path,
+        Err(error) => return not_in_layout(uri.path(), &error).map(axum::body::Body::new),
+    };
+    let method = request.method();
+    if method != Method::GET && method != Method::HEAD {
+        let status = if path.is_media() {
+            StatusCode::METHOD_NOT_ALLOWED
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        let mut refused = estuary_http::problem(
+            status,
+            format!("{method} is not how {} is asked for", uri.path()),
+        );
+        refused
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return refused.map(axum::body::Body::new);
+    }
     let forwarded_for = headers
         .get("x-forwarded-for")
         .and_then(|value| value.to_str().ok());
-    match control.answer(peer.ip(), uri.path(), uri.query(), forwarded_for) {
-        Answer::Redirect(location) => {
-            let Ok(location) = HeaderValue::try_from(location) else {
-                return problem(StatusCode::BAD_GATEWAY, "not a usable Location");
-            };
-            (
-                StatusCode::FOUND,
-                [
-                    (header::LOCATION, location),
-                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-                    (
-                        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                        HeaderValue::from_static("*"),
-                    ),
-                ],
-            )
-                .into_response()
-        }
-        Answer::Problem(status, reason) => {
-            let mut response = problem(status, reason);
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
-            }
-            response
-        }
-    }
+    let answer = control.answer(peer.ip(), &path, forwarded_for);
+    response(&answer).map(axum::body::Body::new)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::{Decision, Group};
 
     #[test]
-    fn channels_come_from_the_public_layout() {
-        assert_eq!(channel_of("/live/demo/master.m3u8"), Ok(("live", "demo")));
+    fn answers_are_redirects_or_problems() {
+        let redirect = response(&Answer::Redirect(crate::viewer::Redirect {
+            location: "http://lon-1:8090/live/demo/master.m3u8?keycard=k".into(),
+            keycard_id: None,
+            decision: Arc::new(decision()),
+        }));
+        assert_eq!(redirect.status(), StatusCode::FOUND);
         assert_eq!(
-            channel_of("/vod/demo/0-60/master.m3u8"),
-            Ok(("vod", "demo"))
+            redirect.headers()[header::LOCATION],
+            "http://lon-1:8090/live/demo/master.m3u8?keycard=k"
         );
-        assert!(channel_of("/other/demo/x").is_err());
-        assert!(channel_of("/live/../x").is_err());
-        assert!(channel_of("/live").is_err());
+        assert_eq!(redirect.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(redirect.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(redirect.headers().get(header::CONTENT_TYPE).is_none());
+
+        let busy = response(&Answer::NoSite(Arc::new(decision())));
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(
+            busy.headers()[header::CONTENT_TYPE],
+            estuary_http::problem::PROBLEM_JSON
+        );
+        let broken = response(&Answer::Redirect(crate::viewer::Redirect {
+            location: "http://lon-1\r\nset-cookie: x".into(),
+            keycard_id: None,
+            decision: Arc::new(decision()),
+        }));
+        assert_eq!(broken.status(), StatusCode::BAD_GATEWAY);
+
+        let error = PublicPath::parse("/live/../x", None).unwrap_err();
+        assert_eq!(
+            not_in_layout("/live/../x", &error).status(),
+            StatusCode::BAD_REQUEST
+        );
+        let error = PublicPath::parse("/api/v2/nothing", None).unwrap_err();
+        assert_eq!(
+            not_in_layout("/api/v2/nothing", &error).status(),
+            StatusCode::NOT_FOUND
+        );
     }
 
-    #[test]
-    fn each_redirect_carries_its_own_keycard_and_the_decision_keeps_its_id() {
-        let config = crate::Config::parse(
-            "[[sites]]\nname = \"lon\"\nlatitude = 51.5\nlongitude = -0.13\ncost_per_gb = 0.02\ncapacity_mbps = 1000\n",
-        )
-        .unwrap();
-        let key = estuary_proto::KeycardKey::from_hex(Some("k1"), &"11".repeat(16)).unwrap();
-        let keys = crate::Keys {
-            keycards: vec![key],
-            keycard_lifetime: std::time::Duration::from_secs(300),
-            reports: Vec::new(),
-        };
-        let control = Control::with_keys(&config, keys).unwrap();
-        control
-            .hear(crate::registry::tests::report("lon-1", "lon"))
-            .unwrap();
-        let peer = IpAddr::from([192, 0, 2, 7]);
-        let ids: Vec<String> = (0..2)
-            .map(|_| {
-                let Answer::Redirect(location) =
-                    control.answer(peer, "/live/demo/master.m3u8", None, None)
-                else {
-                    panic!("a redirect");
-                };
-                let card = location.split_once("keycard=").unwrap().1;
-                let card = estuary_proto::Keycard::parse(card).unwrap();
-                assert_eq!(card.acl, "/live/demo/*");
-                card.id.unwrap()
-            })
-            .collect();
-        assert_ne!(ids[0], ids[1], "every redirect has a keycard of its own");
-        let state = control.activity.lock();
-        let recent = &state.recent["default"];
-        let kept: Vec<&str> = recent
-            .iter()
-            .filter_map(|(_, _, id)| id.as_deref())
-            .collect();
-        assert_eq!(kept, [ids[1].as_str(), ids[0].as_str()], "newest first");
+    fn decision() -> Decision {
+        Decision {
+            client: [192, 0, 2, 1].into(),
+            channel: "demo".into(),
+            policy: crate::config::Policy::Closest,
+            group: Group {
+                name: "default".into(),
+                source: "default",
+                country: None,
+                city: None,
+                latitude: None,
+                longitude: None,
+            },
+            candidates: Vec::new(),
+            site: None,
+            edge: None,
+        }
     }
 }

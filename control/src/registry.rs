@@ -20,6 +20,13 @@ pub const MAX_EDGES: usize = 10_000;
 /// [`LOST_AFTER`] a silent edge may still be given viewers.
 pub const SNAPSHOT_REUSE: Duration = Duration::from_millis(100);
 
+/// A new edge's report when the registry holds [`MAX_EDGES`] already.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("control already knows {MAX_EDGES} edges; edge {id:?} is not taken")]
+pub struct Full {
+    pub id: String,
+}
+
 #[derive(Debug)]
 pub struct Registry {
     edges: Mutex<BTreeMap<String, (EdgeReport, Instant)>>,
@@ -70,14 +77,11 @@ impl Registry {
 
     /// Takes a report (checked already: see crate::reports). A new edge past [`MAX_EDGES`] is
     /// refused, and nothing changes.
-    pub fn hear(&self, report: EdgeReport, now: Instant) -> Result<(), String> {
+    pub fn hear(&self, report: EdgeReport, now: Instant) -> Result<(), Full> {
         {
             let mut edges = self.lock();
             if edges.len() >= MAX_EDGES && !edges.contains_key(&report.id) {
-                return Err(format!(
-                    "control already knows {MAX_EDGES} edges; edge {:?} is not taken",
-                    report.id
-                ));
+                return Err(Full { id: report.id });
             }
             edges.insert(report.id.clone(), (report, now));
         }
@@ -237,7 +241,7 @@ pub(crate) mod tests {
             registry.hear(report(&format!("e{n}"), "lon"), now).unwrap();
         }
         let error = registry.hear(report("one-more", "lon"), now).unwrap_err();
-        assert!(error.contains("one-more"), "{error}");
+        assert!(error.to_string().contains("one-more"), "{error}");
         // Edges it knows still report.
         registry.hear(report("e7", "lon"), now).unwrap();
         assert_eq!(registry.snapshot(now).edges.len(), MAX_EDGES);

@@ -16,6 +16,7 @@
 
 use std::net::IpAddr;
 
+use estuary_proto::url::ChannelName;
 use serde::Serialize;
 
 use crate::config::{Config, Policy, Site};
@@ -39,11 +40,12 @@ pub struct Router {
     pub default_group: String,
 }
 
-/// Who asks for what.
+/// Who asks for what: the channel is the one a parsed path of the public layout names
+/// (`PublicPath::channel`), so routing never sees a name the layout would not take.
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
     pub client: IpAddr,
-    pub channel: &'a str,
+    pub channel: &'a ChannelName,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -190,14 +192,14 @@ impl Router {
                 let index = order[position];
                 (
                     Some(self.sites[index].name.clone()),
-                    Some(pick_edge(request.channel, &edges[index])),
+                    Some(pick_edge(request.channel.as_str(), &edges[index])),
                 )
             }
             None => (None, None),
         };
         Decision {
             client: request.client,
-            channel: request.channel.to_owned(),
+            channel: request.channel.to_string(),
             policy,
             group,
             candidates,
@@ -451,11 +453,15 @@ mod tests {
         }
     }
 
+    fn demo() -> ChannelName {
+        ChannelName::new("demo").unwrap()
+    }
+
     fn ask(router: &Router, policy: Policy, client: &str, snapshot: &Snapshot) -> Decision {
         router.route(
             Request {
                 client: client.parse().unwrap(),
-                channel: "demo",
+                channel: &demo(),
             },
             snapshot,
             policy,
@@ -649,7 +655,7 @@ mod tests {
                 let decision = router.route(
                     Request {
                         client: london,
-                        channel: "demo",
+                        channel: &demo(),
                     },
                     &snapshot,
                     policy,

@@ -451,11 +451,16 @@ fn push_number(line: &mut Vec<u8>, mut value: u64) {
     line.extend_from_slice(&digits[at..]);
 }
 
+/// A date that is not `YYYY-MM-DD`, or no day of the calendar.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a date YYYY-MM-DD")]
+pub struct BadDay(pub String);
+
 /// Midnight (UTC) of `YYYY-MM-DD`, in seconds since the epoch.
-pub fn parse_day(text: &str) -> Result<i64, String> {
-    let expected = || format!("{text:?} is not a date YYYY-MM-DD");
+pub fn parse_day(text: &str) -> Result<i64, BadDay> {
+    let expected = || BadDay(text.to_owned());
     let mut parts = text.splitn(3, '-');
-    let mut number = || -> Result<i64, String> {
+    let mut number = || -> Result<i64, BadDay> {
         parts
             .next()
             .and_then(|part| part.parse().ok())
@@ -523,8 +528,14 @@ mod tests {
             .for_each(|record| {
                 assert!(record.time >= previous, "in time order");
                 previous = record.time;
-                let channel = crate::simulate::channel_of(record.target);
-                let number: usize = channel.strip_prefix("channel-").unwrap().parse().unwrap();
+                // Every line is a media path of the public layout.
+                let channel = crate::simulate::channel_of(record.target).unwrap();
+                let number: usize = channel
+                    .as_str()
+                    .strip_prefix("channel-")
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 channels[number] += 1;
                 let path = record.target.split('?').next().unwrap();
                 if path.ends_with(".m3u8") {
@@ -557,7 +568,7 @@ mod tests {
         generate(&other).unwrap();
         assert_ne!(std::fs::read(&options.out).unwrap(), first);
         assert_eq!(
-            parse_day("2026-02-30").unwrap_err(),
+            parse_day("2026-02-30").unwrap_err().to_string(),
             "\"2026-02-30\" is not a date YYYY-MM-DD"
         );
     }

@@ -40,21 +40,30 @@ pub struct Line {
     pub mbps: Vec<f64>,
 }
 
+/// Why a plot could not be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlotError {
+    #[error(
+        "the plots need a TrueType font: {0} (apt-get install fonts-dejavu-core, or give --font FILE)"
+    )]
+    NoFont(String),
+    #[error("not a TrueType or OpenType font")]
+    NotAFont,
+    #[error("drawing: {0}")]
+    Drawing(String),
+}
+
 /// Reads the font at `path` for the plots' text (once per process).
-pub fn register_font(path: &Path) -> Result<(), String> {
-    static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
+pub fn register_font(path: &Path) -> Result<(), PlotError> {
+    static REGISTERED: OnceLock<Result<(), PlotError>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
-            let bytes = std::fs::read(path).map_err(|error| {
-                format!(
-                    "the plots need a TrueType font: {error} (apt-get install fonts-dejavu-core, \
-                     or give --font FILE)"
-                )
-            })?;
+            let bytes =
+                std::fs::read(path).map_err(|error| PlotError::NoFont(error.to_string()))?;
             // Plotters keeps fonts for the life of the process.
             let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
             plotters::style::register_font(FAMILY, FontStyle::Normal, bytes)
-                .map_err(|_| "not a TrueType or OpenType font".to_owned())
+                .map_err(|_| PlotError::NotAFont)
         })
         .clone()
 }
@@ -67,7 +76,7 @@ pub fn bandwidth(
     starts: &[i64],
     bucket: i64,
     panels: &[Panel],
-) -> Result<(), String> {
+) -> Result<(), PlotError> {
     let size = ((640 * panels.len() as u32 + 40).max(960), 560);
     if path.extension().is_some_and(|extension| extension == "svg") {
         draw(
@@ -94,8 +103,8 @@ fn draw<DB: DrawingBackend>(
     starts: &[i64],
     bucket: i64,
     panels: &[Panel],
-) -> Result<(), String> {
-    let error = |error: DrawingAreaErrorKind<DB::ErrorType>| error.to_string();
+) -> Result<(), PlotError> {
+    let error = |error: DrawingAreaErrorKind<DB::ErrorType>| PlotError::Drawing(error.to_string());
     root.fill(&WHITE).map_err(error)?;
     let (first, last) = match (starts.first(), starts.last()) {
         (Some(&first), Some(&last)) => (first, last + bucket),

@@ -10,7 +10,8 @@ use super::{runtime, shutdown_signal};
 
 #[derive(Args)]
 pub(crate) struct ControlArgs {
-    /// The configuration file (TOML): sites, coverage zones, GeoIP, keycards, policy.
+    /// The configuration file (TOML): sites, coverage zones, GeoIP, keycards, policy,
+    /// reports, timeouts; deploy/control.toml is an example with every key.
     #[arg(long, env = "ESTUARY_CONTROL_CONFIG")]
     config: PathBuf,
     /// Address viewers and edges connect to [default: the file's `listen`, else
@@ -24,30 +25,16 @@ pub(crate) struct ControlArgs {
     admin_listen: Option<SocketAddr>,
 }
 
-/// Ctrl-C or SIGTERM.
+/// Runs control until Ctrl-C or SIGTERM.
 pub(crate) fn control(args: ControlArgs) -> anyhow::Result<()> {
-    let config = estuary_control::Config::load(&args.config).map_err(anyhow::Error::msg)?;
-    let listen = match (args.listen, &config.listen) {
-        (Some(listen), _) => listen,
-        (None, Some(text)) => text.parse().with_context(|| {
-            format!(
-                "{}: listen = {text:?} is not an address",
-                args.config.display()
-            )
-        })?,
-        (None, None) => "127.0.0.1:8070".parse()?,
-    };
-    let admin_listen = match (args.admin_listen, &config.admin_listen) {
-        (Some(listen), _) => Some(listen),
-        (None, Some(text)) => Some(text.parse().with_context(|| {
-            format!(
-                "{}: admin_listen = {text:?} is not an address",
-                args.config.display()
-            )
-        })?),
-        (None, None) => None,
-    };
-    let control = estuary_control::Control::new(&config).map_err(anyhow::Error::msg)?;
+    let config = estuary_control::Config::load(&args.config)?;
+    let listen = args
+        .listen
+        .or(config.listen)
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8070)));
+    let admin_listen = args.admin_listen.or(config.admin_listen);
+    let control = estuary_control::Control::new(&config)
+        .with_context(|| format!("starting control with {}", args.config.display()))?;
     runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         let listener = estuary_http::listen(listen)

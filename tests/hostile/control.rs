@@ -69,7 +69,8 @@ fn report_body(id: &str, site: &str, url: &str) -> serde_json::Value {
     })
 }
 
-/// Reads an answer to its end: the status and the body.
+/// Reads an answer to its end: the status and the body (a problem's `detail`, when it is an
+/// RFC 9457 problem, as every error of control's is).
 fn read_answer(mut stream: TcpStream) -> Result<(u16, String), String> {
     let mut answer = Vec::new();
     let read = stream.read_to_end(&mut answer);
@@ -86,6 +87,17 @@ fn read_answer(mut stream: TcpStream) -> Result<(u16, String), String> {
         .split_once("\r\n\r\n")
         .map_or("", |(_, body)| body)
         .to_owned();
+    let problem = text
+        .to_ascii_lowercase()
+        .contains("content-type: application/problem+json");
+    if problem {
+        let problem: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("not a problem ({e}): {body}"))?;
+        return match problem["detail"].as_str() {
+            Some(detail) if problem["status"] == status => Ok((status, detail.to_owned())),
+            _ => Err(format!("a problem without its status and detail: {body}")),
+        };
+    }
     Ok((status, body))
 }
 
@@ -475,6 +487,47 @@ pub fn run(_demo: &Demo, cases: &mut Cases) {
         let body = attack();
         let signature = target.sign(&body, now_ms());
         target.refused(&body, Some(&signature), 403, "not pinned")
+    });
+
+    cases.case("control_redirects_only_the_canonical_spelling", || {
+        // Other spellings of a media path are no path of the layout: a problem, no redirect.
+        for (path, status) in [
+            ("//live/demo/master.m3u8", 400),
+            ("/live/%64emo/master.m3u8", 400),
+            ("/live/demo/../demo/master.m3u8", 400),
+            ("/LIVE/demo/master.m3u8", 404),
+            ("/live/demo/master.m3u8;x=1", 404),
+            ("/live/demo/v720/media.m3u8?_HLS_msn=1&_HLS_msn=2", 400),
+        ] {
+            let (got, reason) = get(target.public, path, None)?;
+            if got != status {
+                return Err(format!("{path}: {got} {reason}"));
+            }
+        }
+        // A viewer's own keycard and other parameters do not reach the edge.
+        let mut stream = TcpStream::connect(target.public).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let request = format!(
+            "GET /live/demo/stream.ts?track=v360&keycard=forged&x=%0d%0a HTTP/1.1\r\n\
+             Host: control\r\nX-Forwarded-For: {LONDON_VIEWER}\r\nConnection: close\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        let expected = format!(
+            "location: {}/live/demo/stream.ts?track=v360\r\n",
+            EDGES[0].2
+        );
+        if !answer.starts_with("HTTP/1.1 302 ") || !answer.contains(&expected) {
+            return Err(format!(
+                "the redirect kept what the layout does not: {answer}"
+            ));
+        }
+        target.unchanged()
     });
 
     cases.case("control_views_of_viewers_need_the_admin_token", || {

@@ -45,17 +45,20 @@ impl Format {
     }
 }
 
-impl std::str::FromStr for Format {
-    type Err = String;
+/// A log format name that is none of them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown log format {0:?}: expected common, combined, estuary or json")]
+pub struct UnknownFormat(pub String);
 
-    fn from_str(text: &str) -> Result<Format, String> {
+impl std::str::FromStr for Format {
+    type Err = UnknownFormat;
+
+    fn from_str(text: &str) -> Result<Format, UnknownFormat> {
         match text {
             "common" => Ok(Format::Common),
             "combined" | "estuary" => Ok(Format::Combined),
             "json" | "nginx-json" => Ok(Format::NginxJson),
-            _ => Err(format!(
-                "unknown log format {text:?}: expected common, combined, estuary or json"
-            )),
+            _ => Err(UnknownFormat(text.to_owned())),
         }
     }
 }

@@ -16,6 +16,7 @@ use estuary_control::config::{Config, Policy, PolicyConfig};
 use estuary_control::coverage::{self, Coverage};
 use estuary_control::geo::GeoDatabase;
 use estuary_control::routing::{Router, SiteState, rank_sites};
+use estuary_proto::url::{ChannelName, PublicPath};
 
 use crate::log::{Format, LogError, LogReader, Record, Tally, line_boundaries};
 use crate::progress;
@@ -33,8 +34,12 @@ const ALIGN_WINDOW: u64 = 8 << 20;
 pub enum SimulateError {
     #[error(transparent)]
     Log(#[from] LogError),
-    #[error("control's configuration {path}: {reason}")]
-    Config { path: PathBuf, reason: String },
+    #[error("control's configuration: {0}")]
+    Config(#[from] estuary_control::ConfigError),
+    #[error("the GeoIP database {path} that control's configuration names: {reason}")]
+    GeoIp { path: PathBuf, reason: String },
+    #[error("the coverage zones control's configuration names: {0}")]
+    CoverageZones(#[from] estuary_control::coverage::CoverageError),
     #[error("control's configuration {path} has no [[sites]]: there is nowhere to send viewers")]
     NoSites { path: PathBuf },
     #[error(
@@ -48,8 +53,11 @@ pub enum SimulateError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("plotting {path}: {reason}")]
-    Plot { path: PathBuf, reason: String },
+    #[error("plotting {path}: {source}")]
+    Plot {
+        path: PathBuf,
+        source: crate::plot::PlotError,
+    },
 }
 
 /// How sites are chosen in one run of the simulation.
@@ -84,32 +92,24 @@ impl Setup {
     /// Reads control's configuration at `config` (and the GeoIP database and coverage-zone
     /// file it names) as `estuary control` does.
     pub fn load(config: &Path, policies: &[Policy], bucket: i64) -> Result<Setup, SimulateError> {
-        let error = |reason: String| SimulateError::Config {
-            path: config.to_owned(),
-            reason,
-        };
-        let file = Config::load(config).map_err(|reason| SimulateError::Config {
-            path: config.to_owned(),
-            // Config::load names the file already.
-            reason: reason
-                .strip_prefix(&format!("{}: ", config.display()))
-                .unwrap_or(&reason)
-                .to_owned(),
-        })?;
+        let file = Config::load(config)?;
         if file.sites.is_empty() {
             return Err(SimulateError::NoSites {
                 path: config.to_owned(),
             });
         }
-        let geo = file
-            .geoip
-            .as_deref()
-            .map(GeoDatabase::open)
-            .transpose()
-            .map_err(error)?;
+        let geo = match &file.geoip {
+            Some(path) => Some(
+                GeoDatabase::open(path).map_err(|reason| SimulateError::GeoIp {
+                    path: path.clone(),
+                    reason,
+                })?,
+            ),
+            None => None,
+        };
         let mut zones = file.zones.clone();
         if let Some(path) = &file.coverage_zones {
-            zones.extend(coverage::read_traffic_control(path).map_err(error)?);
+            zones.extend(coverage::read_traffic_control(path)?);
         }
         let mut choices: Vec<Choice> = policies.iter().copied().map(Choice::Fixed).collect();
         choices.dedup();
@@ -239,8 +239,9 @@ impl<'a> Simulation<'a> {
         let channel = if setup.choices.contains(&Choice::Configured) {
             channel_of(record.target)
         } else {
-            ""
+            None
         };
+        let channel = channel.as_ref().map_or("", ChannelName::as_str);
         for (choice_index, choice) in setup.choices.iter().enumerate() {
             let policy = match choice {
                 Choice::Fixed(policy) => *policy,
@@ -361,20 +362,17 @@ impl<'a> Simulation<'a> {
     }
 }
 
-/// The channel of a path of the public layout (`/live/CHANNEL/…`, `/vod/CHANNEL/…`); empty
-/// for any other path, which gets the default policy.
-pub fn channel_of(target: &str) -> &str {
-    let Some(rest) = target
-        .strip_prefix("/live/")
-        .or_else(|| target.strip_prefix("/vod/"))
-    else {
-        return "";
+/// The channel of a logged request target, when it is a media path of the public layout as
+/// control reads it (`PublicPath::parse`: `/live/CHANNEL/…`, `/vod/CHANNEL/…` in their one
+/// canonical spelling); none for any other, which gets the default policy, as control would
+/// send it no viewer.
+pub fn channel_of(target: &str) -> Option<ChannelName> {
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
     };
-    let end = rest
-        .bytes()
-        .position(|byte| matches!(byte, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
-    &rest[..end]
+    let path = PublicPath::parse(path, query).ok()?;
+    path.is_media().then(|| path.channel().cloned()).flatten()
 }
 
 /// A fast hash for client addresses (FxHash's mixing): they are not chosen by an adversary
@@ -437,9 +435,9 @@ pub struct Options {
 /// Runs the simulation and writes its outputs; returns the report.
 pub fn run(options: &Options) -> Result<Report, SimulateError> {
     // A missing font is found before the log is read, not after.
-    crate::plot::register_font(&options.font).map_err(|reason| SimulateError::Plot {
+    crate::plot::register_font(&options.font).map_err(|source| SimulateError::Plot {
         path: options.font.clone(),
-        reason,
+        source,
     })?;
     let setup = Setup::load(&options.config, &options.policies, options.bucket)?;
     let simulation = simulate(&setup, &options.log, options.format, options.threads)?;
@@ -690,9 +688,22 @@ mod tests {
             .map(|c| c.bytes)
             .collect();
         assert_eq!(bytes, [10, 1, 0]);
-        assert_eq!(channel_of("/vod/a/0-10/x"), "a");
-        assert_eq!(channel_of("/live?x=/live/b"), "");
-        assert_eq!(channel_of("/index.html"), "");
+        let channel = |target: &str| channel_of(target).map(|channel| channel.to_string());
+        assert_eq!(channel("/vod/a/0-10/master.m3u8").as_deref(), Some("a"));
+        assert_eq!(
+            channel("/live/b/v720/media.m3u8?_HLS_msn=3&cb=1").as_deref(),
+            Some("b")
+        );
+        for other in [
+            "/live?x=/live/b",
+            "/index.html",
+            "/vod/a/0-10/x",
+            "//live/b/master.m3u8",
+            "/live/%62/master.m3u8",
+            "/play/b",
+        ] {
+            assert_eq!(channel(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -523,7 +523,8 @@ fn plots(report: &Report, out: &Path, font: &Path) -> Result<(), SimulateError> 
         title: "all policies (groups do not depend on them)".to_owned(),
         lines: groups,
     }];
-    let plot_error = |path: PathBuf| move |reason: String| SimulateError::Plot { path, reason };
+    let plot_error =
+        |path: PathBuf| move |source: plot::PlotError| SimulateError::Plot { path, source };
     plot::register_font(font).map_err(plot_error(font.to_owned()))?;
     for extension in ["png", "svg"] {
         let path = out.join(format!("sites.{extension}"));

@@ -12,6 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::ViewerError;
+use super::fetch::{resolve, strip_query};
+
 /// A wait between two reads longer than this is a gap: with the ingest's three parts a second,
 /// a chunk comes every third of a second.
 pub const GAP: Duration = Duration::from_secs(1);
@@ -73,36 +76,43 @@ pub async fn watch(url: &str, stop: Instant, utc_now: impl Fn() -> f64) -> Watch
         loop {
             let read = tokio::time::timeout(READ_TIMEOUT, socket.read(&mut buffer))
                 .await
-                .map_err(|_| format!("no data for {READ_TIMEOUT:?}"))?
-                .map_err(|error| error.to_string())?;
+                .map_err(|_| ViewerError::NoData(READ_TIMEOUT))?
+                .map_err(|error| ViewerError::request(url, error))?;
             if read == 0 {
-                return Err::<(), String>("the server ended the stream".into());
+                return Err::<(), ViewerError>(ViewerError::Ended);
             }
             take(&buffer[..read], Instant::now(), &mut watched);
         }
     })
     .await;
     if let Ok(Err(reason)) = outcome {
-        watched.failure = Some(reason);
+        watched.failure = Some(reason.to_string());
     }
     watched
 }
 
 /// Connects and sends the request, following redirects: the socket, the response head and
 /// the body bytes read with it.
-async fn open(url: &str, watched: &mut Watched) -> Result<(TcpStream, String, Vec<u8>), String> {
+async fn open(
+    url: &str,
+    watched: &mut Watched,
+) -> Result<(TcpStream, String, Vec<u8>), ViewerError> {
     let mut url = url.to_owned();
     for _ in 0..5 {
-        let uri: hyper::Uri = url.parse().map_err(|_| format!("{url}: not a URL"))?;
+        let unusable = |problem: &'static str| ViewerError::Url {
+            url: url.clone(),
+            problem,
+        };
+        let uri: hyper::Uri = url.parse().map_err(|_| unusable("not a URL"))?;
         if uri.scheme_str() != Some("http") {
-            return Err(format!("{url}: only http:// streams are watched"));
+            return Err(unusable("only http:// streams are watched"));
         }
-        let host = uri.host().ok_or_else(|| format!("{url}: no host"))?;
+        let host = uri.host().ok_or_else(|| unusable("no host"))?;
         let port = uri.port_u16().unwrap_or(80);
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
         let mut socket = TcpStream::connect((host, port))
             .await
-            .map_err(|error| format!("{host}:{port}: {error}"))?;
+            .map_err(|error| ViewerError::request(&format!("{host}:{port}"), error))?;
         let _ = socket.set_nodelay(true);
         let request = format!(
             "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: estuary-loadtest-viewer\r\n\r\n"
@@ -111,10 +121,17 @@ async fn open(url: &str, watched: &mut Watched) -> Result<(TcpStream, String, Ve
         socket
             .write_all(request.as_bytes())
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| ViewerError::request(&url, error))?;
         let (head, rest) = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut socket))
             .await
-            .map_err(|_| format!("{url}: no response head in {HEAD_TIMEOUT:?}"))??;
+            .map_err(|_| ViewerError::Silent {
+                url: url.clone(),
+                waited: HEAD_TIMEOUT,
+            })?
+            .map_err(|problem| ViewerError::Head {
+                url: url.clone(),
+                problem,
+            })?;
         let status = head
             .split(' ')
             .nth(1)
@@ -123,29 +140,34 @@ async fn open(url: &str, watched: &mut Watched) -> Result<(TcpStream, String, Ve
         if (300..400).contains(&status)
             && let Some(location) = header(&head, "location")
         {
-            url = crate::viewers::resolve(&url, location);
+            url = resolve(&url, location);
             continue;
         }
         if status != 200 {
             let line = head.lines().next().unwrap_or("");
-            return Err(format!("{}: {line}", url.split('?').next().unwrap_or(&url)));
+            return Err(ViewerError::Status {
+                url: strip_query(&url).to_owned(),
+                status: line.to_owned(),
+            });
         }
         return Ok((socket, head, rest));
     }
-    Err(format!("{url}: too many redirects"))
+    Err(ViewerError::Redirects {
+        url: url.to_owned(),
+    })
 }
 
 /// Reads up to the end of the response head: the head, and what came after it.
-async fn read_head(socket: &mut TcpStream) -> Result<(String, Vec<u8>), String> {
+async fn read_head(socket: &mut TcpStream) -> Result<(String, Vec<u8>), BadHead> {
     let mut bytes = Vec::with_capacity(1024);
     let mut piece = [0u8; 4096];
     loop {
         let read = socket
             .read(&mut piece)
             .await
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| BadHead::Read(error.to_string()))?;
         if read == 0 {
-            return Err("closed before the response head".into());
+            return Err(BadHead::Closed);
         }
         bytes.extend_from_slice(&piece[..read]);
         if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -153,9 +175,20 @@ async fn read_head(socket: &mut TcpStream) -> Result<(String, Vec<u8>), String> 
             return Ok((String::from_utf8_lossy(&bytes).into_owned(), rest));
         }
         if bytes.len() > 64 * 1024 {
-            return Err("a response head over 64 KiB".into());
+            return Err(BadHead::TooLarge);
         }
     }
+}
+
+/// Why a response head could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadHead {
+    #[error("{0}")]
+    Read(String),
+    #[error("closed before the response head")]
+    Closed,
+    #[error("a response head over 64 KiB")]
+    TooLarge,
 }
 
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {

@@ -5,6 +5,9 @@
 //! log's paths onto content the target has. The report counts requests, answers by status,
 //! client-side failures by kind, bytes, and latency percentiles from an HDR histogram.
 
+mod map;
+mod report;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::IpAddr;
@@ -14,17 +17,21 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use estuary_proto::url::ChannelName;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::log::{Format, LogReader, Tally};
+use crate::percentiles::{Percentiles, histogram};
+pub use map::{BadMap, LiveError, Map};
+use map::{live_objects, mapped};
+pub use report::Report;
 
 /// How long one request may take, head and body, before it counts as timed out.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,9 +41,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const REORDER_WINDOW: f64 = 120.0;
 /// How often a live mapping reads its channel's media playlist again.
 const LIVE_REFRESH: Duration = Duration::from_secs(1);
-/// Logged responses at least this long are mapped onto segments by a live mapping; shorter
-/// ones onto the playlist.
-const SEGMENT_SIZED: u64 = 16 * 1024;
 
 pub struct Options {
     pub log: PathBuf,
@@ -51,218 +55,6 @@ pub struct Options {
     /// The most requests waiting for an answer at once; past it, a request is not sent and
     /// counts as a client-side failure (`too many in flight`): the arrivals stay the log's.
     pub max_in_flight: usize,
-}
-
-/// A rule that moves logged paths onto the target's content. Rules are tried in order; the
-/// first whose prefix the path starts with applies; a path no rule matches is sent as logged.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Map {
-    /// `FROM=TO`: the prefix `FROM` becomes `TO` (the query is kept).
-    Prefix { from: String, to: String },
-    /// `FROM=live:CHANNEL`: the request becomes one a viewer of the live channel makes now:
-    /// for its media playlist when the logged response was small, for its newest segment when
-    /// it was large.
-    Live { from: String, channel: String },
-}
-
-impl std::str::FromStr for Map {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Map, String> {
-        let Some((from, to)) = text.split_once('=') else {
-            return Err(format!(
-                "{text:?} is not a mapping: expected FROM=TO or FROM=live:CHANNEL"
-            ));
-        };
-        if !from.starts_with('/') {
-            return Err(format!(
-                "{text:?}: FROM must be a path prefix starting with /"
-            ));
-        }
-        if let Some(channel) = to.strip_prefix("live:") {
-            estuary_proto::url::ChannelName::new(channel).map_err(|e| format!("{text:?}: {e}"))?;
-            return Ok(Map::Live {
-                from: from.into(),
-                channel: channel.into(),
-            });
-        }
-        if !to.starts_with('/') {
-            return Err(format!(
-                "{text:?}: TO must be a path starting with / (or live:CHANNEL)"
-            ));
-        }
-        Ok(Map::Prefix {
-            from: from.into(),
-            to: to.into(),
-        })
-    }
-}
-
-/// What a live channel offers now, as its media playlist says.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct LiveObjects {
-    /// e.g. `/live/demo/v720/media.m3u8`.
-    playlist: String,
-    /// The newest whole segment's path, once the playlist has been read.
-    segment: Option<String>,
-}
-
-/// Where a logged request goes, by the rules.
-fn mapped(
-    maps: &[Map],
-    live: &BTreeMap<String, RwLock<LiveObjects>>,
-    target: &str,
-    logged_bytes: u64,
-) -> String {
-    for map in maps {
-        match map {
-            Map::Prefix { from, to } if target.starts_with(from.as_str()) => {
-                return format!("{to}{}", &target[from.len()..]);
-            }
-            Map::Live { from, channel } if target.starts_with(from.as_str()) => {
-                let objects = live[channel].read().unwrap_or_else(|e| e.into_inner());
-                return match (&objects.segment, logged_bytes >= SEGMENT_SIZED) {
-                    (Some(segment), true) => segment.clone(),
-                    _ => objects.playlist.clone(),
-                };
-            }
-            _ => {}
-        }
-    }
-    target.to_owned()
-}
-
-/// The first media playlist a multivariant playlist names, and the newest segment a media
-/// playlist names (the last URI line: parts and hints are tags, not URI lines).
-fn first_uri(playlist: &str) -> Option<&str> {
-    playlist
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty() && !line.starts_with('#'))
-}
-
-fn last_uri(playlist: &str) -> Option<&str> {
-    playlist
-        .lines()
-        .map(str::trim)
-        .rfind(|line| !line.is_empty() && !line.starts_with('#'))
-}
-
-/// A path relative to the playlist at `base` (a path), as the playlist's URI lines are.
-fn resolve(base: &str, uri: &str) -> String {
-    if uri.starts_with('/') {
-        return uri.to_owned();
-    }
-    let folder = &base[..base.rfind('/').map_or(0, |at| at + 1)];
-    format!("{folder}{uri}")
-}
-
-/// What one run measured.
-#[derive(Debug, Serialize)]
-pub struct Report {
-    pub target: String,
-    pub speed: f64,
-    /// Log lines read, records among them, bad lines.
-    pub log_lines: u64,
-    pub log_records: u64,
-    pub log_bad_lines: u64,
-    /// Requests sent.
-    pub requests: u64,
-    /// Answers by status code.
-    pub statuses: BTreeMap<u16, u64>,
-    /// Requests that got no answer, by why (connect, timeout, too many in flight, …).
-    pub failures: BTreeMap<String, u64>,
-    /// Requests of methods other than GET and HEAD, not sent.
-    pub skipped: u64,
-    /// Body bytes received.
-    pub bytes: u64,
-    /// Seconds from the first request to the last answer.
-    pub seconds: f64,
-    /// Latency (request sent to the last byte of the answer), in milliseconds.
-    pub latency_ms: Percentiles,
-    /// How late a request left compared with its logged time scaled by the speed, in
-    /// milliseconds: large values mean the replayer itself could not keep up.
-    pub late_ms: Percentiles,
-    /// Whether `--duration` ended the run before the end of the log.
-    pub cut_short: bool,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
-}
-
-impl Percentiles {
-    /// The histogram's percentiles, each value divided by `unit` (1000 makes microseconds
-    /// milliseconds).
-    pub fn of(histogram: &Histogram<u64>, unit: f64) -> Percentiles {
-        let ms = |value: u64| value as f64 / unit;
-        if histogram.is_empty() {
-            return Percentiles::default();
-        }
-        Percentiles {
-            p50: ms(histogram.value_at_quantile(0.5)),
-            p90: ms(histogram.value_at_quantile(0.9)),
-            p99: ms(histogram.value_at_quantile(0.99)),
-            p999: ms(histogram.value_at_quantile(0.999)),
-            max: ms(histogram.max()),
-        }
-    }
-}
-
-impl Report {
-    /// The report as a person reads it.
-    pub fn text(&self) -> String {
-        let mut text = format!(
-            "replayed {} requests against {} at {}x in {:.1} s{}\n",
-            self.requests,
-            self.target,
-            self.speed,
-            self.seconds,
-            if self.cut_short {
-                " (stopped by --duration)"
-            } else {
-                ""
-            }
-        );
-        text += &format!(
-            "log: {} lines, {} requests, {} bad lines; {} requests of other methods than GET and HEAD not sent\n",
-            self.log_lines, self.log_records, self.log_bad_lines, self.skipped
-        );
-        let statuses: Vec<String> = self
-            .statuses
-            .iter()
-            .map(|(status, count)| format!("{status}: {count}"))
-            .collect();
-        text += &format!("answers by status: {}\n", statuses.join(", "));
-        let failures: u64 = self.failures.values().sum();
-        if failures == 0 {
-            text += "client-side failures: none\n";
-        } else {
-            let kinds: Vec<String> = self
-                .failures
-                .iter()
-                .map(|(kind, count)| format!("{kind}: {count}"))
-                .collect();
-            text += &format!("client-side failures: {failures} ({})\n", kinds.join(", "));
-        }
-        text += &format!("received {:.1} MB of bodies\n", self.bytes as f64 / 1e6);
-        let l = &self.latency_ms;
-        text += &format!(
-            "latency ms: p50 {:.2}, p90 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2}\n",
-            l.p50, l.p90, l.p99, l.p999, l.max
-        );
-        let late = &self.late_ms;
-        text += &format!(
-            "sent late by ms: p50 {:.2}, p99 {:.2}, max {:.2}\n",
-            late.p50, late.p99, late.max
-        );
-        text
-    }
 }
 
 /// One request to send, read from the log.
@@ -331,8 +123,11 @@ pub enum ReplayError {
     Target(String),
     #[error("--speed must be above 0")]
     Speed,
-    #[error("the live channel {channel:?}: {reason}")]
-    Live { channel: String, reason: String },
+    #[error("the live channel {channel}: {source}")]
+    Live {
+        channel: ChannelName,
+        source: LiveError,
+    },
 }
 
 /// Replays the log; `progress` hears the number of requests sent so far, now and then.
@@ -359,7 +154,12 @@ pub async fn run(
     let mut live = BTreeMap::new();
     for map in &options.maps {
         if let Map::Live { channel, .. } = map {
-            let objects = live_objects(&client, &target, channel, None).await?;
+            let objects = live_objects(&client, &target, channel, None)
+                .await
+                .map_err(|source| ReplayError::Live {
+                    channel: channel.clone(),
+                    source,
+                })?;
             live.insert(channel.clone(), RwLock::new(objects));
         }
     }
@@ -408,10 +208,10 @@ pub async fn run(
     let totals = Arc::new(Totals {
         statuses: Mutex::default(),
         failures: Mutex::default(),
-        latency: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds")),
+        latency: Mutex::new(histogram()),
         bytes: AtomicU64::new(0),
     });
-    let mut late = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).expect("bounds");
+    let mut late = histogram();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(options.max_in_flight));
     let mut tasks = tokio::task::JoinSet::new();
     let (mut sent, mut skipped, mut cut_short) = (0u64, 0u64, false);
@@ -566,112 +366,5 @@ fn failure_kind(error: &(dyn std::error::Error + 'static)) -> String {
     match text.split_once(" (os error") {
         Some((words, _)) => words.to_owned(),
         None => text,
-    }
-}
-
-/// Reads the channel's playlists: the first media playlist of its multivariant playlist
-/// (kept from `known` once found), and the newest segment that one names.
-async fn live_objects(
-    client: &Client<HttpConnector, Empty<Bytes>>,
-    target: &str,
-    channel: &str,
-    known: Option<LiveObjects>,
-) -> Result<LiveObjects, ReplayError> {
-    let failed = |reason: String| ReplayError::Live {
-        channel: channel.to_owned(),
-        reason,
-    };
-    let get = |path: String| async move {
-        let request = Request::get(format!("{target}{path}"))
-            .body(Empty::new())
-            .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, client.request(request))
-            .await
-            .map_err(|_| format!("{path}: no answer"))?
-            .map_err(|e| format!("{path}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{path}: {}", response.status()));
-        }
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        String::from_utf8(body.to_vec()).map_err(|_| format!("{path}: not text"))
-    };
-    let playlist = match known {
-        Some(known) => known.playlist,
-        None => {
-            let master = format!("/live/{channel}/master.m3u8");
-            let text = get(master.clone()).await.map_err(failed)?;
-            let uri = first_uri(&text)
-                .ok_or_else(|| failed(format!("{master} names no media playlist")))?;
-            // Query strings (a carried keycard) stay with the URI.
-            resolve(&master, uri)
-        }
-    };
-    let text = get(playlist.clone()).await.map_err(failed)?;
-    let segment = last_uri(&text).map(|uri| resolve(&playlist, uri));
-    Ok(LiveObjects { playlist, segment })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mappings_are_read_and_applied_in_order() {
-        let maps: Vec<Map> = ["/images/=/live/demo/v360/", "/=live:demo"]
-            .iter()
-            .map(|text| text.parse().unwrap())
-            .collect();
-        assert_eq!(
-            maps[1],
-            Map::Live {
-                from: "/".into(),
-                channel: "demo".into()
-            }
-        );
-        let mut live = BTreeMap::new();
-        live.insert(
-            "demo".to_owned(),
-            RwLock::new(LiveObjects {
-                playlist: "/live/demo/v720/media.m3u8".into(),
-                segment: Some("/live/demo/v720/900.m4s".into()),
-            }),
-        );
-        assert_eq!(
-            mapped(&maps, &live, "/images/a.png?x=1", 5),
-            "/live/demo/v360/a.png?x=1"
-        );
-        assert_eq!(
-            mapped(&maps, &live, "/blog/", 4000),
-            "/live/demo/v720/media.m3u8"
-        );
-        assert_eq!(
-            mapped(&maps, &live, "/video.mp4", 2_000_000),
-            "/live/demo/v720/900.m4s"
-        );
-        assert_eq!(mapped(&[], &live, "/as/logged", 1), "/as/logged");
-        assert!("images=/x".parse::<Map>().is_err());
-        assert!("/x=y".parse::<Map>().is_err());
-        assert!("/x=live:../etc".parse::<Map>().is_err());
-    }
-
-    #[test]
-    fn playlists_name_their_media_playlists_and_newest_segments() {
-        let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv720/media.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=2\nv360/media.m3u8\n";
-        assert_eq!(first_uri(master), Some("v720/media.m3u8"));
-        let media = "#EXTM3U\n#EXTINF:2.0,\n10.m4s\n#EXTINF:2.0,\n11.m4s\n#EXT-X-PART:DURATION=0.33,URI=\"12.0.m4s\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"12.1.m4s\"\n";
-        assert_eq!(last_uri(media), Some("11.m4s"));
-        assert_eq!(
-            resolve("/live/demo/master.m3u8", "v720/media.m3u8"),
-            "/live/demo/v720/media.m3u8"
-        );
-        assert_eq!(
-            resolve("/live/demo/v720/media.m3u8", "/x/1.m4s"),
-            "/x/1.m4s"
-        );
     }
 }
