@@ -10,6 +10,7 @@
 //! edge knows comes from its upstreams and its configuration.
 
 pub mod admin;
+pub mod admin_token;
 pub mod admit;
 pub mod answer;
 pub mod bouncer;

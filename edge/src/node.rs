@@ -46,7 +46,7 @@ pub struct Edge {
     /// The revocation list and the bouncers, swapped whole by a reload.
     gate: RwLock<Arc<Gate>>,
     /// What `/admin/…` needs (`Authorization: Bearer`); none: the endpoints are not there.
-    admin_token: RwLock<Option<crate::admin::AdminToken>>,
+    admin_token: RwLock<Option<crate::admin_token::AdminToken>>,
     tls: Option<crate::listen::tls::Tls>,
     /// The Alt-Svc header naming the HTTP/3 endpoint, once it is bound.
     alt_svc: OnceLock<HeaderValue>,
@@ -119,7 +119,7 @@ impl Edge {
                 config
                     .admin_token
                     .as_deref()
-                    .map(crate::admin::AdminToken::new),
+                    .map(crate::admin_token::AdminToken::new),
             ),
             tls,
             alt_svc: OnceLock::new(),
@@ -203,7 +203,7 @@ impl Edge {
         *self.admin_token.write().unwrap_or_else(|e| e.into_inner()) = fresh
             .admin_token
             .as_deref()
-            .map(crate::admin::AdminToken::new);
+            .map(crate::admin_token::AdminToken::new);
         reloaded.applied.push("admin_token");
         let mut differs = |key, changed: bool| {
             if changed {
@@ -284,7 +284,7 @@ impl Edge {
     }
 
     /// The admin token, if `/admin/…` is served at all.
-    pub(crate) fn admin_token(&self) -> Option<crate::admin::AdminToken> {
+    pub(crate) fn admin_token(&self) -> Option<crate::admin_token::AdminToken> {
         self.admin_token
             .read()
             .unwrap_or_else(|e| e.into_inner())
