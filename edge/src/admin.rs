@@ -10,7 +10,6 @@ use estuary_http::{Body, problem, respond};
 use hyper::header::{self, HeaderMap};
 use hyper::{Response, StatusCode};
 
-use crate::admin_token::AdminToken;
 use crate::node::Edge;
 
 /// What an admin request asks for.
@@ -88,6 +87,7 @@ pub async fn answer(edge: &Arc<Edge>, action: Action, headers: &HeaderMap) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin_token::AdminToken;
     use hyper::header::HeaderValue;
 
     #[test]
