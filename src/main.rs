@@ -42,6 +42,9 @@ enum Role {
     /// Sign or check keycards (EdgeAuth 2.0 tokens).
     #[command(subcommand)]
     Keycard(keycards::KeycardCommand),
+    /// Check a role's configuration file, or print a role's documented example.
+    #[command(subcommand)]
+    Config(cli::config::ConfigCommand),
     /// Measure the system: simulate a request log through control's routing, or make one.
     #[command(subcommand)]
     Loadtest(LoadtestCommand),
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(error) => Err(error),
         },
+        Role::Config(command) => cli::config::run(command),
         Role::Loadtest(command) => cli::loadtest::run(command),
     };
     match result {

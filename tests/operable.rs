@@ -231,3 +231,74 @@ fn a_reload_changes_keys_and_certificate_and_a_broken_one_changes_nothing() {
     assert!(stopped, "the drained edge did not stop");
     assert!(edge.0.wait().unwrap().success());
 }
+
+/// `estuary config check` on every file under `deploy/`: each is valid and names its role;
+/// `config example ROLE` prints the same file; a broken file is refused with its line.
+#[test]
+fn config_check_reads_every_example_and_refuses_a_broken_file() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&deploy).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|extension| extension != "toml") {
+            continue;
+        }
+        let role = path.file_stem().unwrap().to_str().unwrap().to_owned();
+        let output = estuary()
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            said.contains(&format!("a valid {role} configuration")),
+            "{said}"
+        );
+        let example = estuary()
+            .args(["config", "example", &role])
+            .output()
+            .unwrap();
+        assert!(example.status.success());
+        assert_eq!(example.stdout, std::fs::read(&path).unwrap(), "{role}");
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} files under deploy/");
+
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let output = estuary()
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{name} was taken");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // A misspelt key: the file, the line, and the keys the role knows.
+    let said = check("packager.toml", "segment = \"2s\"\nwindw = \"30s\"\n");
+    assert!(
+        said.contains("packager.toml") && said.contains("line 2"),
+        "{said}"
+    );
+    assert!(said.contains("windw") && said.contains("window"), "{said}");
+    // A file it names that is not there: the key and the path.
+    let said = check(
+        "lon-edge.toml",
+        "upstreams = [\"http://127.0.0.1:1\"]\n[bouncers]\nkey_file = \"/nonexistent/keycard.keys\"\n",
+    );
+    assert!(said.contains("bouncers.key_file"), "{said}");
+    assert!(said.contains("/nonexistent/keycard.keys"), "{said}");
+    // Syntax that is no TOML, and a file of no role at all.
+    let said = check("control.toml", "[[site]\nname = \"lon\"\n");
+    assert!(said.contains("line 1"), "{said}");
+    let said = check("odd.toml", "colour = \"blue\"\n");
+    assert!(said.contains("no role's configuration"), "{said}");
+}

@@ -2,6 +2,7 @@
 //! variable), turned into the role's configuration and run. What the roles share is here: the
 //! runtime, the shutdown signal, and reading the few value types of flags.
 
+pub(crate) mod config;
 pub(crate) mod control;
 pub(crate) mod demo;
 pub(crate) mod edge;
