@@ -17,7 +17,8 @@ use crate::plan::{self, PipelinePlan};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause before restarting a pipeline that failed after it had worked.
 const RESTART_DELAY: Duration = Duration::from_secs(2);
-/// How long a stopping pipeline may stay silent before its sources are told to end.
+/// How long a stopping pipeline may stay silent (no frame encoded, no chunk made) before its
+/// sources are told to end.
 const NUDGE_AFTER: Duration = Duration::from_secs(3);
 const LOOP_READY: &str = "estuary-loop-ready";
 
@@ -48,7 +49,7 @@ pub fn run(run: ChannelRun, stop: Receiver<()>) -> Result<(), String> {
             Ok(built) => built,
             Err(error) => break Err(error),
         };
-        let outcome = play(&channel, &pipeline, &stopper, &stop);
+        let outcome = play(&channel, &pipeline, &stopper, &stop, &outputs);
         tracing::debug!(channel = %channel.name, "pipeline stopped, releasing it");
         let _ = pipeline.set_state(gst::State::Null);
         tracing::debug!(channel = %channel.name, "pipeline released");
@@ -82,6 +83,7 @@ fn play(
     pipeline: &gst::Pipeline,
     stopper: &Stopper,
     stop: &Receiver<()>,
+    tracks: &[TrackOutputs],
 ) -> Outcome {
     let Some(bus) = pipeline.bus() else {
         return Outcome::Failed("the pipeline has no bus".into());
@@ -95,6 +97,18 @@ fn play(
     }
     let mut draining_since: Option<Instant> = None;
     let mut nudged = false;
+    // Frames encoded and chunks made, over every track: a stopping pipeline that still moves is
+    // draining (an encoder that fell behind under load catches up to the end point), and is
+    // not nudged.
+    let progress = || -> u64 {
+        tracks
+            .iter()
+            .map(|track| {
+                track.stats.frames_encoded.load(Relaxed) + track.stats.chunks.load(Relaxed)
+            })
+            .sum()
+    };
+    let mut moved = (progress(), Instant::now());
     loop {
         if draining_since.is_none() && !matches!(stop.try_recv(), Err(TryRecvError::Empty)) {
             // The timing probes end every track on the next part boundary, and cmafmux
@@ -110,7 +124,12 @@ fn play(
             }
             // A live source that sends nothing (an SRT listener nobody calls) never reaches the
             // probes: end it at its source. A file in pull mode must not be asked: it blocks.
-            if since.elapsed() > NUDGE_AFTER && !channel.source.loops() && !nudged {
+            let now = progress();
+            if now != moved.0 {
+                moved = (now, Instant::now());
+            }
+            let silent = moved.1.elapsed() > NUDGE_AFTER && since.elapsed() > NUDGE_AFTER;
+            if silent && !channel.source.loops() && !nudged {
                 nudged = true;
                 pipeline.send_event(gst::event::Eos::new());
             }
