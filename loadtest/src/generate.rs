@@ -437,18 +437,10 @@ fn request_line(
     bytes
 }
 
-fn push_number(line: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    line.extend_from_slice(&digits[at..]);
+fn push_number(line: &mut Vec<u8>, value: u64) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(line, "{value}");
 }
 
 /// A date that is not `YYYY-MM-DD`, or no day of the calendar.

@@ -200,6 +200,32 @@ fn round_up(value: f64, decimals: i32) -> f64 {
     (value * scale).ceil() / scale
 }
 
+/// The sequence numbers every media playlist starts with: the first segment's, and the count
+/// of discontinuities before it when there were any.
+pub(crate) fn write_sequences(
+    f: &mut fmt::Formatter<'_>,
+    media_sequence: u64,
+    discontinuity_sequence: u64,
+) -> fmt::Result {
+    writeln!(f, "#EXT-X-MEDIA-SEQUENCE:{media_sequence}")?;
+    if discontinuity_sequence > 0 {
+        writeln!(f, "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}")?;
+    }
+    Ok(())
+}
+
+/// What precedes each segment in a media playlist: a discontinuity before it, and the wall
+/// clock time of its first sample.
+pub(crate) fn write_segment_start(
+    f: &mut fmt::Formatter<'_>,
+    segment: &SegmentLine,
+) -> fmt::Result {
+    if segment.discontinuity {
+        writeln!(f, "#EXT-X-DISCONTINUITY")?;
+    }
+    writeln!(f, "#EXT-X-PROGRAM-DATE-TIME:{}", segment.program_date_time)
+}
+
 impl fmt::Display for MediaPlaylist {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "#EXTM3U")?;
@@ -213,23 +239,13 @@ impl fmt::Display for MediaPlaylist {
             self.skip_until()
         )?;
         writeln!(f, "#EXT-X-PART-INF:PART-TARGET={:.5}", self.part_target)?;
-        writeln!(f, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence)?;
-        if self.discontinuity_sequence > 0 {
-            writeln!(
-                f,
-                "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
-                self.discontinuity_sequence
-            )?;
-        }
+        write_sequences(f, self.media_sequence, self.discontinuity_sequence)?;
         writeln!(f, "#EXT-X-MAP:URI=\"init.mp4\"")?;
         if self.skipped > 0 {
             writeln!(f, "#EXT-X-SKIP:SKIPPED-SEGMENTS={}", self.skipped)?;
         }
         for segment in &self.segments {
-            if segment.discontinuity {
-                writeln!(f, "#EXT-X-DISCONTINUITY")?;
-            }
-            writeln!(f, "#EXT-X-PROGRAM-DATE-TIME:{}", segment.program_date_time)?;
+            write_segment_start(f, segment)?;
             for part in &segment.parts {
                 write!(
                     f,

@@ -4,7 +4,9 @@
 
 use std::fmt;
 
-use crate::hls::{MasterPlaylist, MediaPlaylist, SegmentLine};
+use crate::hls::{
+    MasterPlaylist, MediaPlaylist, SegmentLine, write_segment_start, write_sequences,
+};
 use crate::window::{TrackWindow, WindowConfig};
 
 /// The media playlist of one variant: whole segments only, no parts or hints.
@@ -56,19 +58,9 @@ impl fmt::Display for TsMediaPlaylist {
         writeln!(f, "#EXTM3U")?;
         writeln!(f, "#EXT-X-VERSION:3")?;
         writeln!(f, "#EXT-X-TARGETDURATION:{}", self.target_duration)?;
-        writeln!(f, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence)?;
-        if self.discontinuity_sequence > 0 {
-            writeln!(
-                f,
-                "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
-                self.discontinuity_sequence
-            )?;
-        }
+        write_sequences(f, self.media_sequence, self.discontinuity_sequence)?;
         for segment in &self.segments {
-            if segment.discontinuity {
-                writeln!(f, "#EXT-X-DISCONTINUITY")?;
-            }
-            writeln!(f, "#EXT-X-PROGRAM-DATE-TIME:{}", segment.program_date_time)?;
+            write_segment_start(f, segment)?;
             // Players that do not know EXT-X-GAP ask for the segment, get a 404 and go on.
             if segment.gap {
                 writeln!(f, "#EXT-X-GAP")?;
