@@ -302,3 +302,95 @@ fn config_check_reads_every_example_and_refuses_a_broken_file() {
     let said = check("odd.toml", "colour = \"blue\"\n");
     assert!(said.contains("no role's configuration"), "{said}");
 }
+
+/// Reads the service manager's datagrams until one says `wanted`, within `limit`.
+fn wait_for_notice(
+    socket: &std::os::unix::net::UnixDatagram,
+    wanted: &str,
+    limit: Duration,
+    role: &str,
+) {
+    let deadline = Instant::now() + limit;
+    let mut heard = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        socket
+            .set_read_timeout(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ))
+            .unwrap();
+        let Ok(length) = socket.recv(&mut buffer) else {
+            break;
+        };
+        let notice = String::from_utf8_lossy(&buffer[..length]).into_owned();
+        if notice.lines().any(|line| line == wanted) {
+            return;
+        }
+        heard.push(notice);
+    }
+    panic!("{role}: no {wanted} within {limit:?}; heard {heard:?}");
+}
+
+/// Under a `Type=notify` unit, the packager, control and the ingest each say `READY=1` once they
+/// serve and `STOPPING=1` when SIGTERM comes, then exit cleanly.
+#[test]
+fn every_role_tells_systemd_it_is_ready_and_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let control_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/control.toml");
+    let packager_port = free_port().to_string();
+    let control_port = free_port().to_string();
+    let roles: Vec<(&str, Vec<String>)> = vec![
+        (
+            "packager",
+            vec![
+                "packager".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{packager_port}"),
+            ],
+        ),
+        (
+            "control",
+            vec![
+                "control".into(),
+                "--config".into(),
+                control_file.display().to_string(),
+                "--listen".into(),
+                format!("127.0.0.1:{control_port}"),
+            ],
+        ),
+        (
+            "ingest",
+            vec![
+                "ingest".into(),
+                "--source".into(),
+                "test".into(),
+                "--channel".into(),
+                "demo".into(),
+                "--renditions".into(),
+                "180".into(),
+                "--out".into(),
+                dir.path().display().to_string(),
+            ],
+        ),
+    ];
+    for (role, args) in roles {
+        let path = dir.path().join(format!("{role}.notify"));
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let mut running = Running(
+            estuary()
+                .args(&args)
+                .env("NOTIFY_SOCKET", &path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for_notice(&socket, "READY=1", Duration::from_secs(20), role);
+        let status = running.terminate(Duration::from_secs(20));
+        // The datagram waits in the socket for us.
+        wait_for_notice(&socket, "STOPPING=1", Duration::from_secs(1), role);
+        assert!(status.success(), "{role} exited with {status}");
+    }
+}

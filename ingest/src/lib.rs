@@ -235,6 +235,9 @@ pub async fn run(
         let bound = admin::serve(address, healths.clone()).await?;
         tracing::info!(%bound, "admin endpoints /healthz and /metrics");
     }
+    // Every channel's pipeline is started (each retries on its own): a service manager may count
+    // the worker as up.
+    estuary_proto::systemd::notify(estuary_proto::systemd::State::Ready);
 
     // Run until the duration has passed or a shutdown signal comes, then stop every channel;
     // a channel that fails on its own leaves the others running.
@@ -263,6 +266,7 @@ pub async fn run(
             () = &mut duration, if !stopping => stopping = true,
             () = &mut shutdown, if !stopping => {
                 tracing::info!("stopping");
+                estuary_proto::systemd::notify(estuary_proto::systemd::State::Stopping);
                 stopping = true;
             }
         }

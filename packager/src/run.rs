@@ -6,6 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use estuary_http::listen::Connections;
+use estuary_proto::systemd::{self, State};
 use estuary_proto::utc::unix_now;
 use tokio::net::TcpListener;
 
@@ -83,13 +84,13 @@ pub async fn run(
     let address = listener.local_addr().unwrap_or(settings.listen);
     tracing::info!(%address, "packager listening: ingest at /ingest/{{channel}}/{{track}}, players at /live/…");
     let connections = Connections::new();
-    serve(
-        listener,
-        Service::new(&settings)?,
-        connections.clone(),
-        shutdown,
-    )
-    .await;
+    let service = Service::new(&settings)?;
+    systemd::notify(State::Ready);
+    let shutdown = async {
+        shutdown.await;
+        systemd::notify(State::Stopping);
+    };
+    serve(listener, service, connections.clone(), shutdown).await;
     tracing::info!(open = connections.open(), "stopping");
     connections.drained(DRAIN_GRACE).await;
     Ok(())

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use estuary_proto::systemd::{self, State};
+
 use super::{runtime, shutdown_signal};
 
 #[derive(Args)]
@@ -49,6 +51,11 @@ pub(crate) fn control(args: ControlArgs) -> anyhow::Result<()> {
             None => None,
         };
         tracing::info!(address = %listener.local_addr()?, sites = config.sites.len(), "control listening");
+        systemd::notify(State::Ready);
+        let shutdown = async {
+            shutdown.await;
+            systemd::notify(State::Stopping);
+        };
         estuary_control::server::serve(listener, admin, control, shutdown).await?;
         anyhow::Ok(())
     })
