@@ -496,7 +496,7 @@ pub fn run(_demo: &Demo, cases: &mut Cases) {
             ("/live/%64emo/master.m3u8", 400),
             ("/live/demo/../demo/master.m3u8", 400),
             ("/LIVE/demo/master.m3u8", 404),
-            ("/live/demo/master.m3u8;x=1", 404),
+            ("/live/demo/master.m3u8;x=1", 400),
             ("/live/demo/v720/media.m3u8?_HLS_msn=1&_HLS_msn=2", 400),
         ] {
             let (got, reason) = get(target.public, path, None)?;
