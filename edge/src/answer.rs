@@ -56,7 +56,7 @@ pub(crate) async fn handle_routed(
             .headers_mut()
             .insert(header::ALT_SVC, alt_svc.clone());
     }
-    tallied(edge, log, response).map(|body| body.holding(in_flight))
+    tallied(edge, log, response, Some(in_flight))
 }
 
 /// A request counted in flight until its response's body is over (or the request is dropped
@@ -89,12 +89,14 @@ fn client_of(edge: &Edge, peer: IpAddr, request: &Request<()>) -> IpAddr {
     net::client_address(peer, forwarded_for, &edge.config().trusted_proxies)
 }
 
-/// Counts the response in the metrics, and has its body count its bytes and write the access
-/// log's line when it is over.
+/// Counts the response in the metrics, and has its body count its bytes, write the access
+/// log's line and end the request's time in flight when it is over (one closure for all three:
+/// this runs for every response).
 fn tallied(
     edge: &Edge,
     log: Option<(crate::metrics::AccessLog, OwnedLogLine)>,
     mut response: Response<Body>,
+    in_flight: Option<InFlight>,
 ) -> Response<Body> {
     let status = response.status().as_u16();
     edge.metrics().count_request(status);
@@ -106,7 +108,10 @@ fn tallied(
         }),
     };
     let body = std::mem::replace(response.body_mut(), Body::empty());
-    *response.body_mut() = body.on_end(move |bytes| tally.finish(bytes));
+    *response.body_mut() = body.on_end(move |bytes| {
+        tally.finish(bytes);
+        drop(in_flight);
+    });
     response
 }
 
@@ -159,7 +164,12 @@ pub(crate) async fn serve_continuous(
     let now = unix_now().as_secs();
     let admitted = match edge.gate().admit(&path, client, credentials, now).await {
         Ok(admitted) => admitted,
-        Err(refusal) => return Err(Box::new((socket, tallied(edge, log, refused(refusal))))),
+        Err(refusal) => {
+            return Err(Box::new((
+                socket,
+                tallied(edge, log, refused(refusal), None),
+            )));
+        }
     };
     let arrival = arrival(edge, &path, &request, admitted);
     let (status, bytes) = crate::fanout::serve_viewer(edge.fanout(), socket, arrival).await;

@@ -4,6 +4,7 @@
 //! failed, which decides the status: an upstream that failed (502), one that did not answer in
 //! time (504), or the edge itself (500).
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -106,7 +107,9 @@ impl Fetcher {
     /// playlist when the upstream fails. The cache key and the upstream request are the path's
     /// canonical target, so however a viewer decorates a URL, it asks for one object.
     pub async fn object(&self, path: &PublicPath) -> Result<(Arc<Object>, CacheState), FetchError> {
-        let key = path.to_string();
+        // Room for the usual key at once: growing it a few bytes at a time cost reallocations.
+        let mut key = String::with_capacity(96);
+        let _ = write!(key, "{path}");
         let key = key.as_str();
         loop {
             match self.cache.lookup(key, Instant::now()) {

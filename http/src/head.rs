@@ -2,6 +2,8 @@
 //! preface) and whole HTTP/1 request heads parsed, each within [`Limits`], or refused with the
 //! answer a server writes before it closes.
 
+use std::mem::MaybeUninit;
+
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Uri, Version};
 
@@ -115,12 +117,25 @@ pub struct ParsedRequest {
     pub keep_alive: bool,
 }
 
+/// The most header fields parsed without a heap allocation.
+const STACK_HEADERS: usize = 128;
+
 /// Parses an HTTP/1 request head at the start of `buffer`: `None` while more bytes are needed.
 /// A body must have a `Content-Length` within the limit: chunked request bodies are refused.
 pub fn parse_request(buffer: &[u8], limits: &Limits) -> Result<Option<ParsedRequest>, HeadError> {
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.headers];
-    let mut parsed = httparse::Request::new(&mut fields);
-    let head_length = match parsed.parse(buffer) {
+    // The fields live on the stack for the usual limits, and are left uninitialised until
+    // parsed: a heap block for every request, or zeroing the whole array, cost more than the
+    // rest of the parse.
+    let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+    let mut on_heap = Vec::new();
+    let fields = if limits.headers <= STACK_HEADERS {
+        &mut on_stack[..limits.headers]
+    } else {
+        on_heap.resize_with(limits.headers, MaybeUninit::uninit);
+        &mut on_heap[..]
+    };
+    let mut parsed = httparse::Request::new(&mut []);
+    let head_length = match parsed.parse_with_uninit_headers(buffer, fields) {
         Ok(httparse::Status::Complete(length)) if length <= limits.head_bytes => length,
         Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
             return Err(HeadError::TooLarge);
@@ -299,6 +314,31 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert_eq!(parse(&many).err(), Some(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn the_header_count_limit_holds_on_either_side_of_the_stack_array() {
+        for count in [STACK_HEADERS - 1, STACK_HEADERS + 72] {
+            let limits = Limits {
+                headers: count,
+                head_bytes: 64 * 1024,
+                ..Limits::default()
+            };
+            let head = |fields: usize| {
+                let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+                for i in 0..fields {
+                    head.extend_from_slice(format!("x-{i}: y\r\n").as_bytes());
+                }
+                head.extend_from_slice(b"\r\n");
+                head
+            };
+            let parsed = parse_request(&head(count), &limits).unwrap().unwrap();
+            assert_eq!(parsed.request.headers().len(), count);
+            assert_eq!(
+                parse_request(&head(count + 1), &limits).err(),
+                Some(HeadError::TooLarge)
+            );
+        }
     }
 
     proptest! {

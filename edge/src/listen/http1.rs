@@ -162,12 +162,28 @@ async fn skip_body(
         .unwrap_or(Err(io::ErrorKind::TimedOut.into()))
 }
 
-/// `write` (one step of writing that makes some progress), given up after `limit`: a client
-/// that stops reading is cut off rather than holding its connection and its body for ever.
-async fn progress<T>(limit: Duration, write: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    tokio::time::timeout(limit, write)
+/// `wait` (for the socket to take more), given up after `limit`: a client that stops reading
+/// is cut off rather than holding its connection and its body for ever. Only a write that
+/// would block waits here, so a response the socket takes at once costs no timer.
+async fn progress<T>(limit: Duration, wait: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(limit, wait)
         .await
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+}
+
+/// Writes all of `bytes`, waiting (within `limit` each time) only when the socket is full.
+async fn write_all(stream: &TcpStream, mut bytes: &[u8], limit: Duration) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match stream.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => bytes = &bytes[written..],
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                progress(limit, stream.writable()).await?;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// How one response is written.
@@ -200,7 +216,7 @@ async fn respond(
     write_head(out, parts.status, &parts.headers, &framing);
 
     if head_only || bodiless {
-        progress(limit, stream.write_all(out)).await?;
+        write_all(stream, out, limit).await?;
         return Ok(keep_alive);
     }
     if let Some(sealed) = body.take_sealed() {
@@ -220,14 +236,14 @@ async fn respond(
             for piece in &pieces {
                 out.extend_from_slice(piece);
             }
-            progress(limit, stream.write_all(out)).await?;
+            write_all(stream, out, limit).await?;
         } else {
             write_all_vectored(stream, out, pieces, limit).await?;
         }
         body.count_sent(length as u64);
         return Ok(keep_alive);
     }
-    progress(limit, stream.write_all(out)).await?;
+    write_all(stream, out, limit).await?;
     // A growing body, piece by piece as it comes; an error ends the connection without the
     // last chunk, so the client does not take a cut-short body for whole.
     while let Some(frame) = body.frame().await {
@@ -246,7 +262,7 @@ async fn respond(
         }
     }
     if chunked {
-        progress(limit, stream.write_all(b"0\r\n\r\n")).await?;
+        write_all(stream, b"0\r\n\r\n", limit).await?;
     }
     Ok(keep_alive)
 }
@@ -256,7 +272,6 @@ async fn respond(
 async fn send_more(stream: &TcpStream, mut bytes: &[u8], limit: Duration) -> io::Result<()> {
     use std::os::fd::AsRawFd as _;
     while !bytes.is_empty() {
-        progress(limit, stream.writable()).await?;
         let sent = stream.try_io(Interest::WRITABLE, || {
             // SAFETY: sends from a valid slice on an open socket.
             let sent = unsafe {
@@ -276,7 +291,9 @@ async fn send_more(stream: &TcpStream, mut bytes: &[u8], limit: Duration) -> io:
         match sent {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(sent) => bytes = &bytes[sent..],
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                progress(limit, stream.writable()).await?;
+            }
             Err(error) => return Err(error),
         }
     }
@@ -293,14 +310,15 @@ async fn send_sealed(
 ) -> io::Result<()> {
     let length = body.len() as u64;
     while *offset < length {
-        progress(limit, stream.writable()).await?;
         let left = (length - *offset) as usize;
         match stream.try_io(Interest::WRITABLE, || {
             sealed::send_file(stream, body.file(), offset, left)
         }) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                progress(limit, stream.writable()).await?;
+            }
             Err(error) => return Err(error),
         }
     }
@@ -325,10 +343,15 @@ async fn write_all_vectored(
             slices[count] = IoSlice::new(piece);
             count += 1;
         }
-        let mut written = progress(limit, stream.write_vectored(&slices[..count])).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
+        let mut written = match stream.try_write_vectored(&slices[..count]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => written,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                progress(limit, stream.writable()).await?;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         let from_head = written.min(head.len());
         head = &head[from_head..];
         written -= from_head;
