@@ -183,13 +183,13 @@ fn file_source_loops_with_continuous_timestamps() {
         .unwrap();
     assert!(made.success());
     let out = dir.path().join("out");
-    let status = estuary()
+    let mut ingest = estuary();
+    ingest
         .args(["ingest", "--source", "file", "--uri"])
         .arg(&media)
         .args(["--renditions", "360", "--duration", "10s", "--out"])
-        .arg(&out)
-        .status()
-        .unwrap();
+        .arg(&out);
+    let status = support::status_within(&mut ingest, Duration::from_secs(120));
     assert!(status.success(), "estuary ingest exited with {status}");
 
     let video = Track::read(&out.join("v360.mp4"));
@@ -239,13 +239,13 @@ fn file_source_looped_past_fifty_seams_keeps_every_segment_whole() {
         .unwrap();
     assert!(made.success());
     let out = dir.path().join("out");
-    let status = estuary()
+    let mut ingest = estuary();
+    ingest
         .args(["ingest", "--source", "file", "--uri"])
         .arg(&media)
         .args(["--renditions", "360", "--duration", "37s", "--out"])
-        .arg(&out)
-        .status()
-        .unwrap();
+        .arg(&out);
+    let status = support::status_within(&mut ingest, Duration::from_secs(180));
     assert!(status.success(), "estuary ingest exited with {status}");
 
     let video = Track::read(&out.join("v360.mp4"));

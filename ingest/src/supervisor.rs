@@ -156,9 +156,12 @@ fn play(
                     seek_to_start(pad, gst::SeekFlags::FLUSH);
                 }
             }
-            gst::MessageView::SegmentDone(_) => {
+            // A non-flushing segment seek continues the running time: the loop is seamless.
+            // Not while draining: the tracks have ended (or end at their next boundary), their
+            // queues take nothing more, and the seek would wait for the demuxer's thread, which
+            // waits for room in those queues, for ever.
+            gst::MessageView::SegmentDone(_) if draining_since.is_none() => {
                 if let Some(pad) = &loop_pad {
-                    // A non-flushing segment seek continues the running time: the loop is seamless.
                     seek_to_start(pad, gst::SeekFlags::empty());
                 }
             }

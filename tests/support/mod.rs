@@ -305,6 +305,26 @@ pub async fn start_packager(extra: &[&str]) -> (Running, std::net::SocketAddr) {
 
 /// Runs `command` to its end; it must succeed (else both its outputs are shown). Its standard
 /// output.
+/// Runs `command` to its end, at most `limit`: past it the process is killed and the test fails
+/// saying so, rather than hanging the suite.
+pub fn status_within(
+    command: &mut Command,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let mut child = Running(command.spawn().unwrap());
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{command:?} did not finish within {limit:?}: killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 pub fn run_ok(command: &mut Command) -> String {
     let output = command.output().unwrap();
     assert!(
