@@ -394,3 +394,86 @@ fn every_role_tells_systemd_it_is_ready_and_stopping() {
         assert!(status.success(), "{role} exited with {status}");
     }
 }
+
+/// Control reads its file again on SIGHUP and on `POST /api/v1/reload` (admin token): sites
+/// come and go while it serves, a file that does not validate changes nothing and is reported
+/// in the answer and in `/healthz`, and a changed listen address is named as needing a restart.
+#[test]
+fn control_reloads_its_sites_and_a_broken_file_changes_nothing() {
+    require_tool("curl", "curl");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("control.toml");
+    let site = |name: &str| {
+        format!(
+            "[[sites]]\nname = \"{name}\"\nlatitude = 51.5\nlongitude = 0.0\ncost_per_gb = 0.02\ncapacity_mbps = 1000\n"
+        )
+    };
+    let head =
+        |listen: u16| format!("listen = \"127.0.0.1:{listen}\"\nadmin_token = \"{TOKEN}\"\n");
+    std::fs::write(&config, head(port) + &site("lon")).unwrap();
+    let control = Running(
+        estuary()
+            .args(["control", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &str| curl("GET", &format!("{base}{path}"), None);
+    assert!(
+        wait_until(Duration::from_secs(10), || get("/healthz").0 == 200),
+        "control did not come up"
+    );
+    let sites = || get("/api/v1/sites").1;
+    assert!(sites().contains("\"lon\"") && !sites().contains("\"fra\""));
+
+    // SIGHUP: a second site.
+    std::fs::write(&config, head(port) + &site("lon") + &site("fra")).unwrap();
+    let pid = control.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || sites().contains("\"fra\"")),
+        "SIGHUP did not add the site: {}",
+        sites()
+    );
+
+    // A file with a key control does not know: refused, named, and nothing changes.
+    std::fs::write(&config, head(port) + "[[site]]\nname = \"nyc\"\n").unwrap();
+    let reload = || curl("POST", &format!("{base}/api/v1/reload"), Some(TOKEN));
+    assert_eq!(curl("POST", &format!("{base}/api/v1/reload"), None).0, 401);
+    let (status, answer) = reload();
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.contains("control.toml") && answer.contains("line"),
+        "the refusal names the file and the line: {answer}"
+    );
+    let health = get("/healthz").1;
+    assert!(
+        health.contains("\"reload_refused\":\"") && health.contains("\"refused\":1"),
+        "{health}"
+    );
+    assert!(
+        sites().contains("\"fra\""),
+        "a refused reload changed the sites"
+    );
+
+    // A new listen address takes a restart: named, while the rest applies.
+    std::fs::write(&config, head(free_port()) + &site("lon")).unwrap();
+    let (status, answer) = reload();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("\"listen\""), "{answer}");
+    assert!(
+        !sites().contains("\"fra\""),
+        "the reload did not remove the site"
+    );
+    let health = get("/healthz").1;
+    assert!(health.contains("\"reload_refused\":null"), "{health}");
+}

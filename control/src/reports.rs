@@ -5,7 +5,7 @@
 //! signature header and the time come in, a verdict goes out.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -40,20 +40,25 @@ pub struct Admitted {
 
 /// The report checks, and the newest signature time taken from each edge.
 pub struct Intake {
+    /// What a report is checked against: replaced whole by a reload.
+    rules: RwLock<Arc<Rules>>,
+    /// Edge id -> the time of the newest signature taken from it. An entry older than the
+    /// clock window is dropped: a replay of anything that old fails the clock check anyway.
+    /// Kept across reloads, so a reload opens no window for a replay.
+    newest: Mutex<HashMap<String, u64>>,
+}
+
+/// The keys, the clock window and the pins reports are checked against.
+struct Rules {
     keys: Vec<KeycardKey>,
     clock_window: Duration,
     pins: HashMap<String, EdgePin>,
     pinned_only: bool,
-    /// Edge id -> the time of the newest signature taken from it. An entry older than the
-    /// clock window is dropped: a replay of anything that old fails the clock check anyway.
-    newest: Mutex<HashMap<String, u64>>,
 }
 
-impl Intake {
-    /// Checks as `config` says, with `keys` (the report keys) verifying signatures; with no
-    /// key, every report is refused.
-    pub fn new(config: &Config, keys: Vec<KeycardKey>) -> Intake {
-        Intake {
+impl Rules {
+    fn new(config: &Config, keys: Vec<KeycardKey>) -> Rules {
+        Rules {
             keys,
             clock_window: config.reports.clock_window,
             pins: config
@@ -62,8 +67,27 @@ impl Intake {
                 .map(|pin| (pin.id.clone(), pin.clone()))
                 .collect(),
             pinned_only: config.reports.pinned_only,
+        }
+    }
+}
+
+impl Intake {
+    /// Checks as `config` says, with `keys` (the report keys) verifying signatures; with no
+    /// key, every report is refused.
+    pub fn new(config: &Config, keys: Vec<KeycardKey>) -> Intake {
+        Intake {
+            rules: RwLock::new(Arc::new(Rules::new(config, keys))),
             newest: Mutex::default(),
         }
+    }
+
+    /// Checks the reports that come from now on as `config` says, with `keys`.
+    pub fn reconfigure(&self, config: &Config, keys: Vec<KeycardKey>) {
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Rules::new(config, keys));
+    }
+
+    fn rules(&self) -> Arc<Rules> {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Every check but freshness, for the report `body` with the signature header `signature`,
@@ -81,13 +105,14 @@ impl Intake {
                 ReportError::TooLarge { length: body.len() }.to_string(),
             ));
         }
-        if self.keys.is_empty() {
+        let rules = self.rules();
+        if rules.keys.is_empty() {
             return Err(Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "control has no report key ([reports] key_file), so it takes no report",
             ));
         }
-        let signed = report::verify(signature, body, &self.keys, now_ms, self.clock_window)
+        let signed = report::verify(signature, body, &rules.keys, now_ms, rules.clock_window)
             .map_err(|error| Refusal::new(StatusCode::UNAUTHORIZED, error.to_string()))?;
         let report = EdgeReport::parse(body)
             .map_err(|error| Refusal::new(StatusCode::BAD_REQUEST, error.to_string()))?;
@@ -98,7 +123,7 @@ impl Intake {
             ));
         }
         let forbidden = |reason: String| Refusal::new(StatusCode::FORBIDDEN, reason);
-        match self.pins.get(&report.id) {
+        match rules.pins.get(&report.id) {
             Some(pin) => {
                 if pin.site != report.site {
                     return Err(forbidden(format!(
@@ -123,7 +148,7 @@ impl Intake {
                     )));
                 }
             }
-            None if self.pinned_only => {
+            None if rules.pinned_only => {
                 return Err(forbidden(format!(
                     "edge {:?} is not pinned, and control takes reports from pinned edges only",
                     report.id
@@ -167,7 +192,7 @@ impl Intake {
 
     /// Drops the signature times older than the clock window at `now_ms`.
     pub fn prune(&self, now_ms: u64) {
-        let window = u64::try_from(self.clock_window.as_millis()).unwrap_or(u64::MAX);
+        let window = u64::try_from(self.rules().clock_window.as_millis()).unwrap_or(u64::MAX);
         let oldest = now_ms.saturating_sub(window);
         self.newest
             .lock()

@@ -4,8 +4,10 @@
 //! front door, axum's API) read requests and write answers; they decide nothing themselves.
 
 use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use estuary_http::Limits;
@@ -15,7 +17,7 @@ use estuary_proto::url::{ChannelName, PublicPath};
 use estuary_proto::utc::unix_now;
 
 use crate::activity::Activity;
-use crate::config::{Config, PolicyConfig};
+use crate::config::{Config, PolicyConfig, Timeouts};
 use crate::coverage::{self, Coverage, CoverageError};
 use crate::geo::GeoDatabase;
 use crate::keycards::Minter;
@@ -27,18 +29,101 @@ use crate::viewer::{self, Answer, Ask, Known};
 
 /// Everything control knows and decides with.
 pub struct Control {
-    router: Router,
+    /// The routing tables, the minter and the trusted proxies: a reload replaces them whole,
+    /// and each answer works with one version from start to end.
+    tables: RwLock<Arc<Tables>>,
     registry: Registry,
-    /// The policies now (the admin API may change them).
+    /// The policies now (the admin API may change them; a reload sets the file's).
     policies: RwLock<PolicyConfig>,
-    /// Signs the keycards of redirects; none when keycards are off.
-    minter: Option<Minter>,
     intake: Intake,
-    trusted_proxies: Vec<Cidr>,
     origins: Origins,
     limits: Limits,
     admin_token: Option<String>,
     activity: Activity,
+    /// What a reload cannot change, as the running control has it.
+    fixed: Fixed,
+    /// The configuration file a reload reads again, when control was started from one.
+    source: OnceLock<PathBuf>,
+    reloads: Reloads,
+}
+
+/// What a reload replaces whole.
+pub struct Tables {
+    pub router: Router,
+    /// Signs the keycards of redirects; none when keycards are off.
+    pub minter: Option<Minter>,
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// The keys of a configuration that only a restart changes: the listening sockets, the
+/// packagers watched, the connection timeouts, how long a silent edge is kept, the admin token.
+#[derive(Debug, PartialEq)]
+struct Fixed {
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    origins: Vec<String>,
+    timeouts: Timeouts,
+    forget_after: Duration,
+    admin_token: Option<String>,
+}
+
+impl Fixed {
+    fn of(config: &Config) -> Fixed {
+        Fixed {
+            listen: config.listen,
+            admin_listen: config.admin_listen,
+            origins: config.origins.clone(),
+            timeouts: config.timeouts,
+            forget_after: config.reports.forget_after,
+            admin_token: config.admin_token.clone(),
+        }
+    }
+
+    /// The keys that differ in `other`, as the file names them.
+    fn differences(&self, other: &Fixed) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut differ = |differs: bool, key| {
+            if differs {
+                keys.push(key);
+            }
+        };
+        differ(self.listen != other.listen, "listen");
+        differ(self.admin_listen != other.admin_listen, "admin_listen");
+        differ(self.origins != other.origins, "origins");
+        differ(self.timeouts != other.timeouts, "timeouts");
+        differ(
+            self.forget_after != other.forget_after,
+            "reports.forget_after",
+        );
+        differ(self.admin_token != other.admin_token, "admin_token");
+        keys
+    }
+}
+
+/// Reloads so far, and why the last one was refused if it was.
+#[derive(Default)]
+struct Reloads {
+    applied: AtomicU64,
+    refused: AtomicU64,
+    failure: Mutex<Option<String>>,
+}
+
+/// What a reload did.
+#[derive(Debug, serde::Serialize)]
+pub struct Reloaded {
+    /// Keys of the file that changed but take effect only at the next start.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("control was not started from a configuration file, so there is nothing to reload")]
+    NoFile,
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
 }
 
 /// The secrets control works with: read from the files the configuration names
@@ -76,27 +161,22 @@ fn read_keys(path: &Path) -> Result<Vec<KeycardKey>, StartError> {
     keycard::parse_key_file(&text).map_err(|error| failed(error.to_string()))
 }
 
-/// Unix milliseconds now.
-fn unix_ms() -> u64 {
-    u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX)
+/// The keys of the key files `config` names.
+fn read_key_files(config: &Config) -> Result<Keys, StartError> {
+    let mut keys = Keys::default();
+    if let Some(keycards) = &config.keycards {
+        keys.keycards = read_keys(&keycards.key_file)?;
+        keys.keycard_lifetime = keycards.lifetime;
+    }
+    if let Some(path) = &config.reports.key_file {
+        keys.reports = read_keys(path)?;
+    }
+    Ok(keys)
 }
 
-impl Control {
-    /// Opens what the configuration names (GeoIP database, coverage-zone file, key files).
-    pub fn new(config: &Config) -> Result<Arc<Control>, StartError> {
-        let mut keys = Keys::default();
-        if let Some(keycards) = &config.keycards {
-            keys.keycards = read_keys(&keycards.key_file)?;
-            keys.keycard_lifetime = keycards.lifetime;
-        }
-        if let Some(path) = &config.reports.key_file {
-            keys.reports = read_keys(path)?;
-        }
-        Control::with_keys(config, keys)
-    }
-
-    /// As [`Control::new`], with the keys given rather than read from the key files.
-    pub fn with_keys(config: &Config, keys: Keys) -> Result<Arc<Control>, StartError> {
+impl Tables {
+    /// Opens the GeoIP database and the coverage-zone file `config` names, with `keys`.
+    fn open(config: &Config, keys: &Keys) -> Result<Tables, StartError> {
         let geo = match &config.geoip {
             Some(path) => Some(GeoDatabase::open(path).map_err(|reason| StartError::GeoIp {
                 path: path.clone(),
@@ -108,27 +188,113 @@ impl Control {
         if let Some(path) = &config.coverage_zones {
             zones.extend(coverage::read_traffic_control(path)?);
         }
+        Ok(Tables {
+            router: Router::new(config, Coverage::new(zones), geo),
+            minter: Minter::new(&keys.keycards, keys.keycard_lifetime),
+            trusted_proxies: config.trusted_proxies.clone(),
+        })
+    }
+}
+
+/// Unix milliseconds now.
+fn unix_ms() -> u64 {
+    u64::try_from(unix_now().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Control {
+    /// Opens what the configuration names (GeoIP database, coverage-zone file, key files).
+    pub fn new(config: &Config) -> Result<Arc<Control>, StartError> {
+        Control::with_keys(config, read_key_files(config)?)
+    }
+
+    /// As [`Control::new`], with the keys given rather than read from the key files.
+    pub fn with_keys(config: &Config, keys: Keys) -> Result<Arc<Control>, StartError> {
+        let tables = Tables::open(config, &keys)?;
         if keys.reports.is_empty() {
             tracing::warn!(
                 "no report key ([reports] key_file): every edge report will be refused (401)"
             );
         }
         Ok(Arc::new(Control {
-            router: Router::new(config, Coverage::new(zones), geo),
+            tables: RwLock::new(Arc::new(tables)),
             registry: Registry::new(config.reports.forget_after),
             policies: RwLock::new(config.policy.clone()),
-            minter: Minter::new(&keys.keycards, keys.keycard_lifetime),
             intake: Intake::new(config, keys.reports),
-            trusted_proxies: config.trusted_proxies.clone(),
             origins: Origins::new(&config.origins)?,
             limits: config.timeouts.limits(),
             admin_token: config.admin_token.clone().filter(|token| !token.is_empty()),
             activity: Activity::default(),
+            fixed: Fixed::of(config),
+            source: OnceLock::new(),
+            reloads: Reloads::default(),
         }))
     }
 
-    pub fn router(&self) -> &Router {
-        &self.router
+    /// Has reloads read the configuration again from `path`.
+    pub fn reload_from(&self, path: PathBuf) {
+        let _ = self.source.set(path);
+    }
+
+    /// Reads the configuration file again and applies what can change while control runs:
+    /// sites, zones, GeoIP, keycard and report keys, pinned edges, trusted proxies, policies.
+    /// A file that does not validate changes nothing; the refusal is logged, counted and shown
+    /// in `/healthz` until a reload succeeds.
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let outcome = self.try_reload();
+        let mut failure = self
+            .reloads
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match &outcome {
+            Ok(reloaded) => {
+                self.reloads.applied.fetch_add(1, Ordering::Relaxed);
+                *failure = None;
+                tracing::info!(needs_restart = ?reloaded.needs_restart, "configuration reloaded");
+            }
+            Err(error) => {
+                self.reloads.refused.fetch_add(1, Ordering::Relaxed);
+                *failure = Some(error.to_string());
+                tracing::warn!(%error, "reload refused; the configuration in use is unchanged");
+            }
+        }
+        outcome
+    }
+
+    fn try_reload(&self) -> Result<Reloaded, ReloadError> {
+        let path = self.source.get().ok_or(ReloadError::NoFile)?;
+        let config = Config::load(path)?;
+        let keys = read_key_files(&config)?;
+        // Everything is opened and checked before anything is replaced.
+        let tables = Tables::open(&config, &keys)?;
+        *self.tables.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(tables);
+        self.intake.reconfigure(&config, keys.reports);
+        self.set_policies(config.policy.clone());
+        Ok(Reloaded {
+            needs_restart: self.fixed.differences(&Fixed::of(&config)),
+        })
+    }
+
+    /// Reloads applied and refused so far, and why the last one was refused while no reload
+    /// has succeeded since.
+    pub fn reload_counts(&self) -> (u64, u64, Option<String>) {
+        (
+            self.reloads.applied.load(Ordering::Relaxed),
+            self.reloads.refused.load(Ordering::Relaxed),
+            self.reloads
+                .failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+
+    /// The routing tables, minter and trusted proxies in use now.
+    pub fn tables(&self) -> Arc<Tables> {
+        self.tables
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn registry(&self) -> &Registry {
@@ -157,7 +323,8 @@ impl Control {
     /// a trusted proxy) asking for `path` goes now; the decision is remembered for the admin
     /// API and told to the event stream.
     pub fn answer(&self, peer: IpAddr, path: &PublicPath, forwarded_for: Option<&str>) -> Answer {
-        let client = net::client_address(peer, forwarded_for, &self.trusted_proxies);
+        let tables = self.tables();
+        let client = net::client_address(peer, forwarded_for, &tables.trusted_proxies);
         let now = Instant::now();
         let presence = match path.channel() {
             Some(channel) => self.origins.presence(channel.as_str(), now),
@@ -169,10 +336,10 @@ impl Control {
             None => self.policies().default,
         };
         let known = Known {
-            router: &self.router,
+            router: &tables.router,
             snapshot: &snapshot,
             presence,
-            minter: self.minter.as_ref(),
+            minter: tables.minter.as_ref(),
         };
         let answer = viewer::answer(Ask { client, path }, known, policy, unix_now().as_secs());
         if let Some(decision) = answer.decision() {
@@ -201,14 +368,16 @@ impl Control {
     pub fn decide(&self, client: IpAddr, channel: &ChannelName) -> Decision {
         let snapshot = self.registry.shared(Instant::now());
         let policy = self.policies().policy_for(channel.as_str());
-        self.router
+        self.tables()
+            .router
             .route(Request { client, channel }, &snapshot, policy)
     }
 
     /// Takes an edge's report: `signature` is its signature header, `body` the bytes as sent.
     /// A refused report changes nothing.
     pub fn take_report(&self, signature: Option<&[u8]>, body: &[u8]) -> Result<(), Refusal> {
-        let known = |site: &str| self.router.sites.iter().any(|s| s.name == site);
+        let tables = self.tables();
+        let known = |site: &str| tables.router.sites.iter().any(|s| s.name == site);
         let admitted = self.intake.check(signature, body, unix_ms(), known)?;
         let id = admitted.report.id.clone();
         self.intake.commit(admitted, |report| {

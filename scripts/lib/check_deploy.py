@@ -67,15 +67,15 @@ def check_units(units, binary, drain_grace):
             check(flag in help_text, f"{name}: `estuary {role}` takes {flag}")
         # Every role says READY=1 and STOPPING=1 (tests/operable.rs checks each).
         check(first("Type") == "notify", f"{name}: Type=notify")
-        # Only the edge turns SIGHUP into a reload: for the others it would be a kill.
-        reloads = role == "edge"
+        # The edge and control turn SIGHUP into a reload: for the others it would be a kill.
+        reloads = role in ("edge", "control")
         reload = first("ExecReload")
         check(
             (reload == "/bin/kill -HUP $MAINPID") if reloads else reload == "",
             f"{name}: {'ExecReload sends SIGHUP' if reloads else 'no ExecReload'}",
         )
         check(first("KillSignal") == "SIGTERM", f"{name}: KillSignal=SIGTERM")
-        if reloads:
+        if role == "edge":
             check(
                 seconds(first("TimeoutStopSec")) > drain_grace,
                 f"{name}: TimeoutStopSec ({first('TimeoutStopSec')}) exceeds the drain "

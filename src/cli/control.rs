@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
@@ -27,7 +28,7 @@ pub(crate) struct ControlArgs {
     admin_listen: Option<SocketAddr>,
 }
 
-/// Runs control until Ctrl-C or SIGTERM.
+/// Runs control until Ctrl-C or SIGTERM; SIGHUP reads the configuration file again.
 pub(crate) fn control(args: ControlArgs) -> anyhow::Result<()> {
     let config = estuary_control::Config::load(&args.config)?;
     let listen = args
@@ -37,7 +38,9 @@ pub(crate) fn control(args: ControlArgs) -> anyhow::Result<()> {
     let admin_listen = args.admin_listen.or(config.admin_listen);
     let control = estuary_control::Control::new(&config)
         .with_context(|| format!("starting control with {}", args.config.display()))?;
+    control.reload_from(args.config.clone());
     runtime()?.block_on(async {
+        reload_on_hangup(&control)?;
         let shutdown = shutdown_signal();
         let listener = estuary_http::listen(listen)
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -59,4 +62,21 @@ pub(crate) fn control(args: ControlArgs) -> anyhow::Result<()> {
         estuary_control::server::serve(listener, admin, control, shutdown).await?;
         anyhow::Ok(())
     })
+}
+
+/// Reloads control's configuration on each `SIGHUP`, telling systemd while it does.
+fn reload_on_hangup(control: &Arc<estuary_control::Control>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let control = control.clone();
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            systemd::notify(State::Reloading);
+            let reloading = control.clone();
+            // The outcome is logged and shown in /healthz by the reload itself.
+            let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+            systemd::notify(State::Ready);
+        }
+    });
+    Ok(())
 }

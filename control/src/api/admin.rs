@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -35,6 +35,7 @@ pub fn routes() -> axum::Router<Arc<Control>> {
         .route("/api/v1/events", get(events))
         .route("/api/v1/policy", get(policy).put(set_policy))
         .route("/api/v1/edges/{id}", delete(forget_edge))
+        .route("/api/v1/reload", post(reload))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/dashboard", get(dashboard))
 }
@@ -69,7 +70,8 @@ async fn sites(State(control): State<Arc<Control>>) -> Response {
     let snapshot = control.registry().snapshot(Instant::now());
     let (_, arrivals) = control.activity().arrivals();
     let views: Vec<SiteView> = control
-        .router()
+        .tables()
+        .router
         .sites
         .iter()
         .map(|site| {
@@ -238,6 +240,28 @@ async fn set_policy(
                 "not a policy: {error} (expected {{\"default\": \"closest\", \"channels\": {{\"news\": \"least_cost\"}}}})"
             ),
         ),
+    }
+}
+
+/// Reads the configuration file again (as `SIGHUP` does): `200` with the keys that changed but
+/// need a restart, `422` with the reason when the file does not validate (nothing changes).
+async fn reload(State(control): State<Arc<Control>>, headers: HeaderMap) -> Response {
+    if let Some(refusal) = refused(&control, &headers) {
+        return refusal;
+    }
+    // Opening a GeoIP database and key files reads the disk: not on the async workers.
+    let reloaded = tokio::task::spawn_blocking(move || control.reload()).await;
+    match reloaded {
+        Ok(Ok(reloaded)) => json(&reloaded),
+        Ok(Err(crate::state::ReloadError::NoFile)) => problem(
+            StatusCode::CONFLICT,
+            crate::state::ReloadError::NoFile.to_string(),
+        ),
+        Ok(Err(error)) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("reload refused, nothing changed: {error}"),
+        ),
+        Err(error) => problem(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
     }
 }
 

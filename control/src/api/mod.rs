@@ -229,11 +229,16 @@ async fn healthz(State(control): State<Arc<Control>>) -> Response {
     } else {
         (Mood::Hungry, Some("no edge is live"))
     };
+    let (applied, refused, failure) = control.reload_counts();
+    // A refused reload leaves control working on the configuration it had: its mood stands,
+    // and the reason is told beside it until a reload succeeds.
     json(&serde_json::json!({
         "role": "control",
         "mood": mood,
         "reason": reason,
         "edges": snapshot.edges.len(),
         "live_edges": live,
+        "reloads": { "applied": applied, "refused": refused },
+        "reload_refused": failure,
     }))
 }

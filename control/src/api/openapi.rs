@@ -48,6 +48,11 @@ pub fn document() -> serde_json::Value {
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
                 "responses": { "204": { "description": "forgotten" }, "401": text("no or wrong admin token"), "403": text("no admin token configured"), "404": text("unknown edge") }
             }},
+            "/api/v1/reload": { "post": {
+                "summary": "Read the configuration file again, as SIGHUP does: sites, zones, GeoIP, keys, pinned edges, trusted proxies and policies change; a file that does not validate changes nothing",
+                "security": admin,
+                "responses": { "200": object("needs_restart: the changed keys that take effect only at the next start"), "401": text("no or wrong admin token"), "403": text("no admin token configured"), "409": text("control was not started from a file"), "422": text("the file does not validate; nothing changed") }
+            }},
             "/api/v1/sites": { "get": { "summary": "Sites with their load, viewers, redirects in the last minute and edges", "responses": { "200": object("sites") } } },
             "/api/v1/channels": { "get": { "summary": "Channels viewers asked for (the first 1000 by name, the rest together), and the live channels the origins have", "security": admin, "responses": { "200": object("channels, other, live"), "401": text("no or wrong admin token"), "403": text("no admin token configured") } } },
             "/api/v1/decisions": { "get": { "summary": "Recent decisions per client group, with viewers' addresses and keycard ids", "security": admin, "responses": { "200": object("groups"), "401": text("no or wrong admin token"), "403": text("no admin token configured") } } },
