@@ -9,7 +9,9 @@ use clap::Args;
 
 use estuary_proto::systemd::{self, State};
 
-use super::{runtime, shutdown_signal};
+use estuary_http::lifecycle::{self, Request};
+
+use super::runtime;
 
 #[derive(Args)]
 pub(crate) struct ControlArgs {
@@ -40,8 +42,8 @@ pub(crate) fn control(args: ControlArgs) -> anyhow::Result<()> {
         .with_context(|| format!("starting control with {}", args.config.display()))?;
     control.reload_from(args.config.clone());
     runtime()?.block_on(async {
-        reload_on_hangup(&control)?;
-        let shutdown = shutdown_signal();
+        // Signals are heard from here on, before the ports are bound.
+        let (_, requests) = lifecycle::signals();
         let listener = estuary_http::listen(listen)
             .with_context(|| format!("cannot listen on {listen}"))?;
         let admin = match admin_listen {
@@ -55,28 +57,25 @@ pub(crate) fn control(args: ControlArgs) -> anyhow::Result<()> {
         };
         tracing::info!(address = %listener.local_addr()?, sites = config.sites.len(), "control listening");
         systemd::notify(State::Ready);
-        let shutdown = async {
-            shutdown.await;
-            systemd::notify(State::Stopping);
-        };
+        let shutdown = until_stopped(control.clone(), requests);
         estuary_control::server::serve(listener, admin, control, shutdown).await?;
         anyhow::Ok(())
     })
 }
 
-/// Reloads control's configuration on each `SIGHUP`, telling systemd while it does.
-fn reload_on_hangup(control: &Arc<estuary_control::Control>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    let control = control.clone();
-    tokio::spawn(async move {
-        while hangups.recv().await.is_some() {
-            systemd::notify(State::Reloading);
-            let reloading = control.clone();
-            // The outcome is logged and shown in /healthz by the reload itself.
-            let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
-            systemd::notify(State::Ready);
+/// Answers SIGHUP with a reload, telling systemd while it reloads, until SIGTERM or SIGINT.
+async fn until_stopped(control: Arc<estuary_control::Control>, mut requests: lifecycle::Requests) {
+    loop {
+        match requests.recv().await {
+            Some(Request::Reload) => {
+                systemd::notify(State::Reloading);
+                let reloading = control.clone();
+                // The outcome is logged and shown in /healthz by the reload itself.
+                let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+                systemd::notify(State::Ready);
+            }
+            Some(Request::Drain | Request::Stop) | None => break,
         }
-    });
-    Ok(())
+    }
+    systemd::notify(State::Stopping);
 }
