@@ -65,17 +65,13 @@ pub(crate) fn control(args: ControlArgs) -> anyhow::Result<()> {
 
 /// Answers SIGHUP with a reload, telling systemd while it reloads, until SIGTERM or SIGINT.
 async fn until_stopped(control: Arc<estuary_control::Control>, mut requests: lifecycle::Requests) {
-    loop {
-        match requests.recv().await {
-            Some(Request::Reload) => {
-                systemd::notify(State::Reloading);
-                let reloading = control.clone();
-                // The outcome is logged and shown in /healthz by the reload itself.
-                let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
-                systemd::notify(State::Ready);
-            }
-            Some(Request::Drain | Request::Stop) | None => break,
-        }
+    // Drain, stop or the end of the signals ends the loop.
+    while let Some(Request::Reload) = requests.recv().await {
+        systemd::notify(State::Reloading);
+        let reloading = control.clone();
+        // The outcome is logged and shown in /healthz by the reload itself.
+        let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+        systemd::notify(State::Ready);
     }
     systemd::notify(State::Stopping);
 }
