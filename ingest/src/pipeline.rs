@@ -22,7 +22,9 @@ use crate::health::{ChannelHealth, TrackStats};
 use crate::mp3::Mp3Fragmenter;
 use crate::output::{TrackEvent, TrackOutput};
 use crate::plan::{self, PipelinePlan};
-use crate::timing::{Admission, EndPoint, FrameSnapper, Kind, Split, Splitter, StartGate, UtcGrid};
+use crate::timing::{
+    Admission, EndPoint, FrameSnapper, Kind, SegmentOpener, Split, Splitter, StartGate, UtcGrid,
+};
 use estuary_proto::utc::UtcTime;
 
 /// The outputs of one track.
@@ -185,8 +187,8 @@ fn attach_video_timing(
     overlay: Option<gst::Element>,
 ) -> Result<(), String> {
     let pad = src_pad(timing)?;
-    let fresh = snapper.clone();
-    let state = Mutex::new((snapper, None::<u64>));
+    let fresh = (snapper, SegmentOpener::new(grid));
+    let state = Mutex::new(fresh.clone());
     let ended = AtomicBool::new(false);
     pad.add_probe(
         gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_FLUSH,
@@ -196,7 +198,7 @@ fn attach_video_timing(
                 Some(gst::PadProbeData::Buffer(buffer)) => buffer,
                 Some(gst::PadProbeData::Event(event)) => {
                     if event.type_() == gst::EventType::FlushStop {
-                        *state = (fresh.clone(), None);
+                        *state = fresh.clone();
                     }
                     return gst::PadProbeReturn::Ok;
                 }
@@ -205,7 +207,7 @@ fn attach_video_timing(
             let Some((captured, segment)) = running_time(pad, buffer) else {
                 return gst::PadProbeReturn::Drop;
             };
-            let (snapper, last_segment) = &mut *state;
+            let (snapper, opener) = &mut *state;
             let Some(snapped) = snapper.snap(captured) else {
                 return gst::PadProbeReturn::Drop;
             };
@@ -218,10 +220,9 @@ fn attach_video_timing(
             if admission == Admission::Drop || stopper.ends_before(pad, snapped, &ended) {
                 return gst::PadProbeReturn::Drop;
             }
-            let opens_segment = *last_segment != Some(grid.position(snapped).segment);
-            let snapped = grid.onto_boundary(snapped, opens_segment);
+            let placed = opener.place(snapped);
             let Some(pts) =
-                segment.position_from_running_time(gst::ClockTime::from_nseconds(snapped))
+                segment.position_from_running_time(gst::ClockTime::from_nseconds(placed.utc_ns))
             else {
                 return gst::PadProbeReturn::Drop;
             };
@@ -232,13 +233,17 @@ fn attach_video_timing(
                 buffer.set_duration(gst::ClockTime::from_nseconds(snapper.frame_duration_ns()));
             }
             if let Some(overlay) = &overlay {
-                overlay.set_property("text", UtcTime::from_unix_nanos(snapped).iso8601());
+                overlay.set_property("text", UtcTime::from_unix_nanos(placed.utc_ns).iso8601());
             }
-            let position = grid.position(snapped);
-            if *last_segment != Some(position.segment) {
-                *last_segment = Some(position.segment);
+            if placed.opens_segment {
+                if placed.utc_ns != snapped {
+                    tracing::debug!(
+                        snapped,
+                        "a late frame opening a segment goes on its boundary"
+                    );
+                }
                 let keyframe = gst_video::DownstreamForceKeyUnitEvent::builder()
-                    .running_time(gst::ClockTime::from_nseconds(snapped))
+                    .running_time(gst::ClockTime::from_nseconds(placed.utc_ns))
                     .all_headers(true)
                     .build();
                 pad.push_event(keyframe);
@@ -346,6 +351,7 @@ fn attach_splitter(mux: &gst::Element, grid: UtcGrid, stopper: Stopper) -> Resul
                 Split::None => return gst::PadProbeReturn::Ok,
                 Split::Chunk => true,
                 Split::Fragment => {
+                    tracing::debug!(pad = %pad.name(), utc, keyframe, "segment starts");
                     if !keyframe {
                         tracing::warn!(pad = %pad.name(), "segment starts without a keyframe");
                     }
@@ -417,10 +423,12 @@ fn deliver(
                     fragment_start,
                 } = &mut event
                 {
-                    let starts_segment = timescale
-                        .and_then(|timescale| chunk_time::chunk_start_ns(data, timescale))
-                        .map(|utc| grid.position(utc).part == 0);
-                    if starts_segment == Some(false) {
+                    let start =
+                        timescale.and_then(|timescale| chunk_time::chunk_start_ns(data, timescale));
+                    if start.is_some_and(|utc| grid.position(utc).part != 0) {
+                        if *fragment_start {
+                            tracing::debug!(start, "a fragment off the segment grid stays a chunk");
+                        }
                         // At EOS cmafmux puts a `styp` (with CMAF's last-segment brand) before
                         // the final partial part, which would make it look like a segment of
                         // its own that does not start on a keyframe: keep it a plain chunk.

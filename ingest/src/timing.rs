@@ -80,16 +80,53 @@ impl UtcGrid {
         utc_ns.div_ceil(self.segment_ns) * self.segment_ns
     }
 
-    /// Where a video frame at `utc_ns` goes: a frame that opens a segment less than a part
-    /// after its boundary is moved back onto the boundary. The frames before it were lost (a
-    /// decoder drops late frames under load, a source skips one), and without this the
-    /// segment would start late and the one before it end a frame or more past its duration.
-    pub fn onto_boundary(&self, utc_ns: u64, opens_segment: bool) -> u64 {
-        let start = self.position(utc_ns).segment * self.segment_ns;
-        if opens_segment && utc_ns > start && utc_ns - start < self.part_ns() {
-            start
-        } else {
-            utc_ns
+    /// The boundary that opens the segment `utc_ns` falls in.
+    fn segment_start(&self, utc_ns: u64) -> u64 {
+        self.position(utc_ns).segment * self.segment_ns
+    }
+}
+
+/// Where a video frame goes once it is on the frame grid and admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placed {
+    pub utc_ns: u64,
+    /// The first frame of its segment: the encoder is to make it a keyframe.
+    pub opens_segment: bool,
+}
+
+/// Follows one video track's frames and puts each frame that opens a segment on the segment's
+/// boundary, however late within the segment it comes.
+///
+/// The frames before it were lost: a decoder drops late frames under load, a source skips
+/// some or stalls. Left where it is, the frame would start its segment late, the segment before
+/// would run past its duration, and a segment that starts a part or more late is not one the
+/// muxer's output can cut on the grid at all: it would join the segment before, twice the
+/// target duration long. Moved back, the frame shows a little longer and every segment starts on
+/// its boundary with a keyframe.
+#[derive(Clone, Debug)]
+pub struct SegmentOpener {
+    grid: UtcGrid,
+    last_segment: Option<u64>,
+}
+
+impl SegmentOpener {
+    pub fn new(grid: UtcGrid) -> Self {
+        Self {
+            grid,
+            last_segment: None,
+        }
+    }
+
+    pub fn place(&mut self, utc_ns: u64) -> Placed {
+        let segment = self.grid.position(utc_ns).segment;
+        let opens_segment = self.last_segment.replace(segment) != Some(segment);
+        Placed {
+            utc_ns: if opens_segment {
+                self.grid.segment_start(utc_ns)
+            } else {
+                utc_ns
+            },
+            opens_segment,
         }
     }
 }
@@ -262,11 +299,14 @@ impl StartGate {
 }
 
 /// Where a stopping channel ends: every track at the same part boundary, the first one after
-/// the stop was asked for, so the last segment ends with whole parts.
+/// the stop was asked for and after every buffer any track has let through, so the last segment
+/// ends with whole parts and no track holds media past the others' end.
 #[derive(Clone, Debug)]
 pub struct EndPoint {
     grid: UtcGrid,
     requested: bool,
+    /// The latest buffer start seen so far, by any track.
+    latest: u64,
     end: Option<u64>,
 }
 
@@ -275,6 +315,7 @@ impl EndPoint {
         Self {
             grid,
             requested: false,
+            latest: 0,
             end: None,
         }
     }
@@ -283,14 +324,18 @@ impl EndPoint {
         self.requested = true;
     }
 
-    /// Whether a buffer starting at `utc_ns` lies past the end.
+    /// Whether a buffer starting at `utc_ns` lies past the end. Every track asks for every
+    /// buffer, at every stage that may drop one; the first to ask after the stop fixes the end,
+    /// past the furthest any of them has gone (a rendition whose encoder lags may ask first).
     pub fn is_past(&mut self, utc_ns: u64) -> bool {
         if !self.requested {
+            self.latest = self.latest.max(utc_ns);
             return false;
         }
+        let latest = self.latest.max(utc_ns);
         let end = *self
             .end
-            .get_or_insert_with(|| self.grid.next_part_start(utc_ns));
+            .get_or_insert_with(|| self.grid.next_part_start(latest));
         utc_ns + BOUNDARY_TOLERANCE_NS >= end
     }
 }
@@ -438,21 +483,67 @@ mod tests {
         );
     }
 
+    /// The video timing of one track as the pipeline runs it, with the forced keyframes honoured:
+    /// 30 fps frames captured at `captured`, snapped, placed and split. Returns where each
+    /// segment starts.
+    fn segment_starts(captured: impl IntoIterator<Item = u64>) -> Vec<u64> {
+        let mut snapper = FrameSnapper::new(30, 1);
+        let mut opener = SegmentOpener::new(grid());
+        let mut splitter = Splitter::new(grid());
+        let mut starts = Vec::new();
+        for time in captured {
+            let Some(snapped) = snapper.snap(time) else {
+                continue;
+            };
+            let placed = opener.place(snapped);
+            if starts.is_empty()
+                || splitter.split_before(placed.utc_ns, placed.opens_segment) == Split::Fragment
+            {
+                starts.push(placed.utc_ns);
+            }
+        }
+        starts
+    }
+
     #[test]
-    fn a_frame_opening_a_segment_late_is_moved_onto_the_boundary() {
-        let grid = grid();
+    fn a_boundary_is_cut_however_many_frames_before_it_were_lost() {
+        let boundary = EPOCH_2026 + 2 * SECOND;
+        // From none to 59 frames lost from the boundary on. A segment whose first part (10
+        // frames) or more was lost used to start at part 1, where the output cannot open a
+        // segment, and joined the one before: 4 s and 110 samples long.
+        for lost in 0..60 {
+            let captured = (0..180)
+                .filter(|n| !(60..60 + lost).contains(n))
+                .map(|n| EPOCH_2026 + n * SECOND / 30);
+            assert_eq!(
+                segment_starts(captured),
+                [EPOCH_2026, boundary, boundary + 2 * SECOND],
+                "{lost} frames lost"
+            );
+        }
+    }
+
+    #[test]
+    fn only_a_frame_that_opens_a_segment_is_moved() {
+        let mut opener = SegmentOpener::new(grid());
         let boundary = EPOCH_2026 + 2 * SECOND;
         let frame = SECOND / 30;
-        // Frames 60 and 61 of the 2 s segment were lost: frame 62 opens it.
-        assert_eq!(grid.onto_boundary(boundary + 2 * frame, true), boundary);
-        assert_eq!(grid.onto_boundary(boundary, true), boundary);
-        // Not when it does not open the segment, nor a part or more after the boundary.
+        let opening = opener.place(boundary + 2 * frame);
+        assert_eq!((opening.utc_ns, opening.opens_segment), (boundary, true));
+        let next = opener.place(boundary + 3 * frame);
         assert_eq!(
-            grid.onto_boundary(boundary + 2 * frame, false),
-            boundary + 2 * frame
+            (next.utc_ns, next.opens_segment),
+            (boundary + 3 * frame, false)
         );
-        let late = boundary + grid.part_ns();
-        assert_eq!(grid.onto_boundary(late, true), late);
+        // A frame a hair below the next boundary (rounding) counts as on it.
+        let next_boundary = boundary + 2 * SECOND;
+        assert_eq!(
+            opener.place(next_boundary - 10),
+            Placed {
+                utc_ns: next_boundary,
+                opens_segment: true
+            }
+        );
     }
 
     #[test]
@@ -471,6 +562,20 @@ mod tests {
             EPOCH_2026 + 2 * SECOND
         );
         assert_eq!(grid().next_part_start(EPOCH_2026), EPOCH_2026);
+    }
+
+    #[test]
+    fn the_end_is_past_everything_any_track_let_through() {
+        let mut end = EndPoint::new(grid());
+        // One rendition's encoder is ahead (10.05 s), another's lags (9.2 s) when the stop
+        // comes, and the lagging one asks first: the end must not fall behind the other, which
+        // would keep a segment its sibling lacks.
+        assert!(!end.is_past(EPOCH_2026 + 9_200_000_000));
+        assert!(!end.is_past(EPOCH_2026 + 10_050_000_000));
+        end.request();
+        assert!(!end.is_past(EPOCH_2026 + 9_233_333_334));
+        assert!(!end.is_past(EPOCH_2026 + 10_050_000_000));
+        assert!(end.is_past(EPOCH_2026 + 10_333_333_333));
     }
 
     #[test]

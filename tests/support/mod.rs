@@ -10,7 +10,9 @@ use mp4_atom::{Any, DecodeMaybe};
 
 pub fn estuary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_estuary"));
-    command.env("ESTUARY_LOG", "warn");
+    // Quiet unless a run asks for more (ESTUARY_TEST_LOG=estuary_ingest=debug, say).
+    let level = std::env::var("ESTUARY_TEST_LOG").unwrap_or_else(|_| "warn".into());
+    command.env("ESTUARY_LOG", level);
     command
 }
 
