@@ -1,6 +1,7 @@
 //! Control's listeners and background work: the public address (the front door, then axum),
 //! the admin address if it has one (axum alone), each an estuary-http accept loop that stops
-//! on shutdown; meanwhile the origins are asked for their channels and silent edges forgotten.
+//! on shutdown, then gives the requests in flight [`DRAIN_GRACE`] to finish; meanwhile the
+//! origins are asked for their channels and silent edges forgotten.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +13,10 @@ use tokio::sync::watch;
 
 use crate::state::Control;
 use crate::{api, connection, front};
+
+/// How long requests in flight (a redirect, a report, an event stream) may go on once control
+/// stops accepting: longer than any of them but an event stream takes.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves control on `listener` (and the admin API on `admin`, if given) until `shutdown`
 /// resolves: viewers at the front door, the rest by axum (see [`crate::front`]).
@@ -81,6 +86,12 @@ pub async fn serve(
         connections = connections.open(),
         "control stopped accepting connections"
     );
+    if !connections.drained(DRAIN_GRACE).await {
+        tracing::info!(
+            connections = connections.open(),
+            "the drain grace ended with connections open"
+        );
+    }
     watcher.abort();
     sweeper.abort();
     Ok(())
@@ -161,5 +172,41 @@ mod tests {
         serving.await.unwrap().unwrap();
         assert!(TcpStream::connect(public_address).await.is_err());
         assert!(TcpStream::connect(admin_address).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_request_begun_before_the_stop_is_answered_and_then_control_ends() {
+        let control = crate::state::tests::control("", Keys::default());
+        let public = listen::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = public.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(serve(public, None, control, async {
+            let _ = stopped.await;
+        }));
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(b"GET /live/demo/master.m3u8 HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            TcpStream::connect(address).await.is_err(),
+            "still accepting"
+        );
+        assert!(!serving.is_finished(), "ended with a request in flight");
+        stream
+            .write_all(b"Connection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 302 Found\r\n"), "{answer}");
+        tokio::time::timeout(DRAIN_GRACE / 2, serving)
+            .await
+            .expect("control did not end once the last connection closed")
+            .unwrap()
+            .unwrap();
     }
 }

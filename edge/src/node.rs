@@ -52,6 +52,9 @@ pub struct Edge {
     alt_svc: OnceLock<HeaderValue>,
     /// Draining: reports say so, control sends no one new, and the edge stops when empty.
     draining: AtomicBool,
+    /// Wakes the reporter when the mood changes, so control hears of a drain at once rather
+    /// than at the next tick.
+    mood_changed: tokio::sync::Notify,
     /// Why the last reload changed nothing, until one succeeds.
     reload_failure: Mutex<Option<String>>,
     reloads: AtomicU64,
@@ -124,6 +127,7 @@ impl Edge {
             tls,
             alt_svc: OnceLock::new(),
             draining: AtomicBool::new(false),
+            mood_changed: tokio::sync::Notify::new(),
             reload_failure: Mutex::default(),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
@@ -271,7 +275,13 @@ impl Edge {
     pub fn drain(&self) {
         if !self.draining.swap(true, Ordering::Relaxed) {
             tracing::info!("draining: control sends no one new; viewers here are served on");
+            self.mood_changed.notify_one();
         }
+    }
+
+    /// Resolves when the edge's mood changed in a way control must hear of now (a drain).
+    pub async fn mood_changed(&self) {
+        self.mood_changed.notified().await;
     }
 
     pub fn is_draining(&self) -> bool {

@@ -1,6 +1,7 @@
 //! Reports to control (DESIGN.md "Edge reports"): once a second, `POST {control}/api/v1/reports`
 //! with the edge's id, site, public URL, open connections, egress, cache hit ratio, CPU and mood,
 //! signed with the report key (`--report-key`) in the `X-Estuary-Signature` header.
+//! A drain sends one at once, so that control sends the edge no one new from then on.
 //! Control marks an edge lost after 3 s without one, so a failed report is only logged (once a
 //! minute at most, with control's reason) and the next one goes out on time.
 
@@ -24,7 +25,7 @@ const MAX_REFUSAL_BYTES: usize = 512;
 
 pub use crate::config::Identity;
 
-/// Sends a report every second until the process ends.
+/// Sends a report every second, and one when the mood changes, until the process ends.
 pub async fn run(edge: Arc<Edge>, control: String, identity: Identity) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let target = format!("{}{REPORTS_PATH}", control.trim_end_matches('/'));
@@ -33,7 +34,10 @@ pub async fn run(edge: Arc<Edge>, control: String, identity: Identity) {
     let mut last = Sample::take(&edge);
     let mut last_complaint: Option<Instant> = None;
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = edge.mood_changed() => ticker.reset(),
+        }
         let now = Sample::take(&edge);
         let report = now.report_since(&last, &edge, &identity);
         last = now;
