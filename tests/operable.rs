@@ -477,3 +477,110 @@ fn control_reloads_its_sites_and_a_broken_file_changes_nothing() {
     let health = get("/healthz").1;
     assert!(health.contains("\"reload_refused\":null"), "{health}");
 }
+
+#[test]
+fn the_packager_reloads_its_keys_and_token_and_a_broken_file_changes_nothing() {
+    require_tool("curl", "curl");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("packager.toml");
+    let write = |listen: u16, rest: &str| {
+        std::fs::write(
+            &config,
+            format!("listen = \"127.0.0.1:{listen}\"\nweb = \"\"\n{rest}"),
+        )
+        .unwrap()
+    };
+    write(port, &format!("admin_token = \"{TOKEN}\"\n"));
+    let mut packager = Running(
+        estuary()
+            .args(["packager", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    assert!(
+        wait_until(Duration::from_secs(10), || curl(
+            "GET",
+            &format!("{base}/healthz"),
+            None
+        )
+        .0 == 200),
+        "the packager did not come up"
+    );
+    let title = format!("{base}/admin/metadata?mount=/live/demo/stream.mp3&mode=updinfo&song=x");
+    let ingest = format!("{base}/ingest/demo/v360");
+    // The token is taken (the channel is not live: 404); ingest on loopback is open (an empty
+    // body brings nothing, which is not an error).
+    assert_eq!(curl("GET", &title, Some(TOKEN)).0, 404);
+    assert_eq!(curl("POST", &ingest, None).0, 200);
+
+    // SIGHUP: a new token and an ingest key.
+    let rotated = "another-operator-token-42";
+    let keyed = format!(
+        "admin_token = \"{rotated}\"\nkeycard_secret = \"00112233445566778899aabbccddeeff\"\n"
+    );
+    write(port, &keyed);
+    let pid = packager.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || curl("GET", &title, Some(TOKEN))
+            .0
+            == 403),
+        "the old token is still taken"
+    );
+    assert_eq!(curl("GET", &title, Some(rotated)).0, 404);
+    assert_eq!(
+        curl("POST", &ingest, None).0,
+        401,
+        "ingest needs a keycard now"
+    );
+
+    // Over HTTP: the admin token only, POST only.
+    let reload = format!("{base}/admin/reload");
+    assert_eq!(curl("POST", &reload, None).0, 401);
+    assert_eq!(curl("POST", &reload, Some(TOKEN)).0, 403);
+    assert_eq!(curl("GET", &reload, Some(rotated)).0, 405);
+    let (status, body) = curl("POST", &reload, Some(rotated));
+    assert_eq!(
+        (status, body.trim()),
+        (200, "{\"reloaded\":true,\"needs_restart\":[]}")
+    );
+
+    // A token too short to keep: refused, the token in force stays, /healthz says why.
+    write(port, "admin_token = \"short\"\n");
+    let (status, body) = curl("POST", &reload, Some(rotated));
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("admin_token"), "{body}");
+    assert_eq!(curl("GET", &title, Some(rotated)).0, 404);
+    let (_, health) = curl("GET", &format!("{base}/healthz"), None);
+    assert!(
+        health.contains("\"reloads\":{\"applied\":2,\"refused\":1}"),
+        "{health}"
+    );
+    assert!(
+        health.contains("the last reload changed nothing"),
+        "{health}"
+    );
+
+    // Keys gone on loopback are fine; a moved listen address is named, not applied.
+    write(free_port(), &format!("admin_token = \"{rotated}\"\n"));
+    let (status, body) = curl("POST", &reload, Some(rotated));
+    assert_eq!(
+        (status, body.trim()),
+        (200, "{\"reloaded\":true,\"needs_restart\":[\"listen\"]}")
+    );
+    assert_eq!(curl("POST", &ingest, None).0, 200);
+    let (_, health) = curl("GET", &format!("{base}/healthz"), None);
+    assert!(!health.contains("reload_refused"), "{health}");
+
+    assert!(packager.terminate(Duration::from_secs(10)).success());
+}

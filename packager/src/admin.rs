@@ -1,9 +1,9 @@
-//! `/admin/*`: what a channel's operator may do and its viewers may not. For now that is
-//! setting the title (`GET /admin/metadata`, the Icecast convention radio playout software
-//! speaks). Every request needs a credential ([`crate::auth`]): the admin token
-//! (`--admin-token`), or a keycard that lets its holder ingest the channel. With neither
-//! configured, nothing is allowed, and the answer says how to configure one. Edges never
-//! forward `/admin/*`.
+//! `/admin/*`: what a channel's operator may do and its viewers may not: setting the title
+//! (`GET /admin/metadata`, the Icecast convention radio playout software speaks), with the
+//! admin token (`--admin-token`) or a keycard that lets its holder ingest the channel; and
+//! reading the configuration again (`POST /admin/reload`), with the admin token alone. With no
+//! credential configured, nothing is allowed, and the answer says how to configure one. Edges
+//! never forward `/admin/*`.
 
 use estuary_http::{Body, problem, respond};
 use estuary_proto::url::{BadName, ChannelName};
@@ -11,8 +11,8 @@ use estuary_proto::utc::unix_now;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 
-use crate::auth::{AdminRefusal, authorize, client};
-use crate::service::Service;
+use crate::auth::{AdminRefusal, authorize, authorize_operator, client};
+use crate::service::{ReloadError, Service};
 
 /// The longest title accepted (ICY blocks carry at most 4080 bytes of it).
 pub const MAX_TITLE: usize = 1024;
@@ -64,7 +64,8 @@ fn title_request(query: &str) -> Result<(ChannelName, String), TitleRequestError
 /// channel; any of its streams will do).
 pub fn set_title(service: &Service, request: &Request<Incoming>) -> Response<Body> {
     // Said before anything else is looked at: no request can succeed.
-    if service.admin_token.is_none() && service.keys.is_empty() {
+    let rules = service.rules();
+    if rules.admin_token.is_none() && rules.keys.is_empty() {
         return problem(
             StatusCode::FORBIDDEN,
             AdminRefusal::NotConfigured.to_string(),
@@ -76,8 +77,8 @@ pub fn set_title(service: &Service, request: &Request<Incoming>) -> Response<Bod
     };
     let now = unix_now().as_secs();
     let allowed = authorize(
-        service.admin_token.as_ref(),
-        &service.keys,
+        rules.admin_token.as_ref(),
+        &rules.keys,
         request.headers(),
         client(request),
         &channel,
@@ -85,15 +86,7 @@ pub fn set_title(service: &Service, request: &Request<Incoming>) -> Response<Bod
     );
     if let Err(refusal) = allowed {
         tracing::warn!(%channel, reason = %refusal, "title refused");
-        let status = refusal.status();
-        let mut response = problem(status, refusal.to_string());
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                hyper::header::WWW_AUTHENTICATE,
-                hyper::header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        return response;
+        return refused(refusal);
     }
     // Titles are kept per channel while it lives: one the packager does not have is refused.
     if service
@@ -116,6 +109,51 @@ pub fn set_title(service: &Service, request: &Request<Incoming>) -> Response<Bod
         hyper::header::CACHE_CONTROL,
         hyper::header::HeaderValue::from_static("no-store"),
     );
+    response
+}
+
+/// `POST /admin/reload`: what SIGHUP does. 200 with the keys that changed but need a restart,
+/// 422 when the configuration does not validate (nothing changed), 409 when the packager was
+/// started without a file to read again.
+pub fn reload(service: &Service, request: &Request<Incoming>) -> Response<Body> {
+    if let Err(refusal) =
+        authorize_operator(service.rules().admin_token.as_ref(), request.headers())
+    {
+        tracing::warn!(reason = %refusal, "reload refused");
+        return refused(refusal);
+    }
+    match service.reload() {
+        Ok(needs_restart) => {
+            let keys: Vec<String> = needs_restart
+                .iter()
+                .map(|key| format!("\"{key}\""))
+                .collect();
+            respond(
+                StatusCode::OK,
+                "application/json",
+                Body::text(format!(
+                    "{{\"reloaded\":true,\"needs_restart\":[{}]}}\n",
+                    keys.join(",")
+                )),
+            )
+        }
+        Err(error @ ReloadError::NoSource) => problem(StatusCode::CONFLICT, error.to_string()),
+        Err(error @ ReloadError::Invalid(_)) => {
+            problem(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())
+        }
+    }
+}
+
+/// The answer to a request without the credential it needs: 401 asks for one.
+fn refused(refusal: AdminRefusal) -> Response<Body> {
+    let status = refusal.status();
+    let mut response = problem(status, refusal.to_string());
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            hyper::header::HeaderValue::from_static("Bearer"),
+        );
+    }
     response
 }
 

@@ -155,6 +155,21 @@ impl AdminRefusal {
     }
 }
 
+/// Says whether `headers` carry the admin token itself, for what concerns the whole packager
+/// (a reload): no keycard will do.
+pub fn authorize_operator(
+    token: Option<&AdminToken>,
+    headers: &HeaderMap,
+) -> Result<(), AdminRefusal> {
+    let token = token.ok_or(AdminRefusal::NotConfigured)?;
+    let presented = bearer(headers).ok_or(AdminRefusal::Missing)?;
+    if token.matches(presented) {
+        Ok(())
+    } else {
+        Err(AdminRefusal::WrongToken)
+    }
+}
+
 /// Says whether `headers` carry a credential for administering `channel`: the admin token, or
 /// a keycard signed with one of `keys` whose ACL covers the channel's ingest.
 pub fn authorize(

@@ -72,13 +72,14 @@ pub async fn ingest(
             return problem(StatusCode::BAD_REQUEST, error.to_string());
         }
     };
-    let outcome = if service.keys.is_empty() {
+    let rules = service.rules();
+    let outcome = if rules.keys.is_empty() {
         Ok(())
     } else {
         let path = estuary_proto::url::ingest_path(&channel, &track);
         let client = client(&request);
         check_keycard(
-            &service.keys,
+            &rules.keys,
             request.headers(),
             client,
             &path,
@@ -145,9 +146,10 @@ async fn read_body(
     let mut reader = CmafReader::new();
     // A request per segment carries no header: it continues the track's known one.
     let mut header: Option<TrackHeader> = service.state.header(channel, track);
+    let timeout = service.rules().ingest_timeout;
     loop {
-        let frame = match tokio::time::timeout(service.ingest_timeout, body.frame()).await {
-            Err(_) => return Err(stalled(channel, track, service.ingest_timeout)),
+        let frame = match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return Err(stalled(channel, track, timeout)),
             Ok(None) => break,
             Ok(Some(Ok(frame))) => frame,
             Ok(Some(Err(error))) => {

@@ -2,6 +2,7 @@
 //! there), serves ingest and origin requests on it (HTTP/1.1 and HTTP/2, kept to the
 //! packager's limits by `estuary_http`), retires idle tracks, and drains at shutdown.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use tokio::net::TcpListener;
 
 use crate::config::Settings;
 use crate::error::PackagerError;
-use crate::service::Service;
+use crate::service::{ConfigSource, Service};
+use estuary_http::lifecycle::{Request, Requests};
 
 /// How often idle tracks are looked for.
 const RETIRE_EVERY: Duration = Duration::from_secs(1);
@@ -25,16 +27,24 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Binds the configured address, once the configuration is known to be safe there: ingest
 /// needs keycards on any address but loopback, unless it is opened on purpose.
 pub async fn bind(settings: &Settings) -> Result<TcpListener, PackagerError> {
-    let loopback = settings.listen.ip().to_canonical().is_loopback();
-    if !loopback && settings.keys.is_empty() && !settings.open_ingest {
-        return Err(PackagerError::OpenIngest {
-            address: settings.listen,
-        });
-    }
+    check_ingest_is_guarded(settings.listen, settings)?;
     estuary_http::listen(settings.listen).map_err(|error| PackagerError::Listen {
         address: settings.listen,
         error,
     })
+}
+
+/// Ingest on `listen` needs keycards unless `listen` is loopback or `settings` open it on
+/// purpose.
+pub fn check_ingest_is_guarded(
+    listen: SocketAddr,
+    settings: &Settings,
+) -> Result<(), PackagerError> {
+    let loopback = listen.ip().to_canonical().is_loopback();
+    if !loopback && settings.keys.is_empty() && !settings.open_ingest {
+        return Err(PackagerError::OpenIngest { address: listen });
+    }
+    Ok(())
 }
 
 /// Serves ingest and origin requests on `listener` until `shutdown` resolves (then it stops
@@ -50,7 +60,7 @@ pub async fn serve(
     estuary_http::listen::accept(listener, connections, shutdown, move |stream, peer| {
         let service = service.clone();
         async move {
-            let limits = service.limits;
+            let limits = service.rules().limits;
             estuary_http::connection::serve(stream, &limits, move |mut request| {
                 // Who asked, for keycards bound to an address.
                 request.extensions_mut().insert(peer);
@@ -74,26 +84,43 @@ async fn retire_idle(service: Weak<Service>) {
     }
 }
 
-/// Runs the packager until `shutdown` resolves: then it stops accepting connections and gives
-/// the requests in flight [`DRAIN_GRACE`] to finish.
-pub async fn run(
-    settings: Settings,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), PackagerError> {
+/// What the packager is asked while it runs (signals: SIGHUP reloads, SIGTERM and SIGINT
+/// stop it), and where a reload reads the configuration (none: reloads are refused).
+pub struct Lifecycle {
+    pub requests: Requests,
+    pub source: Option<ConfigSource>,
+}
+
+/// Runs the packager until it is asked to stop: then it stops accepting connections and gives
+/// the requests in flight [`DRAIN_GRACE`] to finish. Reloads meanwhile.
+pub async fn run(settings: Settings, lifecycle: Lifecycle) -> Result<(), PackagerError> {
     let listener = bind(&settings).await?;
     let address = listener.local_addr().unwrap_or(settings.listen);
     tracing::info!(%address, "packager listening: ingest at /ingest/{{channel}}/{{track}}, players at /live/…");
     let connections = Connections::new();
     let service = Service::new(&settings)?;
+    if let Some(source) = lifecycle.source {
+        service.set_source(source);
+    }
     systemd::notify(State::Ready);
-    let shutdown = async {
-        shutdown.await;
-        systemd::notify(State::Stopping);
-    };
+    let shutdown = until_stopped(service.clone(), lifecycle.requests);
     serve(listener, service, connections.clone(), shutdown).await;
     tracing::info!(open = connections.open(), "stopping");
     connections.drained(DRAIN_GRACE).await;
     Ok(())
+}
+
+/// Answers reloads, telling systemd while one is under way, until a stop is asked.
+async fn until_stopped(service: Arc<Service>, mut requests: Requests) {
+    // A drain, a stop or the end of the signals ends the loop.
+    while let Some(Request::Reload) = requests.recv().await {
+        systemd::notify(State::Reloading);
+        let reloading = service.clone();
+        // The outcome is logged and shown in /healthz by the reload itself.
+        let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+        systemd::notify(State::Ready);
+    }
+    systemd::notify(State::Stopping);
 }
 
 #[cfg(test)]

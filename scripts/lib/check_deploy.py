@@ -67,8 +67,9 @@ def check_units(units, binary, drain_grace):
             check(flag in help_text, f"{name}: `estuary {role}` takes {flag}")
         # Every role says READY=1 and STOPPING=1 (tests/operable.rs checks each).
         check(first("Type") == "notify", f"{name}: Type=notify")
-        # The edge and control turn SIGHUP into a reload: for the others it would be a kill.
-        reloads = role in ("edge", "control")
+        # The edge, the packager and control turn SIGHUP into a reload: for the ingest it would
+        # be a kill.
+        reloads = role in ("edge", "packager", "control")
         reload = first("ExecReload")
         check(
             (reload == "/bin/kill -HUP $MAINPID") if reloads else reload == "",

@@ -2,18 +2,19 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use estuary_packager::Config;
 
-use super::{runtime, shutdown_signal};
+use super::runtime;
 
 /// Every flag is also an `ESTUARY_*` environment variable and a key of the configuration file
 /// (`--config`, as deploy/packager.toml documents them); a flag given wins over the file, the
 /// file over the defaults.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub(crate) struct PackagerArgs {
     /// A configuration file (TOML, as deploy/packager.toml); flags given override its keys.
     #[arg(long, env = "ESTUARY_PACKAGER_CONFIG")]
@@ -104,14 +105,30 @@ fn layered(args: PackagerArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-pub(crate) fn packager(args: PackagerArgs) -> anyhow::Result<()> {
+/// The settings the flags and the file give, resolved; errors name where they came from.
+fn configuration(args: &PackagerArgs) -> anyhow::Result<estuary_packager::Settings> {
     let source = args.config.as_ref().map_or("the flags".to_owned(), |path| {
         format!("{} and the flags", path.display())
     });
-    let settings = layered(args)?
+    layered(args.clone())?
         .resolve()
-        .with_context(|| format!("the configuration from {source}"))?;
-    runtime()?.block_on(async { estuary_packager::run::run(settings, shutdown_signal()).await })?;
+        .with_context(|| format!("the configuration from {source}"))
+}
+
+pub(crate) fn packager(args: PackagerArgs) -> anyhow::Result<()> {
+    let settings = configuration(&args)?;
+    // A reload (SIGHUP, POST /admin/reload) reads the file again, with the same flags over it;
+    // without a file there is nothing that could have changed.
+    let source: Option<estuary_packager::service::ConfigSource> =
+        args.config.is_some().then(|| {
+            Arc::new(move || configuration(&args).map_err(|error| format!("{error:#}")))
+                as estuary_packager::service::ConfigSource
+        });
+    runtime()?.block_on(async {
+        let (_, requests) = estuary_http::lifecycle::signals();
+        let lifecycle = estuary_packager::run::Lifecycle { requests, source };
+        estuary_packager::run::run(settings, lifecycle).await
+    })?;
     Ok(())
 }
 

@@ -57,6 +57,12 @@ pub async fn handle(service: Arc<Service>, request: Request<Incoming>) -> Respon
             _ => not_allowed("/admin/metadata takes GET", "GET"),
         };
     }
+    if path == "/admin/reload" {
+        return match *request.method() {
+            Method::POST => admin::reload(&service, &request),
+            _ => not_allowed("/admin/reload takes POST", "POST"),
+        };
+    }
     let public = match PublicPath::parse(path, request.uri().query()) {
         Ok(public) => public,
         Err(error) => {
@@ -108,12 +114,13 @@ async fn serve(
         PublicPath::Health => status::healthz(service),
         PublicPath::Metrics => status::metrics(service),
         PublicPath::Player { .. } => asset(
-            &service.player.html,
+            &service.rules().player.html,
             "text/html; charset=utf-8",
             "the player page",
         ),
         PublicPath::Script(script) => {
-            let player = &service.player;
+            let rules = service.rules();
+            let player = &rules.player;
             let (bytes, name) = match script {
                 Script::Hls => (&player.hls_js, "hls.js"),
                 Script::Dash => (&player.dash_js, "dash.js"),

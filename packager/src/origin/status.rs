@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use estuary_http::problem::json_string;
 use estuary_http::{Body, respond};
 use estuary_packager_core::window::TrackCounters;
 use estuary_proto::Mood;
@@ -28,7 +29,20 @@ pub fn healthz(service: &Service) -> Response<Body> {
             "{separator}{{\"channel\":\"{channel}\",\"mood\":\"{mood}\"}}"
         );
     }
-    text.push_str("]}\n");
+    let (applied, refused, because) = service.reload_record();
+    let _ = write!(
+        text,
+        "],\"reloads\":{{\"applied\":{applied},\"refused\":{refused}}}"
+    );
+    if let Some(because) = because {
+        // A refused reload leaves the packager working as it was: the mood stands.
+        text.push_str(",\"reload_refused\":");
+        json_string(
+            &mut text,
+            &format!("the last reload changed nothing: {because}"),
+        );
+    }
+    text.push_str("}\n");
     respond(StatusCode::OK, "application/json", Body::text(text))
 }
 

@@ -107,6 +107,14 @@ impl Window {
         }
     }
 
+    /// Changes the limits on what the window holds. New ingests meet them; tracks and channels
+    /// already over a lowered limit stay until they are retired.
+    pub fn set_limits(&mut self, max_tracks: usize, max_channels: usize, retire_after: Duration) {
+        self.config.max_tracks = max_tracks;
+        self.config.max_channels = max_channels;
+        self.config.retire_after = retire_after;
+    }
+
     pub fn config(&self) -> WindowConfig {
         self.config
     }
