@@ -16,6 +16,7 @@ use estuary_proto::keycard::{KeycardError, KeycardKey};
 use serde::Deserialize;
 
 use crate::auth::{AdminToken, AdminTokenError};
+use crate::error::PackagerError;
 
 /// The whole file; every key may be left out for its default.
 #[derive(Clone, PartialEq, Deserialize)]
@@ -231,6 +232,16 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Ingest on `listen` needs keycards unless `listen` is loopback or these settings open it
+    /// on purpose.
+    pub fn check_ingest_is_guarded(&self, listen: SocketAddr) -> Result<(), PackagerError> {
+        let loopback = listen.ip().to_canonical().is_loopback();
+        if !loopback && self.keys.is_empty() && !self.open_ingest {
+            return Err(PackagerError::OpenIngest { address: listen });
+        }
+        Ok(())
+    }
+
     /// A packager on `listen` with the defaults: open ingest (so `listen` must be loopback
     /// unless keys are added), no admin token, no player page, no archive.
     pub fn new(listen: SocketAddr) -> Self {

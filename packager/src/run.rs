@@ -2,7 +2,6 @@
 //! there), serves ingest and origin requests on it (HTTP/1.1 and HTTP/2, kept to the
 //! packager's limits by `estuary_http`), retires idle tracks, and drains at shutdown.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -27,24 +26,11 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 /// Binds the configured address, once the configuration is known to be safe there: ingest
 /// needs keycards on any address but loopback, unless it is opened on purpose.
 pub async fn bind(settings: &Settings) -> Result<TcpListener, PackagerError> {
-    check_ingest_is_guarded(settings.listen, settings)?;
+    settings.check_ingest_is_guarded(settings.listen)?;
     estuary_http::listen(settings.listen).map_err(|error| PackagerError::Listen {
         address: settings.listen,
         error,
     })
-}
-
-/// Ingest on `listen` needs keycards unless `listen` is loopback or `settings` open it on
-/// purpose.
-pub fn check_ingest_is_guarded(
-    listen: SocketAddr,
-    settings: &Settings,
-) -> Result<(), PackagerError> {
-    let loopback = listen.ip().to_canonical().is_loopback();
-    if !loopback && settings.keys.is_empty() && !settings.open_ingest {
-        return Err(PackagerError::OpenIngest { address: listen });
-    }
-    Ok(())
 }
 
 /// Serves ingest and origin requests on `listener` until `shutdown` resolves (then it stops

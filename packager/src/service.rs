@@ -143,7 +143,8 @@ impl Service {
             Some(source) => source()
                 .and_then(|settings| {
                     // Against the address the packager listens on, which a reload cannot move.
-                    crate::run::check_ingest_is_guarded(self.started.listen, &settings)
+                    settings
+                        .check_ingest_is_guarded(self.started.listen)
                         .map_err(|error| error.to_string())?;
                     Ok(settings)
                 })
