@@ -6,8 +6,7 @@
 
 mod support;
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,56 +16,8 @@ use support::{Running, estuary, free_port, require_tool};
 
 const REPORT_KEY: &str = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
 const LONDON: &str = "81.2.69.142";
-/// The segment the slow upstream sends: 2 MiB over about 3 s.
-const SEGMENT_BYTES: usize = 2 << 20;
-const SEGMENT_PIECES: usize = 30;
-
-/// An upstream that answers any `.m4s` with `SEGMENT_BYTES` bytes sent in pieces 100 ms apart,
-/// and anything else with 404; `asked` is set when the first segment request arrives.
-fn slow_upstream(asked: Arc<AtomicBool>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let asked = asked.clone();
-            std::thread::spawn(move || answer_slowly(stream, &asked));
-        }
-    });
-    address
-}
-
-fn answer_slowly(mut stream: TcpStream, asked: &AtomicBool) {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return,
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
-    let path = head.split(' ').nth(1).unwrap_or("");
-    if !path.split('?').next().unwrap_or("").ends_with(".m4s") {
-        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
-        return;
-    }
-    asked.store(true, Ordering::SeqCst);
-    let _ = write!(
-        stream,
-        "HTTP/1.1 200 OK\r\ncontent-type: video/mp4\r\ncache-control: max-age=60\r\ncontent-length: {SEGMENT_BYTES}\r\nconnection: close\r\n\r\n"
-    );
-    let piece = vec![0x5au8; SEGMENT_BYTES / SEGMENT_PIECES];
-    let mut sent = 0;
-    while sent < SEGMENT_BYTES {
-        let len = piece.len().min(SEGMENT_BYTES - sent);
-        if stream.write_all(&piece[..len]).is_err() {
-            return;
-        }
-        sent += len;
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+/// The size of the segment the slow upstream sends.
+const SEGMENT_BYTES: usize = support::SLOW_SEGMENT_BYTES;
 
 fn write_control_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     std::fs::write(dir.join("report-keys.txt"), format!("edges {REPORT_KEY}\n")).unwrap();
@@ -136,7 +87,7 @@ fn a_draining_edge_gets_no_one_new_and_finishes_the_segment_it_sends() {
     require_tool("curl", "curl");
     let dir = tempfile::tempdir().unwrap();
     let asked = Arc::new(AtomicBool::new(false));
-    let upstream = slow_upstream(asked.clone());
+    let upstream = support::slow_upstream(asked.clone());
     let control_port = free_port();
     let config = write_control_config(dir.path(), control_port);
     let _control = Running(

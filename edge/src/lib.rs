@@ -29,6 +29,7 @@ pub mod report;
 pub mod revoked;
 pub mod route;
 pub mod run;
+pub mod takeover;
 pub mod upstream;
 
 pub use config::EdgeConfig;

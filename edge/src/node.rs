@@ -215,6 +215,10 @@ impl Edge {
             }
         };
         differs("listen", fresh.listen != old.listen);
+        differs(
+            "takeover_socket",
+            fresh.takeover_socket != old.takeover_socket,
+        );
         differs("upstreams", fresh.upstreams != old.upstreams);
         differs("cache_size", fresh.cache_bytes != old.cache_bytes);
         differs("playlist_ttl", fresh.playlist_floor != old.playlist_floor);

@@ -5,6 +5,8 @@
 //! draining, so that control sends it no one new; the edge stops when nobody is left, or when
 //! the grace period ends.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use estuary_http::lifecycle::{Request, Requester, Requests};
@@ -14,6 +16,9 @@ use estuary_proto::systemd::{self, State};
 use crate::config::EdgeConfig;
 use crate::listen::{self, bind, serve};
 use crate::node::{ConfigSource, Edge, EdgeError};
+use crate::takeover::{self, Listeners};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 /// How a running edge is driven.
 pub struct Lifecycle {
@@ -23,20 +28,34 @@ pub struct Lifecycle {
     pub requester: Requester,
     /// Reads the configuration again for a reload; none: reloads are refused.
     pub source: Option<ConfigSource>,
+    /// Take the listening sockets of the edge offering them at this path instead of binding.
+    pub takeover: Option<PathBuf>,
 }
 
-/// Runs the edge until it is asked to stop, or has drained.
+/// Runs the edge until it is asked to stop, has drained, or has handed its sockets to the edge
+/// that upgrades it and served what it had.
 pub async fn run(config: EdgeConfig, lifecycle: Lifecycle) -> Result<(), EdgeError> {
     let Lifecycle {
         mut requests,
         requester,
         source,
+        takeover,
     } = lifecycle;
     let edge = Edge::new(config.clone())?;
     if let Some(source) = source {
         edge.attach(source, requester);
     }
-    let listener = bind(&config).await?;
+    let (listener, taken_udp, taken) = match &takeover {
+        Some(path) => {
+            let (listeners, taken) = takeover::take(path).map_err(|error| EdgeError::Listen {
+                address: config.listen,
+                reason: error.to_string(),
+            })?;
+            let listener = tokio_listener(listeners.tcp, config.listen)?;
+            (listener, listeners.udp, Some(taken))
+        }
+        None => (bind(&config).await?, None, None),
+    };
     let address = listener.local_addr().unwrap_or(config.listen);
     match edge.tls_fingerprint() {
         Some(fingerprint) => {
@@ -51,40 +70,132 @@ pub async fn run(config: EdgeConfig, lifecycle: Lifecycle) -> Result<(), EdgeErr
     if let Some(revoked) = edge.gate().revoked() {
         tokio::spawn(revoked.clone().watch());
     }
-    if let Some((control, identity)) = config.control.clone() {
-        tokio::spawn(crate::report::run(edge.clone(), control, identity));
-    }
-    if let Some(endpoint) = listen::http3::bind(&edge, address)? {
-        tracing::info!(%address, "HTTP/3 on UDP");
-        tokio::spawn(listen::http3::serve(endpoint, edge.clone()));
-    }
+    let reporter = config.control.clone().map(|(control, identity)| {
+        tokio::spawn(crate::report::run(edge.clone(), control, identity))
+    });
+    let (quic, offered_udp) = match listen::http3::bind(&edge, address, taken_udp)? {
+        Some((endpoint, offered)) => {
+            tracing::info!(%address, "HTTP/3 on UDP");
+            tokio::spawn(listen::http3::serve(endpoint.clone(), edge.clone()));
+            (Some(endpoint), Some(offered))
+        }
+        None => (None, None),
+    };
+    let offered = match &config.takeover_socket {
+        Some(_) => Some(Listeners {
+            tcp: duplicate(&listener, address)?,
+            udp: offered_udp,
+        }),
+        None => None,
+    };
     let connections = Connections::new();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let mut stop = Some(stop);
     let serving = tokio::spawn(serve(listener, edge.clone(), connections.clone(), async {
         let _ = stopped.await;
     }));
     systemd::notify(State::Ready);
+    if let Some(taken) = taken {
+        // The edge that had the sockets stops accepting from now on.
+        if let Err(error) = taken.ready() {
+            tracing::warn!(%error, "the edge taken over did not hear that this one serves");
+        }
+        tracing::info!(%address, "took over the listening sockets");
+    }
+    let mut handed_over = offer(config.takeover_socket.clone(), offered);
     let grace = config.drain_grace;
     loop {
-        match requests.recv().await {
-            Some(Request::Reload) => {
-                systemd::notify(State::Reloading);
-                let _ = edge.reload_now();
-                systemd::notify(State::Ready);
-            }
-            Some(Request::Drain) => {
+        tokio::select! {
+            request = requests.recv() => match request {
+                Some(Request::Reload) => {
+                    systemd::notify(State::Reloading);
+                    let _ = edge.reload_now();
+                    systemd::notify(State::Ready);
+                }
+                Some(Request::Drain) => {
+                    systemd::notify(State::Stopping);
+                    edge.drain();
+                    drained(&edge, &connections, grace).await;
+                    break;
+                }
+                Some(Request::Stop) | None => break,
+            },
+            Ok(()) = &mut handed_over => {
+                // The new edge serves on the same sockets and reports as this one: this one
+                // says nothing more to control, takes no one new, and finishes what it serves.
+                tracing::info!("the listening sockets were taken over: finishing what is served here");
                 systemd::notify(State::Stopping);
-                edge.drain();
-                drained(&edge, &connections, grace).await;
-                break;
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                if let Some(reporter) = &reporter {
+                    reporter.abort();
+                }
+                if let Some(quic) = &quic {
+                    quic.close(0u32.into(), b"upgraded");
+                }
+                break drained(&edge, &connections, grace).await;
             }
-            Some(Request::Stop) | None => break,
         }
     }
     tracing::info!("stopping");
-    let _ = stop.send(());
+    if let Some(stop) = stop.take() {
+        let _ = stop.send(());
+    }
     let _ = serving.await;
     Ok(())
+}
+
+/// Offers `listeners` at `path` on a thread of its own (accepting on a Unix socket blocks); the
+/// receiver resolves once an edge has taken them, and never when there is nothing to offer or
+/// the offer failed.
+fn offer(path: Option<PathBuf>, listeners: Option<Listeners>) -> oneshot::Receiver<()> {
+    let (taken, handed_over) = oneshot::channel();
+    if let (Some(path), Some(listeners)) = (path, listeners) {
+        std::thread::spawn(move || match takeover::offer(&path, &listeners) {
+            Ok(()) => {
+                let _ = taken.send(());
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot offer the sockets for a takeover");
+                // Held, so that the receiver waits forever rather than failing.
+                std::mem::forget(taken);
+            }
+        });
+    } else {
+        std::mem::forget(taken);
+    }
+    handed_over
+}
+
+/// A second handle on `listener`'s socket, to offer while the first one accepts.
+fn duplicate(
+    listener: &TcpListener,
+    address: SocketAddr,
+) -> Result<std::net::TcpListener, EdgeError> {
+    use std::os::fd::AsFd as _;
+    listener
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::net::TcpListener::from)
+        .map_err(|error| EdgeError::Listen {
+            address,
+            reason: format!("cannot keep the socket to offer: {error}"),
+        })
+}
+
+/// A listening socket received from another edge, ready for the runtime.
+fn tokio_listener(
+    socket: std::net::TcpListener,
+    address: SocketAddr,
+) -> Result<TcpListener, EdgeError> {
+    socket
+        .set_nonblocking(true)
+        .and_then(|()| TcpListener::from_std(socket))
+        .map_err(|error| EdgeError::Listen {
+            address,
+            reason: format!("the socket taken over: {error}"),
+        })
 }
 
 /// Waits until nobody is served (no request in flight, no stream viewer; connections idle

@@ -30,6 +30,15 @@ pub(crate) struct EdgeArgs {
     /// How long a draining edge (SIGTERM, POST /admin/drain) serves on before it stops.
     #[arg(long, env = "ESTUARY_EDGE_DRAIN_GRACE", value_parser = duration)]
     drain_grace: Option<Duration>,
+    /// A Unix socket where this edge offers its listening sockets to the edge that upgrades it
+    /// (started with --takeover on the same path).
+    #[arg(long, env = "ESTUARY_EDGE_TAKEOVER_SOCKET")]
+    takeover_socket: Option<PathBuf>,
+    /// Take the listening sockets of the running edge that offers them at this path instead of
+    /// binding: an upgrade in which no connection is refused. The running edge then stops
+    /// accepting, finishes what it serves and exits.
+    #[arg(long)]
+    takeover: Option<PathBuf>,
     /// Address viewers connect to.
     #[arg(long, env = "ESTUARY_EDGE_LISTEN")]
     listen: Option<SocketAddr>,
@@ -205,7 +214,7 @@ fn layered(args: EdgeArgs) -> anyhow::Result<EdgeFile> {
         fanout => streams.fanout,
     }
     set_some! {
-        admin_token => admin_token,
+        admin_token => admin_token, takeover_socket => takeover_socket,
         key_file => bouncers.key_file, revoked => bouncers.revoked, geoip => bouncers.geoip,
         htpasswd => bouncers.htpasswd, open_at => bouncers.open_at,
         close_at => bouncers.close_at, bouncers => bouncers.rule, control => control.url,
@@ -245,6 +254,7 @@ fn configuration(args: &EdgeArgs) -> anyhow::Result<estuary_edge::EdgeConfig> {
 
 pub(crate) fn edge(args: EdgeArgs) -> anyhow::Result<()> {
     let config = configuration(&args)?;
+    let takeover = args.takeover.clone();
     let source: estuary_edge::node::ConfigSource =
         Arc::new(move || configuration(&args).map_err(|error| format!("{error:#}")));
     runtime()?.block_on(async {
@@ -253,6 +263,7 @@ pub(crate) fn edge(args: EdgeArgs) -> anyhow::Result<()> {
             requests,
             requester,
             source: Some(source),
+            takeover,
         };
         estuary_edge::run(config, lifecycle).await
     })?;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
+use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::Command;
 
@@ -401,4 +402,55 @@ pub fn start_edge(
         std::time::Duration::from_secs(10),
     );
     (running, address)
+}
+
+/// The segment [`slow_upstream`] sends: 2 MiB over about 3 s.
+pub const SLOW_SEGMENT_BYTES: usize = 2 << 20;
+const SLOW_SEGMENT_PIECES: usize = 30;
+
+/// An upstream on 127.0.0.1 that answers any `.m4s` with [`SLOW_SEGMENT_BYTES`] bytes sent in pieces 100 ms apart,
+/// and anything else with 404; `asked` is set when the first segment request arrives.
+pub fn slow_upstream(asked: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let asked = asked.clone();
+            std::thread::spawn(move || answer_slowly(stream, &asked));
+        }
+    });
+    address
+}
+
+fn answer_slowly(mut stream: std::net::TcpStream, asked: &std::sync::atomic::AtomicBool) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split(' ').nth(1).unwrap_or("");
+    if !path.split('?').next().unwrap_or("").ends_with(".m4s") {
+        let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+        return;
+    }
+    asked.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\ncontent-type: video/mp4\r\ncache-control: max-age=60\r\ncontent-length: {SLOW_SEGMENT_BYTES}\r\nconnection: close\r\n\r\n"
+    );
+    let piece = vec![0x5au8; SLOW_SEGMENT_BYTES / SLOW_SEGMENT_PIECES];
+    let mut sent = 0;
+    while sent < SLOW_SEGMENT_BYTES {
+        let len = piece.len().min(SLOW_SEGMENT_BYTES - sent);
+        if stream.write_all(&piece[..len]).is_err() {
+            return;
+        }
+        sent += len;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -42,6 +42,9 @@ pub struct EdgeFile {
     /// How long a draining edge (SIGTERM, `POST /admin/drain`) serves on before it stops.
     #[serde(with = "duration")]
     pub drain_grace: Duration,
+    /// A Unix socket where the edge offers its listening sockets to a new edge started with
+    /// `--takeover` on the same path (an upgrade that drops no connection); none: not offered.
+    pub takeover_socket: Option<PathBuf>,
     pub bouncers: BouncersFile,
     pub tls: TlsFile,
     pub control: ControlFile,
@@ -62,6 +65,7 @@ impl Default for EdgeFile {
             proxy_protocol: false,
             admin_token: None,
             drain_grace: Duration::from_secs(30),
+            takeover_socket: None,
             bouncers: BouncersFile::default(),
             tls: TlsFile::default(),
             control: ControlFile::default(),

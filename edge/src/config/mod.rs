@@ -52,6 +52,8 @@ pub struct EdgeConfig {
     pub admin_token: Option<String>,
     /// How long a draining edge serves on before it stops, however many it still serves.
     pub drain_grace: Duration,
+    /// Where the edge offers its listening sockets to the edge that upgrades it.
+    pub takeover_socket: Option<PathBuf>,
 }
 
 impl EdgeConfig {
@@ -74,6 +76,7 @@ impl EdgeConfig {
             limits: estuary_http::Limits::default(),
             admin_token: None,
             drain_grace: Duration::from_secs(30),
+            takeover_socket: None,
         }
     }
 }

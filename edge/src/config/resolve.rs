@@ -81,6 +81,7 @@ impl EdgeFile {
         }
         config.admin_token = self.admin_token.clone();
         config.drain_grace = self.drain_grace;
+        config.takeover_socket = self.takeover_socket.clone();
         Ok(config)
     }
 

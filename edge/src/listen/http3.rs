@@ -23,9 +23,15 @@ const ALT_SVC_MAX_AGE: u32 = 86_400;
 /// Requests one connection may have open at once (HTTP/2's limit too).
 pub const MAX_STREAMS: u32 = estuary_http::connection::H2_MAX_STREAMS;
 
-/// Binds the QUIC endpoint on `address` (the TCP listener's), when the edge serves HTTPS with
-/// HTTP/3 on. From then on, responses carry the Alt-Svc header that names it.
-pub fn bind(edge: &Edge, address: SocketAddr) -> Result<Option<quinn::Endpoint>, EdgeError> {
+/// The QUIC endpoint on `socket`, or on a UDP socket bound to `address` (the TCP listener's),
+/// when the edge serves HTTPS with HTTP/3 on; with it, a second handle on its socket, to offer
+/// to the edge that upgrades this one. From then on, responses carry the Alt-Svc header that
+/// names it.
+pub fn bind(
+    edge: &Edge,
+    address: SocketAddr,
+    socket: Option<std::net::UdpSocket>,
+) -> Result<Option<(quinn::Endpoint, std::net::UdpSocket)>, EdgeError> {
     let Some(tls) = edge.tls() else {
         return Ok(None);
     };
@@ -41,13 +47,25 @@ pub fn bind(edge: &Edge, address: SocketAddr) -> Result<Option<quinn::Endpoint>,
         // HTTP/3 needs three of its own (control, QPACK encoder and decoder); no pushes.
         .max_concurrent_uni_streams(8u32.into());
     config.transport_config(Arc::new(transport));
-    let endpoint = quinn::Endpoint::server(config, address).map_err(|error| EdgeError::Listen {
+    let failed = |error: std::io::Error| EdgeError::Listen {
         address,
         reason: format!("UDP for HTTP/3: {error}"),
-    })?;
+    };
+    let socket = match socket {
+        Some(socket) => socket,
+        None => std::net::UdpSocket::bind(address).map_err(failed)?,
+    };
+    let offered = socket.try_clone().map_err(failed)?;
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(failed)?;
     let advertised = format!("h3=\":{}\"; ma={ALT_SVC_MAX_AGE}", address.port());
     edge.advertise(HeaderValue::try_from(advertised).expect("an Alt-Svc value is ASCII"));
-    Ok(Some(endpoint))
+    Ok(Some((endpoint, offered)))
 }
 
 /// Serves HTTP/3 connections on `endpoint` until it is closed.
