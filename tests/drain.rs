@@ -9,7 +9,7 @@ mod support;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use support::{Running, estuary, free_port, require_tool};
@@ -113,29 +113,7 @@ fn a_draining_edge_gets_no_one_new_and_finishes_the_segment_it_sends() {
     }
 
     // A viewer takes a segment from London, which the upstream sends over about 3 s.
-    let viewer = std::thread::spawn(move || {
-        let output = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{size_download}",
-            ])
-            .args(["--max-time", "30"])
-            .arg(format!("http://127.0.0.1:{london}/live/demo/v360/100.m4s"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    });
-    let started = Instant::now();
-    while !asked.load(Ordering::SeqCst) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the edge never asked the upstream for the segment"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let viewer = support::slow_segment_viewer(SocketAddr::from(([127, 0, 0, 1], london)), &asked);
     std::thread::sleep(Duration::from_millis(300));
 
     // SIGTERM: within 1.5 s control sends London's viewers elsewhere.

@@ -87,6 +87,35 @@ fn sign(keys: &Path, key_id: &str) -> String {
     .to_owned()
 }
 
+/// `estuary ROLE --config CONFIG`, once `BASE/healthz` answers 200 (within 10 s).
+fn serving(role: &str, config: &Path, base: &str) -> Running {
+    let process = Running(
+        estuary()
+            .args([role, "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || curl(
+            "GET",
+            &format!("{base}/healthz"),
+            None
+        )
+        .0 == 200),
+        "the {role} did not come up"
+    );
+    process
+}
+
+/// SIGHUP to `process`.
+fn hang_up(process: &Running) {
+    let pid = process.0.id().to_string();
+    let sent = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(sent.success());
+}
+
 fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
     while started.elapsed() < limit {
@@ -117,24 +146,8 @@ fn a_reload_changes_keys_and_certificate_and_a_broken_one_changes_nothing() {
         ),
     )
     .unwrap();
-    let mut edge = Running(
-        estuary()
-            .args(["edge", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     let base = format!("https://127.0.0.1:{port}");
-    assert!(
-        wait_until(Duration::from_secs(10), || curl(
-            "GET",
-            &format!("{base}/healthz"),
-            None
-        )
-        .0 == 200),
-        "the edge did not come up"
-    );
+    let mut edge = serving("edge", &config, &base);
     assert_eq!(presented(port), first);
 
     // A keycard signed with a key the edge does not have yet is refused.
@@ -155,14 +168,7 @@ fn a_reload_changes_keys_and_certificate_and_a_broken_one_changes_nothing() {
     let second = certificate(dir.path(), "second");
     std::fs::copy(dir.path().join("second.pem"), dir.path().join("first.pem")).unwrap();
     std::fs::copy(dir.path().join("second.key"), dir.path().join("first.key")).unwrap();
-    let pid = edge.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    hang_up(&edge);
     assert!(
         wait_until(Duration::from_secs(5), || curl("GET", &media, None).0
             == 502),
@@ -412,33 +418,15 @@ fn control_reloads_its_sites_and_a_broken_file_changes_nothing() {
     let head =
         |listen: u16| format!("listen = \"127.0.0.1:{listen}\"\nadmin_token = \"{TOKEN}\"\n");
     std::fs::write(&config, head(port) + &site("lon")).unwrap();
-    let control = Running(
-        estuary()
-            .args(["control", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     let base = format!("http://127.0.0.1:{port}");
+    let control = serving("control", &config, &base);
     let get = |path: &str| curl("GET", &format!("{base}{path}"), None);
-    assert!(
-        wait_until(Duration::from_secs(10), || get("/healthz").0 == 200),
-        "control did not come up"
-    );
     let sites = || get("/api/v1/sites").1;
     assert!(sites().contains("\"lon\"") && !sites().contains("\"fra\""));
 
     // SIGHUP: a second site.
     std::fs::write(&config, head(port) + &site("lon") + &site("fra")).unwrap();
-    let pid = control.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    hang_up(&control);
     assert!(
         wait_until(Duration::from_secs(5), || sites().contains("\"fra\"")),
         "SIGHUP did not add the site: {}",
@@ -492,24 +480,8 @@ fn the_packager_reloads_its_keys_and_token_and_a_broken_file_changes_nothing() {
         .unwrap()
     };
     write(port, &format!("admin_token = \"{TOKEN}\"\n"));
-    let mut packager = Running(
-        estuary()
-            .args(["packager", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
     let base = format!("http://127.0.0.1:{port}");
-    assert!(
-        wait_until(Duration::from_secs(10), || curl(
-            "GET",
-            &format!("{base}/healthz"),
-            None
-        )
-        .0 == 200),
-        "the packager did not come up"
-    );
+    let mut packager = serving("packager", &config, &base);
     let title = format!("{base}/admin/metadata?mount=/live/demo/stream.mp3&mode=updinfo&song=x");
     let ingest = format!("{base}/ingest/demo/v360");
     // The token is taken (the channel is not live: 404); ingest on loopback is open (an empty
@@ -523,14 +495,7 @@ fn the_packager_reloads_its_keys_and_token_and_a_broken_file_changes_nothing() {
         "admin_token = \"{rotated}\"\nkeycard_secret = \"00112233445566778899aabbccddeeff\"\n"
     );
     write(port, &keyed);
-    let pid = packager.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    hang_up(&packager);
     assert!(
         wait_until(Duration::from_secs(5), || curl("GET", &title, Some(TOKEN))
             .0

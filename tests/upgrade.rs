@@ -122,28 +122,7 @@ fn an_upgraded_edge_refuses_no_connection_and_finishes_what_it_serves() {
         })
     };
     // A viewer takes a segment that the upstream sends over about 3 s.
-    let viewer = std::thread::spawn(move || {
-        let output = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{size_download}",
-            ])
-            .args(["--max-time", "30"])
-            .arg(format!("http://{address}/live/demo/v360/100.m4s"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    });
-    while !asked.load(Ordering::SeqCst) {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the segment was never asked for"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let viewer = support::slow_segment_viewer(address, &asked);
 
     // The upgrade: the first edge stops accepting once the second serves, finishes the segment
     // and exits.

@@ -454,3 +454,36 @@ fn answer_slowly(mut stream: std::net::TcpStream, asked: &std::sync::atomic::Ato
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// A viewer (curl) taking segment 100 of the demo channel from the edge at `edge`, which fetches
+/// it from [`slow_upstream`]: returns once the upstream was asked for it, with the viewer's
+/// thread, which answers `STATUS BYTES` when the download ends.
+pub fn slow_segment_viewer(
+    edge: std::net::SocketAddr,
+    asked: &std::sync::atomic::AtomicBool,
+) -> std::thread::JoinHandle<String> {
+    let viewer = std::thread::spawn(move || {
+        let output = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{size_download}",
+            ])
+            .args(["--max-time", "30"])
+            .arg(format!("http://{edge}/live/demo/v360/100.m4s"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    });
+    let started = std::time::Instant::now();
+    while !asked.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the edge never asked the upstream for the segment"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    viewer
+}
