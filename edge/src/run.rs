@@ -1,9 +1,11 @@
 //! Runs an edge: the node built from its configuration, its listeners (TCP, and QUIC beside it
-//! with TLS), the revocation list watched, reports sent to control; then what it is asked
-//! (reload, drain, stop) until it stops. A drain keeps serving whoever is here (players come back
-//! for their next part, listeners stay on their stream) while the reports say the edge is
-//! draining, so that control sends it no one new; the edge stops when nobody is left, or when
-//! the grace period ends.
+//! with TLS; bound, or taken over from the edge it upgrades), the revocation list watched,
+//! reports sent to control; then what it is asked (reload, drain, stop) until it stops. A drain
+//! keeps serving whoever is here (players come back for their next part, listeners stay on
+//! their stream) while the reports say the edge is draining, so that control sends it no one
+//! new; the edge stops when nobody is left, or when the grace period ends. When a new edge has
+//! taken its listeners over ([`crate::takeover`]), it stops accepting and reporting and
+//! finishes what it serves the same way.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
