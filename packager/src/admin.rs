@@ -5,6 +5,8 @@
 //! credential configured, nothing is allowed, and the answer says how to configure one. Edges
 //! never forward `/admin/*`.
 
+use std::sync::Arc;
+
 use estuary_http::{Body, problem, respond};
 use estuary_proto::url::{BadName, ChannelName};
 use estuary_proto::utc::unix_now;
@@ -115,14 +117,19 @@ pub fn set_title(service: &Service, request: &Request<Incoming>) -> Response<Bod
 /// `POST /admin/reload`: what SIGHUP does. 200 with the keys that changed but need a restart,
 /// 422 when the configuration does not validate (nothing changed), 409 when the packager was
 /// started without a file to read again.
-pub fn reload(service: &Service, request: &Request<Incoming>) -> Response<Body> {
+pub async fn reload(service: &Arc<Service>, request: &Request<Incoming>) -> Response<Body> {
     if let Err(refusal) =
         authorize_operator(service.rules().admin_token.as_ref(), request.headers())
     {
         tracing::warn!(reason = %refusal, "reload refused");
         return refused(refusal);
     }
-    match service.reload() {
+    // Reading the files (the configuration, the player page) blocks: not on a runtime worker.
+    let reloading = service.clone();
+    let outcome = tokio::task::spawn_blocking(move || reloading.reload())
+        .await
+        .unwrap_or_else(|_| Err(ReloadError::Invalid("the reload did not finish".into())));
+    match outcome {
         Ok(needs_restart) => {
             let keys: Vec<String> = needs_restart
                 .iter()

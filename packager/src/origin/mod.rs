@@ -59,7 +59,7 @@ pub async fn handle(service: Arc<Service>, request: Request<Incoming>) -> Respon
     }
     if path == "/admin/reload" {
         return match *request.method() {
-            Method::POST => admin::reload(&service, &request),
+            Method::POST => admin::reload(&service, &request).await,
             _ => not_allowed("/admin/reload takes POST", "POST"),
         };
     }
