@@ -386,6 +386,15 @@ pub fn start_edge(
     upstream: std::net::SocketAddr,
     extra: &[&str],
 ) -> (Running, std::net::SocketAddr) {
+    start_edge_in(upstream, extra, &[])
+}
+
+/// [`start_edge`] with more variables in the edge's environment.
+pub fn start_edge_in(
+    upstream: std::net::SocketAddr,
+    extra: &[&str],
+    environment: &[(&str, &str)],
+) -> (Running, std::net::SocketAddr) {
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
     let child = estuary()
         .args(["edge", "--listen", &address.to_string()])
@@ -393,6 +402,7 @@ pub fn start_edge(
         .arg(format!("http://{upstream}"))
         .args(extra)
         .env("ESTUARY_LOG", "warn")
+        .envs(environment.iter().copied())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
