@@ -4,7 +4,9 @@
 //! the segment in flight reaches its viewer whole from the old process, which then exits on its
 //! own; a second upgrade, by `scripts/upgrade-edge`, takes the socket from the first new
 //! process the same way, and eight more show that no generation holds more descriptors than
-//! the one before.
+//! the one before. Continuous-stream listeners (MP3, half of them with ICY metadata, and
+//! MPEG-TS) are handed from process to process: none is cut, none waits long, and what each
+//! received decodes from end to end.
 
 mod support;
 
@@ -218,4 +220,264 @@ fn an_upgraded_edge_refuses_no_connection_and_finishes_what_it_serves() {
         second_gone.as_millis()
     );
     assert_eq!(failed, 0, "requests refused or cut across the upgrades");
+}
+
+/// What a continuous-stream listener saw.
+struct Heard {
+    bytes: Vec<u8>,
+    /// The longest wait between two reads once the stream flowed.
+    longest_gap: Duration,
+    /// Why the stream stopped before the listener let go, if it did.
+    cut: Option<String>,
+}
+
+/// Listens to `path` on `address` (asking for ICY metadata when `icy`) until `stop`; keeps the
+/// bytes when `keep`.
+async fn listen(
+    address: SocketAddr,
+    path: &'static str,
+    icy: bool,
+    keep: bool,
+    stop: Arc<AtomicBool>,
+) -> Heard {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let extra = if icy { "Icy-MetaData: 1\r\n" } else { "" };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: edge\r\n{extra}\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "{path}: closed in the head"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(head.contains("icy-metaint: 16000"), icy, "{head}");
+    let mut heard = Heard {
+        bytes: Vec::new(),
+        longest_gap: Duration::ZERO,
+        cut: None,
+    };
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut last: Option<Instant> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let read = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await;
+        match read {
+            Err(_) => continue,
+            Ok(Ok(0)) => {
+                heard.cut = Some("closed".into());
+                break;
+            }
+            Ok(Err(error)) => {
+                heard.cut = Some(error.to_string());
+                break;
+            }
+            Ok(Ok(read)) => {
+                let now = Instant::now();
+                if let Some(last) = last {
+                    heard.longest_gap = heard.longest_gap.max(now - last);
+                }
+                last = Some(now);
+                if keep {
+                    heard.bytes.extend_from_slice(&buffer[..read]);
+                } else {
+                    heard.bytes.resize(heard.bytes.len() + read, 0);
+                }
+            }
+        }
+    }
+    heard
+}
+
+/// The audio of an ICY stream (a block after every 16,000 bytes of it), its blocks taken out;
+/// panics where a block is not one.
+fn icy_audio(mut bytes: &[u8]) -> Vec<u8> {
+    let mut audio = Vec::new();
+    loop {
+        let take = bytes.len().min(16_000);
+        audio.extend_from_slice(&bytes[..take]);
+        bytes = &bytes[take..];
+        let Some((&length, rest)) = bytes.split_first() else {
+            return audio;
+        };
+        let length = usize::from(length) * 16;
+        assert!(
+            length == 0 || rest[..length.min(rest.len())].starts_with(b"StreamTitle='"),
+            "no ICY block where one is due, {} bytes of audio in",
+            audio.len()
+        );
+        bytes = &rest[length.min(rest.len())..];
+    }
+}
+
+/// What ffmpeg says, at the error level, decoding `bytes` as `format`.
+fn decode_errors(bytes: &[u8], format: &str, dir: &Path) -> String {
+    let file = dir.join(format!("heard.{format}"));
+    std::fs::write(&file, bytes).unwrap();
+    let output = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", format, "-i"])
+        .arg(&file)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "ffmpeg failed on {}",
+        file.display()
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_stream_listeners_go_on_across_upgrades() {
+    require_tool("ffmpeg", "ffmpeg");
+    require_tool("ss", "iproute2");
+    estuary_http::sealed::raise_file_limit();
+    // Full form: ESTUARY_UPGRADE_LISTENERS=2000 (and 200 TS viewers beside).
+    let mp3: usize = std::env::var("ESTUARY_UPGRADE_LISTENERS")
+        .ok()
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(200);
+    let ts = mp3 / 10;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("edge.takeover");
+    let (_packager, origin) = support::start_packager(&[]).await;
+    let _ingest = Running(
+        support::test_ingest(origin, &["--duration", "300s", "--audio", "aac,mp3"])
+            .spawn()
+            .unwrap(),
+    );
+    let port = free_port();
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut first = start_edge(port, origin, &socket, false);
+    support::wait_until_served(
+        &format!("http://{origin}/live/demo/master.m3u8"),
+        Duration::from_secs(60),
+    );
+    support::wait_until_served(
+        &format!("http://{address}/healthz"),
+        Duration::from_secs(10),
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut listeners = tokio::task::JoinSet::new();
+    for index in 0..mp3 + ts {
+        let stop = stop.clone();
+        let (path, icy) = if index < mp3 {
+            ("/live/demo/stream.mp3", index % 2 == 1)
+        } else {
+            ("/live/demo/stream.ts", false)
+        };
+        // The first of each kind is kept whole, to decode.
+        let keep = index <= 1 || index == mp3;
+        listeners.spawn(async move { (index, listen(address, path, icy, keep, stop).await) });
+        if index % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // Upgrade by the script, to an edge on the epoll engine; then again, back to the engine
+    // the kernel offers (io_uring here): viewers go from each engine to the other.
+    let script = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/upgrade-edge"))
+        .arg("--log")
+        .arg(dir.path().join("second.log"))
+        .arg(&socket)
+        .arg(env!("CARGO_BIN_EXE_estuary"))
+        .args(["edge", "--listen", &address.to_string()])
+        .arg("--upstream")
+        .arg(format!("http://{origin}"))
+        .arg("--takeover-socket")
+        .arg(&socket)
+        .args(["--fanout", "epoll"])
+        .env("ESTUARY_LOG", "info")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&script.stdout).into_owned();
+    let second = said
+        .split_whitespace()
+        .nth(2)
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .map(Detached);
+    assert!(
+        script.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&script.stderr)
+    );
+    assert!(exits(&mut first, Duration::from_secs(5)).success());
+    print!("{said}");
+    let second = second.expect("the script named the new edge");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let upgrade = Instant::now();
+    let _third = start_edge(port, origin, &socket, true);
+    while !gone(second.0) {
+        assert!(
+            upgrade.elapsed() < Duration::from_secs(10),
+            "the second edge stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "the second edge (epoll) exited {} ms after the third (io_uring) started",
+        upgrade.elapsed().as_millis()
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Every listener is the third edge's now.
+    let (_, metrics) = support::http_get(address, "/metrics").await;
+    let viewers: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("estuary_edge_stream_viewers{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    stop.store(true, Ordering::SeqCst);
+
+    let mut heard: Vec<(usize, Heard)> = Vec::new();
+    while let Some(done) = listeners.join_next().await {
+        heard.push(done.unwrap());
+    }
+    heard.sort_by_key(|(index, _)| *index);
+    let cut: Vec<_> = heard
+        .iter()
+        .filter_map(|(index, heard)| heard.cut.as_ref().map(|why| (*index, why.clone())))
+        .collect();
+    let mut gaps: Vec<Duration> = heard.iter().map(|(_, heard)| heard.longest_gap).collect();
+    gaps.sort();
+    let over = gaps
+        .iter()
+        .filter(|gap| **gap > Duration::from_millis(500))
+        .count();
+    let least = heard
+        .iter()
+        .map(|(_, heard)| heard.bytes.len())
+        .min()
+        .unwrap_or(0);
+    println!(
+        "{mp3} MP3 listeners (half with ICY metadata) and {ts} TS viewers across two upgrades: \
+         {} cut; longest wait between reads: median {} ms, worst {} ms, {over} over 500 ms; \
+         the least any received: {least} bytes",
+        cut.len(),
+        gaps[gaps.len() / 2].as_millis(),
+        gaps[gaps.len() - 1].as_millis(),
+    );
+    assert!(cut.is_empty(), "listeners cut: {cut:?}");
+    assert_eq!(viewers as usize, mp3 + ts, "viewers on the third edge");
+    // A chunk lands every third of a second; the upgrades must add no long wait.
+    assert_eq!(
+        over,
+        0,
+        "waits over 500 ms; the longest: {:?}",
+        &gaps[gaps.len().saturating_sub(5)..]
+    );
+    // What the kept listeners heard decodes from end to end.
+    let errors = decode_errors(&heard[0].1.bytes, "mp3", dir.path());
+    assert!(errors.is_empty(), "the MP3 listener's bytes: {errors}");
+    let errors = decode_errors(&icy_audio(&heard[1].1.bytes), "mp3", dir.path());
+    assert!(errors.is_empty(), "the ICY listener's audio: {errors}");
+    let errors = decode_errors(&heard[mp3].1.bytes, "mpegts", dir.path());
+    assert!(errors.is_empty(), "the TS viewer's bytes: {errors}");
 }

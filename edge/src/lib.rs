@@ -21,6 +21,7 @@ pub mod failure;
 pub mod fanout;
 pub mod fetch;
 pub mod geo;
+pub mod handover;
 pub mod htpasswd;
 pub mod listen;
 pub mod metrics;

@@ -98,9 +98,15 @@ pub async fn run(config: EdgeConfig, lifecycle: Lifecycle) -> Result<(), EdgeErr
     }));
     systemd::notify(State::Ready);
     if let Some(taken) = taken {
-        // The edge that had the sockets stops accepting from now on.
-        if let Err(error) = taken.ready() {
-            tracing::warn!(%error, "the edge taken over did not hear that this one serves");
+        // The edge that had the sockets stops accepting from now on, and hands its
+        // continuous-stream viewers over.
+        match taken.ready() {
+            Ok(incoming) => {
+                tokio::spawn(crate::handover::take_viewers(edge.clone(), incoming));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the edge taken over did not hear that this one serves")
+            }
         }
         tracing::info!(%address, "took over the listening sockets");
     }
@@ -122,9 +128,10 @@ pub async fn run(config: EdgeConfig, lifecycle: Lifecycle) -> Result<(), EdgeErr
                 }
                 Some(Request::Stop) | None => break,
             },
-            Ok(()) = &mut handed_over => {
+            Ok(handover) = &mut handed_over => {
                 // The new edge serves on the same sockets and reports as this one: this one
-                // says nothing more to control, takes no one new, and finishes what it serves.
+                // says nothing more to control, takes no one new, hands its continuous-stream
+                // viewers over, and finishes what else it serves.
                 tracing::info!("the listening sockets were taken over: finishing what is served here");
                 systemd::notify(State::Stopping);
                 if let Some(stop) = stop.take() {
@@ -136,6 +143,7 @@ pub async fn run(config: EdgeConfig, lifecycle: Lifecycle) -> Result<(), EdgeErr
                 if let Some(quic) = &quic {
                     quic.close(0u32.into(), b"upgraded");
                 }
+                crate::handover::send_viewers(&edge, handover).await;
                 break drained(&edge, &connections, grace).await;
             }
         }
@@ -149,14 +157,17 @@ pub async fn run(config: EdgeConfig, lifecycle: Lifecycle) -> Result<(), EdgeErr
 }
 
 /// Offers `listeners` at `path` on a thread of its own (accepting on a Unix socket blocks); the
-/// receiver resolves once an edge has taken them, and never when there is nothing to offer or
-/// the offer failed.
-fn offer(path: Option<PathBuf>, listeners: Option<Listeners>) -> oneshot::Receiver<()> {
+/// receiver resolves once an edge has taken them (with the connection the viewers go on), and
+/// never when there is nothing to offer or the offer failed.
+fn offer(
+    path: Option<PathBuf>,
+    listeners: Option<Listeners>,
+) -> oneshot::Receiver<takeover::Handover> {
     let (taken, handed_over) = oneshot::channel();
     if let (Some(path), Some(listeners)) = (path, listeners) {
         std::thread::spawn(move || match takeover::offer(&path, &listeners) {
-            Ok(()) => {
-                let _ = taken.send(());
+            Ok(handover) => {
+                let _ = taken.send(handover);
             }
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "cannot offer the sockets for a takeover");

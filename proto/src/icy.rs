@@ -65,6 +65,26 @@ impl Default for Inserter {
 }
 
 impl Inserter {
+    /// A listener's count carried over from elsewhere (another process of the same server):
+    /// `until_block` audio bytes to its next block (at most [`INTERVAL`]; out-of-range counts
+    /// are clamped), and the title of its last block.
+    pub fn resumed(until_block: usize, sent: Option<Arc<str>>) -> Inserter {
+        Inserter {
+            until_block: until_block.clamp(1, INTERVAL),
+            sent,
+        }
+    }
+
+    /// Audio bytes still to send before the next block.
+    pub fn until_block(&self) -> usize {
+        self.until_block
+    }
+
+    /// The title of the last block sent (`None` before the first).
+    pub fn sent(&self) -> Option<&Arc<str>> {
+        self.sent.as_ref()
+    }
+
     /// `audio` as this listener is to get it, with a block wherever an interval ends: the
     /// title when it differs from the one last sent, else the one-byte "no change". The audio
     /// is sliced, not copied.

@@ -12,12 +12,14 @@
 //! (`uring`) instead, each submitting its viewers' sends in batches on a ring of its own.
 //! This module holds the registry of streams, their policies and their metrics.
 
+pub mod baton;
 mod feed;
 mod place;
 pub mod ring;
 mod uring;
 mod viewer;
 
+pub use baton::Baton;
 pub use viewer::{Refusal, serve_viewer, stream_body};
 
 use std::collections::HashMap;
@@ -273,6 +275,28 @@ pub struct Fanout {
     finished: Finished,
     /// The io_uring engine's threads, when it was chosen; plain HTTP/1 viewers go to it.
     uring: Option<uring::Engine>,
+    /// Plain HTTP/1 viewers past their response head: those an upgrade hands over.
+    socket_viewers: AtomicUsize,
+    /// Set once this process's viewers are to go to the process upgrading it.
+    handing: watch::Sender<bool>,
+    /// Where viewers handed over go, while they are.
+    batons: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Handed>>>,
+}
+
+/// A viewer on its way to another process: its place and its socket.
+pub struct Handed {
+    pub baton: Baton,
+    pub socket: std::net::TcpStream,
+}
+
+/// A stream kept open by the process taking viewers over, so that their stream is live
+/// before they arrive; let go when dropped.
+pub struct Hold(Arc<Stream>);
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        viewer::leave(&self.0, 0);
+    }
 }
 
 /// What a viewer presents on arrival.
@@ -305,7 +329,67 @@ impl Fanout {
             streams: Mutex::default(),
             finished: Finished::default(),
             uring,
+            socket_viewers: AtomicUsize::new(0),
+            handing: watch::Sender::new(false),
+            batons: Mutex::new(None),
         }))
+    }
+
+    /// The streams that have plain HTTP/1 viewers now: those an upgrade hands over.
+    pub fn stream_keys(&self) -> Vec<String> {
+        self.streams()
+            .iter()
+            .filter(|(_, stream)| stream.counters.viewers.load(Ordering::Relaxed) > 0)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// Starts handing every plain HTTP/1 viewer over (each once its header is out): they
+    /// arrive on the receiver, each with its socket, and leave this process's counts.
+    pub fn hand_over(&self) -> tokio::sync::mpsc::UnboundedReceiver<Handed> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        *self.batons.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender);
+        self.handing.send_replace(true);
+        if let Some(engine) = &self.uring {
+            engine.hand_over();
+        }
+        receiver
+    }
+
+    /// Plain HTTP/1 viewers not handed over yet.
+    pub fn not_handed_over(&self) -> usize {
+        self.socket_viewers.load(Ordering::Relaxed)
+    }
+
+    /// Sends a viewer on to the process taking over; without one, it is disconnected.
+    fn pass(&self, baton: Baton, socket: std::net::TcpStream) {
+        let batons = self.batons.lock().unwrap_or_else(|e| e.into_inner());
+        match batons.as_ref() {
+            Some(batons) => {
+                let _ = batons.send(Handed { baton, socket });
+            }
+            None => tracing::warn!(path = baton.key, "no process to hand the viewer to"),
+        }
+    }
+
+    /// Keeps the stream `key` open until the hold is dropped, once it is live: `None` when
+    /// `key` is no continuous stream, or the stream did not start.
+    pub async fn hold(self: &Arc<Self>, key: &str) -> Option<Hold> {
+        if !baton::is_stream_key(key) {
+            return None;
+        }
+        let (stream, _) = viewer::open_for(self, key, true).await.ok()?;
+        Some(Hold(stream))
+    }
+
+    /// Serves a viewer handed over by the process this one upgrades, until it leaves; gives
+    /// the bytes sent. `revoked`: this process's revocation list.
+    pub async fn adopt(
+        self: &Arc<Self>,
+        handed: Handed,
+        revoked: Option<Arc<crate::revoked::Revoked>>,
+    ) -> u64 {
+        viewer::adopt(self, handed.socket, handed.baton, revoked).await
     }
 
     /// New policies (the edge-wide one and the mounts'), for streams started from now on; the
@@ -351,12 +435,12 @@ impl Fanout {
     }
 
     /// Counts a viewer in on the stream `key`, starting the stream when it is the first:
-    /// `Err` when the stream is full.
-    fn attach(self: &Arc<Self>, key: &str) -> Result<Arc<Stream>, Arc<Stream>> {
+    /// `Err` when the stream is full (unless `beyond_limit`: a viewer already served).
+    fn attach(self: &Arc<Self>, key: &str, beyond_limit: bool) -> Result<Arc<Stream>, Arc<Stream>> {
         let mut streams = self.streams();
         if let Some(stream) = streams.get(key) {
             let viewers = stream.counters.viewers.load(Ordering::Relaxed);
-            if stream.policy.max_viewers.is_some_and(|max| viewers >= max) {
+            if !beyond_limit && stream.policy.max_viewers.is_some_and(|max| viewers >= max) {
                 stream.counters.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(stream.clone());
             }

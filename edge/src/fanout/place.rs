@@ -14,7 +14,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use estuary_proto::chunks::{self, Kind};
 use estuary_proto::icy;
 
-use super::ring::{Entry, Read, Ring};
+use super::ring::{After, Entry, Read, Ring};
 use super::{SlowPolicy, Stream};
 
 /// Bytes of chunks a viewer takes from the ring at once.
@@ -38,6 +38,40 @@ pub(super) struct Place {
     title_sent: Arc<str>,
     /// A radio player that asked for ICY metadata.
     icy: Option<Icy>,
+    /// Pieces of the header still queued (the header is at the front until written).
+    header_left: usize,
+    /// Anything has been written.
+    written: bool,
+    /// The capture time of the last chunk written whole.
+    last_written: Option<u64>,
+    /// A viewer handed over by another process, until its cursor is found in this ring.
+    resume: Option<Next>,
+}
+
+/// Where a viewer goes on in its stream, from what it has been given (carried from one
+/// process to another when an edge is upgraded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Next {
+    /// Nothing of the stream yet: it starts as a new viewer (header, then a join point).
+    Fresh,
+    /// The header and no chunk: it starts on a join point.
+    Join,
+    /// Every chunk up to the one captured at this time (UTC microseconds).
+    After(u64),
+}
+
+/// A viewer's place as another process needs it to go on with no byte lost or repeated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Position {
+    pub next: Next,
+    /// The rest of the chunk part-way out (with any ICY block in it), to write first.
+    pub pending: Bytes,
+    /// An ICY listener's count: audio bytes to its next block, and the title of its last
+    /// block.
+    pub icy: Option<(usize, Option<Arc<str>>)>,
+    /// For an edge behind: the title last framed for it.
+    pub title_sent: Arc<str>,
 }
 
 /// An ICY listener's metadata: where its next block goes, and, for each queued piece, where
@@ -61,7 +95,90 @@ impl Place {
                 inserter: icy::Inserter::default(),
                 before: VecDeque::new(),
             }),
+            header_left: 0,
+            written: false,
+            last_written: None,
+            resume: None,
         }
+    }
+
+    /// A viewer handed over at `position`: the pending bytes go first, then the stream from
+    /// where the position says, once this process's ring holds it.
+    pub(super) fn resumed(framed: bool, icy: bool, position: Position) -> Place {
+        let mut place = Place::new(framed, icy);
+        if position.next == Next::Fresh {
+            return place;
+        }
+        if let (Some(icy), Some((until_block, sent))) = (&mut place.icy, position.icy) {
+            icy.inserter = icy::Inserter::resumed(until_block, sent);
+        }
+        place.title_sent = position.title_sent;
+        place.written = true;
+        place.resume = Some(position.next);
+        if !position.pending.is_empty() {
+            let capture = match position.next {
+                Next::After(capture) => capture,
+                _ => 0,
+            };
+            place.push(position.pending, capture);
+            place.partly_written = true;
+            if let Some(icy) = &mut place.icy {
+                icy.before.push_back(None);
+            }
+        }
+        place
+    }
+
+    /// Whether [`Place::position`] can say where the viewer stands (not while its header is
+    /// part-way out).
+    pub(super) fn can_hand_over(&self) -> bool {
+        !self.written || self.header_left == 0
+    }
+
+    /// Where the viewer stands, for another process to go on from; `None` while its header is
+    /// part-way out (a moment: it is small).
+    pub(super) fn position(&self) -> Option<Position> {
+        if !self.written {
+            return Some(Position {
+                next: Next::Fresh,
+                pending: Bytes::new(),
+                icy: None,
+                title_sent: "".into(),
+            });
+        }
+        if self.header_left > 0 {
+            return None;
+        }
+        let in_flight = self.in_flight();
+        let pending = match in_flight {
+            0 => Bytes::new(),
+            1 => self.queue[0].0.clone(),
+            _ => {
+                let mut joined = BytesMut::new();
+                for (piece, _) in self.queue.iter().take(in_flight) {
+                    joined.extend_from_slice(piece);
+                }
+                joined.freeze()
+            }
+        };
+        let next = match (self.queue.front(), in_flight) {
+            (Some((_, capture)), 1..) => Next::After(*capture),
+            _ => self.last_written.map_or(Next::Join, Next::After),
+        };
+        // The count where the pending bytes end: before the next queued chunk, or now.
+        let icy = self.icy.as_ref().map(|icy| {
+            let inserter = match icy.before.get(in_flight) {
+                Some(Some(before)) => before,
+                _ => &icy.inserter,
+            };
+            (inserter.until_block(), inserter.sent().cloned())
+        });
+        Some(Position {
+            next,
+            pending,
+            icy,
+            title_sent: self.title_sent.clone(),
+        })
     }
 
     /// For an edge behind: the stream's title in a frame, whenever it is new to that edge.
@@ -88,7 +205,13 @@ impl Place {
         } else if !header.is_empty() {
             // TS, ADTS and MP3 have no header of their own. An ICY listener's blocks count
             // every byte of the body.
+            let before = self.queue.len();
             self.push_audio(header, capture, &Arc::default());
+            self.header_left += self.queue.len() - before;
+            return;
+        }
+        if self.framed {
+            self.header_left += 1;
         }
     }
 
@@ -142,6 +265,34 @@ impl Place {
     pub(super) fn top_up(&mut self, ring: &Ring, stream: &Stream) -> Result<(), ()> {
         let config = &stream.policy;
         let Some(at) = self.cursor else {
+            match self.resume {
+                None | Some(Next::Fresh) => {}
+                Some(Next::Join) => {
+                    if let Some(start) = ring.start(config.burst_bytes) {
+                        self.resume = None;
+                        self.cursor = Some(start);
+                        self.take(ring, stream)?;
+                    }
+                    return Ok(());
+                }
+                Some(Next::After(capture)) => {
+                    let at = match ring.after(capture) {
+                        After::At(at) => Some(at),
+                        After::NotYet => None,
+                        After::Gone => {
+                            // Behind by more than this ring holds: on from a join point.
+                            stream.counters.skips.fetch_add(1, Ordering::Relaxed);
+                            ring.start(0)
+                        }
+                    };
+                    if let Some(at) = at {
+                        self.resume = None;
+                        self.cursor = Some(at);
+                        self.take(ring, stream)?;
+                    }
+                    return Ok(());
+                }
+            }
             if let Some(start) = ring.start(config.burst_bytes) {
                 let capture = ring.capture_micros(start).unwrap_or_default();
                 self.push_header(ring.header(), capture);
@@ -247,6 +398,7 @@ impl Place {
             self.title_sent = "".into();
         }
         self.queue.truncate(keep);
+        self.header_left = self.header_left.min(self.queue.len());
         self.queued_bytes = self.queue.iter().map(|(bytes, _)| bytes.len()).sum();
         self.cursor = Some(join);
     }
@@ -259,10 +411,12 @@ impl Place {
     /// `written` bytes of the queue went out.
     pub(super) fn wrote(&mut self, mut written: usize) {
         self.queued_bytes -= written;
+        self.written |= written > 0;
         while written > 0 {
-            let Some((front, _)) = self.queue.front_mut() else {
+            let Some((front, capture)) = self.queue.front_mut() else {
                 break;
             };
+            let capture = *capture;
             if written < front.len() {
                 front.advance(written);
                 self.partly_written = true;
@@ -270,6 +424,11 @@ impl Place {
             }
             written -= front.len();
             self.queue.pop_front();
+            if self.header_left > 0 {
+                self.header_left -= 1;
+            } else {
+                self.last_written = Some(capture);
+            }
             if let Some(icy) = &mut self.icy {
                 icy.before.pop_front();
             }
@@ -400,6 +559,179 @@ mod tests {
         assert_eq!(first.bytes.len(), 10_000);
         let second = decoder.next_frame().unwrap().unwrap();
         assert_eq!(second.kind, Kind::Chunk { join: false });
+    }
+
+    /// Copies up to `budget` bytes from the front of the queue to `out`, as a socket would
+    /// take them.
+    fn write_out(place: &mut Place, budget: usize, out: &mut Vec<u8>) {
+        let mut taken = 0;
+        for (piece, _) in &place.queue {
+            let take = piece.len().min(budget - taken);
+            out.extend_from_slice(&piece[..take]);
+            taken += take;
+            if taken == budget {
+                break;
+            }
+        }
+        place.wrote(taken);
+    }
+
+    /// What a viewer writing `pace` bytes per chunk landed gets over 30 chunks, handed over at
+    /// chunk `handover` (if any) to a process whose ring began at the join point of chunk 6.
+    fn watched(framed: bool, icy: bool, pace: usize, handover: Option<u64>) -> Vec<u8> {
+        let policy = MountPolicy {
+            max_lag: Duration::from_secs(3600),
+            max_lag_bytes: 1 << 30,
+            ..MountPolicy::default()
+        };
+        let stream = Stream::new("/live/demo/stream.mp3", policy, Default::default());
+        set_title(&stream, "Song A");
+        let limits = Limits {
+            bytes: 1 << 30,
+            micros: 3600 * SECOND,
+        };
+        let chunk = |part: u64| Entry {
+            bytes: Bytes::from(vec![part as u8; 10_000 + part as usize * 7]),
+            join: part.is_multiple_of(6),
+            capture_micros: part * SECOND / 3,
+        };
+        let (mut old, mut new) = (
+            Ring::new(Bytes::from_static(b"head"), limits),
+            Ring::new(Bytes::from_static(b"head"), limits),
+        );
+        old.push(chunk(0));
+        let (mut place, mut handed, mut out) = (Place::new(framed, icy), false, Vec::new());
+        for part in 1..30 {
+            old.push(chunk(part));
+            if part >= 6 {
+                new.push(chunk(part));
+            }
+            if part == 12 {
+                set_title(&stream, "Song B");
+            }
+            place
+                .top_up(if handed { &new } else { &old }, &stream)
+                .unwrap();
+            write_out(&mut place, pace, &mut out);
+            if handover == Some(part) {
+                let position = place.position().expect("past the header");
+                place = Place::resumed(framed, icy, position);
+                handed = true;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_viewer_handed_over_gets_every_byte_once() {
+        for (framed, icy) in [(false, false), (false, true), (true, false)] {
+            for pace in [6_999, 9_001, 16_000, 25_013] {
+                let whole = watched(framed, icy, pace, None);
+                for handover in 8..29 {
+                    let mut handed = watched(framed, icy, pace, Some(handover));
+                    let mut whole = whole.clone();
+                    if icy {
+                        // A block's title is the stream's when its chunk was queued, which
+                        // the new process does again: the audio and where the blocks fall are
+                        // what must not change.
+                        (whole, handed) = (icy_audio(&whole), icy_audio(&handed));
+                    }
+                    if framed {
+                        // Likewise where a title frame falls: every other frame must be the
+                        // same, whole.
+                        (whole, handed) = (untitled(&whole), untitled(&handed));
+                    }
+                    assert!(
+                        handed == whole,
+                        "framed {framed}, icy {icy}, {pace} bytes a chunk, handed over at \
+                         chunk {handover}: {} bytes instead of {}, first difference at {:?}",
+                        handed.len(),
+                        whole.len(),
+                        handed.iter().zip(&whole).position(|(a, b)| a != b)
+                    );
+                }
+            }
+        }
+    }
+
+    /// A framed stream without its title frames, re-encoded; panics where a frame is not one.
+    fn untitled(bytes: &[u8]) -> Vec<u8> {
+        let mut decoder = chunks::Decoder::new();
+        decoder.extend(bytes);
+        let mut out = Vec::new();
+        while let Some(next) = decoder.next_frame().unwrap() {
+            if next.kind != Kind::Title {
+                out.extend_from_slice(&frame(next.kind, next.capture_micros, &next.bytes));
+            }
+        }
+        assert!(decoder.next_frame().unwrap().is_none());
+        out
+    }
+
+    /// The audio of an ICY stream, its blocks taken out; panics where a block is not one.
+    fn icy_audio(mut bytes: &[u8]) -> Vec<u8> {
+        let mut audio = Vec::new();
+        loop {
+            let take = bytes.len().min(icy::INTERVAL);
+            audio.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            let Some((&length, rest)) = bytes.split_first() else {
+                return audio;
+            };
+            let length = usize::from(length) * 16;
+            assert!(
+                length == 0 || rest[..length].starts_with(b"StreamTitle='"),
+                "no block where one is due, {} bytes into the audio",
+                audio.len()
+            );
+            bytes = &rest[length.min(rest.len())..];
+        }
+    }
+
+    #[test]
+    fn a_viewer_is_handed_over_fresh_before_anything_is_written_and_not_mid_header() {
+        let (ring, stream) = (ring(2), stream(SlowPolicy::Skip));
+        let mut place = Place::new(true, false);
+        place.top_up(&ring, &stream).unwrap();
+        assert_eq!(place.position().unwrap().next, Next::Fresh);
+        place.wrote(3);
+        assert_eq!(place.position(), None, "the header frame is part-way out");
+        let header_frame = chunks::HEAD_LENGTH + 4;
+        place.wrote(header_frame - 3);
+        let position = place.position().unwrap();
+        assert_eq!((position.next, position.pending.len()), (Next::Join, 0));
+        // A viewer that is far behind the new ring goes on from its newest join point.
+        let mut far = Place::resumed(
+            false,
+            false,
+            Position {
+                next: Next::After(0),
+                pending: Bytes::from_static(b"rest"),
+                icy: None,
+                title_sent: "".into(),
+            },
+        );
+        let short = {
+            let mut short = Ring::new(
+                Bytes::from_static(b"head"),
+                Limits {
+                    bytes: 1 << 30,
+                    micros: SECOND,
+                },
+            );
+            for part in 0..15 {
+                short.push(Entry {
+                    bytes: Bytes::from(vec![0u8; 10]),
+                    join: part % 6 == 0,
+                    capture_micros: part * SECOND / 3,
+                });
+            }
+            short
+        };
+        far.top_up(&short, &stream).unwrap();
+        assert_eq!(&far.queue[0].0[..], b"rest", "the pending bytes first");
+        assert_eq!(far.cursor, Some(15), "from chunk 12 on");
+        assert_eq!(stream.counters.skips.load(Ordering::Relaxed), 1);
     }
 
     fn set_title(stream: &Stream, title: &str) {

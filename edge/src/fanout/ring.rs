@@ -46,6 +46,17 @@ pub enum Read {
     Lost,
 }
 
+/// Where a viewer handed over from another process goes on ([`Ring::after`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum After {
+    /// At this chunk (the ring's end when the viewer had the newest one).
+    At(u64),
+    /// The viewer's chunk has not reached this ring yet.
+    NotYet,
+    /// The ring no longer holds the viewer's chunk: what followed it is lost.
+    Gone,
+}
+
 pub struct Ring {
     header: Bytes,
     chunks: VecDeque<Entry>,
@@ -181,6 +192,30 @@ impl Ring {
         }
     }
 
+    /// Where a viewer goes on that has had every chunk up to the one captured at `capture`
+    /// (from another process reading the same upstream: chunks are told apart by their
+    /// capture times, not their numbers).
+    pub fn after(&self, capture: u64) -> After {
+        match self.chunks.back() {
+            None => return After::NotYet,
+            Some(newest) if newest.capture_micros < capture => return After::NotYet,
+            Some(_) => {}
+        }
+        match self.chunks.front() {
+            Some(oldest) if oldest.capture_micros > capture => After::Gone,
+            _ => {
+                // The first chunk captured after it: the next one, when the ring holds that
+                // chunk (one with its exact time, as both processes were sent the same).
+                let next = self
+                    .chunks
+                    .iter()
+                    .position(|entry| entry.capture_micros > capture)
+                    .map_or(self.end(), |index| self.first + index as u64);
+                After::At(next)
+            }
+        }
+    }
+
     /// The capture time of chunk `cursor`, if the ring holds it.
     pub fn capture_micros(&self, cursor: u64) -> Option<u64> {
         let index = cursor.checked_sub(self.first)?;
@@ -270,6 +305,27 @@ mod tests {
         assert_eq!(ring.newest_join(), Some(12));
         assert_eq!(ring.start(0), Some(12));
         assert_eq!(ring.bytes(), 300);
+    }
+
+    #[test]
+    fn a_viewer_from_another_process_goes_on_after_its_chunk_by_capture_time() {
+        let ring = ring_with(2, ROOMY); // chunks 0..6, captured every third of a second
+        assert_eq!(ring.after(0), After::At(1));
+        assert_eq!(ring.after(2 * SECOND / 3), After::At(3));
+        assert_eq!(
+            ring.after(5 * SECOND / 3),
+            After::At(6),
+            "the newest: the end"
+        );
+        assert_eq!(ring.after(2 * SECOND), After::NotYet, "not here yet");
+        let late = Ring::new(Bytes::new(), ROOMY);
+        assert_eq!(late.after(0), After::NotYet);
+        let limits = Limits {
+            bytes: 1 << 20,
+            micros: SECOND,
+        };
+        let short = ring_with(5, limits);
+        assert_eq!(short.after(0), After::Gone);
     }
 
     #[test]

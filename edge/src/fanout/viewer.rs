@@ -13,8 +13,10 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::baton::{self, Baton};
 use super::place::Place;
 use super::{Arrival, Fanout, State, Stream};
 
@@ -65,30 +67,143 @@ pub async fn serve_viewer(
     let head = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\n{icy_head}cache-control: no-store\r\naccess-control-allow-origin: *\r\nconnection: close\r\n\r\n"
     );
-    let mut sent = 0;
     if socket.write_all(head.as_bytes()).await.is_ok() && !arrival.head_only {
         set_send_buffer(&socket, SEND_BUFFER);
         let place = Place::new(arrival.framed, icy);
-        if let Some(engine) = fanout.uring() {
-            // The engine's thread shuts the socket down and closes it when the viewer goes.
-            let sent = engine
-                .relay(socket, &stream, place, arrival, generation)
-                .await;
-            leave(&stream, sent);
-            return (200, sent);
-        }
-        sent = relay(
-            &stream,
-            Out::Socket(&mut socket),
-            place,
-            &arrival,
-            generation,
-        )
-        .await;
+        let arrival = Arrival { icy, ..arrival };
+        return (
+            200,
+            watch(fanout, socket, stream, place, arrival, generation).await,
+        );
     }
     let _ = socket.shutdown().await;
+    leave(&stream, 0);
+    (200, 0)
+}
+
+/// A viewer handed over by the process this one upgrades: it goes on at its place, once
+/// this process's stream is live; gives the bytes sent. Its head was answered long ago: a
+/// viewer that cannot go on here is disconnected, and its player connects again.
+pub(super) async fn adopt(
+    fanout: &Arc<Fanout>,
+    socket: std::net::TcpStream,
+    baton: Baton,
+    revoked: Option<Arc<crate::revoked::Revoked>>,
+) -> u64 {
+    let Ok(socket) = socket
+        .set_nonblocking(true)
+        .and_then(|()| TcpStream::from_std(socket))
+    else {
+        return 0;
+    };
+    let (stream, generation) = match open_for(fanout, &baton.key, true).await {
+        Ok(opened) => opened,
+        Err(refusal) => {
+            tracing::info!(
+                path = baton.key,
+                reason = refusal.reason,
+                "a viewer handed over cannot go on here"
+            );
+            return 0;
+        }
+    };
+    let header = stream
+        .ring()
+        .as_ref()
+        .map(|ring| baton::digest(ring.header()));
+    if baton.position.next != super::place::Next::Fresh && header != Some(baton.header) {
+        tracing::info!(
+            path = baton.key,
+            "a viewer handed over had another header: disconnected"
+        );
+        leave(&stream, 0);
+        return 0;
+    }
+    let place = Place::resumed(baton.framed, baton.icy, baton.position);
+    let arrival = Arrival {
+        key: baton.key,
+        head_only: false,
+        framed: baton.framed,
+        until: baton.until,
+        revocable: revoked.zip(baton.keycard),
+        icy: baton.icy,
+    };
+    watch(fanout, socket, stream, place, arrival, generation).await
+}
+
+/// Relays the stream to a viewer whose response head is out until it leaves (the socket is
+/// shut down and closed then) or, during an upgrade, is handed to the new process with its
+/// place; gives the bytes sent. The io_uring engine's threads write it when that engine runs,
+/// else this task does.
+async fn watch(
+    fanout: &Arc<Fanout>,
+    mut socket: TcpStream,
+    stream: Arc<Stream>,
+    place: Place,
+    arrival: Arrival,
+    generation: u64,
+) -> u64 {
+    fanout.socket_viewers.fetch_add(1, Ordering::Relaxed);
+    let ticket = Ticket {
+        key: arrival.key.clone(),
+        framed: arrival.framed,
+        icy: arrival.icy,
+        until: arrival.until,
+        keycard: arrival.revocable.as_ref().map(|(_, id)| id.clone()),
+    };
+    let (sent, handed) = match fanout.uring() {
+        Some(engine) => {
+            engine
+                .relay(socket, &stream, place, arrival, generation)
+                .await
+        }
+        None => {
+            let handing = fanout.handing.subscribe();
+            let out = Out::Socket(&mut socket);
+            let (sent, place) =
+                relay(&stream, out, place, &arrival, generation, Some(handing)).await;
+            match place {
+                Some(place) => (sent, socket.into_std().ok().map(|socket| (place, socket))),
+                None => {
+                    let _ = socket.shutdown().await;
+                    (sent, None)
+                }
+            }
+        }
+    };
+    if let Some((place, socket)) = handed {
+        let header = stream
+            .ring()
+            .as_ref()
+            .map_or(0, |ring| baton::digest(ring.header()));
+        match place.position() {
+            Some(position) => fanout.pass(
+                Baton {
+                    key: ticket.key,
+                    framed: ticket.framed,
+                    icy: ticket.icy,
+                    position,
+                    until: ticket.until,
+                    keycard: ticket.keycard,
+                    header,
+                },
+                socket,
+            ),
+            None => drop(socket),
+        }
+    }
+    fanout.socket_viewers.fetch_sub(1, Ordering::Relaxed);
     leave(&stream, sent);
-    (200, sent)
+    sent
+}
+
+/// What a viewer was let in with, kept for its baton.
+struct Ticket {
+    key: String,
+    framed: bool,
+    icy: bool,
+    until: Option<u64>,
+    keycard: Option<String>,
 }
 
 /// A continuous stream as a response body, for connections the engine does not take over
@@ -109,7 +224,8 @@ pub async fn stream_body(
     let (sender, receiver) = tokio::sync::mpsc::channel(4);
     tokio::spawn(async move {
         let place = Place::new(arrival.framed, icy);
-        let sent = relay(&stream, Out::Channel(sender), place, &arrival, generation).await;
+        let out = Out::Channel(sender);
+        let (sent, _) = relay(&stream, out, place, &arrival, generation, None).await;
         leave(&stream, sent);
     });
     Ok((media_type, icy, estuary_http::Body::streaming(receiver)))
@@ -151,14 +267,24 @@ impl Refusal {
 /// Counts the viewer onto its stream (starting the stream when it is the first) and waits
 /// until the stream is live: the stream and its generation, or why not.
 async fn open(fanout: &Arc<Fanout>, arrival: &Arrival) -> Result<(Arc<Stream>, u64), Refusal> {
-    let stream = match fanout.attach(&arrival.key) {
+    open_for(fanout, &arrival.key, false).await
+}
+
+/// [`open`] for the stream `key`; `handed_over`: a viewer already served (by the process
+/// this one upgrades), counted in even when the stream is full.
+pub(super) async fn open_for(
+    fanout: &Arc<Fanout>,
+    key: &str,
+    handed_over: bool,
+) -> Result<(Arc<Stream>, u64), Refusal> {
+    let stream = match fanout.attach(key, handed_over) {
         Ok(stream) => stream,
         Err(full) => {
             let location = full
                 .policy
                 .overflow
                 .as_ref()
-                .map(|base| format!("{}{}", base.trim_end_matches('/'), arrival.key));
+                .map(|base| format!("{}{}", base.trim_end_matches('/'), key));
             return Err(Refusal {
                 status: if location.is_some() { 302 } else { 503 },
                 reason: "the stream is full".into(),
@@ -190,7 +316,7 @@ async fn open(fanout: &Arc<Fanout>, arrival: &Arrival) -> Result<(Arc<Stream>, u
 }
 
 /// The viewer is gone, having been sent `sent` bytes.
-fn leave(stream: &Stream, sent: u64) {
+pub(super) fn leave(stream: &Stream, sent: u64) {
     stream.counters.viewers.fetch_sub(1, Ordering::Relaxed);
     stream.counters.bytes_out.fetch_add(sent, Ordering::Relaxed);
 }
@@ -248,18 +374,22 @@ enum Event {
     Changed(bool),
     Stalled,
     Expired,
+    /// The process is being upgraded: the viewer goes to the new one.
+    HandOver,
 }
 
 /// Relays the stream to `out` from its newest join point until the viewer leaves, falls
-/// behind past its policy, its credentials expire, or the stream ends or changes generation.
-/// Gives the bytes sent.
+/// behind past its policy, its credentials expire, or the stream ends or changes generation;
+/// or, once `handing` says so, until it can be handed over (its header out). Gives the bytes
+/// sent, and the viewer's place when it is to be handed over.
 async fn relay(
     stream: &Stream,
     mut out: Out<'_>,
     mut place: Place,
     arrival: &Arrival,
     generation: u64,
-) -> u64 {
+    mut handing: Option<watch::Receiver<bool>>,
+) -> (u64, Option<Place>) {
     let mut state = stream.state.subscribe();
     let deadline = arrival.until.map(|until| {
         let now = estuary_proto::utc::unix_now().as_secs();
@@ -270,15 +400,19 @@ async fn relay(
     let mut last_progress = Instant::now();
     // The kernel's unsent bytes at the last check for a stalled socket.
     let mut unsent_then: Option<i64> = None;
+    let mut asked = false;
     loop {
+        if asked && place.can_hand_over() {
+            return (sent, Some(place));
+        }
         let was_empty = place.queue.is_empty();
         {
             let ring = stream.ring();
             let Some(ring) = ring.as_ref() else {
-                return sent;
+                return (sent, None);
             };
             if place.top_up(ring, stream).is_err() {
-                return sent;
+                return (sent, None);
             }
         }
         if was_empty {
@@ -294,7 +428,7 @@ async fn relay(
                 keycard = id,
                 "viewer's keycard revoked: disconnected"
             );
-            return sent;
+            return (sent, None);
         }
         let expired = async {
             match deadline {
@@ -302,10 +436,21 @@ async fn relay(
                 None => std::future::pending().await,
             }
         };
+        let handover = async {
+            match handing.as_mut() {
+                Some(handing) if !asked => {
+                    if handing.wait_for(|handing| *handing).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                _ => std::future::pending().await,
+            }
+        };
         let event = if place.queue.is_empty() {
             tokio::select! {
                 changed = state.changed() => Event::Changed(changed.is_ok()),
                 () = expired => Event::Expired,
+                () = handover => Event::HandOver,
             }
         } else {
             tokio::select! {
@@ -313,23 +458,24 @@ async fn relay(
                 changed = state.changed() => Event::Changed(changed.is_ok()),
                 () = tokio::time::sleep_until(last_progress + patience) => Event::Stalled,
                 () = expired => Event::Expired,
+                () = handover => Event::HandOver,
             }
         };
         match event {
-            Event::Wrote(Ok(0) | Err(_)) => return sent,
+            Event::Wrote(Ok(0) | Err(_)) => return (sent, None),
             Event::Wrote(Ok(written)) => {
                 place.wrote(written);
                 sent += written as u64;
                 last_progress = Instant::now();
                 unsent_then = None;
             }
-            Event::Changed(false) => return sent,
+            Event::Changed(false) => return (sent, None),
             Event::Changed(true) => match &*state.borrow_and_update() {
                 // A new header: this viewer's decoder cannot go on.
                 State::Live {
                     generation: now, ..
-                } if *now != generation => return sent,
-                State::Ended { .. } => return sent,
+                } if *now != generation => return (sent, None),
+                State::Ended { .. } => return (sent, None),
                 _ => {}
             },
             Event::Stalled => {
@@ -350,12 +496,13 @@ async fn relay(
                     path = stream.key,
                     "viewer took no data for the client timeout: dropped"
                 );
-                return sent;
+                return (sent, None);
             }
             Event::Expired => {
                 tracing::info!(path = stream.key, "viewer's keycard expired: disconnected");
-                return sent;
+                return (sent, None);
             }
+            Event::HandOver => asked = true,
         }
     }
 }

@@ -40,9 +40,14 @@ struct Handoff {
     /// When its credentials expire.
     deadline: Option<Instant>,
     revocable: Option<(Arc<Revoked>, String)>,
-    /// Where the bytes sent go once the viewer is gone.
-    done: tokio::sync::oneshot::Sender<u64>,
+    /// Where the bytes sent go once the viewer is gone, with its place and socket when it
+    /// was handed over instead.
+    done: tokio::sync::oneshot::Sender<Relayed>,
 }
+
+/// How a viewer left a thread: the bytes it was sent, and its place and socket when it is to
+/// go to the process upgrading this one.
+pub(super) type Relayed = (u64, Option<(Place, TcpStream)>);
 
 /// What the tokio side and a thread share.
 struct Shared {
@@ -54,6 +59,8 @@ struct Shared {
     /// Viewers handed to the thread and not yet gone.
     pub(super) viewers: AtomicUsize,
     stopping: AtomicBool,
+    /// The viewers are to be handed over, each once its header is out.
+    handing: AtomicBool,
 }
 
 impl Shared {
@@ -69,6 +76,7 @@ impl Shared {
             doorbell: unsafe { OwnedFd::from_raw_fd(doorbell) },
             viewers: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            handing: AtomicBool::new(false),
         })
     }
 
@@ -163,10 +171,19 @@ impl Engine {
         }
     }
 
+    /// Hands every thread's viewers over, each once its header is out.
+    pub(super) fn hand_over(&self) {
+        for worker in &self.workers {
+            worker.handing.store(true, Ordering::Relaxed);
+            worker.ring_doorbell();
+        }
+    }
+
     /// Relays `stream` to the viewer on `socket` (its response head written) on the thread
     /// with the fewest viewers, until the viewer leaves, falls behind past its policy, its
     /// credentials expire, or the stream ends or changes generation; the thread then shuts the
-    /// socket down and closes it. Gives the bytes sent.
+    /// socket down and closes it. During an upgrade the thread gives the viewer back instead,
+    /// with its place. Gives the bytes sent.
     pub(super) async fn relay(
         &self,
         socket: tokio::net::TcpStream,
@@ -174,9 +191,9 @@ impl Engine {
         place: Place,
         arrival: Arrival,
         generation: u64,
-    ) -> u64 {
+    ) -> Relayed {
         let Ok(socket) = socket.into_std() else {
-            return 0;
+            return (0, None);
         };
         let deadline = arrival.until.map(|until| {
             let now = estuary_proto::utc::unix_now().as_secs();
@@ -195,7 +212,7 @@ impl Engine {
         let worker = least_busy(&self.workers);
         worker.adopt(handoff);
         // The thread answers when the viewer is gone (nothing when it stopped first).
-        sent.await.unwrap_or(0)
+        sent.await.unwrap_or((0, None))
     }
 }
 
@@ -347,7 +364,8 @@ mod tests {
             }
         };
         let place = Place::new(false, false);
-        let (sent, ()) = tokio::join!(engine.relay(socket, &stream, place, arrival, 0), feeder);
+        let ((sent, _), ()) =
+            tokio::join!(engine.relay(socket, &stream, place, arrival, 0), feeder);
         let received = reader.join().unwrap();
         assert_eq!(sent, received.len() as u64);
         assert_eq!(&received[..4], b"head");

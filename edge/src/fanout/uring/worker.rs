@@ -15,7 +15,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::patience::{Patience, Verdict};
 use super::token::{Kind, Token};
-use super::{Handoff, Shared, Support};
+use super::{Handoff, Relayed, Shared, Support};
 use crate::fanout::place::Place;
 use crate::fanout::ring::Ring;
 use crate::fanout::viewer::unsent_bytes;
@@ -68,9 +68,11 @@ struct Viewer {
     pending: Option<(u64, bool)>,
     /// To be let go once nothing is in flight.
     leaving: bool,
+    /// To be handed over once nothing is in flight and its header is out.
+    handing: bool,
     /// Large sends go zero-copy: until the kernel says it copied them anyway.
     zero_copy: bool,
-    done: tokio::sync::oneshot::Sender<u64>,
+    done: tokio::sync::oneshot::Sender<Relayed>,
     /// The slices and message of the send in flight: the kernel reads them until it
     /// completes, so they live here, in the viewer's box, which does not move.
     iovecs: Vec<libc::iovec>,
@@ -111,6 +113,8 @@ pub(super) struct Worker {
     ready: Vec<u32>,
     /// Viewers taken in so far: each viewer's number.
     adopted: u64,
+    /// The viewers are being handed over (as [`Shared::handing`] last read).
+    handing: bool,
 }
 
 /// The pieces of a zero-copy send, kept until the kernel's notification.
@@ -141,6 +145,7 @@ impl Worker {
             tick_armed: false,
             ready: Vec::new(),
             adopted: 0,
+            handing: false,
         }
     }
 
@@ -275,6 +280,12 @@ impl Worker {
         for handoff in arrivals {
             self.adopt(handoff, now);
         }
+        if !self.handing && self.shared.handing.load(Ordering::Relaxed) {
+            self.handing = true;
+            for slot in 0..self.viewers.len() as u32 {
+                self.hand_over(slot);
+            }
+        }
         let mut moved = Vec::new();
         for group in self.groups.values_mut() {
             let seen = look(&group.stream);
@@ -321,6 +332,7 @@ impl Worker {
             patience,
             pending: None,
             leaving: false,
+            handing: self.handing,
             done: handoff.done,
             iovecs: Vec::with_capacity(SLICES),
             // SAFETY: an all-zero msghdr is a valid one: no name, no slices, no control data.
@@ -347,6 +359,19 @@ impl Worker {
         match viewer.pending {
             // Its socket is full: the send is called back to judge the viewer against the
             // stream now (a skip replaces what is queued behind the chunk part-way out).
+            Some((token, false)) => self.cancel(slot, token),
+            Some((_, true)) => {}
+            None => self.ready.push(slot),
+        }
+    }
+
+    /// Hands the viewer over once nothing of it is in flight (and its header is out).
+    fn hand_over(&mut self, slot: u32) {
+        let Some(viewer) = self.viewer(slot) else {
+            return;
+        };
+        viewer.handing = true;
+        match viewer.pending {
             Some((token, false)) => self.cancel(slot, token),
             Some((_, true)) => {}
             None => self.ready.push(slot),
@@ -497,6 +522,10 @@ impl Worker {
             self.let_go(slot);
             return;
         }
+        if viewer.handing && viewer.place.can_hand_over() {
+            self.give_back(slot);
+            return;
+        }
         let was_empty = viewer.place.queue.is_empty();
         let kept = match viewer.stream.ring().as_ref() {
             Some(ring) => viewer.place.top_up(ring, &viewer.stream).is_ok(),
@@ -564,9 +593,26 @@ impl Worker {
     /// The viewer is gone: its socket is shut down and closed, and the bytes it was sent go
     /// back to the task that handed it over.
     fn let_go(&mut self, slot: u32) {
-        let Some(viewer) = self.viewers.get_mut(slot as usize).and_then(Option::take) else {
-            return;
-        };
+        if let Some(viewer) = self.take_out(slot) {
+            let _ = viewer.socket.shutdown(Shutdown::Write);
+            let _ = viewer.done.send((viewer.sent, None));
+        }
+    }
+
+    /// The viewer goes back to the task that handed it over, with its place and its open
+    /// socket, for the process upgrading this one.
+    fn give_back(&mut self, slot: u32) {
+        if let Some(viewer) = self.take_out(slot) {
+            let viewer = *viewer;
+            let _ = viewer
+                .done
+                .send((viewer.sent, Some((viewer.place, viewer.socket))));
+        }
+    }
+
+    /// Takes the viewer in `slot` off the thread.
+    fn take_out(&mut self, slot: u32) -> Option<Box<Viewer>> {
+        let viewer = self.viewers.get_mut(slot as usize).and_then(Option::take)?;
         self.free.push(slot);
         let key = Arc::as_ptr(&viewer.stream) as usize;
         if let Some(group) = self.groups.get_mut(&key) {
@@ -575,9 +621,8 @@ impl Worker {
                 self.groups.remove(&key);
             }
         }
-        let _ = viewer.socket.shutdown(Shutdown::Write);
         self.shared.viewers.fetch_sub(1, Ordering::Relaxed);
-        let _ = viewer.done.send(viewer.sent);
+        Some(viewer)
     }
 }
 
