@@ -481,3 +481,100 @@ async fn continuous_stream_listeners_go_on_across_upgrades() {
     let errors = decode_errors(&heard[mp3].1.bytes, "mpegts", dir.path());
     assert!(errors.is_empty(), "the TS viewer's bytes: {errors}");
 }
+
+/// HTTP/2 over cleartext (prior knowledge) to `address`: the request sender, and the task
+/// driving the connection, which ends when the connection does.
+async fn http2_connection(
+    address: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(address).await.unwrap());
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
+fn get(path: &str) -> hyper::Request<http_body_util::Empty<bytes::Bytes>> {
+    hyper::Request::get(format!("http://edge{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+/// An HTTP/2 client on the old edge is told to go (GOAWAY) as soon as the new edge serves, and
+/// the segment it is downloading on that connection still arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_get_goaway_at_an_upgrade_and_finish_their_download() {
+    use http_body_util::BodyExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("edge.takeover");
+    let asked = Arc::new(AtomicBool::new(false));
+    let upstream = support::slow_upstream(asked.clone());
+    let port = free_port();
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut first = start_edge(port, upstream, &socket, false);
+    support::wait_until_served(
+        &format!("http://{address}/healthz"),
+        Duration::from_secs(10),
+    );
+    let (mut sender, connection) = http2_connection(address).await;
+    let answer = sender.send_request(get("/healthz")).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let slow = sender
+        .send_request(get("/live/demo/v360/100.m4s"))
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 200);
+    let download =
+        tokio::spawn(async move { slow.into_body().collect().await.map(|b| b.to_bytes().len()) });
+    while !asked.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let upgrade = Instant::now();
+    let _second = start_edge(port, upstream, &socket, true);
+    // The old edge closes the connection to new requests once the new one serves: a request
+    // on it is refused by the client (GOAWAY) long before the download ends.
+    let refused = loop {
+        assert!(
+            upgrade.elapsed() < Duration::from_secs(10),
+            "the old edge never sent GOAWAY"
+        );
+        let ready = sender.ready().await;
+        let refused = match ready {
+            Err(_) => true,
+            Ok(()) => sender.send_request(get("/healthz")).await.is_err(),
+        };
+        if refused {
+            break upgrade.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let bytes = download.await.unwrap().expect("the download, whole");
+    assert_eq!(bytes, support::SLOW_SEGMENT_BYTES);
+    let downloaded = upgrade.elapsed();
+    assert!(
+        connection.await.unwrap().is_ok(),
+        "the connection closed gracefully"
+    );
+    assert!(exits(&mut first, Duration::from_secs(10)).success());
+    println!(
+        "HTTP/2: GOAWAY {} ms after the new edge started; the download on the connection \
+         ended whole {} ms after it",
+        refused.as_millis(),
+        downloaded.as_millis()
+    );
+    assert!(
+        refused < downloaded,
+        "GOAWAY came before the download ended"
+    );
+    // A new connection is served by the new edge.
+    let (mut sender, _) = http2_connection(address).await;
+    assert_eq!(
+        sender.send_request(get("/healthz")).await.unwrap().status(),
+        200
+    );
+}

@@ -123,6 +123,9 @@ pub async fn run(config: EdgeConfig, lifecycle: Lifecycle) -> Result<(), EdgeErr
                 Some(Request::Drain) => {
                     systemd::notify(State::Stopping);
                     edge.drain();
+                    // Connections close once their answers are done (GOAWAY on HTTP/2), so
+                    // that clients open new ones, which the edge still takes.
+                    connections.close_gracefully();
                     drained(&edge, &connections, grace).await;
                     break;
                 }
@@ -143,6 +146,9 @@ pub async fn run(config: EdgeConfig, lifecycle: Lifecycle) -> Result<(), EdgeErr
                 if let Some(quic) = &quic {
                     quic.close(0u32.into(), b"upgraded");
                 }
+                // Clients' next requests go to the new edge: HTTP/2 connections get GOAWAY,
+                // HTTP/1.1 ones close after their answer.
+                connections.close_gracefully();
                 crate::handover::send_viewers(&edge, handover).await;
                 break drained(&edge, &connections, grace).await;
             }

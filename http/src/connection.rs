@@ -28,10 +28,16 @@ pub const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Requests one HTTP/2 connection may have open at once.
 pub const H2_MAX_STREAMS: u32 = 256;
 
-/// Serves `connection` until it ends, answering each request with `answer`. Errors of the
-/// connection (a client gone, a limit passed) end it and are logged at debug level.
-pub async fn serve<I, A, F>(connection: I, limits: &Limits, answer: A)
-where
+/// Serves `connection` until it ends, answering each request with `answer`; once `closing`
+/// turns true, it closes gracefully (GOAWAY on HTTP/2; no further request on HTTP/1.1) when
+/// the requests open are answered. Errors of the connection (a client gone, a limit passed)
+/// end it and are logged at debug level.
+pub async fn serve<I, A, F>(
+    connection: I,
+    limits: &Limits,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+    answer: A,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     A: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -65,10 +71,16 @@ where
         .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
         .max_concurrent_streams(H2_MAX_STREAMS)
         .max_header_list_size(u32::try_from(limits.head_bytes).unwrap_or(u32::MAX));
-    if let Err(error) = builder
-        .serve_connection(TokioIo::new(connection), service)
-        .await
-    {
+    let served = builder.serve_connection(TokioIo::new(connection), service);
+    tokio::pin!(served);
+    let ended = tokio::select! {
+        ended = served.as_mut() => ended,
+        Ok(()) = async { closing.wait_for(|closing| *closing).await.map(drop) } => {
+            served.as_mut().graceful_shutdown();
+            served.await
+        }
+    };
+    if let Err(error) = ended {
         tracing::debug!(%error, "connection ended");
     }
 }

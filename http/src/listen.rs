@@ -38,16 +38,40 @@ pub fn listen(address: SocketAddr) -> io::Result<TcpListener> {
 /// accepts again: long enough for connections to end, short enough not to be noticed.
 pub const ACCEPT_BACK_OFF: Duration = Duration::from_millis(50);
 
-/// Connections being served, counted so that a server can wait for them to end.
-#[derive(Debug, Default)]
+/// Connections being served, counted so that a server can wait for them to end, and told when
+/// the server is closing.
+#[derive(Debug)]
 pub struct Connections {
     open: AtomicUsize,
     ended: Notify,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            open: AtomicUsize::new(0),
+            ended: Notify::new(),
+            closing: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 impl Connections {
     pub fn new() -> Arc<Connections> {
         Arc::default()
+    }
+
+    /// Asks every connection to close once what it is answering is done: HTTP/2 connections
+    /// send GOAWAY (the client opens a new connection for its next request), HTTP/1.1
+    /// connections close after their response instead of waiting for another request.
+    pub fn close_gracefully(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Whether, and when, the server closes its connections ([`Connections::close_gracefully`]).
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Connections open now.

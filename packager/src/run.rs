@@ -43,11 +43,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::spawn(retire_idle(Arc::downgrade(&service)));
+    let counted = connections.clone();
     estuary_http::listen::accept(listener, connections, shutdown, move |stream, peer| {
         let service = service.clone();
+        let closing = counted.closing();
         async move {
             let limits = service.rules().limits;
-            estuary_http::connection::serve(stream, &limits, move |mut request| {
+            estuary_http::connection::serve(stream, &limits, closing, move |mut request| {
                 // Who asked, for keycards bound to an address.
                 request.extensions_mut().insert(peer);
                 crate::origin::handle(service.clone(), request)
@@ -92,6 +94,7 @@ pub async fn run(settings: Settings, lifecycle: Lifecycle) -> Result<(), Package
     let shutdown = until_stopped(service.clone(), lifecycle.requests);
     serve(listener, service, connections.clone(), shutdown).await;
     tracing::info!(open = connections.open(), "stopping");
+    connections.close_gracefully();
     connections.drained(DRAIN_GRACE).await;
     Ok(())
 }

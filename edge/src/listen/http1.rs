@@ -22,6 +22,7 @@ use http_body_util::BodyExt as _;
 use hyper::{Method, Response, Version};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 use crate::answer::{handle_routed, serve_continuous};
 use crate::node::Edge;
@@ -34,12 +35,19 @@ const COPY_LIMIT: usize = 16 * 1024;
 
 /// Serves the connection, whose first bytes (holding at least the first whole head) are in
 /// `buffer`, until the client closes it, asks to close, goes idle, or breaks a rule.
-pub async fn serve(edge: &Arc<Edge>, mut stream: TcpStream, mut buffer: BytesMut, client: IpAddr) {
+pub async fn serve(
+    edge: &Arc<Edge>,
+    mut stream: TcpStream,
+    mut buffer: BytesMut,
+    client: IpAddr,
+    mut closing: watch::Receiver<bool>,
+) {
     let mut out = Vec::with_capacity(1024);
     let limits = edge.config().limits;
     let mut idle = Box::pin(tokio::time::sleep(limits.idle_timeout));
     loop {
-        let incoming = match next_request(&mut stream, &mut buffer, &mut idle, &limits).await {
+        let next = next_request(&mut stream, &mut buffer, &mut idle, &limits, &mut closing);
+        let incoming = match next.await {
             Ok(Some(incoming)) => incoming,
             Ok(None) => return,
             Err(error) => {
@@ -81,7 +89,8 @@ pub async fn serve(edge: &Arc<Edge>, mut stream: TcpStream, mut buffer: BytesMut
             write_timeout: limits.write_timeout,
         };
         match respond(&mut stream, &mut out, response, exchange).await {
-            Ok(true) if incoming.keep_alive => {}
+            // A server closing takes no further request on the connection.
+            Ok(true) if incoming.keep_alive && !*closing.borrow() => {}
             _ => {
                 let _ = stream.shutdown().await;
                 return;
@@ -91,14 +100,15 @@ pub async fn serve(edge: &Arc<Edge>, mut stream: TcpStream, mut buffer: BytesMut
 }
 
 /// The next request's head: parsed from what is buffered, else read within the limits. `None`
-/// when the client closed or stayed idle between requests. `idle` is the connection's one
-/// timer: moving a deadline later costs next to nothing, registering a timer per request
-/// would not.
+/// when the client closed or stayed idle between requests, or the server closes (`closing`)
+/// while it waits for one. `idle` is the connection's one timer: moving a deadline later
+/// costs next to nothing, registering a timer per request would not.
 async fn next_request(
     stream: &mut TcpStream,
     buffer: &mut BytesMut,
     idle: &mut Pin<Box<tokio::time::Sleep>>,
     limits: &Limits,
+    closing: &mut watch::Receiver<bool>,
 ) -> Result<Option<ParsedRequest>, HeadError> {
     if let Some(parsed) = head::parse_request(buffer, limits)? {
         return Ok(Some(parsed));
@@ -111,6 +121,9 @@ async fn next_request(
                 Ok(_) => {}
             },
             () = idle.as_mut() => return Ok(None),
+            Ok(()) = async { closing.wait_for(|closing| *closing).await.map(drop) } => {
+                return Ok(None);
+            }
         }
         if let Some(parsed) = head::parse_request(buffer, limits)? {
             return Ok(Some(parsed));

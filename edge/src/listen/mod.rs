@@ -35,19 +35,27 @@ pub async fn serve(
     connections: Arc<Connections>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    let counted = connections.clone();
     listen::accept(listener, connections, shutdown, |stream, peer| {
         let edge = edge.clone();
+        let closing = counted.closing();
         async move {
             let open = &edge.metrics().open_connections;
             open.fetch_add(1, Ordering::Relaxed);
-            serve_connection(&edge, stream, peer).await;
+            serve_connection(&edge, stream, peer, closing).await;
             open.fetch_sub(1, Ordering::Relaxed);
         }
     })
     .await;
 }
 
-async fn serve_connection(edge: &Arc<Edge>, mut stream: tokio::net::TcpStream, peer: SocketAddr) {
+/// One connection, until it ends or, once `closing` turns true, its current answer is done.
+async fn serve_connection(
+    edge: &Arc<Edge>,
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    closing: tokio::sync::watch::Receiver<bool>,
+) {
     let limits = edge.config().limits;
     let refused = |error: estuary_http::HeadError| {
         if error != estuary_http::HeadError::Closed {
@@ -72,9 +80,9 @@ async fn serve_connection(edge: &Arc<Edge>, mut stream: tokio::net::TcpStream, p
         None => match porter::admit(stream, already, &limits).await {
             Ok((head, connection)) if !head.http2 => {
                 let (read, stream) = connection.into_parts();
-                http1::serve(edge, stream, bytes::BytesMut::from(read), client).await;
+                http1::serve(edge, stream, bytes::BytesMut::from(read), client, closing).await;
             }
-            Ok((_, connection)) => serve_http(edge, connection, client, peer).await,
+            Ok((_, connection)) => serve_http(edge, connection, client, peer, closing).await,
             Err(error) => refused(error),
         },
         Some(tls) => {
@@ -90,7 +98,9 @@ async fn serve_connection(edge: &Arc<Edge>, mut stream: tokio::net::TcpStream, p
                 Err(_) => return refused(estuary_http::HeadError::TimedOut),
             };
             match porter::admit(tls, bytes::Bytes::new(), &limits).await {
-                Ok((_head, connection)) => serve_http(edge, connection, client, peer).await,
+                Ok((_head, connection)) => {
+                    serve_http(edge, connection, client, peer, closing).await
+                }
                 Err(error) => refused(error),
             }
         }
@@ -99,13 +109,19 @@ async fn serve_connection(edge: &Arc<Edge>, mut stream: tokio::net::TcpStream, p
 
 /// HTTP/1.1 or HTTP/2 (by ALPN, or by the prior-knowledge preface) on an admitted connection,
 /// served by hyper within the edge's limits.
-async fn serve_http<S>(edge: &Arc<Edge>, connection: S, client: IpAddr, peer: SocketAddr)
-where
+async fn serve_http<S>(
+    edge: &Arc<Edge>,
+    connection: S,
+    client: IpAddr,
+    peer: SocketAddr,
+    closing: tokio::sync::watch::Receiver<bool>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service_edge = edge.clone();
     tracing::trace!(%peer, "served by hyper");
-    estuary_http::connection::serve(connection, &edge.config().limits, move |request| {
+    let limits = edge.config().limits;
+    estuary_http::connection::serve(connection, &limits, closing, move |request| {
         let edge = service_edge.clone();
         // The edge answers GET and HEAD, so a request's body is never read.
         let request = request.map(|_| ());
