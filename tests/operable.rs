@@ -29,6 +29,9 @@ fn certificate(dir: &Path, name: &str) -> String {
                 "-subj",
                 "/CN=localhost",
             ])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            // A server certificate (a CA certificate may not serve as one).
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
             .args(["-days", "1", "-keyout"])
             .arg(&key)
             .arg("-out")
@@ -548,4 +551,203 @@ fn the_packager_reloads_its_keys_and_token_and_a_broken_file_changes_nothing() {
     assert!(!health.contains("reload_refused"), "{health}");
 
     assert!(packager.terminate(Duration::from_secs(10)).success());
+}
+
+/// Reads a `loadtest viewers --json` report: viewers started, their stalls, and the errors
+/// that stopped any.
+fn viewers_report(path: &Path) -> (u64, u64, serde_json::Value) {
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    (
+        report["started"].as_u64().unwrap(),
+        report["stalls"].as_u64().unwrap(),
+        report["failures"].clone(),
+    )
+}
+
+/// A reload under load: LL-HLS viewers and `stream.mp3` listeners play through an HTTPS edge
+/// while SIGHUP brings a new key, a revoked keycard and a new certificate, and a second SIGHUP
+/// a broken key file. Nobody unaffected stalls or is cut; the revoked keycard's listeners are
+/// cut within a second; new handshakes present the new certificate. Full form:
+/// `ESTUARY_RELOAD_VIEWERS=200,1000` (LL-HLS viewers, MP3 listeners).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_under_load_cuts_only_the_revoked() {
+    require_tool("curl", "curl");
+    let (llhls, mp3) = std::env::var("ESTUARY_RELOAD_VIEWERS")
+        .ok()
+        .and_then(|counts| {
+            let (a, b) = counts.split_once(',')?;
+            Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
+        })
+        .unwrap_or((20, 100));
+    const REVOKED: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let (_packager, origin) = support::start_packager(&[]).await;
+    let _ingest = Running(
+        support::test_ingest(origin, &["--duration", "300s", "--audio", "aac,mp3"])
+            .spawn()
+            .unwrap(),
+    );
+    std::fs::write(path("keys"), "k1 00112233445566778899aabbccddeeff\n").unwrap();
+    std::fs::write(path("revoked"), "").unwrap();
+    certificate(dir.path(), "first");
+    let second = certificate(dir.path(), "second");
+    // The viewers trust both, as clients would trust one CA over both certificates.
+    let bundle = [path("first.pem"), path("second.pem")]
+        .iter()
+        .map(|pem| std::fs::read_to_string(pem).unwrap())
+        .collect::<String>();
+    std::fs::write(path("trusted.pem"), bundle).unwrap();
+    std::fs::copy(path("first.pem"), path("edge.pem")).unwrap();
+    std::fs::copy(path("first.key"), path("edge.key")).unwrap();
+    let port = free_port();
+    std::fs::write(
+        path("edge.toml"),
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nupstreams = [\"http://{origin}\"]\nadmin_token = \"{TOKEN}\"\n\n[bouncers]\nkey_file = \"{}\"\nrevoked = \"{}\"\n\n[tls]\ncertificate = \"{}\"\nkey = \"{}\"\nhttp3 = false\n",
+            path("keys").display(),
+            path("revoked").display(),
+            path("edge.pem").display(),
+            path("edge.key").display(),
+        ),
+    )
+    .unwrap();
+    let base = format!("https://127.0.0.1:{port}");
+    let edge = serving("edge", &path("edge.toml"), &base);
+    support::wait_until_served(
+        &format!("http://{origin}/live/demo/master.m3u8"),
+        Duration::from_secs(60),
+    );
+    let keycard = sign(&path("keys"), "k1");
+    let revoked_keycard = run_ok(
+        estuary()
+            .args(["keycard", "sign", "--key-file"])
+            .arg(path("keys"))
+            .args(["--acl", "/live/demo/*", "--ttl", "1h", "--id", "listener-7"]),
+    )
+    .trim()
+    .to_owned();
+
+    // The viewers, for 25 s; and the listeners whose keycard will be revoked.
+    let viewers = |kind: &str, count: usize, target: &str, json: &str| {
+        Running(
+            estuary()
+                .args(["loadtest", "viewers", "--kind", kind])
+                .args(["--count", &count.to_string(), "--duration", "25s"])
+                .arg("--url")
+                .arg(format!("{base}{target}?keycard={keycard}"))
+                .arg("--ca-file")
+                .arg(path("trusted.pem"))
+                .arg("--json")
+                .arg(path(json))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut players = viewers("llhls", llhls, "/live/demo/master.m3u8", "llhls.json");
+    let mut listeners = viewers("continuous", mp3, "/live/demo/stream.mp3", "mp3.json");
+    let mut doomed: Vec<Running> = (0..REVOKED)
+        .map(|_| {
+            Running(
+                Command::new("curl")
+                    .args(["-s", "-k", "-N", "-o", "/dev/null", "--max-time", "60"])
+                    .arg(format!(
+                        "{base}/live/demo/stream.mp3?keycard={revoked_keycard}"
+                    ))
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(8));
+    for listener in &mut doomed {
+        assert!(
+            listener.0.try_wait().unwrap().is_none(),
+            "a listener of the keycard to revoke stopped before the reload"
+        );
+    }
+
+    // One reload: a key added, a keycard revoked, the certificate replaced.
+    let rotated = "k2 ffeeddccbbaa99887766554433221100";
+    std::fs::write(
+        path("keys"),
+        format!("k1 00112233445566778899aabbccddeeff\n{rotated}\n"),
+    )
+    .unwrap();
+    std::fs::write(path("revoked"), "listener-7\n").unwrap();
+    std::fs::copy(path("second.pem"), path("edge.pem")).unwrap();
+    std::fs::copy(path("second.key"), path("edge.key")).unwrap();
+    let reloaded = Instant::now();
+    hang_up(&edge);
+    let mut cut_after = Duration::ZERO;
+    for listener in &mut doomed {
+        while listener.0.try_wait().unwrap().is_none() {
+            assert!(
+                reloaded.elapsed() < Duration::from_secs(10),
+                "a revoked keycard's listener played on"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cut_after = reloaded.elapsed();
+    }
+    assert_eq!(presented(port), second, "new handshakes, new certificate");
+    let other = path("other");
+    std::fs::write(&other, format!("{rotated}\n")).unwrap();
+    let new_keycard = sign(&other, "k2");
+    let (status, _) = curl(
+        "GET",
+        &format!("{base}/live/demo/master.m3u8?keycard={new_keycard}"),
+        None,
+    );
+    assert_eq!(status, 200, "a keycard of the new key");
+
+    // A second reload, of a broken key file: nothing changes, and the edge says so.
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(path("keys"), "k1 not-hex\n").unwrap();
+    hang_up(&edge);
+    assert!(
+        wait_until(Duration::from_secs(5), || curl(
+            "GET",
+            &format!("{base}/healthz"),
+            None
+        )
+        .1
+        .contains("the last reload changed nothing")),
+        "the broken reload was not reported"
+    );
+    let (_, metrics) = curl("GET", &format!("{base}/metrics"), None);
+    assert!(
+        metrics.contains("estuary_edge_reloads_total{outcome=\"refused\"} 1"),
+        "{metrics}"
+    );
+
+    // The viewers end on their own; none of them stalled or was cut.
+    for (name, process, count) in [("llhls", &mut players, llhls), ("mp3", &mut listeners, mp3)] {
+        let began = Instant::now();
+        let status = loop {
+            if let Some(status) = process.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(60),
+                "{name}: still running"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let (started, stalls, failures) = viewers_report(&path(&format!("{name}.json")));
+        println!(
+            "{name}: {count} viewers, {started} started, {stalls} stalls, failures {failures}"
+        );
+        assert!(status.success(), "{name}: loadtest viewers failed");
+        assert_eq!(started as usize, count, "{name}: {failures}");
+        assert_eq!(stalls, 0, "{name}");
+        assert_eq!(failures, serde_json::json!({}), "{name}");
+    }
+    println!(
+        "{REVOKED} listeners of the revoked keycard cut within {} ms of SIGHUP",
+        cut_after.as_millis()
+    );
+    assert!(cut_after < Duration::from_secs(1), "{cut_after:?}");
 }

@@ -45,6 +45,10 @@ pub(crate) struct ViewersArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Certificates (PEM) trusted for https:// URLs, e.g. a test deployment's own CA; by
+    /// default the system's bundle (/etc/ssl/certs/ca-certificates.crt).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -226,6 +230,17 @@ pub(crate) fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What viewers trust for https://: the bundle named, else the system's when there is one.
+fn trust(
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<estuary_loadtest::viewers::tls::Trust>> {
+    use estuary_loadtest::viewers::tls;
+    match ca_file {
+        Some(path) => Ok(Some(tls::trust(path).context("--ca-file")?)),
+        None => Ok(tls::trust(std::path::Path::new(tls::SYSTEM_BUNDLE)).ok()),
+    }
+}
+
 pub(crate) fn viewers(args: ViewersArgs) -> anyhow::Result<()> {
     if args.count == 0 {
         bail!("--count must be at least 1");
@@ -244,6 +259,7 @@ pub(crate) fn viewers(args: ViewersArgs) -> anyhow::Result<()> {
         count: args.count,
         duration: parse_duration("--duration", &args.duration)?,
         ramp: parse_duration("--ramp", &args.ramp)?,
+        trust: trust(args.ca_file.as_deref())?,
     };
     let bar = estuary_loadtest::progress::counter(options.count as u64, "viewers done");
     let report = runtime()?.block_on(estuary_loadtest::viewers::run(&options, {

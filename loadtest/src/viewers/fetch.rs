@@ -8,16 +8,18 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::header::LOCATION;
 use hyper::{Request, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::ViewerError;
+use super::tls::Trust;
 
 /// How long one request may take before the viewer counts it as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// A viewer's connection and its tally.
 pub struct Fetcher {
@@ -27,10 +29,24 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new() -> Fetcher {
+    /// A viewer's client: `http://`, and `https://` when it trusts some certificates.
+    pub fn new(trust: Option<Trust>) -> Fetcher {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.enforce_http(false);
+        let connector = match trust {
+            Some(trust) => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((*trust).clone())
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector),
+            None => hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(refusing_tls())
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(connector),
+        };
         Fetcher {
             client: Client::builder(TokioExecutor::new()).build(connector),
             requests: 0,
@@ -94,6 +110,18 @@ impl Fetcher {
             .map_err(|_| ViewerError::NotText { url: url.clone() })?;
         Ok((url, text))
     }
+}
+
+/// A TLS configuration that trusts no certificate: without a bundle, `https://` fails at the
+/// handshake with the server's certificate named as unknown.
+fn refusing_tls() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring offers the default protocol versions")
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth()
 }
 
 /// `url` without its query (and the keycard in it), as reports show it.

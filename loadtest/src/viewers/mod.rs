@@ -25,6 +25,7 @@ mod hls;
 mod playback;
 mod report;
 pub mod stream;
+pub mod tls;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -75,6 +76,8 @@ pub struct Options {
     pub duration: Duration,
     /// Viewers start spread evenly over this long.
     pub ramp: Duration,
+    /// The certificates trusted for `https://` URLs; none: only `http://` is watched.
+    pub trust: Option<tls::Trust>,
 }
 
 /// Why a viewer stopped.
@@ -115,10 +118,19 @@ pub enum ViewerError {
 }
 
 impl ViewerError {
-    fn request(url: &str, reason: impl std::fmt::Display) -> ViewerError {
+    /// A request that failed, with the causes beneath the error (a client's "connect error"
+    /// says little; the TLS or socket error under it says why).
+    fn request(url: &str, reason: impl std::error::Error) -> ViewerError {
+        let mut text = reason.to_string();
+        let mut cause = reason.source();
+        while let Some(next) = cause {
+            text.push_str(": ");
+            text.push_str(&next.to_string());
+            cause = next.source();
+        }
         ViewerError::Request {
             url: url.to_owned(),
-            reason: reason.to_string(),
+            reason: text,
         }
     }
 }
@@ -215,12 +227,12 @@ pub async fn run(options: &Options, progress: impl Fn(usize) + Send + Sync + 'st
         let delay = options
             .ramp
             .mul_f64(index as f64 / options.count.max(1) as f64);
-        let (url, kind) = (options.url.clone(), options.kind);
+        let (url, kind, trust) = (options.url.clone(), options.kind, options.trust.clone());
         let (progress, finished) = (progress.clone(), finished.clone());
         let stop = began + delay + options.duration;
         viewers.spawn(async move {
             tokio::time::sleep_until(began + delay).await;
-            let outcome = view(&url, kind, stop).await;
+            let outcome = view(&url, kind, stop, trust).await;
             let mut count = finished.lock().unwrap_or_else(|e| e.into_inner());
             *count += 1;
             progress(*count);
@@ -238,7 +250,7 @@ pub async fn run(options: &Options, progress: impl Fn(usize) + Send + Sync + 'st
 }
 
 /// One viewer, until `stop`.
-async fn view(url: &str, kind: Kind, stop: Instant) -> Outcome {
+async fn view(url: &str, kind: Kind, stop: Instant, trust: Option<tls::Trust>) -> Outcome {
     if let Err(wrong) = check_kind(url, kind) {
         return Outcome {
             failure: Some(wrong.to_string()),
@@ -246,7 +258,7 @@ async fn view(url: &str, kind: Kind, stop: Instant) -> Outcome {
         };
     }
     if kind == Kind::Continuous {
-        let watched = stream::watch(url, stop, utc_now).await;
+        let watched = stream::watch(url, stop, utc_now, trust.as_ref()).await;
         return Outcome {
             startup: watched.startup,
             latencies: watched.latencies,
@@ -257,7 +269,7 @@ async fn view(url: &str, kind: Kind, stop: Instant) -> Outcome {
             failure: watched.failure,
         };
     }
-    let mut fetcher = Fetcher::new();
+    let mut fetcher = Fetcher::new(trust);
     let mut playback = Playback::starting(Instant::now());
     let mut latencies = Vec::new();
     let played = async {

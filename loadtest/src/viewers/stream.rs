@@ -1,5 +1,5 @@
-//! A viewer of a continuous stream (`/live/{channel}/stream.{ts,mp4,aac}`): one plain socket,
-//! one request, then the body read as it comes, forever. It keeps no more than a read buffer
+//! A viewer of a continuous stream (`/live/{channel}/stream.{ts,mp4,aac}`): one socket (TLS
+//! for `https://`), one request, then the body read as it comes, forever. It keeps no more than a read buffer
 //! and a few counters, so that one core drives thousands of them. It records when the first
 //! byte came, the gaps between reads, the bytes, and, for fragmented MP4, the live latency of
 //! every chunk: from the capture of its first sample (its `tfdt`, which is UTC) to the moment
@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::ViewerError;
 use super::fetch::{resolve, strip_query};
+use super::tls::{self, Trust};
 
 /// A wait between two reads longer than this is a gap: with the ingest's three parts a second,
 /// a chunk comes every third of a second.
@@ -39,12 +40,22 @@ pub struct Watched {
     pub failure: Option<String>,
 }
 
-/// Watches the stream at `url` (http://, redirects followed) until `stop`.
-pub async fn watch(url: &str, stop: Instant, utc_now: impl Fn() -> f64) -> Watched {
+/// A viewer's connection: a socket, or TLS over one.
+trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
+
+/// Watches the stream at `url` (http://, or https:// with `trust`; redirects followed) until
+/// `stop`.
+pub async fn watch(
+    url: &str,
+    stop: Instant,
+    utc_now: impl Fn() -> f64,
+    trust: Option<&Trust>,
+) -> Watched {
     let mut watched = Watched::default();
     let began = Instant::now();
     let outcome = tokio::time::timeout_at(stop, async {
-        let (mut socket, head, rest) = open(url, &mut watched).await?;
+        let (mut socket, head, rest) = open(url, &mut watched, trust).await?;
         let mp4 = head
             .to_ascii_lowercase()
             .contains("content-type: video/mp4");
@@ -96,7 +107,8 @@ pub async fn watch(url: &str, stop: Instant, utc_now: impl Fn() -> f64) -> Watch
 async fn open(
     url: &str,
     watched: &mut Watched,
-) -> Result<(TcpStream, String, Vec<u8>), ViewerError> {
+    trust: Option<&Trust>,
+) -> Result<(Box<dyn Connection>, String, Vec<u8>), ViewerError> {
     let mut url = url.to_owned();
     for _ in 0..5 {
         let unusable = |problem: &'static str| ViewerError::Url {
@@ -104,16 +116,35 @@ async fn open(
             problem,
         };
         let uri: hyper::Uri = url.parse().map_err(|_| unusable("not a URL"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(unusable("only http:// streams are watched"));
-        }
+        let secure = match (uri.scheme_str(), trust) {
+            (Some("http"), _) => None,
+            (Some("https"), Some(trust)) => Some(trust),
+            (Some("https"), None) => {
+                return Err(unusable("https:// needs certificates to trust (--ca-file)"));
+            }
+            _ => return Err(unusable("only http:// and https:// streams are watched")),
+        };
         let host = uri.host().ok_or_else(|| unusable("no host"))?;
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri
+            .port_u16()
+            .unwrap_or(if secure.is_some() { 443 } else { 80 });
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
-        let mut socket = TcpStream::connect((host, port))
+        let plain = TcpStream::connect((host, port))
             .await
             .map_err(|error| ViewerError::request(&format!("{host}:{port}"), error))?;
-        let _ = socket.set_nodelay(true);
+        let _ = plain.set_nodelay(true);
+        let mut socket: Box<dyn Connection> = match secure {
+            Some(trust) => Box::new(
+                tls::connect(
+                    trust,
+                    host.trim_start_matches('[').trim_end_matches(']'),
+                    plain,
+                )
+                .await
+                .map_err(|error| ViewerError::request(&url, error))?,
+            ),
+            None => Box::new(plain),
+        };
         let request = format!(
             "GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: estuary-loadtest-viewer\r\n\r\n"
         );
@@ -158,7 +189,7 @@ async fn open(
 }
 
 /// Reads up to the end of the response head: the head, and what came after it.
-async fn read_head(socket: &mut TcpStream) -> Result<(String, Vec<u8>), BadHead> {
+async fn read_head(socket: &mut (impl AsyncRead + Unpin)) -> Result<(String, Vec<u8>), BadHead> {
     let mut bytes = Vec::with_capacity(1024);
     let mut piece = [0u8; 4096];
     loop {
