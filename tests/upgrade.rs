@@ -380,6 +380,14 @@ async fn continuous_stream_listeners_go_on_across_upgrades() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    // A listener of the packager itself: how evenly the stream comes before any edge.
+    let reference = tokio::spawn(listen(
+        origin,
+        "/live/demo/stream.mp3",
+        false,
+        false,
+        stop.clone(),
+    ));
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     // Upgrade by the script, to an edge on the epoll engine; then again, back to the engine
@@ -436,6 +444,7 @@ async fn continuous_stream_listeners_go_on_across_upgrades() {
         .sum();
     stop.store(true, Ordering::SeqCst);
 
+    let reference = reference.await.unwrap().longest_gap;
     let mut heard: Vec<(usize, Heard)> = Vec::new();
     while let Some(done) = listeners.join_next().await {
         heard.push(done.unwrap());
@@ -447,10 +456,10 @@ async fn continuous_stream_listeners_go_on_across_upgrades() {
         .collect();
     let mut gaps: Vec<Duration> = heard.iter().map(|(_, heard)| heard.longest_gap).collect();
     gaps.sort();
-    let over = gaps
-        .iter()
-        .filter(|gap| **gap > Duration::from_millis(500))
-        .count();
+    // A wait longer than 500 ms counts against the edges unless the packager's own listener
+    // waited as long (a pause of the stream reaches every listener, upgrade or not).
+    let limit = Duration::from_millis(500).max(reference + Duration::from_millis(100));
+    let over = gaps.iter().filter(|gap| **gap > limit).count();
     let least = heard
         .iter()
         .map(|(_, heard)| heard.bytes.len())
@@ -458,11 +467,13 @@ async fn continuous_stream_listeners_go_on_across_upgrades() {
         .unwrap_or(0);
     println!(
         "{mp3} MP3 listeners (half with ICY metadata) and {ts} TS viewers across two upgrades: \
-         {} cut; longest wait between reads: median {} ms, worst {} ms, {over} over 500 ms; \
-         the least any received: {least} bytes",
+         {} cut; longest wait between reads: median {} ms, worst {} ms ({} ms for a listener \
+         of the packager), {over} over {} ms; the least any received: {least} bytes",
         cut.len(),
         gaps[gaps.len() / 2].as_millis(),
         gaps[gaps.len() - 1].as_millis(),
+        reference.as_millis(),
+        limit.as_millis(),
     );
     assert!(cut.is_empty(), "listeners cut: {cut:?}");
     assert_eq!(viewers as usize, mp3 + ts, "viewers on the third edge");
@@ -470,7 +481,7 @@ async fn continuous_stream_listeners_go_on_across_upgrades() {
     assert_eq!(
         over,
         0,
-        "waits over 500 ms; the longest: {:?}",
+        "waits over {limit:?}; the longest: {:?}",
         &gaps[gaps.len().saturating_sub(5)..]
     );
     // What the kept listeners heard decodes from end to end.
