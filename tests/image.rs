@@ -1,9 +1,9 @@
 //! The container image (`scripts/image`, `deploy/container/Containerfile`), built from scratch
 //! out of Debian's packages with the test binary: it runs as a non-root user with `estuary` as
 //! its entry point, and `demo` in it serves the demo channel, which ffprobe on the host reads
-//! as H.264 and AAC. Where podman cannot start containers (a sandbox that refuses the
-//! `setrlimit` crun makes), the image's own root file system is run instead: mounted, chrooted
-//! into, as the image's user.
+//! as H.264 and AAC. Where podman's runtime cannot start containers (a sandbox that refuses
+//! crun's `setrlimit`, or its cgroups), the image's own root file system is run instead:
+//! mounted, chrooted into, as the image's user.
 
 mod support;
 
@@ -66,10 +66,8 @@ fn the_image_is_built_from_debian_packages_and_serves_the_demo() {
     if run.status.success() {
         println!("podman run serves the demo on port {port}");
     } else {
-        assert!(
-            refused.contains("setrlimit"),
-            "podman run failed: {refused}"
-        );
+        // Only the runtime's refusal to start any container is a reason to go on without it.
+        assert!(refused.contains("OCI"), "podman run failed: {refused}");
         println!(
             "podman cannot start containers here ({}); the image's root file system runs instead",
             refused.lines().next().unwrap_or("").trim()
