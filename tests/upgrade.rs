@@ -61,6 +61,44 @@ impl Drop for Detached {
     }
 }
 
+/// Upgrades the edge offering its sockets at `socket` by `scripts/upgrade-edge`, to a new edge
+/// on `address` in front of `upstream` with `extra` arguments (its log in `log`): what the
+/// script printed, and the new edge, killed when dropped.
+fn upgrade_by_script(
+    log: &Path,
+    socket: &Path,
+    address: SocketAddr,
+    upstream: SocketAddr,
+    extra: &[&str],
+) -> (String, Detached) {
+    let script = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/upgrade-edge"))
+        .arg("--log")
+        .arg(log)
+        .arg(socket)
+        .arg(env!("CARGO_BIN_EXE_estuary"))
+        .args(["edge", "--listen", &address.to_string()])
+        .arg("--upstream")
+        .arg(format!("http://{upstream}"))
+        .arg("--takeover-socket")
+        .arg(socket)
+        .args(extra)
+        .env("ESTUARY_LOG", "info")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&script.stdout).into_owned();
+    let new = said
+        .split_whitespace()
+        .nth(2)
+        .and_then(|pid| pid.parse::<u32>().ok())
+        .map(Detached);
+    assert!(
+        script.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&script.stderr)
+    );
+    (said, new.expect("the script named the new edge"))
+}
+
 /// Whether process `pid` has ended (an exited child not reaped yet has).
 fn gone(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -146,29 +184,12 @@ fn an_upgraded_edge_refuses_no_connection_and_finishes_what_it_serves() {
     }
     // This time by the script an operator runs, which waits for the old edge to leave.
     let upgrade = Instant::now();
-    let script = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/upgrade-edge"))
-        .arg("--log")
-        .arg(dir.path().join("third.log"))
-        .arg(&socket)
-        .arg(env!("CARGO_BIN_EXE_estuary"))
-        .args(["edge", "--listen", &address.to_string()])
-        .arg("--upstream")
-        .arg(format!("http://{upstream}"))
-        .arg("--takeover-socket")
-        .arg(&socket)
-        .env("ESTUARY_LOG", "warn")
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&script.stdout).into_owned();
-    let third = said
-        .split_whitespace()
-        .nth(2)
-        .and_then(|pid| pid.parse::<u32>().ok())
-        .map(Detached);
-    assert!(
-        script.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&script.stderr)
+    let (said, third) = upgrade_by_script(
+        &dir.path().join("third.log"),
+        &socket,
+        address,
+        upstream,
+        &[],
     );
     assert!(exits(&mut second, Duration::from_secs(5)).success());
     let second_gone = upgrade.elapsed();
@@ -183,7 +204,7 @@ fn an_upgraded_edge_refuses_no_connection_and_finishes_what_it_serves() {
 
     // Eight more, the client stopped so that only the edges' own descriptors count: each new
     // edge holds as many as the one it took over from, so ten upgrades leak none.
-    let third = third.expect("the script named the new edge");
+
     let mut descriptors = vec![open_descriptors(third.0)];
     let mut previous = third.0;
     let mut later = Vec::new();
@@ -392,34 +413,15 @@ async fn continuous_stream_listeners_go_on_across_upgrades() {
 
     // Upgrade by the script, to an edge on the epoll engine; then again, back to the engine
     // the kernel offers (io_uring here): viewers go from each engine to the other.
-    let script = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/upgrade-edge"))
-        .arg("--log")
-        .arg(dir.path().join("second.log"))
-        .arg(&socket)
-        .arg(env!("CARGO_BIN_EXE_estuary"))
-        .args(["edge", "--listen", &address.to_string()])
-        .arg("--upstream")
-        .arg(format!("http://{origin}"))
-        .arg("--takeover-socket")
-        .arg(&socket)
-        .args(["--fanout", "epoll"])
-        .env("ESTUARY_LOG", "info")
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&script.stdout).into_owned();
-    let second = said
-        .split_whitespace()
-        .nth(2)
-        .and_then(|pid| pid.parse::<u32>().ok())
-        .map(Detached);
-    assert!(
-        script.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&script.stderr)
+    let (said, second) = upgrade_by_script(
+        &dir.path().join("second.log"),
+        &socket,
+        address,
+        origin,
+        &["--fanout", "epoll"],
     );
     assert!(exits(&mut first, Duration::from_secs(5)).success());
     print!("{said}");
-    let second = second.expect("the script named the new edge");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let upgrade = Instant::now();
     let _third = start_edge(port, origin, &socket, true);

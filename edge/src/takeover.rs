@@ -206,24 +206,11 @@ fn send_head(stream: &UnixStream, text: &str, fds: &[BorrowedFd<'_>]) -> io::Res
 /// [`HEAD`] bytes, so that a payload is never read with a head's ancillary data.
 fn receive_head(stream: &UnixStream) -> io::Result<(Vec<String>, Vec<OwnedFd>)> {
     let mut head = [0u8; HEAD];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(BATCH_SOCKETS))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let received = rustix::net::recvmsg(
-        stream,
-        &mut [IoSliceMut::new(&mut head)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
-    let mut fds = Vec::new();
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(received) = message {
-            fds.extend(received);
-        }
-    }
-    if received.bytes == 0 {
+    let (received, fds) = receive(stream, &mut head)?;
+    if received == 0 {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
-    (&*stream).read_exact(&mut head[received.bytes..])?;
+    (&*stream).read_exact(&mut head[received..])?;
     let text = std::str::from_utf8(&head)
         .ok()
         .and_then(|text| text.strip_suffix('\n'))
@@ -334,14 +321,14 @@ fn hand_over(stream: &UnixStream, listeners: &Listeners) -> Result<(), String> {
     Ok(())
 }
 
-/// One line and the sockets sent with it.
-fn receive_with_fds(stream: &UnixStream) -> io::Result<(String, Vec<OwnedFd>)> {
-    let mut bytes = [0u8; MAX_LINE];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+/// One read of at most `into.len()` bytes, and the sockets (at most [`BATCH_SOCKETS`]) that
+/// came with them: the bytes read and the sockets.
+fn receive(stream: &UnixStream, into: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(BATCH_SOCKETS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let received = rustix::net::recvmsg(
         stream,
-        &mut [IoSliceMut::new(&mut bytes)],
+        &mut [IoSliceMut::new(into)],
         &mut control,
         RecvFlags::CMSG_CLOEXEC,
     )?;
@@ -351,7 +338,14 @@ fn receive_with_fds(stream: &UnixStream) -> io::Result<(String, Vec<OwnedFd>)> {
             fds.extend(received);
         }
     }
-    let text = std::str::from_utf8(&bytes[..received.bytes])
+    Ok((received.bytes, fds))
+}
+
+/// One line and the sockets sent with it.
+fn receive_with_fds(stream: &UnixStream) -> io::Result<(String, Vec<OwnedFd>)> {
+    let mut bytes = [0u8; MAX_LINE];
+    let (received, fds) = receive(stream, &mut bytes)?;
+    let text = std::str::from_utf8(&bytes[..received])
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not text"))?;
     let line = text
         .strip_suffix('\n')
