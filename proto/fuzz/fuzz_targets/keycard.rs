@@ -11,11 +11,15 @@ fuzz_target!(|data: &[u8]| {
     let key = KeycardKey::from_hex(Some("k1"), "00112233445566778899aabbccddeeff")
         .expect("a valid test key");
     if let Ok(card) = Keycard::parse(text) {
-        let _ = card.verify(
-            std::slice::from_ref(&key),
-            "/live/demo/master.m3u8",
-            1_800_000_000,
-        );
+        let client = Some(std::net::IpAddr::from([192, 0, 2, 1]));
+        for who in [None, client] {
+            let _ = card.verify(
+                std::slice::from_ref(&key),
+                "/live/demo/master.m3u8",
+                who,
+                1_800_000_000,
+            );
+        }
     }
     let _ = estuary_proto::keycard::parse_key_file(text);
 });
