@@ -4,7 +4,7 @@
 //! relay, made when a chunk lands, a send completes or the tick comes round.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,6 +21,8 @@ use crate::fanout::ring::Ring;
 use crate::fanout::viewer::unsent_bytes;
 use crate::fanout::{State, Stream};
 use crate::revoked::Revoked;
+
+mod leave;
 
 /// Submission queue entries per thread: a wake-up's sends beyond it go in several submissions.
 pub(super) const RING_ENTRIES: u32 = 1024;
@@ -365,42 +367,6 @@ impl Worker {
         }
     }
 
-    /// Hands the viewer over once nothing of it is in flight (and its header is out).
-    fn hand_over(&mut self, slot: u32) {
-        let Some(viewer) = self.viewer(slot) else {
-            return;
-        };
-        viewer.handing = true;
-        match viewer.pending {
-            Some((token, false)) => self.cancel(slot, token),
-            Some((_, true)) => {}
-            None => self.ready.push(slot),
-        }
-    }
-
-    /// Lets the viewer go once nothing of it is in flight.
-    fn end(&mut self, slot: u32) {
-        let Some(viewer) = self.viewer(slot) else {
-            return;
-        };
-        viewer.leaving = true;
-        match viewer.pending {
-            Some((token, false)) => self.cancel(slot, token),
-            Some((_, true)) => {}
-            None => self.ready.push(slot),
-        }
-    }
-
-    fn cancel(&mut self, slot: u32, token: u64) {
-        if let Some(viewer) = self.viewer(slot) {
-            viewer.pending = Some((token, true));
-        }
-        let cancel = opcode::AsyncCancel::new(token)
-            .build()
-            .user_data(self.next_token(Kind::Cancel, slot));
-        self.push(cancel);
-    }
-
     /// A send completed, or the kernel let go of a zero-copy send's pages.
     fn sent(&mut self, token: Token, data: u64, result: i32, flags: u32, now: Instant) {
         if cqueue::notif(flags) {
@@ -588,41 +554,6 @@ impl Worker {
             opcode::SendMsg::new(fd, message).flags(flags).build()
         };
         self.push(entry.user_data(token));
-    }
-
-    /// The viewer is gone: its socket is shut down and closed, and the bytes it was sent go
-    /// back to the task that handed it over.
-    fn let_go(&mut self, slot: u32) {
-        if let Some(viewer) = self.take_out(slot) {
-            let _ = viewer.socket.shutdown(Shutdown::Write);
-            let _ = viewer.done.send((viewer.sent, None));
-        }
-    }
-
-    /// The viewer goes back to the task that handed it over, with its place and its open
-    /// socket, for the process upgrading this one.
-    fn give_back(&mut self, slot: u32) {
-        if let Some(viewer) = self.take_out(slot) {
-            let viewer = *viewer;
-            let _ = viewer
-                .done
-                .send((viewer.sent, Some((viewer.place, viewer.socket))));
-        }
-    }
-
-    /// Takes the viewer in `slot` off the thread.
-    fn take_out(&mut self, slot: u32) -> Option<Box<Viewer>> {
-        let viewer = self.viewers.get_mut(slot as usize).and_then(Option::take)?;
-        self.free.push(slot);
-        let key = Arc::as_ptr(&viewer.stream) as usize;
-        if let Some(group) = self.groups.get_mut(&key) {
-            group.slots.retain(|&other| other != slot);
-            if group.slots.is_empty() {
-                self.groups.remove(&key);
-            }
-        }
-        self.shared.viewers.fetch_sub(1, Ordering::Relaxed);
-        Some(viewer)
     }
 }
 
