@@ -335,7 +335,8 @@ impl Fanout {
         }))
     }
 
-    /// The streams that have plain HTTP/1 viewers now: those an upgrade hands over.
+    /// The streams that have viewers now: the new process of an upgrade opens them before
+    /// their plain HTTP/1 viewers are handed to it.
     pub fn stream_keys(&self) -> Vec<String> {
         self.streams()
             .iter()
